@@ -1,0 +1,335 @@
+//! Bodies: reading the request body once, within its limit; and the response
+//! body, which is either the upstream's stream or the proxy's own JSON.
+
+use std::future::Future;
+use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::read::{MultiGzDecoder, ZlibDecoder};
+use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::Rejection;
+use crate::BoxError;
+
+/// A request body's `Content-Encoding`, as far as the proxy can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// None, or only `identity`.
+    Identity,
+    /// `gzip` / `x-gzip`.
+    Gzip,
+    /// `deflate` (zlib-wrapped, as HTTP defines it).
+    Deflate,
+}
+
+/// The request's content coding; anything but one of gzip/deflate (plus any
+/// number of `identity`) is refused, so an encoded body is never forwarded
+/// without the proxy having read the model in it.
+pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
+    let mut found = Encoding::Identity;
+    for value in headers.get_all(CONTENT_ENCODING) {
+        let value = value.to_str().map_err(|_| Rejection::UnsupportedEncoding)?;
+        for coding in value.split(',').map(str::trim) {
+            let next = if coding.eq_ignore_ascii_case("identity") || coding.is_empty() {
+                continue;
+            } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                Encoding::Gzip
+            } else if coding.eq_ignore_ascii_case("deflate") {
+                Encoding::Deflate
+            } else {
+                return Err(Rejection::UnsupportedEncoding);
+            };
+            if found != Encoding::Identity {
+                // Stacked codings: nobody legitimate sends them.
+                return Err(Rejection::UnsupportedEncoding);
+            }
+            found = next;
+        }
+    }
+    Ok(found)
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a
+/// declared `Content-Length` above the limit is refused before reading).
+pub(crate) async fn read<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Rejection>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Rejection::BodyTooLarge { limit })
+        }
+        Err(_) => Err(Rejection::InvalidBody("the request body could not be read")),
+    }
+}
+
+/// Decodes an encoded body, never producing more than `limit` bytes.
+pub(crate) fn decode(encoding: Encoding, raw: Bytes, limit: usize) -> Result<Bytes, Rejection> {
+    let mut reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Identity => return Ok(raw),
+        Encoding::Gzip => Box::new(MultiGzDecoder::new(&raw[..])),
+        Encoding::Deflate => Box::new(ZlibDecoder::new(&raw[..])),
+    };
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .by_ref()
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|_| Rejection::InvalidBody("the body could not be decoded with its Content-Encoding"))?;
+    if out.len() > limit {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Whether the body is to be read as JSON for its model. Form and binary media
+/// types are not; everything else (JSON, no type, text) is, under the strict rules.
+pub(crate) fn is_json_like(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
+        return true;
+    };
+    let ct = ct.as_bytes();
+    let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+    !(starts(b"multipart/")
+        || starts(b"application/x-www-form-urlencoded")
+        || starts(b"application/octet-stream")
+        || starts(b"audio/")
+        || starts(b"image/")
+        || starts(b"video/"))
+}
+
+/// The upstream body went silent for longer than `server.idle_timeout_secs`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle for longer than the idle timeout")]
+pub struct IdleTimeout;
+
+pin_project! {
+    /// The response body: the upstream's, streamed through as it arrives with an
+    /// idle timeout between frames, or the proxy's own (JSON errors).
+    #[derive(Debug)]
+    pub struct ByokBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Upstream {
+            #[pin]
+            body: B,
+            #[pin]
+            idle: Sleep,
+            timeout: Duration,
+        },
+        Own {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+impl<B> ByokBody<B> {
+    /// Streams `body`, failing it when no frame comes for `idle_timeout`.
+    pub fn upstream(body: B, idle_timeout: Duration) -> Self {
+        ByokBody {
+            kind: Kind::Upstream {
+                body,
+                idle: tokio::time::sleep(idle_timeout),
+                timeout: idle_timeout,
+            },
+        }
+    }
+
+    /// A complete body of the proxy's own.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        ByokBody {
+            kind: Kind::Own {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> From<Bytes> for ByokBody<B> {
+    fn from(data: Bytes) -> Self {
+        ByokBody::full(data)
+    }
+}
+
+impl<B> Body for ByokBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Upstream {
+                body,
+                mut idle,
+                timeout,
+            } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    idle.as_mut().reset(Instant::now() + *timeout);
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => match idle.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout)))),
+                    Poll::Pending => Poll::Pending,
+                },
+            },
+            KindProj::Own { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Own { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Own { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use http::HeaderValue;
+    use std::io::Write;
+
+    fn h(name: &'static str, values: &[&'static str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for v in values {
+            m.append(name, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn encoding_table() {
+        let cases: &[(&[&'static str], Result<Encoding, ()>)] = &[
+            (&[], Ok(Encoding::Identity)),
+            (&["identity"], Ok(Encoding::Identity)),
+            (&["gzip"], Ok(Encoding::Gzip)),
+            (&["GZip"], Ok(Encoding::Gzip)),
+            (&["x-gzip"], Ok(Encoding::Gzip)),
+            (&["deflate"], Ok(Encoding::Deflate)),
+            (&["identity, gzip"], Ok(Encoding::Gzip)),
+            (&["gzip, gzip"], Err(())),
+            (&["gzip", "deflate"], Err(())),
+            (&["br"], Err(())),
+            (&["zstd"], Err(())),
+            (&["compress"], Err(())),
+        ];
+        for (values, want) in cases {
+            let got = encoding(&h("content-encoding", values)).map_err(|_| ());
+            assert_eq!(got, *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn decode_within_the_limit() {
+        let plain = br#"{"model":"gpt-4o"}"#;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(plain).unwrap();
+        let gz = Bytes::from(gz.finish().unwrap());
+        let mut zl = ZlibEncoder::new(Vec::new(), Compression::default());
+        zl.write_all(plain).unwrap();
+        let zl = Bytes::from(zl.finish().unwrap());
+
+        assert_eq!(decode(Encoding::Gzip, gz.clone(), 100).unwrap(), &plain[..]);
+        assert_eq!(decode(Encoding::Deflate, zl, 100).unwrap(), &plain[..]);
+        assert_eq!(
+            decode(Encoding::Gzip, gz, plain.len() - 1).unwrap_err().reason(),
+            "body_too_large"
+        );
+        assert_eq!(
+            decode(Encoding::Gzip, Bytes::from_static(b"not gzip"), 100)
+                .unwrap_err()
+                .reason(),
+            "invalid_body"
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(&vec![b' '; 50 << 20]).unwrap();
+        let bomb = Bytes::from(gz.finish().unwrap());
+        assert!(bomb.len() < 100_000);
+        assert_eq!(
+            decode(Encoding::Gzip, bomb, 1 << 20).unwrap_err().reason(),
+            "body_too_large"
+        );
+    }
+
+    #[test]
+    fn json_like_table() {
+        for (ct, want) in [
+            (None, true),
+            (Some("application/json"), true),
+            (Some("application/json; charset=utf-8"), true),
+            (Some("text/plain"), true),
+            (Some("multipart/form-data; boundary=x"), false),
+            (Some("Multipart/Form-Data"), false),
+            (Some("application/x-www-form-urlencoded"), false),
+            (Some("application/octet-stream"), false),
+            (Some("audio/wav"), false),
+        ] {
+            let mut m = HeaderMap::new();
+            if let Some(ct) = ct {
+                m.insert("content-type", HeaderValue::from_static(ct));
+            }
+            assert_eq!(is_json_like(&m), want, "{ct:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn read_refuses_declared_and_actual_oversize() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
+        let ok = read(&HeaderMap::new(), body.clone(), 10).await.unwrap();
+        assert_eq!(ok.len(), 10);
+        let err = read(&HeaderMap::new(), body, 9).await.unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+        let declared = h("content-length", &["1000"]);
+        let err = read(&declared, http_body_util::Empty::<Bytes>::new(), 9)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+    }
+}

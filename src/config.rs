@@ -1,0 +1,694 @@
+//! The TOML config: serde types, loading, and validation whose errors name the
+//! offending entry (`credentials[2].allowed_api_key_hashes[0]: not 64 lowercase
+//! hex chars`) and never print a secret or a line of the file.
+//!
+//! Unknown keys are errors. A loaded [`Config`] becomes a [`Snapshot`] with
+//! [`Config::snapshot`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::cache::{label_for, ApiKey, Credential, Provider, Settings, Snapshot, SnapshotError};
+use crate::headers;
+use crate::key::KeyHash;
+use crate::providers::{valid_slug, AuthScheme, Upstream};
+
+/// A config that parsed and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[admin]`, when present.
+    pub admin: Option<AdminConfig>,
+    providers: Vec<Provider>,
+    api_keys: Vec<ApiKey>,
+    credentials: Vec<Credential>,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Request bodies above this get 413.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain: Duration,
+    /// Per upstream connection attempt.
+    pub connect_timeout: Duration,
+    /// Until the upstream response head.
+    pub first_byte_timeout: Duration,
+    /// Longest silence inside a streamed body.
+    pub idle_timeout: Duration,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the management API listens.
+    pub listen: SocketAddr,
+    /// SHA-256 hashes of the management keys.
+    pub management_key_hashes: Vec<KeyHash>,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// One or more entries are wrong; each names its entry.
+    #[error("{}", Lines(.0))]
+    Invalid(Vec<String>),
+}
+
+struct Lines<'a>(&'a [String]);
+
+impl fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(line)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| ConfigError::Invalid(vec![describe_parse_error(text, &e)]))?;
+        validate(raw)
+    }
+
+    /// A fresh registry snapshot of this config.
+    pub fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build(
+            Settings {
+                max_body_bytes: self.server.max_body_bytes,
+                first_byte_timeout: self.server.first_byte_timeout,
+                idle_timeout: self.server.idle_timeout,
+            },
+            self.providers.clone(),
+            self.api_keys.clone(),
+            self.credentials.clone(),
+        )
+    }
+
+    /// How many gateway keys and credentials it holds.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.api_keys.len(), self.credentials.len())
+    }
+}
+
+/// Reads a config file into memory that is wiped when dropped (it holds secrets).
+pub(crate) fn read(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+// ---- the file's shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    api_keys: Vec<RawApiKey>,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    max_body_bytes: u64,
+    drain_secs: Secs,
+    connect_timeout_secs: Secs,
+    first_byte_timeout_secs: Secs,
+    idle_timeout_secs: Secs,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 10 * 1024 * 1024,
+            drain_secs: Secs(30.0),
+            connect_timeout_secs: Secs(10.0),
+            first_byte_timeout_secs: Secs(120.0),
+            idle_timeout_secs: Secs(300.0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    #[serde(default)]
+    management_key_hashes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: Option<String>,
+    auth: Option<AuthScheme>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    hash: String,
+    workspace_id: String,
+    user_id: String,
+    name: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    id: String,
+    workspace_id: String,
+    provider: String,
+    name: Option<String>,
+    key: Option<SecretString>,
+    key_env: Option<String>,
+    base_url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    created_at: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    is_fallback: bool,
+    #[serde(default)]
+    sort_order: i64,
+    allowed_api_key_hashes: Option<Vec<String>>,
+    allowed_models: Option<Vec<String>>,
+    allowed_user_ids: Option<Vec<String>>,
+}
+
+/// Seconds, written as an integer or a decimal.
+struct Secs(f64);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+                Ok(Secs(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
+                Ok(Secs(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
+                Ok(Secs(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---- parse errors without secrets ---------------------------------------------
+
+/// `path: message (line L, column C)`. The message is serde's, minus any value it
+/// quotes (`invalid type: string "sk-…"` becomes `invalid type: string`), and the
+/// source line that toml's own `Display` would print is left out.
+fn describe_parse_error(
+    text: &str,
+    e: &serde_path_to_error::Error<toml::de::Error>,
+) -> String {
+    let inner = e.inner();
+    let message = scrub(inner.message());
+    let location = inner
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" (line {line}, column {column})")
+        })
+        .unwrap_or_default();
+    let path = e.path().to_string();
+    if path.is_empty() || path == "." {
+        format!("{message}{location}")
+    } else {
+        format!("{path}: {message}{location}")
+    }
+}
+
+fn scrub(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some(at) = rest.find(", expected") {
+                let kind = rest[..at].split([' ', '`', '"']).next().unwrap_or("");
+                return format!("{prefix}{kind}{}", &rest[at..]);
+            }
+        }
+    }
+    // Other messages (unknown field, missing field, syntax errors) name keys
+    // and positions only; keep their first line.
+    message.lines().next().unwrap_or("").to_owned()
+}
+
+// ---- validation ---------------------------------------------------------------
+
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn at(&mut self, path: impl fmt::Display, msg: impl fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut errs = Errors(Vec::new());
+    let server = validate_server(&raw.server, &mut errs);
+    let admin = raw.admin.as_ref().and_then(|a| validate_admin(a, &mut errs));
+    if let (Some(s), Some(a)) = (&server, &admin) {
+        if s.listen == a.listen {
+            errs.at("admin.listen", "must differ from server.listen");
+        }
+    }
+    let providers = validate_providers(&raw.providers, &mut errs);
+    let api_keys = validate_api_keys(&raw.api_keys, &mut errs);
+    let credentials = validate_credentials(&raw.credentials, &providers, &mut errs);
+    match (server, errs.0.is_empty()) {
+        (Some(server), true) => Ok(Config {
+            server,
+            admin,
+            providers: providers.into_values().collect(),
+            api_keys,
+            credentials,
+        }),
+        _ => Err(ConfigError::Invalid(errs.0)),
+    }
+}
+
+fn duration(path: &str, secs: &Secs, errs: &mut Errors) -> Duration {
+    match Duration::try_from_secs_f64(secs.0) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            errs.at(path, "must be a positive number of seconds");
+            Duration::from_secs(1)
+        }
+    }
+}
+
+fn socket_addr(path: &str, value: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    value.parse().map_err(|_| {
+        errs.at(path, format_args!("{value:?} is not an address like 127.0.0.1:8080"));
+    })
+    .ok()
+}
+
+fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
+    let listen = socket_addr("server.listen", &raw.listen, errs);
+    let max_body_bytes = match usize::try_from(raw.max_body_bytes) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            errs.at("server.max_body_bytes", "must be a positive number of bytes");
+            1
+        }
+    };
+    let server = ServerConfig {
+        listen: listen?,
+        max_body_bytes,
+        drain: duration("server.drain_secs", &raw.drain_secs, errs),
+        connect_timeout: duration("server.connect_timeout_secs", &raw.connect_timeout_secs, errs),
+        first_byte_timeout: duration(
+            "server.first_byte_timeout_secs",
+            &raw.first_byte_timeout_secs,
+            errs,
+        ),
+        idle_timeout: duration("server.idle_timeout_secs", &raw.idle_timeout_secs, errs),
+    };
+    Some(server)
+}
+
+fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {
+    let listen = socket_addr("admin.listen", &raw.listen, errs);
+    let hashes = hashes("admin.management_key_hashes", &raw.management_key_hashes, errs);
+    if raw.management_key_hashes.is_empty() {
+        errs.at("admin.management_key_hashes", "needs at least one hash, or nobody can use the admin API");
+    }
+    Some(AdminConfig {
+        listen: listen?,
+        management_key_hashes: hashes,
+    })
+}
+
+fn hashes(path: &str, list: &[String], errs: &mut Errors) -> Vec<KeyHash> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let parsed = KeyHash::from_hex(h);
+            if parsed.is_none() {
+                errs.at(format_args!("{path}[{i}]"), "not 64 lowercase hex chars");
+            }
+            parsed
+        })
+        .collect()
+}
+
+fn header_list(path: &str, raw: &BTreeMap<String, String>, errs: &mut Errors) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (name, value) in raw {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            errs.at(format_args!("{path}.{name:?}"), "not a valid header name");
+            continue;
+        };
+        if headers::reserved(&header) {
+            errs.at(
+                format_args!("{path}.{name:?}"),
+                "hop-by-hop, framing and client-credential headers cannot be configured",
+            );
+            continue;
+        }
+        match HeaderValue::from_str(value) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                out.push((header, v));
+            }
+            Err(_) => errs.at(format_args!("{path}.{name:?}"), "not a valid header value"),
+        }
+    }
+    out
+}
+
+fn validate_providers(raw: &BTreeMap<String, RawProvider>, errs: &mut Errors) -> HashMap<String, Provider> {
+    let mut providers: HashMap<String, Provider> = Provider::builtins()
+        .into_iter()
+        .map(|p| (p.slug.clone(), p))
+        .collect();
+    for (slug, p) in raw {
+        let path = format!("providers.{slug}");
+        if !valid_slug(slug) {
+            errs.at(&path, "a provider name is lowercase letters, digits, '.', '_' and '-'");
+            continue;
+        }
+        let upstream = p.base_url.as_deref().and_then(|u| {
+            Upstream::parse(u)
+                .map_err(|why| errs.at(format_args!("{path}.base_url"), why))
+                .ok()
+        });
+        let headers = header_list(&format!("{path}.headers"), &p.headers, errs);
+        let entry = providers.entry(slug.clone()).or_insert_with(|| Provider {
+            slug: slug.clone(),
+            upstream: None,
+            auth: AuthScheme::Bearer,
+            headers: Vec::new(),
+        });
+        if upstream.is_some() {
+            entry.upstream = upstream;
+        }
+        if let Some(auth) = p.auth {
+            entry.auth = auth;
+        }
+        for (name, value) in headers {
+            entry.headers.retain(|(n, _)| n != name);
+            entry.headers.push((name, value));
+        }
+    }
+    providers
+}
+
+fn non_empty(path: impl fmt::Display, value: &str, errs: &mut Errors) {
+    if value.is_empty() {
+        errs.at(path, "must not be empty");
+    }
+}
+
+fn validate_api_keys(raw: &[RawApiKey], errs: &mut Errors) -> Vec<ApiKey> {
+    let mut seen: HashMap<KeyHash, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, k) in raw.iter().enumerate() {
+        let path = format!("api_keys[{i}]");
+        non_empty(format_args!("{path}.workspace_id"), &k.workspace_id, errs);
+        non_empty(format_args!("{path}.user_id"), &k.user_id, errs);
+        let Some(hash) = KeyHash::from_hex(&k.hash) else {
+            errs.at(format_args!("{path}.hash"), "not 64 lowercase hex chars");
+            continue;
+        };
+        if let Some(first) = seen.insert(hash, i) {
+            errs.at(format_args!("{path}.hash"), format_args!("same hash as api_keys[{first}]"));
+            continue;
+        }
+        out.push(ApiKey {
+            hash,
+            workspace_id: k.workspace_id.as_str().into(),
+            user_id: k.user_id.as_str().into(),
+            name: k.name.clone(),
+            disabled: k.disabled,
+        });
+    }
+    out
+}
+
+fn validate_credentials(
+    raw: &[RawCredential],
+    providers: &HashMap<String, Provider>,
+    errs: &mut Errors,
+) -> Vec<Credential> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, c) in raw.iter().enumerate() {
+        let path = format!("credentials[{i}]");
+        let before = errs.0.len();
+        non_empty(format_args!("{path}.id"), &c.id, errs);
+        if HeaderValue::from_str(&c.id).is_err() || c.id.bytes().any(|b| !b.is_ascii_graphic()) {
+            errs.at(format_args!("{path}.id"), "must be visible ASCII (it is sent in x-byok-credential-id)");
+        }
+        if let Some(first) = seen.insert(&c.id, i) {
+            errs.at(format_args!("{path}.id"), format_args!("same id as credentials[{first}]"));
+        }
+        non_empty(format_args!("{path}.workspace_id"), &c.workspace_id, errs);
+        let provider = providers.get(&c.provider);
+        if provider.is_none() {
+            errs.at(
+                format_args!("{path}.provider"),
+                format_args!("unknown provider {:?}: use a built-in one or declare [providers.NAME]", c.provider),
+            );
+        }
+        let key = match (&c.key, &c.key_env) {
+            (Some(key), None) => Some((key.clone(), format!("{path}.key"))),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some((SecretString::from(v), format!("{path}.key_env"))),
+                _ => {
+                    errs.at(
+                        format_args!("{path}.key_env"),
+                        format_args!("environment variable {var} is not set or empty"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                errs.at(&path, "needs exactly one of key and key_env");
+                None
+            }
+        };
+        if let Some((key, key_path)) = &key {
+            let s = key.expose_secret();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                errs.at(key_path, "the secret must be non-empty visible ASCII (no spaces or control characters)");
+            }
+        }
+        let created_at = c.created_at.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
+        let created_at_nanos = match OffsetDateTime::parse(&created_at, &Rfc3339) {
+            Ok(t) => t.unix_timestamp_nanos(),
+            Err(_) => {
+                errs.at(format_args!("{path}.created_at"), "not an RFC 3339 timestamp like 2025-08-24T10:30:00Z");
+                0
+            }
+        };
+        let base_url = c.base_url.as_deref().and_then(|u| {
+            Upstream::parse(u)
+                .map_err(|why| errs.at(format_args!("{path}.base_url"), why))
+                .ok()
+        });
+        if c.base_url.is_none() && provider.is_some_and(|p| p.upstream.is_none()) {
+            errs.at(
+                format_args!("{path}.base_url"),
+                format_args!("required: provider {} has no default base_url", c.provider),
+            );
+        }
+        let headers = header_list(&format!("{path}.headers"), &c.headers, errs);
+        if let Some(list) = &c.allowed_api_key_hashes {
+            hashes(&format!("{path}.allowed_api_key_hashes"), list, errs);
+        }
+        for (field, list) in [("allowed_models", &c.allowed_models), ("allowed_user_ids", &c.allowed_user_ids)] {
+            for (j, entry) in list.iter().flatten().enumerate() {
+                non_empty(format_args!("{path}.{field}[{j}]"), entry, errs);
+            }
+        }
+        let (Some((key, _)), true) = (key, errs.0.len() == before) else {
+            continue;
+        };
+        out.push(Credential {
+            id: c.id.clone(),
+            workspace_id: c.workspace_id.clone(),
+            provider: c.provider.clone(),
+            name: c.name.clone(),
+            label: label_for(&key),
+            created_at,
+            created_at_nanos,
+            disabled: c.disabled,
+            is_fallback: c.is_fallback,
+            sort_order: c.sort_order,
+            allowed_api_key_hashes: c.allowed_api_key_hashes.clone(),
+            allowed_models: c.allowed_models.clone(),
+            allowed_user_ids: c.allowed_user_ids.clone(),
+            key,
+            base_url,
+            headers,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid(v)) => v,
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    fn cred(extra: &str) -> String {
+        format!(
+            r#"
+[[credentials]]
+id = "c1"
+workspace_id = "ws"
+provider = "openai"
+key = "sk-canary-SECRET-123456"
+{extra}
+"#
+        )
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = Config::parse(&cred("")).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.server.drain, Duration::from_secs(30));
+        assert_eq!(c.credentials[0].label, "sk-...3456");
+        assert!(c.snapshot().is_ok());
+        let c = Config::parse("[server]\nfirst_byte_timeout_secs = 0.5\n").unwrap();
+        assert_eq!(c.server.first_byte_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn errors_name_the_entry() {
+        let cases: &[(String, &str)] = &[
+            (cred(r#"allowed_api_key_hashes = ["nope"]"#), "credentials[0].allowed_api_key_hashes[0]: not 64 lowercase hex chars"),
+            (cred(&format!(r#"allowed_api_key_hashes = ["{H1}", "{}"]"#, H1.to_uppercase())), "credentials[0].allowed_api_key_hashes[1]: not 64 lowercase hex chars"),
+            (cred(r#"created_at = "yesterday""#), "credentials[0].created_at: not an RFC 3339"),
+            (cred(r#"key_env = "X""#), "credentials[0]: needs exactly one of key and key_env"),
+            (cred(r#"base_url = "ftp://x""#), "credentials[0].base_url: must start with"),
+            (cred(r#"headers = { "Authorization" = "x" }"#), r#"credentials[0].headers."Authorization": hop-by-hop"#),
+            (cred(r#"allowed_models = ["openai/gpt-4o", ""]"#), "credentials[0].allowed_models[1]: must not be empty"),
+            (cred(r#"kye = "oops""#), "credentials[0].kye: unknown field `kye`"),
+            (cred(r#"sort_order = "first""#), "credentials[0].sort_order: invalid type: string, expected"),
+            (cred("").replace("openai", "nope"), r#"credentials[0].provider: unknown provider "nope""#),
+            (cred("").replace("openai", "azure"), "credentials[0].base_url: required: provider azure"),
+            (format!("{}{}", cred(""), cred("")), "credentials[1].id: same id as credentials[0]"),
+            ("[server]\nlisten = \"nowhere\"\n".into(), "server.listen:"),
+            ("[server]\ndrain_secs = 0\n".into(), "server.drain_secs: must be a positive"),
+            ("[server]\nbogus = 1\n".into(), "server.bogus: unknown field `bogus`"),
+            (format!("[[api_keys]]\nhash = \"{H1}\"\nworkspace_id = \"w\"\nuser_id = \"u\"\n[[api_keys]]\nhash = \"{H1}\"\nworkspace_id = \"w\"\nuser_id = \"\"\n"), "api_keys[1].hash: same hash as api_keys[0]"),
+            ("[providers.Bad]\nbase_url = \"https://x\"\n".into(), "providers.Bad: a provider name"),
+            ("[providers.mine]\nauth = \"basic\"\n".into(), "providers.mine.auth: unknown variant"),
+            ("[admin]\nlisten = \"127.0.0.1:9\"\nmanagement_key_hashes = [\"x\"]\n".into(), "admin.management_key_hashes[0]: not 64"),
+        ];
+        for (text, want) in cases {
+            let errs = errors(text);
+            assert!(errs.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errs:?}");
+        }
+    }
+
+    #[test]
+    fn errors_never_print_a_secret() {
+        let texts = [
+            cred(r#"key_env = "X""#),
+            cred("disabled = \"sk-canary-SECRET-123456\""),
+            "[[credentials]]\nid = \"c\"\nworkspace_id = \"w\"\nprovider = \"openai\"\nkey = [\"sk-canary-SECRET-123456\"]\n".into(),
+            "[[credentials]]\nid = \"c\"\nworkspace_id = \"w\"\nprovider = \"openai\"\nkey = \"sk-canary SECRET-123456\"\n".into(),
+            "[[credentials]]\nid = \"c\"\nkey = \"sk-canary-SECRET-123456\"\nworkspace_id = \"w\"\nprovider = \"openai\"\n= broken".into(),
+            "[[credentials]]\nid = \"c\"\nkey = \"sk-canary-SECRET-123456".into(),
+        ];
+        for text in texts {
+            let errs = errors(&text);
+            assert!(!errs.is_empty(), "{text}");
+            for e in &errs {
+                assert!(!e.contains("canary"), "{e}");
+            }
+        }
+        let dbg = format!("{:?}", Config::parse(&cred("")).unwrap());
+        assert!(!dbg.contains("canary"), "{dbg}");
+    }
+
+    #[test]
+    fn providers_override_and_add() {
+        let c = Config::parse(
+            "[providers.openai]\nbase_url = \"http://127.0.0.1:1/v\"\n[providers.local]\nbase_url = \"http://127.0.0.1:2\"\nauth = \"x-api-key\"\nheaders = { \"x-extra\" = \"1\" }\n",
+        )
+        .unwrap();
+        let openai = c.providers.iter().find(|p| p.slug == "openai").unwrap();
+        assert_eq!(openai.upstream.as_ref().unwrap().to_string(), "http://127.0.0.1:1/v");
+        let local = c.providers.iter().find(|p| p.slug == "local").unwrap();
+        assert_eq!(local.auth, AuthScheme::XApiKey);
+        assert_eq!(local.headers.len(), 1);
+    }
+}

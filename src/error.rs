@@ -1,0 +1,270 @@
+//! Every answer the proxy makes itself, as one typed condition each.
+//!
+//! Each [`Rejection`] has a stable [`reason`](Rejection::reason) (the
+//! `metadata.reason` of the JSON body, also usable as a metric label) and a
+//! [`status`](Rejection::status); both are mapped here and nowhere else. The body
+//! follows OpenRouter's error shape:
+//!
+//! ```json
+//! {"error": {"code": 403, "message": "…", "metadata": {"reason": "no_eligible_credential"}}}
+//! ```
+//!
+//! Messages never carry a secret or a raw gateway key. The only client input they
+//! repeat is the provider segment and the model, both truncated and JSON-escaped.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Which allowlists refused, counted over the credentials that were considered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusedBy {
+    /// Credentials whose `allowed_api_key_hashes` did not admit the key.
+    pub api_key_hashes: u32,
+    /// Credentials whose `allowed_models` did not admit the model.
+    pub models: u32,
+    /// Credentials whose `allowed_user_ids` did not admit the user.
+    pub user_ids: u32,
+}
+
+impl fmt::Display for RefusedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        for (n, list) in [
+            (self.api_key_hashes, "allowed_api_key_hashes"),
+            (self.models, "allowed_models"),
+            (self.user_ids, "allowed_user_ids"),
+        ] {
+            if n > 0 {
+                let plural = if n == 1 { "" } else { "s" };
+                write!(f, "{sep}{list} of {n} credential{plural}")?;
+                sep = ", ";
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A request the proxy answers itself instead of forwarding (or after the
+/// upstream failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No gateway key in any of the four headers.
+    #[error("no gateway API key: send it as Authorization: Bearer, x-api-key, api-key or x-goog-api-key")]
+    MissingApiKey,
+    /// Unknown or disabled key (indistinguishable on purpose), or an unusable
+    /// `Authorization` header.
+    #[error("invalid gateway API key")]
+    InvalidApiKey,
+    /// Two different keys in one request.
+    #[error("the request carries two different gateway API keys")]
+    AmbiguousApiKey,
+    /// The first path segment names no configured provider.
+    #[error("unknown provider {}", Clip(.0))]
+    UnknownProvider(String),
+    /// A path that is not `/{provider}/…`.
+    #[error("no route: requests go to /{{provider}}/{{path}}")]
+    NotFound,
+    /// `CONNECT`, which is never proxied.
+    #[error("method not allowed: CONNECT is not proxied")]
+    MethodNotAllowed,
+    /// Protocol upgrades and path tricks.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    /// The body broke the strict JSON rules.
+    #[error("invalid body: {0}")]
+    InvalidBody(&'static str),
+    /// The model is given twice or in conflicting ways.
+    #[error("ambiguous model: {0}")]
+    AmbiguousModel(&'static str),
+    /// The workspace has credentials for the provider, but none admits the request.
+    #[error("no credential for provider {provider} admits {} for this key (refused by {refused})", ModelPhrase(.model.as_deref(), .provider))]
+    NoEligibleCredential {
+        /// The provider slug (from configuration).
+        provider: String,
+        /// The requested model, when known.
+        model: Option<String>,
+        /// Which allowlists refused.
+        refused: RefusedBy,
+    },
+    /// The workspace has no enabled credential for the provider.
+    #[error("no credential configured for provider {provider} in this workspace")]
+    NoCredential {
+        /// The provider slug (from configuration).
+        provider: String,
+    },
+    /// The body exceeds `server.max_body_bytes` (after decoding).
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A `Content-Encoding` the proxy cannot decode.
+    #[error("unsupported Content-Encoding: only gzip, deflate and identity request bodies are accepted")]
+    UnsupportedEncoding,
+    /// Every attempt failed to connect (or the inner service failed).
+    #[error("upstream unreachable")]
+    UpstreamUnreachable,
+    /// The last attempt's upstream answered 401 or 403.
+    #[error("the upstream provider rejected the credential")]
+    UpstreamRejectedCredential,
+    /// The last attempt timed out before the response head.
+    #[error("upstream timed out before responding")]
+    UpstreamTimeout,
+}
+
+impl Rejection {
+    /// The HTTP status this condition is answered with.
+    pub fn status(&self) -> StatusCode {
+        use Rejection::*;
+        match self {
+            MissingApiKey | InvalidApiKey | AmbiguousApiKey => StatusCode::UNAUTHORIZED,
+            UnknownProvider(_) | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            InvalidRequest(_) | InvalidBody(_) | AmbiguousModel(_) => StatusCode::BAD_REQUEST,
+            NoEligibleCredential { .. } | NoCredential { .. } => StatusCode::FORBIDDEN,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UpstreamUnreachable | UpstreamRejectedCredential => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable `metadata.reason` string; also a bounded metric label.
+    pub fn reason(&self) -> &'static str {
+        use Rejection::*;
+        match self {
+            MissingApiKey => "missing_api_key",
+            InvalidApiKey => "invalid_api_key",
+            AmbiguousApiKey => "ambiguous_api_key",
+            UnknownProvider(_) => "unknown_provider",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            InvalidRequest(_) => "invalid_request",
+            InvalidBody(_) => "invalid_body",
+            AmbiguousModel(_) => "ambiguous_model",
+            NoEligibleCredential { .. } => "no_eligible_credential",
+            NoCredential { .. } => "no_credential",
+            BodyTooLarge { .. } => "body_too_large",
+            UnsupportedEncoding => "unsupported_encoding",
+            UpstreamUnreachable => "upstream_unreachable",
+            UpstreamRejectedCredential => "upstream_rejected_credential",
+            UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The JSON body, in OpenRouter's error shape.
+    pub fn to_json(&self) -> Bytes {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.status().as_u16(),
+                "message": self.to_string(),
+                "metadata": { "reason": self.reason() },
+            }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// A complete response carrying [`to_json`](Self::to_json), with any body type
+    /// that can be built from bytes.
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        let mut res = Response::new(B::from(self.to_json()));
+        *res.status_mut() = self.status();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+}
+
+/// Client input echoed in a message: at most 120 characters.
+struct Clip<'a>(&'a str);
+
+impl fmt::Display for Clip<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.chars();
+        let head: String = chars.by_ref().take(120).collect();
+        f.write_str(&head)?;
+        if chars.next().is_some() {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+struct ModelPhrase<'a>(Option<&'a str>, &'a str);
+
+impl fmt::Display for ModelPhrase<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(model) => write!(f, "model {}/{}", self.1, Clip(model)),
+            None => f.write_str("requests without a model"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_code_equals_status() {
+        let all = [
+            Rejection::MissingApiKey,
+            Rejection::InvalidApiKey,
+            Rejection::AmbiguousApiKey,
+            Rejection::UnknownProvider("x".into()),
+            Rejection::NotFound,
+            Rejection::MethodNotAllowed,
+            Rejection::InvalidRequest("x"),
+            Rejection::InvalidBody("x"),
+            Rejection::AmbiguousModel("x"),
+            Rejection::NoEligibleCredential {
+                provider: "openai".into(),
+                model: None,
+                refused: RefusedBy::default(),
+            },
+            Rejection::NoCredential {
+                provider: "openai".into(),
+            },
+            Rejection::BodyTooLarge { limit: 1 },
+            Rejection::UnsupportedEncoding,
+            Rejection::UpstreamUnreachable,
+            Rejection::UpstreamRejectedCredential,
+            Rejection::UpstreamTimeout,
+        ];
+        for r in all {
+            let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+            assert_eq!(v["error"]["code"], r.status().as_u16(), "{r:?}");
+            assert_eq!(v["error"]["metadata"]["reason"], r.reason());
+            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
+
+    #[test]
+    fn denial_message_names_the_refusing_allowlists() {
+        let r = Rejection::NoEligibleCredential {
+            provider: "openai".into(),
+            model: Some("gpt-4o".into()),
+            refused: RefusedBy {
+                api_key_hashes: 0,
+                models: 2,
+                user_ids: 1,
+            },
+        };
+        assert_eq!(
+            r.to_string(),
+            "no credential for provider openai admits model openai/gpt-4o for this key \
+             (refused by allowed_models of 2 credentials, allowed_user_ids of 1 credential)"
+        );
+    }
+
+    #[test]
+    fn echoed_input_is_clipped() {
+        let long = "p".repeat(1000);
+        let msg = Rejection::UnknownProvider(long).to_string();
+        assert!(msg.chars().count() <= 140, "{msg}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Header hygiene: strip every client credential and hop-by-hop header first,
+//! then set the provider's, so nothing the client sends can shadow or remove the
+//! injected secret.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::cache::{Candidate, Provider};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus the non-standard ones still seen.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Client headers that never go upstream: its credentials, its identity at the
+/// provider, and the framing the proxy recomputes for the forwarded body.
+const CLIENT_ONLY: [HeaderName; 11] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+    header::COOKIE,
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::HOST,
+    header::EXPECT,
+];
+
+/// Names a client may not set through configuration either (`headers` of a
+/// provider or credential): they would break framing or the auth rules.
+pub(crate) fn reserved(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name)
+}
+
+/// Removes the hop-by-hop headers, and every header the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The request headers with every client credential and hop-by-hop header gone.
+pub(crate) fn strip_request(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in &CLIENT_ONLY {
+        headers.remove(name);
+    }
+}
+
+/// Whether the request asks for a protocol switch (WebSocket, h2c).
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        || headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Sets what goes upstream for one attempt, after [`strip_request`]: the
+/// provider's default headers where the client sent none of that name, then the
+/// secret, then the credential's own headers (which win over everything).
+pub(crate) fn inject(headers: &mut HeaderMap, provider: &Provider, cand: &Candidate) {
+    for (name, value) in &provider.headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    headers.insert(cand.auth_name.clone(), cand.auth_value.clone());
+    for (name, value) in &cand.record.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// The `x-byok-*` response headers.
+pub(crate) fn annotate(headers: &mut HeaderMap, cand: &Candidate, attempts: u32) {
+    headers.insert(
+        HeaderName::from_static("x-byok-credential-id"),
+        cand.id_value.clone(),
+    );
+    headers.insert(HeaderName::from_static("x-byok-attempts"), HeaderValue::from(attempts));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_credentials_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer gw"),
+            ("x-api-key", "gw"),
+            ("api-key", "gw"),
+            ("x-goog-api-key", "gw"),
+            ("proxy-authorization", "Basic x"),
+            ("cookie", "s=1"),
+            ("openai-organization", "org-evil"),
+            ("openai-project", "proj-evil"),
+            ("connection", "keep-alive, x-secret-hop, Upgrade"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+            ("content-encoding", "gzip"),
+            ("host", "evil.example"),
+            ("expect", "100-continue"),
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-custom", "kept"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_request(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["anthropic-version", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_upgrade(&h));
+        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(wants_upgrade(&h));
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        assert!(wants_upgrade(&h));
+    }
+}

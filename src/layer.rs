@@ -1,0 +1,58 @@
+//! [`ByokLayer`]: the tower layer that builds [`ByokService`].
+
+use tower::Layer;
+
+use crate::service::ByokService;
+use crate::Registry;
+
+/// Applies BYOK credential selection and injection to an inner service that
+/// forwards requests upstream. Cheap to clone: it holds the shared registry.
+///
+/// # Where it sits in a stack
+///
+/// Outermost of everything that reads credentials, innermost of everything
+/// that must see the client's request as sent (request ids, access logs):
+/// it consumes the client's key headers and body, and the inner service gets a
+/// request with an absolute upstream URI, the provider secret injected and the
+/// body bytes read once. The inner service answers each attempt; the layer
+/// retries the next credential on 401/403/408/429/5xx/529, connection errors
+/// and first-byte timeouts.
+#[derive(Debug, Clone)]
+pub struct ByokLayer {
+    registry: Registry,
+    trust_principal_extension: bool,
+}
+
+impl ByokLayer {
+    /// A layer resolving gateway keys and credentials from `registry`.
+    pub fn new(registry: Registry) -> Self {
+        ByokLayer {
+            registry,
+            trust_principal_extension: false,
+        }
+    }
+
+    /// Take the [`Principal`](crate::Principal) from the request's extensions when
+    /// an earlier layer put one there (the embedding application's own auth),
+    /// instead of resolving the gateway key. Requests without the extension still
+    /// go through the key registry. Off by default.
+    ///
+    /// With a supplied principal, `allowed_api_key_hashes` admit only when its
+    /// `key_hash` is set and listed; client key headers are stripped either way.
+    pub fn trust_principal_extension(mut self, trust: bool) -> Self {
+        self.trust_principal_extension = trust;
+        self
+    }
+}
+
+impl<S> Layer<S> for ByokLayer {
+    type Service = ByokService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ByokService {
+            inner,
+            registry: self.registry.clone(),
+            trust_principal_extension: self.trust_principal_extension,
+        }
+    }
+}

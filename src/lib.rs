@@ -1,0 +1,69 @@
+//! # byok-proxy
+//!
+//! A bring-your-own-key gateway for LLM providers, as a tower middleware
+//! ([`ByokLayer`]) and the reverse proxy built from it (the `byok-proxy` binary).
+//!
+//! Per request the layer hashes the client's gateway key (SHA-256), resolves it
+//! to a [`Principal`] in the in-memory [`Registry`], reads the provider from the
+//! path and the model from the path or the JSON body, picks the workspace's
+//! credentials whose three allowlists (key hashes, models, users) all admit the
+//! request — non-fallback before fallback, by `sort_order` — strips every client
+//! credential, injects the provider secret and calls the inner service, failing
+//! over to the next credential on 401/403/408/429/5xx/529, connection errors and
+//! first-byte timeouts.
+//!
+//! ```no_run
+//! use byok_proxy::{ByokLayer, Config, Forwarder, ForwarderOptions, Registry};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load("config/example.toml".as_ref())?;
+//! let registry = Registry::new(config.snapshot()?);
+//! let service = ServiceBuilder::new()
+//!     // Decides, strips, injects and fails over; must be outside the client.
+//!     .layer(ByokLayer::new(registry.clone()))
+//!     // Sends each attempt to the absolute upstream URI the layer set.
+//!     .service(Forwarder::new(ForwarderOptions::default()));
+//! # let _ = service;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The inner service receives `Request<`[`ForwardBody`]`>` with an absolute
+//! URI and an [`Attempt`] extension, and may be anything: the [`Forwarder`], an
+//! axum router, a `service_fn`. An application with its own authentication can
+//! hand the layer a [`Principal`] instead of a gateway key; see
+//! [`ByokLayer::trust_principal_extension`].
+
+mod body;
+mod cache;
+mod config;
+mod error;
+mod forward;
+mod headers;
+mod key;
+mod layer;
+mod model;
+mod policy;
+mod providers;
+mod route;
+mod service;
+
+pub mod server;
+
+pub use body::{ByokBody, IdleTimeout};
+pub use cache::{
+    label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot,
+    SnapshotError,
+};
+pub use config::{Config, ConfigError, ServerConfig};
+pub use error::{RefusedBy, Rejection};
+pub use forward::{Forwarder, ForwarderOptions};
+pub use key::KeyHash;
+pub use layer::ByokLayer;
+pub use policy::Ask;
+pub use providers::{AuthScheme, Upstream};
+pub use service::{Attempt, ByokService, ForwardBody};
+
+/// The boxed error type used by bodies and inner services.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

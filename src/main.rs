@@ -1,0 +1,102 @@
+//! `byok-proxy`: serve, check a config, or hash a gateway key.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A bring-your-own-key gateway for LLM providers.
+#[derive(Parser)]
+#[command(name = "byok-proxy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until SIGTERM/SIGINT; SIGHUP or a change of the file reloads it.
+    Serve(ConfigArg),
+    /// Validate a config: exit 0, or non-zero naming each bad entry.
+    Check(ConfigArg),
+    /// Read one gateway key from stdin and print its SHA-256 hash for the config.
+    HashKey,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long, short, env = "BYOK_PROXY_CONFIG")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(arg) => serve(arg.config),
+        Command::Check(arg) => check(arg.config),
+        Command::HashKey => hash_key(),
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let filter = EnvFilter::try_from_env("BYOK_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("byok-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(byok_proxy::server::run(&path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    match byok_proxy::Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
+        c.snapshot().map_err(|e| e.to_string())?;
+        Ok(c)
+    }) {
+        Ok(config) => {
+            let (api_keys, credentials) = config.counts();
+            println!("{}: ok ({api_keys} api keys, {credentials} credentials)", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: invalid config\n{e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_key() -> ExitCode {
+    let mut raw = zeroize::Zeroizing::new(Vec::new());
+    if let Err(e) = std::io::stdin().read_to_end(&mut raw) {
+        eprintln!("byok-proxy: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = raw
+        .strip_suffix(b"\r\n")
+        .or_else(|| raw.strip_suffix(b"\n"))
+        .unwrap_or(&raw);
+    if key.is_empty() {
+        eprintln!("byok-proxy: no key on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", byok_proxy::KeyHash::of(key).to_hex());
+    ExitCode::SUCCESS
+}

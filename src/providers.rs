@@ -1,0 +1,260 @@
+//! Providers: where their API lives and how a secret is presented to it.
+//!
+//! The well-known providers are built in ([`builtin`]); a `[providers.NAME]` table
+//! in the config overrides one or adds another.
+
+use std::fmt;
+
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::uri::{Authority, Scheme, Uri};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// How a provider expects its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <secret>` (OpenAI and most others).
+    Bearer,
+    /// `x-api-key: <secret>` (Anthropic).
+    XApiKey,
+    /// `api-key: <secret>` (Azure OpenAI).
+    ApiKey,
+    /// `x-goog-api-key: <secret>` (Google AI Studio).
+    XGoogApiKey,
+}
+
+impl AuthScheme {
+    /// The header the secret goes in.
+    pub fn header_name(self) -> HeaderName {
+        match self {
+            AuthScheme::Bearer => AUTHORIZATION,
+            AuthScheme::XApiKey => HeaderName::from_static("x-api-key"),
+            AuthScheme::ApiKey => HeaderName::from_static("api-key"),
+            AuthScheme::XGoogApiKey => HeaderName::from_static("x-goog-api-key"),
+        }
+    }
+
+    /// The header value carrying `secret`, marked sensitive so that HTTP/2 HPACK
+    /// never indexes it and `Debug` of the header map hides it.
+    ///
+    /// `None` when the secret cannot be a header value (control characters).
+    pub fn header_value(self, secret: &SecretString) -> Option<HeaderValue> {
+        let secret = secret.expose_secret();
+        let mut value = match self {
+            AuthScheme::Bearer => {
+                let mut v = Vec::with_capacity(7 + secret.len());
+                v.extend_from_slice(b"Bearer ");
+                v.extend_from_slice(secret.as_bytes());
+                HeaderValue::from_bytes(&v).ok()?
+            }
+            _ => HeaderValue::from_str(secret).ok()?,
+        };
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// A parsed upstream base URL: scheme, authority and a path prefix without a
+/// trailing slash. The request path is appended to the prefix.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: Box<str>,
+}
+
+impl Upstream {
+    /// Parses `http(s)://host[:port][/prefix]`; no query, fragment or user info.
+    pub fn parse(url: &str) -> Result<Self, &'static str> {
+        let uri: Uri = url.parse().map_err(|_| "not a valid URL")?;
+        let scheme = uri.scheme().cloned().ok_or("must start with https:// or http://")?;
+        if scheme != Scheme::HTTPS && scheme != Scheme::HTTP {
+            return Err("must start with https:// or http://");
+        }
+        let authority = uri.authority().cloned().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not contain user info");
+        }
+        if authority.host().is_empty() {
+            return Err("has no host");
+        }
+        let pq = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("");
+        if pq.contains('?') || url.contains('#') {
+            return Err("must not have a query or fragment");
+        }
+        let prefix = uri.path().trim_end_matches('/');
+        Ok(Upstream {
+            scheme,
+            authority,
+            prefix: prefix.into(),
+        })
+    }
+
+    /// The absolute URI for `path` (starting with `/`) and an optional query.
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(&self.prefix);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+
+    /// Whether the upstream is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A built-in provider: slug, base URL (none where every credential must name its
+/// own, as Azure's per-resource endpoints), auth scheme and default headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Builtin {
+    /// The lowercase slug, also the first path segment.
+    pub(crate) slug: &'static str,
+    /// The default base URL.
+    pub base_url: Option<&'static str>,
+    /// How the secret is sent.
+    pub auth: AuthScheme,
+    /// Headers added when the client sent none of that name.
+    pub headers: &'static [(&'static str, &'static str)],
+}
+
+const fn bearer(slug: &'static str, base_url: &'static str) -> Builtin {
+    Builtin {
+        slug,
+        base_url: Some(base_url),
+        auth: AuthScheme::Bearer,
+        headers: &[],
+    }
+}
+
+/// The providers every config has without declaring them.
+pub(crate) const BUILTIN: &[Builtin] = &[
+    bearer("openai", "https://api.openai.com"),
+    Builtin {
+        slug: "anthropic",
+        base_url: Some("https://api.anthropic.com"),
+        auth: AuthScheme::XApiKey,
+        headers: &[("anthropic-version", "2023-06-01")],
+    },
+    Builtin {
+        slug: "google-ai-studio",
+        base_url: Some("https://generativelanguage.googleapis.com"),
+        auth: AuthScheme::XGoogApiKey,
+        headers: &[],
+    },
+    Builtin {
+        slug: "azure",
+        base_url: None,
+        auth: AuthScheme::ApiKey,
+        headers: &[],
+    },
+    bearer(
+        "amazon-bedrock",
+        "https://bedrock-runtime.us-east-1.amazonaws.com",
+    ),
+    bearer("mistral", "https://api.mistral.ai"),
+    bearer("groq", "https://api.groq.com/openai"),
+    bearer("deepseek", "https://api.deepseek.com"),
+    bearer("xai", "https://api.x.ai"),
+    bearer("together", "https://api.together.xyz"),
+    bearer("fireworks", "https://api.fireworks.ai/inference"),
+    bearer("openrouter", "https://openrouter.ai/api"),
+];
+
+/// A provider slug is a lowercase path segment: `[a-z0-9][a-z0-9._-]*`.
+pub(crate) fn valid_slug(slug: &str) -> bool {
+    let mut bytes = slug.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse_and_are_valid_slugs() {
+        for b in BUILTIN {
+            assert!(valid_slug(b.slug), "{}", b.slug);
+            if let Some(url) = b.base_url {
+                let up = Upstream::parse(url).unwrap();
+                assert!(up.is_https(), "{url}");
+            }
+        }
+    }
+
+    #[test]
+    fn upstream_uri_joins_prefix_path_and_query() {
+        let cases = [
+            ("https://api.openai.com", "/v1/chat/completions", None, "https://api.openai.com/v1/chat/completions"),
+            ("https://api.groq.com/openai/", "/v1/models", Some("a=1"), "https://api.groq.com/openai/v1/models?a=1"),
+            ("http://127.0.0.1:9/base", "/x", None, "http://127.0.0.1:9/base/x"),
+        ];
+        for (base, path, q, want) in cases {
+            let up = Upstream::parse(base).unwrap();
+            assert_eq!(up.uri(path, q).unwrap().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn upstream_parse_refuses_bad_urls() {
+        for bad in [
+            "api.openai.com",
+            "ftp://x",
+            "https://",
+            "https://u:p@x.com",
+            "https://x.com/?q=1",
+            "https://x.com/#f",
+            "",
+        ] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        for good in ["openai", "amazon-bedrock", "google-ai-studio", "x.ai", "a1"] {
+            assert!(valid_slug(good), "{good}");
+        }
+        for bad in ["", "OpenAI", "-x", "a/b", "a b", "é", "%2e"] {
+            assert!(!valid_slug(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn injected_value_is_sensitive() {
+        let s = SecretString::from("sk-test");
+        let v = AuthScheme::Bearer.header_value(&s).unwrap();
+        assert!(v.is_sensitive());
+        assert_eq!(v, "Bearer sk-test");
+        assert!(!format!("{v:?}").contains("sk-test"));
+        assert!(AuthScheme::XApiKey
+            .header_value(&SecretString::from("a\nb"))
+            .is_none());
+    }
+}
