@@ -92,7 +92,9 @@ pub(crate) fn decode(encoding: Encoding, raw: Bytes, limit: usize) -> Result<Byt
         .by_ref()
         .take(cap)
         .read_to_end(&mut out)
-        .map_err(|_| Rejection::InvalidBody("the body could not be decoded with its Content-Encoding"))?;
+        .map_err(|_| {
+            Rejection::InvalidBody("the body could not be decoded with its Content-Encoding")
+        })?;
     if out.len() > limit {
         return Err(Rejection::BodyTooLarge { limit });
     }
@@ -275,7 +277,9 @@ mod tests {
         assert_eq!(decode(Encoding::Gzip, gz.clone(), 100).unwrap(), &plain[..]);
         assert_eq!(decode(Encoding::Deflate, zl, 100).unwrap(), &plain[..]);
         assert_eq!(
-            decode(Encoding::Gzip, gz, plain.len() - 1).unwrap_err().reason(),
+            decode(Encoding::Gzip, gz, plain.len() - 1)
+                .unwrap_err()
+                .reason(),
             "body_too_large"
         );
         assert_eq!(

@@ -274,7 +274,9 @@ impl Snapshot {
         let mut grouped: HashMap<Box<str>, HashMap<Box<str>, Vec<Candidate>>> = HashMap::new();
         for cred in &credentials {
             if !seen.insert(cred.id.as_str()) {
-                return Err(SnapshotError::DuplicateId { id: cred.id.clone() });
+                return Err(SnapshotError::DuplicateId {
+                    id: cred.id.clone(),
+                });
             }
             let provider = providers.get(cred.provider.as_str()).ok_or_else(|| {
                 SnapshotError::UnknownProvider {
@@ -290,12 +292,16 @@ impl Snapshot {
                     id: cred.id.clone(),
                     provider: cred.provider.clone(),
                 })?;
-            let auth_value = provider
-                .auth
-                .header_value(&cred.key)
-                .ok_or_else(|| SnapshotError::BadSecret { id: cred.id.clone() })?;
-            let id_value = HeaderValue::from_str(&cred.id)
-                .map_err(|_| SnapshotError::BadId { id: cred.id.clone() })?;
+            let auth_value =
+                provider
+                    .auth
+                    .header_value(&cred.key)
+                    .ok_or_else(|| SnapshotError::BadSecret {
+                        id: cred.id.clone(),
+                    })?;
+            let id_value = HeaderValue::from_str(&cred.id).map_err(|_| SnapshotError::BadId {
+                id: cred.id.clone(),
+            })?;
             if cred.disabled {
                 continue;
             }
@@ -351,7 +357,11 @@ impl Snapshot {
     }
 
     /// The enabled credentials of a workspace for a provider, in candidate order.
-    pub(crate) fn candidates(&self, workspace_id: &str, provider: &str) -> Option<Arc<[Candidate]>> {
+    pub(crate) fn candidates(
+        &self,
+        workspace_id: &str,
+        provider: &str,
+    ) -> Option<Arc<[Candidate]>> {
         let groups = self.workspaces.get(workspace_id)?;
         groups.get(provider).cloned()
     }
@@ -397,7 +407,9 @@ pub struct Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Registry").field(&self.current.load()).finish()
+        f.debug_tuple("Registry")
+            .field(&self.current.load())
+            .finish()
     }
 }
 
@@ -557,9 +569,8 @@ mod tests {
 
     #[test]
     fn registry_swaps_and_old_snapshot_stays_valid() {
-        let reg = Registry::new(
-            Snapshot::build(Settings::default(), vec![], vec![], vec![]).unwrap(),
-        );
+        let reg =
+            Registry::new(Snapshot::build(Settings::default(), vec![], vec![], vec![]).unwrap());
         let held = reg.snapshot();
         assert_eq!(held.generation(), 1);
         let g = reg.replace(

@@ -258,10 +258,7 @@ impl<'de> Deserialize<'de> for Secs {
 /// `path: message (line L, column C)`. The message is serde's, minus any value it
 /// quotes (`invalid type: string "sk-…"` becomes `invalid type: string`), and the
 /// source line that toml's own `Display` would print is left out.
-fn describe_parse_error(
-    text: &str,
-    e: &serde_path_to_error::Error<toml::de::Error>,
-) -> String {
+fn describe_parse_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> String {
     let inner = e.inner();
     let message = scrub(inner.message());
     let location = inner
@@ -308,7 +305,10 @@ impl Errors {
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut errs = Errors(Vec::new());
     let server = validate_server(&raw.server, &mut errs);
-    let admin = raw.admin.as_ref().and_then(|a| validate_admin(a, &mut errs));
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| validate_admin(a, &mut errs));
     if let (Some(s), Some(a)) = (&server, &admin) {
         if s.listen == a.listen {
             errs.at("admin.listen", "must differ from server.listen");
@@ -340,10 +340,15 @@ fn duration(path: &str, secs: &Secs, errs: &mut Errors) -> Duration {
 }
 
 fn socket_addr(path: &str, value: &str, errs: &mut Errors) -> Option<SocketAddr> {
-    value.parse().map_err(|_| {
-        errs.at(path, format_args!("{value:?} is not an address like 127.0.0.1:8080"));
-    })
-    .ok()
+    value
+        .parse()
+        .map_err(|_| {
+            errs.at(
+                path,
+                format_args!("{value:?} is not an address like 127.0.0.1:8080"),
+            );
+        })
+        .ok()
 }
 
 fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
@@ -351,7 +356,10 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
     let max_body_bytes = match usize::try_from(raw.max_body_bytes) {
         Ok(n) if n > 0 => n,
         _ => {
-            errs.at("server.max_body_bytes", "must be a positive number of bytes");
+            errs.at(
+                "server.max_body_bytes",
+                "must be a positive number of bytes",
+            );
             1
         }
     };
@@ -359,7 +367,11 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
         listen: listen?,
         max_body_bytes,
         drain: duration("server.drain_secs", &raw.drain_secs, errs),
-        connect_timeout: duration("server.connect_timeout_secs", &raw.connect_timeout_secs, errs),
+        connect_timeout: duration(
+            "server.connect_timeout_secs",
+            &raw.connect_timeout_secs,
+            errs,
+        ),
         first_byte_timeout: duration(
             "server.first_byte_timeout_secs",
             &raw.first_byte_timeout_secs,
@@ -372,9 +384,16 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
 
 fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {
     let listen = socket_addr("admin.listen", &raw.listen, errs);
-    let hashes = hashes("admin.management_key_hashes", &raw.management_key_hashes, errs);
+    let hashes = hashes(
+        "admin.management_key_hashes",
+        &raw.management_key_hashes,
+        errs,
+    );
     if raw.management_key_hashes.is_empty() {
-        errs.at("admin.management_key_hashes", "needs at least one hash, or nobody can use the admin API");
+        errs.at(
+            "admin.management_key_hashes",
+            "needs at least one hash, or nobody can use the admin API",
+        );
     }
     Some(AdminConfig {
         listen: listen?,
@@ -395,7 +414,11 @@ fn hashes(path: &str, list: &[String], errs: &mut Errors) -> Vec<KeyHash> {
         .collect()
 }
 
-fn header_list(path: &str, raw: &BTreeMap<String, String>, errs: &mut Errors) -> Vec<(HeaderName, HeaderValue)> {
+fn header_list(
+    path: &str,
+    raw: &BTreeMap<String, String>,
+    errs: &mut Errors,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     for (name, value) in raw {
         let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
@@ -420,7 +443,10 @@ fn header_list(path: &str, raw: &BTreeMap<String, String>, errs: &mut Errors) ->
     out
 }
 
-fn validate_providers(raw: &BTreeMap<String, RawProvider>, errs: &mut Errors) -> HashMap<String, Provider> {
+fn validate_providers(
+    raw: &BTreeMap<String, RawProvider>,
+    errs: &mut Errors,
+) -> HashMap<String, Provider> {
     let mut providers: HashMap<String, Provider> = Provider::builtins()
         .into_iter()
         .map(|p| (p.slug.clone(), p))
@@ -428,7 +454,10 @@ fn validate_providers(raw: &BTreeMap<String, RawProvider>, errs: &mut Errors) ->
     for (slug, p) in raw {
         let path = format!("providers.{slug}");
         if !valid_slug(slug) {
-            errs.at(&path, "a provider name is lowercase letters, digits, '.', '_' and '-'");
+            errs.at(
+                &path,
+                "a provider name is lowercase letters, digits, '.', '_' and '-'",
+            );
             continue;
         }
         let upstream = p.base_url.as_deref().and_then(|u| {
@@ -475,7 +504,10 @@ fn validate_api_keys(raw: &[RawApiKey], errs: &mut Errors) -> Vec<ApiKey> {
             continue;
         };
         if let Some(first) = seen.insert(hash, i) {
-            errs.at(format_args!("{path}.hash"), format_args!("same hash as api_keys[{first}]"));
+            errs.at(
+                format_args!("{path}.hash"),
+                format_args!("same hash as api_keys[{first}]"),
+            );
             continue;
         }
         out.push(ApiKey {
@@ -501,17 +533,26 @@ fn validate_credentials(
         let before = errs.0.len();
         non_empty(format_args!("{path}.id"), &c.id, errs);
         if HeaderValue::from_str(&c.id).is_err() || c.id.bytes().any(|b| !b.is_ascii_graphic()) {
-            errs.at(format_args!("{path}.id"), "must be visible ASCII (it is sent in x-byok-credential-id)");
+            errs.at(
+                format_args!("{path}.id"),
+                "must be visible ASCII (it is sent in x-byok-credential-id)",
+            );
         }
         if let Some(first) = seen.insert(&c.id, i) {
-            errs.at(format_args!("{path}.id"), format_args!("same id as credentials[{first}]"));
+            errs.at(
+                format_args!("{path}.id"),
+                format_args!("same id as credentials[{first}]"),
+            );
         }
         non_empty(format_args!("{path}.workspace_id"), &c.workspace_id, errs);
         let provider = providers.get(&c.provider);
         if provider.is_none() {
             errs.at(
                 format_args!("{path}.provider"),
-                format_args!("unknown provider {:?}: use a built-in one or declare [providers.NAME]", c.provider),
+                format_args!(
+                    "unknown provider {:?}: use a built-in one or declare [providers.NAME]",
+                    c.provider
+                ),
             );
         }
         let key = match (&c.key, &c.key_env) {
@@ -534,14 +575,23 @@ fn validate_credentials(
         if let Some((key, key_path)) = &key {
             let s = key.expose_secret();
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
-                errs.at(key_path, "the secret must be non-empty visible ASCII (no spaces or control characters)");
+                errs.at(
+                    key_path,
+                    "the secret must be non-empty visible ASCII (no spaces or control characters)",
+                );
             }
         }
-        let created_at = c.created_at.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
+        let created_at = c
+            .created_at
+            .clone()
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
         let created_at_nanos = match OffsetDateTime::parse(&created_at, &Rfc3339) {
             Ok(t) => t.unix_timestamp_nanos(),
             Err(_) => {
-                errs.at(format_args!("{path}.created_at"), "not an RFC 3339 timestamp like 2025-08-24T10:30:00Z");
+                errs.at(
+                    format_args!("{path}.created_at"),
+                    "not an RFC 3339 timestamp like 2025-08-24T10:30:00Z",
+                );
                 0
             }
         };
@@ -560,7 +610,10 @@ fn validate_credentials(
         if let Some(list) = &c.allowed_api_key_hashes {
             hashes(&format!("{path}.allowed_api_key_hashes"), list, errs);
         }
-        for (field, list) in [("allowed_models", &c.allowed_models), ("allowed_user_ids", &c.allowed_user_ids)] {
+        for (field, list) in [
+            ("allowed_models", &c.allowed_models),
+            ("allowed_user_ids", &c.allowed_user_ids),
+        ] {
             for (j, entry) in list.iter().flatten().enumerate() {
                 non_empty(format_args!("{path}.{field}[{j}]"), entry, errs);
             }
@@ -654,7 +707,10 @@ key = "sk-canary-SECRET-123456"
         ];
         for (text, want) in cases {
             let errs = errors(text);
-            assert!(errs.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errs:?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "want {want:?}, got {errs:?}"
+            );
         }
     }
 
@@ -686,7 +742,10 @@ key = "sk-canary-SECRET-123456"
         )
         .unwrap();
         let openai = c.providers.iter().find(|p| p.slug == "openai").unwrap();
-        assert_eq!(openai.upstream.as_ref().unwrap().to_string(), "http://127.0.0.1:1/v");
+        assert_eq!(
+            openai.upstream.as_ref().unwrap().to_string(),
+            "http://127.0.0.1:1/v"
+        );
         let local = c.providers.iter().find(|p| p.slug == "local").unwrap();
         assert_eq!(local.auth, AuthScheme::XApiKey);
         assert_eq!(local.headers.len(), 1);

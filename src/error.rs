@@ -72,6 +72,10 @@ pub enum Rejection {
     /// Protocol upgrades and path tricks.
     #[error("{0}")]
     InvalidRequest(&'static str),
+    /// Both `Content-Length` and `Transfer-Encoding`: a request-smuggling shape.
+    /// Answered with `Connection: close`.
+    #[error("both Content-Length and Transfer-Encoding: ambiguous framing")]
+    AmbiguousFraming,
     /// The body broke the strict JSON rules.
     #[error("invalid body: {0}")]
     InvalidBody(&'static str),
@@ -101,7 +105,9 @@ pub enum Rejection {
         limit: usize,
     },
     /// A `Content-Encoding` the proxy cannot decode.
-    #[error("unsupported Content-Encoding: only gzip, deflate and identity request bodies are accepted")]
+    #[error(
+        "unsupported Content-Encoding: only gzip, deflate and identity request bodies are accepted"
+    )]
     UnsupportedEncoding,
     /// Every attempt failed to connect (or the inner service failed).
     #[error("upstream unreachable")]
@@ -122,7 +128,9 @@ impl Rejection {
             MissingApiKey | InvalidApiKey | AmbiguousApiKey => StatusCode::UNAUTHORIZED,
             UnknownProvider(_) | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            InvalidRequest(_) | InvalidBody(_) | AmbiguousModel(_) => StatusCode::BAD_REQUEST,
+            InvalidRequest(_) | AmbiguousFraming | InvalidBody(_) | AmbiguousModel(_) => {
+                StatusCode::BAD_REQUEST
+            }
             NoEligibleCredential { .. } | NoCredential { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -141,7 +149,7 @@ impl Rejection {
             UnknownProvider(_) => "unknown_provider",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
-            InvalidRequest(_) => "invalid_request",
+            InvalidRequest(_) | AmbiguousFraming => "invalid_request",
             InvalidBody(_) => "invalid_body",
             AmbiguousModel(_) => "ambiguous_model",
             NoEligibleCredential { .. } => "no_eligible_credential",
@@ -175,6 +183,11 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, Rejection::AmbiguousFraming) {
+            // The connection's framing can no longer be trusted.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 }
@@ -219,6 +232,7 @@ mod tests {
             Rejection::NotFound,
             Rejection::MethodNotAllowed,
             Rejection::InvalidRequest("x"),
+            Rejection::AmbiguousFraming,
             Rejection::InvalidBody("x"),
             Rejection::AmbiguousModel("x"),
             Rejection::NoEligibleCredential {
@@ -239,7 +253,9 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
             assert_eq!(v["error"]["code"], r.status().as_u16(), "{r:?}");
             assert_eq!(v["error"]["metadata"]["reason"], r.reason());
-            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
         }
     }
 

@@ -50,7 +50,11 @@ impl Forwarder {
         http.set_connect_timeout(Some(opts.connect_timeout));
         let https = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map(|b| b.https_or_http().enable_http1().wrap_connector(http.clone()))
+            .map(|b| {
+                b.https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http.clone())
+            })
             .unwrap_or_else(|_| {
                 // ring always offers the default protocol versions; this arm
                 // only keeps the constructor infallible.

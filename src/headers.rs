@@ -95,7 +95,10 @@ pub(crate) fn annotate(headers: &mut HeaderMap, cand: &Candidate, attempts: u32)
         HeaderName::from_static("x-byok-credential-id"),
         cand.id_value.clone(),
     );
-    headers.insert(HeaderName::from_static("x-byok-attempts"), HeaderValue::from(attempts));
+    headers.insert(
+        HeaderName::from_static("x-byok-attempts"),
+        HeaderValue::from(attempts),
+    );
 }
 
 #[cfg(test)]
@@ -141,7 +144,10 @@ mod tests {
     fn upgrade_detection() {
         let mut h = HeaderMap::new();
         assert!(!wants_upgrade(&h));
-        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(wants_upgrade(&h));
         let mut h = HeaderMap::new();
         h.insert("upgrade", HeaderValue::from_static("h2c"));

@@ -121,7 +121,9 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let token = rest.strip_prefix(b" ").or_else(|| rest.strip_prefix(b"\t"))?;
+    let token = rest
+        .strip_prefix(b" ")
+        .or_else(|| rest.strip_prefix(b"\t"))?;
     Some(token.trim_ascii())
 }
 
@@ -172,7 +174,8 @@ mod tests {
     #[test]
     fn key_headers_table() {
         let k = Some(KeyHash::of(b"gw-key"));
-        let cases: &[(&[(&str, &str)], Result<Option<KeyHash>, &str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<Option<KeyHash>, &'a str>);
+        let cases: &[Case<'_>] = &[
             (&[], Ok(None)),
             (&[("authorization", "Bearer gw-key")], Ok(k)),
             (&[("authorization", "bearer gw-key")], Ok(k)),
@@ -180,11 +183,26 @@ mod tests {
             (&[("x-api-key", "gw-key")], Ok(k)),
             (&[("api-key", "gw-key")], Ok(k)),
             (&[("x-goog-api-key", "gw-key")], Ok(k)),
-            (&[("authorization", "Bearer gw-key"), ("x-api-key", "gw-key")], Ok(k)),
-            (&[("authorization", "Bearer gw-key"), ("x-api-key", "other")], Err("ambiguous_api_key")),
-            (&[("x-api-key", "gw-key"), ("x-api-key", "other")], Err("ambiguous_api_key")),
-            (&[("api-key", "gw-key"), ("x-goog-api-key", "gw-keY")], Err("ambiguous_api_key")),
-            (&[("authorization", "Basic Z3c6a2V5")], Err("invalid_api_key")),
+            (
+                &[("authorization", "Bearer gw-key"), ("x-api-key", "gw-key")],
+                Ok(k),
+            ),
+            (
+                &[("authorization", "Bearer gw-key"), ("x-api-key", "other")],
+                Err("ambiguous_api_key"),
+            ),
+            (
+                &[("x-api-key", "gw-key"), ("x-api-key", "other")],
+                Err("ambiguous_api_key"),
+            ),
+            (
+                &[("api-key", "gw-key"), ("x-goog-api-key", "gw-keY")],
+                Err("ambiguous_api_key"),
+            ),
+            (
+                &[("authorization", "Basic Z3c6a2V5")],
+                Err("invalid_api_key"),
+            ),
             (&[("authorization", "Bearergw-key")], Err("invalid_api_key")),
             (&[("authorization", "Bearer")], Err("invalid_api_key")),
             (&[("authorization", "Bearer ")], Err("invalid_api_key")),

@@ -53,8 +53,7 @@ pub mod server;
 
 pub use body::{ByokBody, IdleTimeout};
 pub use cache::{
-    label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot,
-    SnapshotError,
+    label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot, SnapshotError,
 };
 pub use config::{Config, ConfigError, ServerConfig};
 pub use error::{RefusedBy, Rejection};

@@ -50,7 +50,10 @@ fn serve(path: PathBuf) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("byok-proxy: cannot start the runtime: {e}");
@@ -67,13 +70,18 @@ fn serve(path: PathBuf) -> ExitCode {
 }
 
 fn check(path: PathBuf) -> ExitCode {
-    match byok_proxy::Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
-        c.snapshot().map_err(|e| e.to_string())?;
-        Ok(c)
-    }) {
+    match byok_proxy::Config::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            c.snapshot().map_err(|e| e.to_string())?;
+            Ok(c)
+        }) {
         Ok(config) => {
             let (api_keys, credentials) = config.counts();
-            println!("{}: ok ({api_keys} api keys, {credentials} credentials)", path.display());
+            println!(
+                "{}: ok ({api_keys} api keys, {credentials} credentials)",
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

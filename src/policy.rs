@@ -150,7 +150,9 @@ impl ModelMatcher {
     }
 
     pub(crate) fn admits(&self, model: &str) -> bool {
-        self.any || self.exact.contains(model) || self.prefixes.iter().any(|p| model.starts_with(&**p))
+        self.any
+            || self.exact.contains(model)
+            || self.prefixes.iter().any(|p| model.starts_with(&**p))
     }
 }
 
@@ -170,7 +172,9 @@ pub(crate) fn admitted<'c>(
     group: &'c [Candidate],
     ask: &'c Ask<'c>,
 ) -> impl Iterator<Item = &'c Candidate> + 'c {
-    group.iter().filter(move |c| c.allowlists.check(ask).is_ok())
+    group
+        .iter()
+        .filter(move |c| c.allowlists.check(ask).is_ok())
 }
 
 /// The rejection for a request no candidate admitted.
@@ -221,8 +225,18 @@ mod tests {
             ("openai", &["openai/*"], "anything/at/all", true),
             ("openaiz", &["openai/*"], "gpt-4o", false),
             ("openai", &["openaiz/*"], "gpt-4o", false),
-            ("openrouter", &["openrouter/anthropic/*"], "anthropic/claude-3", true),
-            ("openrouter", &["openrouter/anthropic/*"], "anthropicz/claude-3", false),
+            (
+                "openrouter",
+                &["openrouter/anthropic/*"],
+                "anthropic/claude-3",
+                true,
+            ),
+            (
+                "openrouter",
+                &["openrouter/anthropic/*"],
+                "anthropicz/claude-3",
+                false,
+            ),
             ("openrouter", &["anthropic/*"], "anthropic/claude-3", true),
             ("openrouter", &["anthropic/*"], "openai/gpt-4o", false),
             ("openrouter", &["openai/gpt-4o"], "openai/gpt-4o", true),
@@ -230,7 +244,12 @@ mod tests {
             ("openai", &["*"], "*", true),
             ("openai", &[], "gpt-4o", false),
             ("openai", &["a", "b", "openai/gpt-4o"], "gpt-4o", true),
-            ("google-ai-studio", &["google-ai-studio/gemini-1.5-pro"], "gemini-1.5-pro", true),
+            (
+                "google-ai-studio",
+                &["google-ai-studio/gemini-1.5-pro"],
+                "gemini-1.5-pro",
+                true,
+            ),
         ];
         for (provider, entries, model, want) in cases {
             let list: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
@@ -243,11 +262,12 @@ mod tests {
     fn allowlists_table() {
         let k1 = KeyHash::of(b"k1");
         let k2 = KeyHash::of(b"k2");
-        let ask = |key: Option<&'static KeyHash>, user: &'static str, model: Option<&'static str>| Ask {
-            key_hash: key,
-            user_id: user,
-            model,
-        };
+        let ask =
+            |key: Option<&'static KeyHash>, user: &'static str, model: Option<&'static str>| Ask {
+                key_hash: key,
+                user_id: user,
+                model,
+            };
         let k1s: &'static KeyHash = Box::leak(Box::new(k1));
         let k2s: &'static KeyHash = Box::leak(Box::new(k2));
         let mut open = cred("open");
@@ -263,12 +283,32 @@ mod tests {
             (&open, ask(Some(k1s), "anyone", None), Ok(())),
             (&open, ask(None, "anyone", Some("x")), Ok(())),
             (&restricted, ask(Some(k1s), "u1", Some("gpt-4o")), Ok(())),
-            (&restricted, ask(Some(k2s), "u1", Some("gpt-4o")), Err(Refusal::ApiKeyHash)),
-            (&restricted, ask(None, "u1", Some("gpt-4o")), Err(Refusal::ApiKeyHash)),
-            (&restricted, ask(Some(k1s), "u1", Some("gpt-4")), Err(Refusal::Model)),
+            (
+                &restricted,
+                ask(Some(k2s), "u1", Some("gpt-4o")),
+                Err(Refusal::ApiKeyHash),
+            ),
+            (
+                &restricted,
+                ask(None, "u1", Some("gpt-4o")),
+                Err(Refusal::ApiKeyHash),
+            ),
+            (
+                &restricted,
+                ask(Some(k1s), "u1", Some("gpt-4")),
+                Err(Refusal::Model),
+            ),
             (&restricted, ask(Some(k1s), "u1", None), Err(Refusal::Model)),
-            (&restricted, ask(Some(k1s), "u2", Some("gpt-4o")), Err(Refusal::UserId)),
-            (&restricted, ask(Some(k1s), "U1", Some("gpt-4o")), Err(Refusal::UserId)),
+            (
+                &restricted,
+                ask(Some(k1s), "u2", Some("gpt-4o")),
+                Err(Refusal::UserId),
+            ),
+            (
+                &restricted,
+                ask(Some(k1s), "U1", Some("gpt-4o")),
+                Err(Refusal::UserId),
+            ),
             (&empty, ask(Some(k1s), "u1", None), Err(Refusal::ApiKeyHash)),
         ];
         for (c, a, want) in cases {
@@ -292,7 +332,7 @@ mod tests {
         d.created_at_nanos = 10;
         e.sort_order = 1;
         e.created_at_nanos = 10;
-        let mut v = vec![&a, &b, &c, &d, &e];
+        let mut v = [&a, &b, &c, &d, &e];
         for _ in 0..3 {
             v.sort_by(|x, y| order(x, y));
             let ids: Vec<&str> = v.iter().map(|c| c.id.as_str()).collect();

@@ -68,7 +68,10 @@ impl Upstream {
     /// Parses `http(s)://host[:port][/prefix]`; no query, fragment or user info.
     pub fn parse(url: &str) -> Result<Self, &'static str> {
         let uri: Uri = url.parse().map_err(|_| "not a valid URL")?;
-        let scheme = uri.scheme().cloned().ok_or("must start with https:// or http://")?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or("must start with https:// or http://")?;
         if scheme != Scheme::HTTPS && scheme != Scheme::HTTP {
             return Err("must start with https:// or http://");
         }
@@ -211,9 +214,24 @@ mod tests {
     #[test]
     fn upstream_uri_joins_prefix_path_and_query() {
         let cases = [
-            ("https://api.openai.com", "/v1/chat/completions", None, "https://api.openai.com/v1/chat/completions"),
-            ("https://api.groq.com/openai/", "/v1/models", Some("a=1"), "https://api.groq.com/openai/v1/models?a=1"),
-            ("http://127.0.0.1:9/base", "/x", None, "http://127.0.0.1:9/base/x"),
+            (
+                "https://api.openai.com",
+                "/v1/chat/completions",
+                None,
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "https://api.groq.com/openai/",
+                "/v1/models",
+                Some("a=1"),
+                "https://api.groq.com/openai/v1/models?a=1",
+            ),
+            (
+                "http://127.0.0.1:9/base",
+                "/x",
+                None,
+                "http://127.0.0.1:9/base/x",
+            ),
         ];
         for (base, path, q, want) in cases {
             let up = Upstream::parse(base).unwrap();

@@ -28,7 +28,9 @@ pub(crate) fn split(path: &str) -> Result<(&str, &str), Rejection> {
 /// (`%2e`, `%2E`, behind `%2F` or `\`, with a `;` parameter).
 pub(crate) fn check_rest(rest: &str) -> Result<(), Rejection> {
     if rest.contains("//") {
-        return Err(Rejection::InvalidRequest("empty path segments are not allowed"));
+        return Err(Rejection::InvalidRequest(
+            "empty path segments are not allowed",
+        ));
     }
     let decoded: Cow<'_, str> = if rest.contains('%') {
         percent_decode_str(rest).decode_utf8_lossy()
@@ -40,7 +42,9 @@ pub(crate) fn check_rest(rest: &str) -> Result<(), Rejection> {
         seg == "." || seg == ".."
     });
     if dot {
-        return Err(Rejection::InvalidRequest("dot segments are not allowed in the path"));
+        return Err(Rejection::InvalidRequest(
+            "dot segments are not allowed in the path",
+        ));
     }
     Ok(())
 }
@@ -107,11 +111,21 @@ mod tests {
 
     #[test]
     fn split_table() {
-        let cases: &[(&str, Result<(&str, &str), &str>)] = &[
-            ("/openai/v1/chat/completions", Ok(("openai", "/v1/chat/completions"))),
+        type Case<'a> = (&'a str, Result<(&'a str, &'a str), &'a str>);
+        let cases: &[Case<'_>] = &[
+            (
+                "/openai/v1/chat/completions",
+                Ok(("openai", "/v1/chat/completions")),
+            ),
             ("/openai/", Ok(("openai", "/"))),
-            ("/openai/../anthropic/v1/messages", Ok(("openai", "/../anthropic/v1/messages"))),
-            ("/openai%2F..%2Fanthropic/v1", Ok(("openai%2F..%2Fanthropic", "/v1"))),
+            (
+                "/openai/../anthropic/v1/messages",
+                Ok(("openai", "/../anthropic/v1/messages")),
+            ),
+            (
+                "/openai%2F..%2Fanthropic/v1",
+                Ok(("openai%2F..%2Fanthropic", "/v1")),
+            ),
             ("/%6fpenai/v1", Ok(("%6fpenai", "/v1"))),
             ("//anthropic/v1", Err("not_found")),
             ("/openai", Err("not_found")),
@@ -149,13 +163,18 @@ mod tests {
             "/v1//x",
             "//x",
         ] {
-            assert_eq!(check_rest(bad).map_err(|r| r.reason()), Err("invalid_request"), "{bad}");
+            assert_eq!(
+                check_rest(bad).map_err(|r| r.reason()),
+                Err("invalid_request"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn query_table() {
-        let cases: &[(Option<&str>, Result<Option<&str>, &str>)] = &[
+        type Case<'a> = (Option<&'a str>, Result<Option<&'a str>, &'a str>);
+        let cases: &[Case<'_>] = &[
             (None, Ok(None)),
             (Some(""), Ok(None)),
             (Some("a=1&b=2"), Ok(Some("a=1&b=2"))),

@@ -69,8 +69,10 @@ impl hyper::service::Service<Request<Incoming>> for Front {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         if req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD) {
             let mut res = Response::new(ByokBody::full(Bytes::from_static(b"{\"status\":\"ok\"}")));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             return Box::pin(std::future::ready(Ok(res)));
         }
         let proxy = self.proxy.clone();
@@ -117,7 +119,8 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         proxy: ByokLayer::new(registry.clone()).layer(forwarder),
     };
 
-    let mut term = signal(SignalKind::terminate()).map_err(io_err("cannot handle SIGTERM".into()))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(io_err("cannot handle SIGTERM".into()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("cannot handle SIGINT".into()))?;
     let hup = signal(SignalKind::hangup()).map_err(io_err("cannot handle SIGHUP".into()))?;
     tokio::spawn(reload_loop(
@@ -152,7 +155,10 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     }
     drop(listener);
     let drain = config.server.drain;
-    tracing::info!(drain_secs = drain.as_secs_f64(), "shutting down: no new connections, draining in-flight requests");
+    tracing::info!(
+        drain_secs = drain.as_secs_f64(),
+        "shutting down: no new connections, draining in-flight requests"
+    );
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("drained; bye"),
         _ = tokio::time::sleep(drain) => tracing::warn!("drain time is up; closing the remaining connections"),
@@ -160,7 +166,12 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, front: Front, graceful: &GracefulShutdown) {
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    front: Front,
+    graceful: &GracefulShutdown,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
@@ -228,7 +239,10 @@ async fn reload_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(generation = registry.snapshot().generation(), "config reload failed; keeping the config in force:\n{e}");
+                tracing::error!(
+                    generation = registry.snapshot().generation(),
+                    "config reload failed; keeping the config in force:\n{e}"
+                );
             }
         }
     }

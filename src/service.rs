@@ -105,8 +105,15 @@ where
     if parts.method == Method::CONNECT {
         return Err(Rejection::MethodNotAllowed);
     }
+    if parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(Rejection::AmbiguousFraming);
+    }
     if headers::wants_upgrade(&parts.headers) {
-        return Err(Rejection::InvalidRequest("protocol upgrades are not proxied"));
+        return Err(Rejection::InvalidRequest(
+            "protocol upgrades are not proxied",
+        ));
     }
     let (slug, rest) = route::split(parts.uri.path())?;
     let provider = snapshot

@@ -1,0 +1,18 @@
+//! Black-box tests: the real `byok-proxy` binary through real sockets, with a
+//! recording mock upstream. Every refusal also proves nothing was forwarded.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+mod common;
+
+mod cli;
+mod failover;
+mod forwarding;
+mod lifecycle;
+mod model_rules;
+mod secrets;
