@@ -101,8 +101,9 @@ pub(crate) fn decode(encoding: Encoding, raw: Bytes, limit: usize) -> Result<Byt
     Ok(Bytes::from(out))
 }
 
-/// Whether the body is to be read as JSON for its model. Form and binary media
-/// types are not; everything else (JSON, no type, text) is, under the strict rules.
+/// Whether the body declares itself JSON (or declares nothing). A body that does
+/// must be strict JSON; one with a form or binary media type may be something
+/// else, and then has no model.
 pub(crate) fn is_json_like(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
         return true;

@@ -60,9 +60,11 @@ pub enum Rejection {
     /// Two different keys in one request.
     #[error("the request carries two different gateway API keys")]
     AmbiguousApiKey,
-    /// The first path segment names no configured provider.
-    #[error("unknown provider {}", Clip(.0))]
-    UnknownProvider(String),
+    /// The first path segment names no configured provider. The segment is
+    /// never echoed: a client that pasted its key into the path must not get
+    /// it back in a body.
+    #[error("unknown provider: the first path segment names no configured provider")]
+    UnknownProvider,
     /// A path that is not `/{provider}/…`.
     #[error("no route: requests go to /{{provider}}/{{path}}")]
     NotFound,
@@ -126,7 +128,7 @@ impl Rejection {
         use Rejection::*;
         match self {
             MissingApiKey | InvalidApiKey | AmbiguousApiKey => StatusCode::UNAUTHORIZED,
-            UnknownProvider(_) | NotFound => StatusCode::NOT_FOUND,
+            UnknownProvider | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             InvalidRequest(_) | AmbiguousFraming | InvalidBody(_) | AmbiguousModel(_) => {
                 StatusCode::BAD_REQUEST
@@ -146,7 +148,7 @@ impl Rejection {
             MissingApiKey => "missing_api_key",
             InvalidApiKey => "invalid_api_key",
             AmbiguousApiKey => "ambiguous_api_key",
-            UnknownProvider(_) => "unknown_provider",
+            UnknownProvider => "unknown_provider",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             InvalidRequest(_) | AmbiguousFraming => "invalid_request",
@@ -228,7 +230,7 @@ mod tests {
             Rejection::MissingApiKey,
             Rejection::InvalidApiKey,
             Rejection::AmbiguousApiKey,
-            Rejection::UnknownProvider("x".into()),
+            Rejection::UnknownProvider,
             Rejection::NotFound,
             Rejection::MethodNotAllowed,
             Rejection::InvalidRequest("x"),
@@ -279,8 +281,13 @@ mod tests {
 
     #[test]
     fn echoed_input_is_clipped() {
-        let long = "p".repeat(1000);
-        let msg = Rejection::UnknownProvider(long).to_string();
-        assert!(msg.chars().count() <= 140, "{msg}");
+        let r = Rejection::NoEligibleCredential {
+            provider: "openai".into(),
+            model: Some("m".repeat(1000)),
+            refused: RefusedBy::default(),
+        };
+        let msg = r.to_string();
+        assert!(msg.chars().count() < 260, "{msg}");
+        assert!(!Rejection::UnknownProvider.to_string().contains('%'));
     }
 }

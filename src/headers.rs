@@ -35,10 +35,17 @@ const CLIENT_ONLY: [HeaderName; 11] = [
     header::EXPECT,
 ];
 
-/// Names a client may not set through configuration either (`headers` of a
-/// provider or credential): they would break framing or the auth rules.
+/// Names that configuration may not set either (`headers` of a provider or
+/// credential): they would break framing, or shadow the injected secret.
+/// (`Cookie`, `OpenAI-Organization` and `OpenAI-Project` are stripped from the
+/// client but may be configured: a credential can name its organization.)
 pub(crate) fn reserved(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name)
+    HOP_BY_HOP.contains(name)
+        || CLIENT_ONLY.contains(name)
+            && !matches!(
+                name.as_str(),
+                "cookie" | "openai-organization" | "openai-project"
+            )
 }
 
 /// Removes the hop-by-hop headers, and every header the `Connection` header names.
@@ -138,6 +145,32 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["anthropic-version", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn reserved_names() {
+        for name in [
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+        ] {
+            assert!(reserved(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "openai-organization",
+            "openai-project",
+            "cookie",
+            "anthropic-version",
+            "x-custom",
+        ] {
+            assert!(!reserved(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Finding which model a request asks for, under strict rules.
 //!
 //! A request can name its model in two places: the request path (Google's
-//! `…/models/{model}:{method}` and Bedrock's `…/model/{model}/{action}`) and
+//! `…/models/{model}:{method}`, Bedrock's `…/model/{model}/{action}`, Azure's
+//! `…/deployments/{deployment}/{action}`) and
 //! the top-level `"model"` member of a JSON body (OpenAI, Anthropic, …). The
 //! proxy's model policy is only as good as its agreement with the upstream
 //! about which model that is, so both readers refuse anything that a
 //! different parser could read differently:
 //!
-//! * [`path_model`] percent-decodes every `/`-separated segment before
+//! * [`path_model`] reads Google's `…/models/{model}:{method}`, Bedrock's
+//!   `…/model/{model}/{op}` and Azure OpenAI's `…/deployments/{deployment}/{op}`
+//!   (the deployment decides the model there). It percent-decodes every `/`-separated segment before
 //!   matching (the upstream decodes too), rejects malformed percent-encoding,
 //!   non-UTF-8 segments, dot segments (`.`/`..`, which an upstream could
 //!   normalise away) and empty model ids, and calls the path ambiguous when it
@@ -153,7 +156,7 @@ pub(crate) fn path_model(rest: &str) -> Result<Option<String>, ModelError> {
             if piece == "." || piece == ".." {
                 return Err(ModelError::InvalidPath(MSG_PATH_DOT));
             }
-            if has_hidden_slash && (piece == "model" || piece == "models") {
+            if has_hidden_slash && matches!(piece, "model" | "models" | "deployments") {
                 return Err(ModelError::Ambiguous(MSG_PATH_ENCODED_SLASH));
             }
         }
@@ -165,7 +168,9 @@ pub(crate) fn path_model(rest: &str) -> Result<Option<String>, ModelError> {
         let following = segments.get(index.saturating_add(1));
         let candidate = match segment.as_ref() {
             "models" => following.and_then(|next| next.split_once(':').map(|(model, _)| model)),
-            "model" if segments.len().saturating_sub(index) >= 3 => following.map(|s| s.as_ref()),
+            "model" | "deployments" if segments.len().saturating_sub(index) >= 3 => {
+                following.map(|s| s.as_ref())
+            }
             _ => None,
         };
         let Some(model) = candidate else { continue };
@@ -746,6 +751,12 @@ mod tests {
             ("/model/anthropic.claude-3-sonnet-20240229-v1:0/converse-stream", some("anthropic.claude-3-sonnet-20240229-v1:0")),
             ("/model/amazon.titan-text-express-v1/invoke", some("amazon.titan-text-express-v1")),
             ("/model/amazon.titan-text-express-v1/invoke-with-response-stream", some("amazon.titan-text-express-v1")),
+            // Azure OpenAI: the deployment picks the model
+            ("/openai/deployments/gpt-4o/chat/completions", some("gpt-4o")),
+            ("/openai/deployments/my%2Ddeploy/embeddings", some("my-deploy")),
+            ("/openai/deployments", Ok(None)),
+            ("/openai/deployments/gpt-4o", Ok(None)),
+            ("/openai/deployments%2Fgpt-4o/chat/completions", Err(Ambiguous(MSG_PATH_ENCODED_SLASH))),
             // percent-decoding happens before matching
             ("/v1beta/models/gemini%2D1.5%2Dpro%3AgenerateContent", some("gemini-1.5-pro")),
             ("/v1beta/mod%65ls/x:gen", some("x")),

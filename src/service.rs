@@ -116,9 +116,7 @@ where
         ));
     }
     let (slug, rest) = route::split(parts.uri.path())?;
-    let provider = snapshot
-        .provider(slug)
-        .ok_or_else(|| Rejection::UnknownProvider(slug.to_owned()))?;
+    let provider = snapshot.provider(slug).ok_or(Rejection::UnknownProvider)?;
     let principal = principal(snapshot, trust, &parts)?;
     route::check_rest(rest)?;
     let query = route::filter_query(parts.uri.query())?;
@@ -129,10 +127,18 @@ where
     let bytes = body::decode(encoding, raw, settings.max_body_bytes)?;
 
     let path_model = model::path_model(rest).map_err(model_rejection)?;
-    let body_model = if !bytes.is_empty() && body::is_json_like(&parts.headers) {
-        model::body_model(&bytes).map_err(model_rejection)?
-    } else {
+    // Every non-empty body is read for a model, whatever its media type, since
+    // upstreams often parse JSON regardless of Content-Type. Only a body that
+    // declares a non-JSON type (a form, multipart, binary) and is not JSON at
+    // all has no model; it can then use only credentials without a model list.
+    let body_model = if bytes.is_empty() {
         None
+    } else {
+        match model::body_model(&bytes) {
+            Ok(m) => m,
+            Err(model::ModelError::InvalidBody(_)) if !body::is_json_like(&parts.headers) => None,
+            Err(e) => return Err(model_rejection(e)),
+        }
     };
     let model: Option<Cow<'_, str>> = match (path_model, body_model) {
         (Some(p), Some(b)) if p != b => {

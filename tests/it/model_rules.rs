@@ -103,6 +103,42 @@ async fn body_rules_table() {
 }
 
 #[tokio::test]
+async fn a_json_body_is_read_whatever_its_declared_type() {
+    let (mock, proxy) = restricted().await;
+    let with_type = |ct: &'static str, body: &'static str| {
+        send(
+            req("POST", &proxy.url("/openai/v1/chat/completions"), Some(GW))
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap(),
+        )
+    };
+    // curl -d sends application/x-www-form-urlencoded; upstreams often parse
+    // JSON anyway, so the model is read and checked.
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(with_type(form, r#"{"model":"gpt-4o"}"#).await.status, 200);
+    assert_eq!(with_type(form, r#"{"model":"o1"}"#).await.status, 403);
+    let dup = with_type(form, r#"{"model":"gpt-4o","model":"o1"}"#).await;
+    assert_eq!((dup.status, dup.reason()), (400, "ambiguous_model".into()));
+    let dup = with_type(
+        "multipart/form-data; boundary=x",
+        r#"{"model":"gpt-4o","MODEL":"o1"}"#,
+    )
+    .await;
+    assert_eq!((dup.status, dup.reason()), (400, "ambiguous_model".into()));
+    // Not JSON under a non-JSON type: no model, so the restricted credential refuses.
+    let r = with_type(form, "model=gpt-4o").await;
+    assert_eq!(
+        (r.status, r.reason()),
+        (403, "no_eligible_credential".into())
+    );
+    // Not JSON under a JSON type (or none): invalid.
+    let r = with_type("application/json", "model=gpt-4o").await;
+    assert_eq!((r.status, r.reason()), (400, "invalid_body".into()));
+    assert_eq!(mock.count(), 1);
+}
+
+#[tokio::test]
 async fn invalid_utf8_body_is_refused() {
     let (mock, proxy) = restricted().await;
     let r = post_raw_body(
@@ -470,4 +506,56 @@ async fn allowlists_admit_only_their_keys_users_and_models() {
     let r = chat(&proxy, GW_OTHER_WS, "gpt-4o").await;
     assert_eq!((r.status, r.reason()), (403, "no_credential".into()));
     assert_eq!(mock.count(), 3);
+}
+
+#[tokio::test]
+async fn azure_deployments_are_path_models() {
+    let mock = Mock::ok().await;
+    let extra = format!(
+        "base_url = \"{}/res\"\nallowed_models = [\"azure/gpt-4o\"]\nheaders = {{ \"OpenAI-Organization\" = \"org-configured\" }}",
+        mock.url()
+    );
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred("c-az", "azure", "az-secret-000000001", &extra),
+    ))
+    .await;
+    let path = "/azure/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01";
+    let r = send(
+        req("POST", &proxy.url(path), None)
+            .header("api-key", GW)
+            .header("openai-organization", "org-client")
+            .body(Full::new(Bytes::from_static(br#"{"messages":[]}"#)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = &mock.requests()[0];
+    assert_eq!(
+        got.uri,
+        "/res/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01"
+    );
+    assert_eq!(got.header("api-key"), Some("az-secret-000000001"));
+    // The client's organization is stripped; the credential's is set.
+    assert_eq!(got.header("openai-organization"), Some("org-configured"));
+    // Another deployment is another model.
+    let r = post_raw_body(
+        &proxy,
+        "/azure/openai/deployments/gpt-35/chat/completions",
+        b"{}",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.reason()),
+        (403, "no_eligible_credential".into())
+    );
+    // The SDK also sends the deployment as the body's model; they must agree.
+    let r = post_raw_body(
+        &proxy,
+        "/azure/openai/deployments/gpt-4o/chat/completions",
+        br#"{"model":"gpt-35"}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.reason()), (400, "ambiguous_model".into()));
+    assert_eq!(mock.count(), 1);
 }

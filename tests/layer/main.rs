@@ -1,0 +1,25 @@
+//! The library through the layer: [`byok_proxy::ByokLayer`] over a recording,
+//! in-process inner service (`tower::service_fn`), no sockets.
+//!
+//! Every refusal is shown never to reach the inner service; every forwarded
+//! request is checked byte for byte against what the client sent.
+//!
+//! * `forward`: what an admitted request looks like to the inner service.
+//! * `failover`: candidate order, which statuses fail over, what the client gets.
+//! * `principal`: a [`byok_proxy::Principal`] handed over by an earlier layer.
+//! * `refusals`: every way the layer answers by itself.
+//! * `model_property`: generated JSON bodies against an independent parser.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod failover;
+mod forward;
+mod model_property;
+mod principal;
+mod refusals;
+mod support;
