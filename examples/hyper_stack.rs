@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service(Forwarder::new(ForwarderOptions {
             connect_timeout: config.server.connect_timeout,
             ..ForwarderOptions::default()
-        }));
+        })?);
 
     let listener = TcpListener::bind(config.server.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -51,6 +53,8 @@ pub struct ServerConfig {
     pub first_byte_timeout: Duration,
     /// Longest silence inside a streamed body.
     pub idle_timeout: Duration,
+    /// Extra roots for upstream TLS, from `upstream_ca_file`.
+    pub upstream_roots: Vec<CertificateDer<'static>>,
 }
 
 /// `[admin]`, validated.
@@ -161,6 +165,7 @@ struct RawServer {
     connect_timeout_secs: Secs,
     first_byte_timeout_secs: Secs,
     idle_timeout_secs: Secs,
+    upstream_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -172,6 +177,7 @@ impl Default for RawServer {
             connect_timeout_secs: Secs(10.0),
             first_byte_timeout_secs: Secs(120.0),
             idle_timeout_secs: Secs(300.0),
+            upstream_ca_file: None,
         }
     }
 }
@@ -378,8 +384,52 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
             errs,
         ),
         idle_timeout: duration("server.idle_timeout_secs", &raw.idle_timeout_secs, errs),
+        upstream_roots: raw
+            .upstream_ca_file
+            .as_deref()
+            .map(|path| roots("server.upstream_ca_file", path, errs))
+            .unwrap_or_default(),
     };
     Some(server)
+}
+
+/// The certificates of a PEM file, each checked to be usable as a trust anchor.
+fn roots(field: &str, path: &Path, errs: &mut Errors) -> Vec<CertificateDer<'static>> {
+    let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(path) {
+        Ok(iter) => iter.collect(),
+        Err(e) => {
+            errs.at(field, format_args!("cannot read {}: {e}", path.display()));
+            return Vec::new();
+        }
+    };
+    let certs = match certs {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            errs.at(
+                field,
+                format_args!("{} holds no PEM certificate", path.display()),
+            );
+            return Vec::new();
+        }
+        Err(e) => {
+            errs.at(field, format_args!("{}: {e}", path.display()));
+            return Vec::new();
+        }
+    };
+    let mut store = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        if store.add(cert.clone()).is_err() {
+            errs.at(
+                field,
+                format_args!(
+                    "certificate {} in {} is not a usable CA certificate",
+                    i + 1,
+                    path.display()
+                ),
+            );
+        }
+    }
+    certs
 }
 
 fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {

@@ -4,7 +4,11 @@
 //! It sends each request to the absolute URI the layer set (https through
 //! rustls with the webpki roots, or plain http), follows no redirects, sets
 //! `TCP_NODELAY`, and bounds each connection attempt by the connect timeout.
+//! Certificates are verified against the webpki roots and any extra roots
+//! configured (`server.upstream_ca_file`); an unverified upstream never sees
+//! a request, let alone a secret.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,17 +17,21 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 use tower::Service;
 
 use crate::service::ForwardBody;
 
 /// Settings of the upstream client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ForwarderOptions {
     /// Per upstream connection attempt.
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Certificates trusted for upstream TLS besides the webpki (Mozilla) roots:
+    /// a private gateway's or an egress proxy's CA.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Default for ForwarderOptions {
@@ -31,6 +39,7 @@ impl Default for ForwarderOptions {
         ForwarderOptions {
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -42,33 +51,35 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A client with a connection pool, TLS via rustls (ring, webpki roots).
-    pub fn new(opts: ForwarderOptions) -> Self {
+    /// A client with a connection pool and TLS via rustls (ring), trusting the
+    /// webpki roots plus `extra_roots`. Fails only on an unusable extra root.
+    pub fn new(opts: ForwarderOptions) -> Result<Self, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in opts.extra_roots {
+            roots.add(cert)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(opts.connect_timeout));
         let https = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map(|b| {
-                b.https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http.clone())
-            })
-            .unwrap_or_else(|_| {
-                // ring always offers the default protocol versions; this arm
-                // only keeps the constructor infallible.
-                HttpsConnectorBuilder::new()
-                    .with_webpki_roots()
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http)
-            });
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(opts.pool_idle_timeout)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(https);
-        Forwarder { client }
+        Ok(Forwarder { client })
     }
 }
 

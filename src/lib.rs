@@ -23,7 +23,7 @@
 //!     // Decides, strips, injects and fails over; must be outside the client.
 //!     .layer(ByokLayer::new(registry.clone()))
 //!     // Sends each attempt to the absolute upstream URI the layer set.
-//!     .service(Forwarder::new(ForwarderOptions::default()));
+//!     .service(Forwarder::new(ForwarderOptions::default())?);
 //! # let _ = service;
 //! # Ok(())
 //! # }

@@ -113,8 +113,13 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
 
     let forwarder = Forwarder::new(ForwarderOptions {
         connect_timeout: config.server.connect_timeout,
+        extra_roots: config.server.upstream_roots.clone(),
         ..ForwarderOptions::default()
-    });
+    })
+    .map_err(|e| ServeError::Io {
+        what: "cannot set up upstream TLS".into(),
+        source: std::io::Error::other(e),
+    })?;
     let front = Front {
         proxy: ByokLayer::new(registry.clone()).layer(forwarder),
     };
@@ -233,9 +238,10 @@ async fn reload_loop(
                 if config.server.listen != started_with.listen
                     || config.server.connect_timeout != started_with.connect_timeout
                     || config.server.drain != started_with.drain
+                    || config.server.upstream_roots != started_with.upstream_roots
                     || config.admin.is_some()
                 {
-                    tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs and [admin] take effect on restart only");
+                    tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and [admin] take effect on restart only");
                 }
             }
             Err(e) => {

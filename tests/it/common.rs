@@ -99,7 +99,35 @@ impl Mock {
     pub(crate) async fn start(
         behavior: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Mock {
-        let behavior: Behavior = Arc::new(behavior);
+        Mock::start_with(Arc::new(behavior), None).await
+    }
+
+    /// The same mock behind TLS, with the certificate in tests/fixtures
+    /// (for `localhost` and `127.0.0.1`, signed by tests/fixtures/ca.pem).
+    pub(crate) async fn start_tls(
+        behavior: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Mock {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let certs = CertificateDer::pem_file_iter(format!("{dir}/upstream.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/upstream.key")).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Mock::start_with(Arc::new(behavior), Some(acceptor)).await
+    }
+
+    async fn start_with(behavior: Behavior, tls: Option<tokio_rustls::TlsAcceptor>) -> Mock {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -111,15 +139,26 @@ impl Mock {
                     return;
                 };
                 let (behavior, log, arrived) = (behavior.clone(), log2.clone(), arrived2.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (behavior, log, arrived) =
                             (behavior.clone(), log.clone(), arrived.clone());
                         async move { Ok::<_, Infallible>(answer(req, &behavior, &log, &arrived).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // A handshake the client aborts (untrusted
+                            // certificate) never becomes a request.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });

@@ -16,3 +16,4 @@ mod forwarding;
 mod lifecycle;
 mod model_rules;
 mod secrets;
+mod tls;
