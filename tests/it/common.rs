@@ -339,30 +339,39 @@ impl Proxy {
 
     /// Like `wait_log`, counting only lines after the first `skip`.
     pub(crate) async fn wait_log_after(&self, skip: usize, needle: &str) -> String {
+        let found = self
+            .wait_until(|lines| {
+                let hit = lines.iter().skip(skip).find(|l| l.contains(needle));
+                match hit {
+                    Some(l) => Some(Ok(l.clone())),
+                    None if both_pipes_closed(lines) => Some(Err(())),
+                    None => None,
+                }
+            })
+            .await;
+        match found {
+            Some(Ok(line)) => line,
+            Some(Err(())) => panic!("proxy exited before logging {needle:?}:\n{}", self.logs()),
+            None => panic!(
+                "no log line with {needle:?} within {PATIENCE:?}:\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// Waits until `check` over the output so far says `Some`, woken by every
+    /// new line; `None` after `PATIENCE`.
+    async fn wait_until<T>(&self, check: impl Fn(&[String]) -> Option<T>) -> Option<T> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let notified = self.logs.1.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let lines = self.logs.0.lock().unwrap();
-                if let Some(l) = lines.iter().skip(skip).find(|l| l.contains(needle)) {
-                    return l.clone();
-                }
-                if lines.iter().any(|l| l == "<eof>")
-                    && lines.iter().filter(|l| *l == "<eof>").count() >= 2
-                {
-                    panic!(
-                        "proxy exited before logging {needle:?}:\n{}",
-                        lines.join("\n")
-                    );
-                }
+            if let Some(v) = check(&self.logs.0.lock().unwrap()) {
+                return Some(v);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "no log line with {needle:?} within {PATIENCE:?}:\n{}",
-                    self.logs()
-                );
+                return None;
             }
         }
     }
@@ -396,36 +405,8 @@ impl Proxy {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 // Both pipes reach EOF once the process is gone.
-                let _ = tokio::time::timeout(PATIENCE, async {
-                    while self
-                        .logs
-                        .0
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .filter(|l| *l == "<eof>")
-                        .count()
-                        < 2
-                    {
-                        let n = self.logs.1.notified();
-                        tokio::pin!(n);
-                        n.as_mut().enable();
-                        if self
-                            .logs
-                            .0
-                            .lock()
-                            .unwrap()
-                            .iter()
-                            .filter(|l| *l == "<eof>")
-                            .count()
-                            >= 2
-                        {
-                            break;
-                        }
-                        n.await;
-                    }
-                })
-                .await;
+                self.wait_until(|lines| both_pipes_closed(lines).then_some(()))
+                    .await;
                 return status;
             }
             assert!(
@@ -446,6 +427,18 @@ impl Proxy {
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &self.config_path).unwrap();
     }
+}
+
+fn both_pipes_closed(lines: &[String]) -> bool {
+    lines.iter().filter(|l| *l == "<eof>").count() >= 2
+}
+
+/// An address nothing listens on: bound, read, and closed again.
+pub(crate) fn dead_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 impl Drop for Proxy {

@@ -29,10 +29,7 @@ async fn no_canary_in_logs_responses_or_errors() {
         }
     })
     .await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_addr();
     let cfg = config(
         &mock,
         &[
