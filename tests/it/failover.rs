@@ -369,3 +369,63 @@ async fn a_silent_stream_is_cut_after_the_idle_timeout() {
         .await
         .expect("upstream not released");
 }
+
+#[tokio::test]
+async fn a_connect_timeout_fails_over_as_a_connection_error() {
+    // A listener whose accept queue is full and never drained: the kernel
+    // drops further SYNs, so a connect hangs until the connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let stuck = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(stuck),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let mock = Mock::start(by_secret).await;
+    let server = "connect_timeout_secs = 0.3\nfirst_byte_timeout_secs = 30";
+    let cfg = config_with_server(
+        &mock,
+        server,
+        &[
+            cred(
+                "stuck",
+                "openai",
+                "sk-200-stuck",
+                &format!("base_url = \"http://{stuck}\""),
+            ),
+            cred("live", "openai", "sk-200-live", "sort_order = 1"),
+        ]
+        .concat(),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let r = chat(&proxy, GW, "gpt-4o").await;
+    assert_eq!(
+        (r.status, r.header("x-byok-credential-id")),
+        (200, Some("live"))
+    );
+    assert_eq!(r.header("x-byok-attempts"), Some("2"));
+    // Alone, the stuck upstream is a connection error (502), not a first-byte
+    // timeout (504): the connect timeout fired, long before 30 s.
+    let cfg = config_with_server(
+        &mock,
+        server,
+        &cred(
+            "stuck",
+            "openai",
+            "sk-200-stuck",
+            &format!("base_url = \"http://{stuck}\""),
+        ),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let r = chat(&proxy, GW, "gpt-4o").await;
+    assert_eq!((r.status, r.reason()), (502, "upstream_unreachable".into()));
+    drop((listener, fillers));
+}
