@@ -65,8 +65,8 @@ pub enum Rejection {
     /// it back in a body.
     #[error("unknown provider: the first path segment names no configured provider")]
     UnknownProvider,
-    /// A path that is not `/{provider}/…`.
-    #[error("no route: requests go to /{{provider}}/{{path}}")]
+    /// A path that is not `/{provider}/…` (or no admin route).
+    #[error("no such route: proxied requests go to /{{provider}}/{{path}}")]
     NotFound,
     /// `CONNECT`, which is never proxied.
     #[error("method not allowed: CONNECT is not proxied")]
@@ -120,6 +120,23 @@ pub enum Rejection {
     /// The last attempt timed out before the response head.
     #[error("upstream timed out before responding")]
     UpstreamTimeout,
+    /// Admin API: no valid management key in `Authorization: Bearer`.
+    #[error("the admin API needs Authorization: Bearer <management key>")]
+    ManagementKeyRequired,
+    /// Admin API: no credential with that id.
+    #[error("no credential with that id")]
+    UnknownCredential,
+    /// Admin API: a query parameter out of bounds.
+    #[error("{0}")]
+    InvalidQuery(&'static str),
+    /// Admin API: a write to a store that cannot be written.
+    #[error(
+        "the credential store is read-only (the config file): edit the file and reload it (SIGHUP)"
+    )]
+    ReadOnlyStore,
+    /// Admin API: a method the route does not have.
+    #[error("method not allowed on this route")]
+    AdminMethodNotAllowed,
 }
 
 impl Rejection {
@@ -127,12 +144,15 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         use Rejection::*;
         match self {
-            MissingApiKey | InvalidApiKey | AmbiguousApiKey => StatusCode::UNAUTHORIZED,
-            UnknownProvider | NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            InvalidRequest(_) | AmbiguousFraming | InvalidBody(_) | AmbiguousModel(_) => {
-                StatusCode::BAD_REQUEST
+            MissingApiKey | InvalidApiKey | AmbiguousApiKey | ManagementKeyRequired => {
+                StatusCode::UNAUTHORIZED
             }
+            UnknownProvider | NotFound | UnknownCredential => StatusCode::NOT_FOUND,
+            MethodNotAllowed | ReadOnlyStore | AdminMethodNotAllowed => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            InvalidRequest(_) | AmbiguousFraming | InvalidBody(_) | AmbiguousModel(_)
+            | InvalidQuery(_) => StatusCode::BAD_REQUEST,
             NoEligibleCredential { .. } | NoCredential { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -161,6 +181,11 @@ impl Rejection {
             UpstreamUnreachable => "upstream_unreachable",
             UpstreamRejectedCredential => "upstream_rejected_credential",
             UpstreamTimeout => "upstream_timeout",
+            ManagementKeyRequired => "invalid_management_key",
+            UnknownCredential => "not_found",
+            InvalidQuery(_) => "invalid_request",
+            ReadOnlyStore => "read_only_store",
+            AdminMethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -250,6 +275,11 @@ mod tests {
             Rejection::UpstreamUnreachable,
             Rejection::UpstreamRejectedCredential,
             Rejection::UpstreamTimeout,
+            Rejection::ManagementKeyRequired,
+            Rejection::UnknownCredential,
+            Rejection::InvalidQuery("x"),
+            Rejection::ReadOnlyStore,
+            Rejection::AdminMethodNotAllowed,
         ];
         for r in all {
             let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();

@@ -96,11 +96,12 @@ pub(crate) fn inject(headers: &mut HeaderMap, provider: &Provider, cand: &Candid
     }
 }
 
-/// The `x-byok-*` response headers.
-pub(crate) fn annotate(headers: &mut HeaderMap, cand: &Candidate, attempts: u32) {
+/// The `x-byok-*` response headers: the credential that produced the answer
+/// (its pre-built id header value) and how many attempts it took.
+pub(crate) fn annotate(headers: &mut HeaderMap, credential_id: &HeaderValue, attempts: usize) {
     headers.insert(
         HeaderName::from_static("x-byok-credential-id"),
-        cand.id_value.clone(),
+        credential_id.clone(),
     );
     headers.insert(
         HeaderName::from_static("x-byok-attempts"),

@@ -116,7 +116,7 @@ fn merge<'a>(found: Option<&'a [u8]>, next: &'a [u8]) -> Result<Option<&'a [u8]>
 }
 
 /// The token of `Bearer <token>`, with the scheme matched case-insensitively.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;

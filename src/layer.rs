@@ -1,9 +1,11 @@
 //! [`ByokLayer`]: the tower layer that builds [`ByokService`].
 
+use std::sync::Arc;
+
 use tower::Layer;
 
 use crate::service::ByokService;
-use crate::Registry;
+use crate::{Metrics, Registry};
 
 /// Applies BYOK credential selection and injection to an inner service that
 /// forwards requests upstream. Cheap to clone: it holds the shared registry.
@@ -21,6 +23,7 @@ use crate::Registry;
 pub struct ByokLayer {
     registry: Registry,
     trust_principal_extension: bool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ByokLayer {
@@ -29,7 +32,16 @@ impl ByokLayer {
         ByokLayer {
             registry,
             trust_principal_extension: false,
+            metrics: None,
         }
+    }
+
+    /// Count requests, attempts, failovers and timings in `metrics` (see
+    /// [`Metrics::encode`] for the exposition). Without it the layer still
+    /// writes its access log (`byok_proxy::access`, level info).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Take the [`Principal`](crate::Principal) from the request's extensions when
@@ -53,6 +65,7 @@ impl<S> Layer<S> for ByokLayer {
             inner,
             registry: self.registry.clone(),
             trust_principal_extension: self.trust_principal_extension,
+            metrics: self.metrics.clone(),
         }
     }
 }

@@ -35,6 +35,7 @@
 //! hand the layer a [`Principal`] instead of a gateway key; see
 //! [`ByokLayer::trust_principal_extension`].
 
+pub mod admin;
 mod body;
 mod cache;
 mod config;
@@ -43,6 +44,7 @@ mod forward;
 mod headers;
 mod key;
 mod layer;
+mod metrics;
 mod model;
 mod policy;
 mod providers;
@@ -51,15 +53,17 @@ mod service;
 
 pub mod server;
 
+pub use admin::Admin;
 pub use body::{ByokBody, IdleTimeout};
 pub use cache::{
     label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot, SnapshotError,
 };
-pub use config::{Config, ConfigError, ServerConfig};
+pub use config::{AdminConfig, Config, ConfigError, ServerConfig};
 pub use error::{RefusedBy, Rejection};
 pub use forward::{Forwarder, ForwarderOptions};
 pub use key::KeyHash;
 pub use layer::ByokLayer;
+pub use metrics::Metrics;
 pub use policy::Ask;
 pub use providers::{AuthScheme, Upstream};
 pub use service::{Attempt, ByokService, ForwardBody};

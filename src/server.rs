@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt};
 
 use crate::config::{self, Config, ConfigError};
-use crate::{ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Registry};
+use crate::{
+    Admin, ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Metrics, Registry,
+};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +122,33 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         what: "cannot set up upstream TLS".into(),
         source: std::io::Error::other(e),
     })?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe_snapshot(&registry.snapshot());
     let front = Front {
-        proxy: ByokLayer::new(registry.clone()).layer(forwarder),
+        proxy: ByokLayer::new(registry.clone())
+            .with_metrics(metrics.clone())
+            .layer(forwarder),
+    };
+
+    // The admin API listens apart from the proxy: the proxy port never serves it.
+    let admin = match &config.admin {
+        Some(a) => {
+            let listener = TcpListener::bind(a.listen).await.map_err(io_err(format!(
+                "cannot listen on {} (admin.listen)",
+                a.listen
+            )))?;
+            let local = listener
+                .local_addr()
+                .map_err(io_err("cannot read the admin listening address".into()))?;
+            let service = Admin::new(
+                registry.clone(),
+                metrics.clone(),
+                a.management_key_hashes.iter().copied(),
+            );
+            tracing::info!("admin API listening on http://{local}");
+            Some((listener, service))
+        }
+        None => None,
     };
 
     let mut term =
@@ -130,9 +157,13 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     let hup = signal(SignalKind::hangup()).map_err(io_err("cannot handle SIGHUP".into()))?;
     tokio::spawn(reload_loop(
         path.to_owned(),
-        registry.clone(),
+        Reload {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            admin: admin.as_ref().map(|(_, svc)| svc.clone()),
+            started_with: config.clone(),
+        },
         digest(&text),
-        config.server.clone(),
         hup,
     ));
     drop(text);
@@ -145,6 +176,12 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     );
 
     let graceful = GracefulShutdown::new();
+    let accept_admin = || async {
+        match &admin {
+            Some((listener, _)) => listener.accept().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -154,11 +191,20 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            accepted = accept_admin() => match (accepted, &admin) {
+                (Ok((stream, peer)), Some((_, svc))) => serve_connection(stream, peer, svc.clone(), &graceful),
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (Ok(_), None) => {}
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     drop(listener);
+    drop(admin);
     let drain = config.server.drain;
     tracing::info!(
         drain_secs = drain.as_secs_f64(),
@@ -171,19 +217,26 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn serve_connection(
+fn serve_connection<S, B>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    front: Front,
+    service: S,
     graceful: &GracefulShutdown,
-) {
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<crate::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(stream), front);
+        .serve_connection(TokioIo::new(stream), service);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -196,15 +249,22 @@ fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// What a reload updates.
+struct Reload {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    admin: Option<Admin>,
+    started_with: Config,
+}
+
 /// Reloads on SIGHUP (always) and when the file's content changes (watched
 /// through its directory, so editors' rename-into-place and Kubernetes
 /// ConfigMap symlink swaps are seen). A bad file is logged and the old
 /// snapshot stays in force.
 async fn reload_loop(
     path: PathBuf,
-    registry: Registry,
+    targets: Reload,
     mut last_seen: [u8; 32],
-    started_with: crate::ServerConfig,
     mut hup: tokio::signal::unix::Signal,
 ) {
     let (tx, mut changes) = mpsc::channel::<()>(1);
@@ -218,7 +278,8 @@ async fn reload_loop(
         let text = match config::read(&path) {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %e, generation = registry.snapshot().generation(), "config reload failed; keeping the config in force");
+                targets.metrics.reload(false);
+                tracing::error!(error = %e, generation = targets.registry.snapshot().generation(), "config reload failed; keeping the config in force");
                 continue;
             }
         };
@@ -232,21 +293,31 @@ async fn reload_loop(
             .and_then(|c| c.snapshot().map(|s| (c, s)).map_err(|e| e.to_string()));
         match outcome {
             Ok((config, snapshot)) => {
-                let generation = registry.replace(snapshot);
+                let generation = targets.registry.replace(snapshot);
+                targets.metrics.reload(true);
+                targets
+                    .metrics
+                    .observe_snapshot(&targets.registry.snapshot());
+                if let (Some(admin), Some(a)) = (&targets.admin, &config.admin) {
+                    admin.set_management_keys(a.management_key_hashes.iter().copied());
+                }
                 let (api_keys, credentials) = config.counts();
                 tracing::info!(generation, api_keys, credentials, "config reloaded");
-                if config.server.listen != started_with.listen
-                    || config.server.connect_timeout != started_with.connect_timeout
-                    || config.server.drain != started_with.drain
-                    || config.server.upstream_roots != started_with.upstream_roots
-                    || config.admin.is_some()
+                let before = &targets.started_with;
+                if config.server.listen != before.server.listen
+                    || config.server.connect_timeout != before.server.connect_timeout
+                    || config.server.drain != before.server.drain
+                    || config.server.upstream_roots != before.server.upstream_roots
+                    || config.admin.as_ref().map(|a| a.listen)
+                        != before.admin.as_ref().map(|a| a.listen)
                 {
-                    tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and [admin] take effect on restart only");
+                    tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
                 }
             }
             Err(e) => {
+                targets.metrics.reload(false);
                 tracing::error!(
-                    generation = registry.snapshot().generation(),
+                    generation = targets.registry.snapshot().generation(),
                     "config reload failed; keeping the config in force:\n{e}"
                 );
             }

@@ -59,7 +59,10 @@ async fn openai_request_is_forwarded_with_the_secret_and_the_bytes_as_sent() {
         seen.uri,
         "http://openai.upstream.test/base/v1/chat/completions?stream=true&x=1"
     );
-    assert_eq!(names(&seen), ["authorization", "content-type", "x-custom"]);
+    assert_eq!(
+        names(&seen),
+        ["authorization", "content-type", "x-custom", "x-request-id"]
+    );
     let auth = seen.headers.get(AUTHORIZATION).unwrap();
     assert_eq!(auth, "Bearer sk-openai-SECRET-1111");
     assert!(
@@ -117,7 +120,12 @@ async fn anthropic_gets_x_api_key_and_the_default_version() {
     assert_eq!(seen.uri, "http://anthropic.upstream.test/v1/messages");
     assert_eq!(
         names(&seen),
-        ["anthropic-version", "content-type", "x-api-key"]
+        [
+            "anthropic-version",
+            "content-type",
+            "x-api-key",
+            "x-request-id"
+        ]
     );
     assert_eq!(seen.headers["x-api-key"], "sk-ant-SECRET-2222");
     assert!(seen.headers["x-api-key"].is_sensitive());
@@ -160,7 +168,10 @@ async fn google_gets_x_goog_api_key_and_loses_the_key_query_parameter() {
         seen.uri,
         "http://google.upstream.test/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse"
     );
-    assert_eq!(names(&seen), ["content-type", "x-goog-api-key"]);
+    assert_eq!(
+        names(&seen),
+        ["content-type", "x-goog-api-key", "x-request-id"]
+    );
     assert_eq!(seen.headers["x-goog-api-key"], "AIza-goog-SECRET-3333");
     assert_eq!(got.header("x-byok-credential-id"), Some("cred-google"));
 }

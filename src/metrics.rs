@@ -1,0 +1,274 @@
+//! Prometheus metrics, in the OpenMetrics text format.
+//!
+//! Every label value comes from configuration (provider slugs, credential ids)
+//! or from a fixed set (outcomes, status classes): never a raw model name,
+//! path or header from a client, so the label space stays bounded. A request
+//! for an unknown provider counts under `provider="unknown"`.
+
+use std::fmt;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::cache::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    provider: String,
+    credential_id: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type Histograms = Family<ProviderLabels, Histogram, fn() -> Histogram>;
+
+/// The proxy's metrics; share one behind an `Arc` between the layer, the
+/// reload loop and the admin listener.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    failovers: Family<ProviderLabels, Counter>,
+    own_time: Histograms,
+    upstream_wait: Histograms,
+    reloads: Family<ReloadLabels, Counter>,
+    api_keys: Gauge,
+    credentials: Gauge,
+    generation: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// 1 µs to ~4 s, ×4 per bucket: the proxy's own work per request.
+fn own_time_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+}
+
+/// 5 ms to ~80 s, ×2 per bucket: waiting for an upstream's response head.
+fn upstream_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+impl Metrics {
+    /// Registers every metric under the `byok` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("byok");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by provider and outcome (forwarded, or the refusal's metadata.reason)",
+            requests.clone(),
+        );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by provider, credential id and status class (2xx..5xx, error, timeout)",
+            attempts.clone(),
+        );
+        let failovers = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "failovers",
+            "Times a request moved on to the next credential",
+            failovers.clone(),
+        );
+        let own_time: Histograms = Family::new_with_constructor(own_time_histogram);
+        registry.register(
+            "proxy_own_seconds",
+            "Time the proxy spent on a request itself, until the response head, excluding reading the client's body and waiting on upstreams",
+            own_time.clone(),
+        );
+        let upstream_wait: Histograms = Family::new_with_constructor(upstream_histogram);
+        registry.register(
+            "upstream_wait_seconds",
+            "Time waiting for upstream response heads, all attempts of a request together",
+            upstream_wait.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (ok, failed)",
+            reloads.clone(),
+        );
+        let api_keys = Gauge::default();
+        registry.register(
+            "registry_api_keys",
+            "Gateway API keys in the registry",
+            api_keys.clone(),
+        );
+        let credentials = Gauge::default();
+        registry.register(
+            "registry_credentials",
+            "Credentials in the registry, disabled included",
+            credentials.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation of the config snapshot in force",
+            generation.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            attempts,
+            failovers,
+            own_time,
+            upstream_wait,
+            reloads,
+            api_keys,
+            credentials,
+            generation,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records the sizes and generation of the snapshot now in force.
+    pub fn observe_snapshot(&self, snapshot: &Snapshot) {
+        self.api_keys.set(gauge_value(snapshot.api_key_count()));
+        self.credentials
+            .set(gauge_value(snapshot.credentials().len()));
+        self.generation
+            .set(i64::try_from(snapshot.generation()).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a reload, successful or not.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    pub(crate) fn request(&self, provider: &str, outcome: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub(crate) fn attempt(&self, provider: &str, credential_id: &str, status_class: &'static str) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                provider: provider.to_owned(),
+                credential_id: credential_id.to_owned(),
+                status_class,
+            })
+            .inc();
+    }
+
+    pub(crate) fn failover(&self, provider: &str) {
+        self.failovers
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn timings(&self, provider: &str, own: f64, upstream: Option<f64>) {
+        let labels = ProviderLabels {
+            provider: provider.to_owned(),
+        };
+        self.own_time.get_or_create(&labels).observe(own);
+        if let Some(wait) = upstream {
+            self.upstream_wait.get_or_create(&labels).observe(wait);
+        }
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `2xx` … `5xx` for a status code.
+pub(crate) fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_and_counts() {
+        let m = Metrics::new();
+        m.request("openai", "forwarded");
+        m.request("openai", "forwarded");
+        m.request("unknown", "unknown_provider");
+        m.attempt("openai", "c1", "5xx");
+        m.failover("openai");
+        m.timings("openai", 0.000_01, Some(0.2));
+        m.reload(true);
+        m.reload(false);
+        let text = m.encode();
+        for needle in [
+            r#"byok_requests_total{provider="openai",outcome="forwarded"} 2"#,
+            r#"byok_requests_total{provider="unknown",outcome="unknown_provider"} 1"#,
+            r#"byok_upstream_attempts_total{provider="openai",credential_id="c1",status_class="5xx"} 1"#,
+            r#"byok_failovers_total{provider="openai"} 1"#,
+            r#"byok_proxy_own_seconds_count{provider="openai"} 1"#,
+            r#"byok_upstream_wait_seconds_count{provider="openai"} 1"#,
+            r#"byok_config_reloads_total{result="ok"} 1"#,
+            r#"byok_config_reloads_total{result="failed"} 1"#,
+            "byok_registry_api_keys 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn status_classes() {
+        for (code, class) in [
+            (101, "1xx"),
+            (200, "2xx"),
+            (302, "3xx"),
+            (429, "4xx"),
+            (503, "5xx"),
+            (529, "5xx"),
+        ] {
+            assert_eq!(status_class(code), class);
+        }
+    }
+}
