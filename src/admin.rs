@@ -155,7 +155,8 @@ impl Admin {
     fn list(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>, Rejection> {
         let q = ListQuery::parse(query)?;
         let snapshot = self.state.registry.snapshot();
-        let matching = snapshot.credentials().iter().filter(|c| {
+        let all = snapshot.credentials();
+        let matching = all.iter().filter(|c| {
             q.workspace_id
                 .as_deref()
                 .is_none_or(|w| c.workspace_id == w)
@@ -179,13 +180,11 @@ impl Admin {
         let id = percent_decode_str(raw_id).decode_utf8_lossy();
         let snapshot = self.state.registry.snapshot();
         let cred = snapshot
-            .credentials()
-            .iter()
-            .find(|c| c.id == *id)
+            .credential(&id)
             .ok_or(Rejection::UnknownCredential)?;
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "data": ByokKey::from(&**cred) }),
+            &serde_json::json!({ "data": ByokKey::from(&*cred) }),
         ))
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -185,23 +185,27 @@ impl fmt::Debug for Candidate {
 /// One workspace's credentials, by provider slug, each list in candidate order.
 type WorkspaceGroups = HashMap<Box<str>, Arc<[Candidate]>>;
 
-/// Everything a request needs, immutable once built (see the module docs).
+/// Everything a request needs. A reload builds a whole new one; a single
+/// change from a store (one credential or key) is applied in place, to the
+/// one (workspace, provider) group it touches.
 pub struct Snapshot {
-    generation: u64,
+    generation: AtomicU64,
     loaded_at: SystemTime,
     settings: Settings,
     keys: DashMap<KeyHash, Arc<ApiKey>>,
     providers: HashMap<Box<str>, Arc<Provider>>,
     workspaces: DashMap<Box<str>, Arc<WorkspaceGroups>>,
-    credentials: Vec<Arc<Credential>>,
+    by_id: DashMap<Box<str>, Arc<Credential>>,
+    /// Serialises in-place changes: each rebuilds a group from `by_id`.
+    writer: Mutex<()>,
 }
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
-            .field("generation", &self.generation)
+            .field("generation", &self.generation())
             .field("api_keys", &self.keys.len())
-            .field("credentials", &self.credentials.len())
+            .field("credentials", &self.by_id.len())
             .field("providers", &self.providers.len())
             .finish_non_exhaustive()
     }
@@ -247,6 +251,65 @@ pub enum SnapshotError {
     },
 }
 
+/// Compiles one credential for the hot path; `None` for a disabled one (it is
+/// still checked, so a bad record is refused whether or not it is enabled).
+fn compile(
+    cred: &Arc<Credential>,
+    providers: &HashMap<Box<str>, Arc<Provider>>,
+) -> Result<Option<Candidate>, SnapshotError> {
+    let provider =
+        providers
+            .get(cred.provider.as_str())
+            .ok_or_else(|| SnapshotError::UnknownProvider {
+                id: cred.id.clone(),
+                provider: cred.provider.clone(),
+            })?;
+    let upstream = cred
+        .base_url
+        .clone()
+        .or_else(|| provider.upstream.clone())
+        .ok_or_else(|| SnapshotError::NoUpstream {
+            id: cred.id.clone(),
+            provider: cred.provider.clone(),
+        })?;
+    let auth_value =
+        provider
+            .auth
+            .header_value(&cred.key)
+            .ok_or_else(|| SnapshotError::BadSecret {
+                id: cred.id.clone(),
+            })?;
+    let id_value = HeaderValue::from_str(&cred.id).map_err(|_| SnapshotError::BadId {
+        id: cred.id.clone(),
+    })?;
+    if cred.disabled {
+        return Ok(None);
+    }
+    Ok(Some(Candidate {
+        record: Arc::clone(cred),
+        allowlists: Allowlists::compile(cred),
+        upstream,
+        auth_name: provider.auth.header_name(),
+        auth_value,
+        id_value,
+    }))
+}
+
+/// Compiles and orders one group's credentials.
+fn group(
+    creds: &[Arc<Credential>],
+    providers: &HashMap<Box<str>, Arc<Provider>>,
+) -> Result<Arc<[Candidate]>, SnapshotError> {
+    let mut list = Vec::with_capacity(creds.len());
+    for c in creds {
+        if let Some(cand) = compile(c, providers)? {
+            list.push(cand);
+        }
+    }
+    list.sort_by(|a, b| policy::order(&a.record, &b.record));
+    Ok(Arc::from(list))
+}
+
 impl Snapshot {
     /// Builds a snapshot: compiles every enabled credential and sorts each group.
     pub fn build(
@@ -263,78 +326,46 @@ impl Snapshot {
         for k in api_keys {
             keys.insert(k.hash, Arc::new(k));
         }
-
-        let mut credentials: Vec<Arc<Credential>> = credentials.into_iter().map(Arc::new).collect();
-        credentials.sort_by(|a, b| {
-            (&a.workspace_id, &a.provider)
-                .cmp(&(&b.workspace_id, &b.provider))
-                .then_with(|| policy::order(a, b))
-        });
-        let mut seen = std::collections::HashSet::with_capacity(credentials.len());
-        let mut grouped: HashMap<Box<str>, HashMap<Box<str>, Vec<Candidate>>> = HashMap::new();
-        for cred in &credentials {
-            if !seen.insert(cred.id.as_str()) {
+        let by_id = DashMap::with_capacity(credentials.len());
+        let mut grouped: HashMap<(String, String), Vec<Arc<Credential>>> = HashMap::new();
+        for cred in credentials {
+            let cred = Arc::new(cred);
+            if by_id
+                .insert(Box::from(cred.id.as_str()), Arc::clone(&cred))
+                .is_some()
+            {
                 return Err(SnapshotError::DuplicateId {
                     id: cred.id.clone(),
                 });
             }
-            let provider = providers.get(cred.provider.as_str()).ok_or_else(|| {
-                SnapshotError::UnknownProvider {
-                    id: cred.id.clone(),
-                    provider: cred.provider.clone(),
-                }
-            })?;
-            let upstream = cred
-                .base_url
-                .clone()
-                .or_else(|| provider.upstream.clone())
-                .ok_or_else(|| SnapshotError::NoUpstream {
-                    id: cred.id.clone(),
-                    provider: cred.provider.clone(),
-                })?;
-            let auth_value =
-                provider
-                    .auth
-                    .header_value(&cred.key)
-                    .ok_or_else(|| SnapshotError::BadSecret {
-                        id: cred.id.clone(),
-                    })?;
-            let id_value = HeaderValue::from_str(&cred.id).map_err(|_| SnapshotError::BadId {
-                id: cred.id.clone(),
-            })?;
-            if cred.disabled {
-                continue;
-            }
             grouped
-                .entry(cred.workspace_id.as_str().into())
+                .entry((cred.workspace_id.clone(), cred.provider.clone()))
                 .or_default()
-                .entry(cred.provider.as_str().into())
-                .or_default()
-                .push(Candidate {
-                    record: Arc::clone(cred),
-                    allowlists: Allowlists::compile(cred),
-                    upstream,
-                    auth_name: provider.auth.header_name(),
-                    auth_value,
-                    id_value,
-                });
+                .push(cred);
         }
-        let workspaces = DashMap::with_capacity(grouped.len());
-        for (ws, groups) in grouped {
-            let groups: WorkspaceGroups = groups
-                .into_iter()
-                .map(|(provider, list)| (provider, Arc::from(list)))
-                .collect();
+        let mut by_workspace: HashMap<Box<str>, WorkspaceGroups> = HashMap::new();
+        for ((ws, provider), creds) in grouped {
+            let list = group(&creds, &providers)?;
+            if !list.is_empty() {
+                by_workspace
+                    .entry(ws.into())
+                    .or_default()
+                    .insert(provider.into(), list);
+            }
+        }
+        let workspaces = DashMap::with_capacity(by_workspace.len());
+        for (ws, groups) in by_workspace {
             workspaces.insert(ws, Arc::new(groups));
         }
         Ok(Snapshot {
-            generation: 0,
+            generation: AtomicU64::new(0),
             loaded_at: SystemTime::now(),
             settings,
             keys,
             providers,
             workspaces,
-            credentials,
+            by_id,
+            writer: Mutex::new(()),
         })
     }
 
@@ -373,8 +404,34 @@ impl Snapshot {
 
     /// Every credential, disabled ones included, ordered by workspace, provider
     /// and candidate order.
-    pub fn credentials(&self) -> &[Arc<Credential>] {
-        &self.credentials
+    pub fn credentials(&self) -> Vec<Arc<Credential>> {
+        let mut all: Vec<Arc<Credential>> =
+            self.by_id.iter().map(|e| Arc::clone(e.value())).collect();
+        all.sort_by(|a, b| {
+            (&a.workspace_id, &a.provider)
+                .cmp(&(&b.workspace_id, &b.provider))
+                .then_with(|| policy::order(a, b))
+        });
+        all
+    }
+
+    /// One credential by id, disabled or not.
+    pub fn credential(&self, id: &str) -> Option<Arc<Credential>> {
+        self.by_id.get(id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// How many credentials there are, disabled ones included.
+    pub fn credential_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Every gateway key, ordered by workspace, user and hash.
+    pub fn api_keys(&self) -> Vec<Arc<ApiKey>> {
+        let mut all: Vec<Arc<ApiKey>> = self.keys.iter().map(|e| Arc::clone(e.value())).collect();
+        all.sort_by(|a, b| {
+            (&a.workspace_id, &a.user_id, a.hash).cmp(&(&b.workspace_id, &b.user_id, b.hash))
+        });
+        all
     }
 
     /// How many gateway keys are registered.
@@ -387,14 +444,87 @@ impl Snapshot {
         self.providers.len()
     }
 
-    /// Counts up by one with every snapshot a [`Registry`] takes in.
+    /// Counts up with every snapshot a [`Registry`] takes in and every change
+    /// applied in place.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// When the snapshot was built.
     pub fn loaded_at(&self) -> SystemTime {
         self.loaded_at
+    }
+
+    /// Whether a credential would compile here (provider known, upstream set,
+    /// secret and id usable in headers), without changing anything.
+    pub fn check_credential(&self, cred: &Credential) -> Result<(), SnapshotError> {
+        compile(&Arc::new(cred.clone()), &self.providers).map(|_| ())
+    }
+
+    /// Adds or replaces one credential, in place. Its old and new groups are
+    /// rebuilt; requests already holding a group keep the one they had.
+    pub fn upsert_credential(&self, cred: Credential) -> Result<(), SnapshotError> {
+        let cred = Arc::new(cred);
+        compile(&cred, &self.providers)?;
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self
+            .by_id
+            .insert(Box::from(cred.id.as_str()), Arc::clone(&cred));
+        if let Some(old) =
+            old.filter(|o| (&o.workspace_id, &o.provider) != (&cred.workspace_id, &cred.provider))
+        {
+            self.rebuild(&old.workspace_id, &old.provider)?;
+        }
+        self.rebuild(&cred.workspace_id, &cred.provider)
+    }
+
+    /// Removes one credential, in place; `false` if there was none.
+    pub fn remove_credential(&self, id: &str) -> Result<bool, SnapshotError> {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match self.by_id.remove(id) {
+            Some((_, old)) => self
+                .rebuild(&old.workspace_id, &old.provider)
+                .map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Adds or replaces one gateway key, in place.
+    pub fn upsert_api_key(&self, key: ApiKey) {
+        self.keys.insert(key.hash, Arc::new(key));
+    }
+
+    /// Removes one gateway key, in place; `false` if there was none.
+    pub fn remove_api_key(&self, hash: &KeyHash) -> bool {
+        self.keys.remove(hash).is_some()
+    }
+
+    /// Rebuilds one (workspace, provider) group from `by_id`. Caller holds `writer`.
+    fn rebuild(&self, workspace_id: &str, provider: &str) -> Result<(), SnapshotError> {
+        let members: Vec<Arc<Credential>> = self
+            .by_id
+            .iter()
+            .filter(|e| e.workspace_id == workspace_id && e.provider == provider)
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        let list = group(&members, &self.providers)?;
+        let mut groups: WorkspaceGroups = self
+            .workspaces
+            .get(workspace_id)
+            .map(|g| (**g).clone())
+            .unwrap_or_default();
+        if list.is_empty() {
+            groups.remove(provider);
+        } else {
+            groups.insert(provider.into(), list);
+        }
+        if groups.is_empty() {
+            self.workspaces.remove(workspace_id);
+        } else {
+            self.workspaces
+                .insert(workspace_id.into(), Arc::new(groups));
+        }
+        Ok(())
     }
 }
 
@@ -415,8 +545,8 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// A registry starting with `snapshot` (generation 1).
-    pub fn new(mut snapshot: Snapshot) -> Self {
-        snapshot.generation = 1;
+    pub fn new(snapshot: Snapshot) -> Self {
+        snapshot.generation.store(1, Ordering::SeqCst);
         Registry {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             generations: Arc::new(AtomicU64::new(1)),
@@ -430,11 +560,21 @@ impl Registry {
 
     /// Swaps in a new snapshot atomically and returns its generation. Requests
     /// that already hold the old one finish on it.
-    pub fn replace(&self, mut snapshot: Snapshot) -> u64 {
+    pub fn replace(&self, snapshot: Snapshot) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        snapshot.generation = generation;
+        snapshot.generation.store(generation, Ordering::SeqCst);
         self.current.store(Arc::new(snapshot));
         generation
+    }
+
+    /// Applies an in-place change to the snapshot in force and counts a new
+    /// generation for it.
+    pub fn apply<T>(&self, change: impl FnOnce(&Snapshot) -> T) -> T {
+        let snapshot = self.snapshot();
+        let out = change(&snapshot);
+        let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
+        snapshot.generation.store(generation, Ordering::SeqCst);
+        out
     }
 }
 
@@ -565,6 +705,80 @@ mod tests {
         assert_eq!(snap.principal(&on).unwrap().key_hash, Some(on));
         assert_eq!(snap.principal(&off), None);
         assert_eq!(snap.principal(&KeyHash::of(b"none")), None);
+    }
+
+    fn ids(snap: &Snapshot, ws: &str, provider: &str) -> Vec<String> {
+        snap.candidates(ws, provider)
+            .map(|g| g.iter().map(|c| c.record.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn in_place_changes_rebuild_only_their_groups() {
+        let snap = Snapshot::build(
+            Settings::default(),
+            Provider::builtins(),
+            vec![],
+            vec![Credential::for_tests("a", "ws", "openai")],
+        )
+        .unwrap();
+        let held = snap.candidates("ws", "openai").unwrap();
+        let mut b = Credential::for_tests("b", "ws", "openai");
+        b.sort_order = -1;
+        snap.upsert_credential(b.clone()).unwrap();
+        assert_eq!(ids(&snap, "ws", "openai"), ["b", "a"]);
+        assert_eq!(held.len(), 1, "a request's group is not changed under it");
+        // Moving a credential to another provider rebuilds both groups.
+        b.provider = "anthropic".into();
+        snap.upsert_credential(b.clone()).unwrap();
+        assert_eq!(ids(&snap, "ws", "openai"), ["a"]);
+        assert_eq!(ids(&snap, "ws", "anthropic"), ["b"]);
+        // Disabling keeps the record, drops the candidate.
+        b.disabled = true;
+        snap.upsert_credential(b).unwrap();
+        assert!(snap.candidates("ws", "anthropic").is_none());
+        assert!(snap.credential("b").is_some());
+        assert!(snap.remove_credential("a").unwrap());
+        assert!(!snap.remove_credential("a").unwrap());
+        assert!(snap.candidates("ws", "openai").is_none());
+        assert_eq!(snap.credential_count(), 1);
+        // A bad record is refused and changes nothing.
+        let bad = Credential::for_tests("c", "ws", "nope");
+        assert!(snap.upsert_credential(bad).is_err());
+        assert_eq!(snap.credential_count(), 1);
+    }
+
+    #[test]
+    fn concurrent_in_place_changes_lose_nothing() {
+        let snap = Arc::new(
+            Snapshot::build(Settings::default(), Provider::builtins(), vec![], vec![]).unwrap(),
+        );
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let snap = Arc::clone(&snap);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let c = Credential::for_tests(&format!("c{t}-{i}"), "ws", "openai");
+                        snap.upsert_credential(c).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(ids(&snap, "ws", "openai").len(), 200);
+    }
+
+    #[test]
+    fn registry_apply_counts_generations() {
+        let reg = Registry::new(
+            Snapshot::build(Settings::default(), Provider::builtins(), vec![], vec![]).unwrap(),
+        );
+        reg.apply(|s| s.upsert_credential(Credential::for_tests("a", "ws", "openai")))
+            .unwrap();
+        assert_eq!(reg.snapshot().generation(), 2);
+        assert_eq!(ids(&reg.snapshot(), "ws", "openai"), ["a"]);
     }
 
     #[test]

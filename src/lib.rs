@@ -39,6 +39,7 @@ pub mod admin;
 mod body;
 mod cache;
 mod config;
+mod crypto;
 mod error;
 mod forward;
 mod headers;
@@ -59,6 +60,7 @@ pub use cache::{
     label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot, SnapshotError,
 };
 pub use config::{AdminConfig, Config, ConfigError, ServerConfig};
+pub use crypto::{CryptoError, Keyring, Sealed};
 pub use error::{RefusedBy, Rejection};
 pub use forward::{Forwarder, ForwarderOptions};
 pub use key::KeyHash;

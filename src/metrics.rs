@@ -162,7 +162,7 @@ impl Metrics {
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
         self.api_keys.set(gauge_value(snapshot.api_key_count()));
         self.credentials
-            .set(gauge_value(snapshot.credentials().len()));
+            .set(gauge_value(snapshot.credential_count()));
         self.generation
             .set(i64::try_from(snapshot.generation()).unwrap_or(i64::MAX));
     }
