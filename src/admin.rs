@@ -12,28 +12,45 @@
 //! GET    /api/v1/byok?workspace_id=&provider=&offset=0&limit=100
 //!                                      {"data":[BYOKKey…],"total_count":N}
 //! GET    /api/v1/byok/{id}             {"data":BYOKKey} or 404
-//! POST   /api/v1/byok                  405 on the file store (read-only)
-//! PATCH  /api/v1/byok/{id}             405 on the file store
-//! DELETE /api/v1/byok/{id}             405 on the file store
+//! POST   /api/v1/byok                  201 {"data":BYOKKey}      (405 on the file store)
+//! PATCH  /api/v1/byok/{id}             {"data":BYOKKey}          (405 on the file store)
+//! DELETE /api/v1/byok/{id}             {"deleted":true}          (405 on the file store)
+//! GET    /api/v1/keys?workspace_id=&user_id=&offset=&limit=
+//!                                      {"data":[key…],"total_count":N}
+//! GET    /api/v1/keys/{hash}           {"data":key}
+//! POST   /api/v1/keys                  201 {"data":key,"key":"byok-…"} (the raw key, once)
+//! PATCH  /api/v1/keys/{hash}           {"data":key}              (name, disabled)
+//! DELETE /api/v1/keys/{hash}           {"deleted":true}
 //! ```
+//!
+//! A write goes to the store first, then into the registry, so it is in force
+//! for the next request on this replica (other replicas follow the store).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cache::Credential;
+use secrecy::ExposeSecret;
+
+use crate::cache::{ApiKey, Credential, SnapshotError};
 use crate::error::Rejection;
 use crate::key::{bearer_token, KeyHash};
+use crate::store::{
+    CreateApiKey, CreateCredential, CredentialRecord, Store, StoreError, UpdateApiKey,
+    UpdateCredential,
+};
 use crate::{Metrics, Registry};
 
 /// The most items one list page holds.
@@ -50,20 +67,31 @@ struct State {
     registry: Registry,
     metrics: Arc<Metrics>,
     management_keys: ArcSwap<HashSet<KeyHash>>,
+    store: Arc<Store>,
+    default_workspace_id: Option<String>,
 }
 
+/// The largest write body the admin API reads.
+const MAX_ADMIN_BODY: usize = 1 << 20;
+
+type AdminResult = Result<Response<Full<Bytes>>, Rejection>;
+
 impl Admin {
-    /// An admin service over the proxy's registry and metrics.
+    /// An admin service over the proxy's registry, metrics and store.
     pub fn new(
         registry: Registry,
         metrics: Arc<Metrics>,
         management_keys: impl IntoIterator<Item = KeyHash>,
+        store: Arc<Store>,
+        default_workspace_id: Option<String>,
     ) -> Self {
         Admin {
             state: Arc::new(State {
                 registry,
                 metrics,
                 management_keys: ArcSwap::from_pointee(management_keys.into_iter().collect()),
+                store,
+                default_workspace_id,
             }),
         }
     }
@@ -76,50 +104,76 @@ impl Admin {
     }
 
     /// Answers one request. Never fails: errors are JSON responses.
-    pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
-        match self.route(req) {
+    pub async fn respond<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<crate::BoxError>,
+    {
+        match self.route(req).await {
             Ok(res) => res,
             Err(rejection) => rejection.into_response(),
         }
     }
 
-    fn route<B>(&self, req: &Request<B>) -> Result<Response<Full<Bytes>>, Rejection> {
-        let path = req.uri().path();
-        let method = req.method();
-        let read = matches!(*method, Method::GET | Method::HEAD);
-        match path {
+    async fn route<B>(&self, req: Request<B>) -> AdminResult
+    where
+        B: Body,
+        B::Error: Into<crate::BoxError>,
+    {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let read = matches!(method, Method::GET | Method::HEAD);
+        match path.as_str() {
             "/healthz" if read => {
                 return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
             }
             "/readyz" if read => return Ok(self.readyz()),
             _ => {}
         }
-        self.authorize(req)?;
-        match path {
-            "/metrics" if read => {
-                let mut res = Response::new(Full::new(Bytes::from(self.state.metrics.encode())));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                Ok(res)
-            }
-            "/api/v1/byok" => match *method {
-                Method::GET | Method::HEAD => self.list(req.uri().query()),
-                Method::POST => Err(Rejection::ReadOnlyStore),
-                _ => Err(Rejection::AdminMethodNotAllowed),
-            },
-            _ => match path.strip_prefix("/api/v1/byok/") {
-                Some(id) if !id.is_empty() && !id.contains('/') => match *method {
-                    Method::GET | Method::HEAD => self.get(id),
-                    Method::PATCH | Method::DELETE => Err(Rejection::ReadOnlyStore),
+        self.authorize(&req)?;
+        let query = req.uri().query().map(str::to_owned);
+        let body = req.into_body();
+        if path == "/metrics" && read {
+            let mut res = Response::new(Full::new(Bytes::from(self.state.metrics.encode())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            return Ok(res);
+        }
+        if let Some(rest) = path.strip_prefix("/api/v1/byok") {
+            return match (rest, method) {
+                ("", Method::GET | Method::HEAD) => self.list(query.as_deref()),
+                ("", Method::POST) => self.create(read_json(body).await?).await,
+                ("", _) => Err(Rejection::AdminMethodNotAllowed),
+                (id, m) => match (segment(id)?, m) {
+                    (id, Method::GET | Method::HEAD) => self.get(&id),
+                    (id, Method::PATCH) => self.update(&id, read_json(body).await?).await,
+                    (id, Method::DELETE) => self.delete(&id).await,
                     _ => Err(Rejection::AdminMethodNotAllowed),
                 },
-                _ => Err(Rejection::NotFound),
-            },
+            };
         }
+        if let Some(rest) = path.strip_prefix("/api/v1/keys") {
+            return match (rest, method) {
+                ("", Method::GET | Method::HEAD) => self.list_keys(query.as_deref()),
+                ("", Method::POST) => self.create_key(read_json(body).await?).await,
+                ("", _) => Err(Rejection::AdminMethodNotAllowed),
+                (hash, m) => {
+                    let hash = segment(hash)?;
+                    let hash = KeyHash::from_hex(&hash).ok_or(Rejection::UnknownApiKey)?;
+                    match m {
+                        Method::GET | Method::HEAD => self.get_key(hash),
+                        Method::PATCH => self.update_key(hash, read_json(body).await?).await,
+                        Method::DELETE => self.delete_key(hash).await,
+                        _ => Err(Rejection::AdminMethodNotAllowed),
+                    }
+                }
+            };
+        }
+        Err(Rejection::NotFound)
     }
 
     fn authorize<B>(&self, req: &Request<B>) -> Result<(), Rejection> {
@@ -148,11 +202,29 @@ impl Admin {
                 "ready": true,
                 "generation": snapshot.generation(),
                 "loaded_at": loaded_at,
+                "store": self.store_kind(),
             }),
         )
     }
 
-    fn list(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>, Rejection> {
+    fn store_kind(&self) -> &'static str {
+        match *self.state.store {
+            Store::File => "file",
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    fn writable(&self) -> Result<&Store, Rejection> {
+        let store = &*self.state.store;
+        if store.is_writable() {
+            Ok(store)
+        } else {
+            Err(Rejection::ReadOnlyStore)
+        }
+    }
+
+    fn list(&self, query: Option<&str>) -> AdminResult {
         let q = ListQuery::parse(query)?;
         let snapshot = self.state.registry.snapshot();
         let all = snapshot.credentials();
@@ -162,41 +234,266 @@ impl Admin {
                 .is_none_or(|w| c.workspace_id == w)
                 && q.provider.as_deref().is_none_or(|p| c.provider == p)
         });
-        let mut total_count = 0usize;
-        let mut data = Vec::new();
-        for (i, cred) in matching.enumerate() {
-            total_count += 1;
-            if i >= q.offset && data.len() < q.limit {
-                data.push(ByokKey::from(&**cred));
-            }
-        }
+        let (data, total_count) = page(matching.map(|c| ByokKey::from(&**c)), &q);
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": data, "total_count": total_count }),
         ))
     }
 
-    fn get(&self, raw_id: &str) -> Result<Response<Full<Bytes>>, Rejection> {
-        let id = percent_decode_str(raw_id).decode_utf8_lossy();
+    fn get(&self, id: &str) -> AdminResult {
         let snapshot = self.state.registry.snapshot();
         let cred = snapshot
-            .credential(&id)
+            .credential(id)
             .ok_or(Rejection::UnknownCredential)?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": ByokKey::from(&*cred) }),
         ))
     }
+
+    async fn create(&self, body: CreateCredential) -> AdminResult {
+        let store = self.writable()?;
+        let rec = body
+            .into_record(self.state.default_workspace_id.as_deref())
+            .map_err(store_rejection)?;
+        let cred = rec.to_credential().map_err(store_rejection)?;
+        self.state
+            .registry
+            .snapshot()
+            .check_credential(&cred)
+            .map_err(snapshot_rejection)?;
+        store
+            .create_credential(rec)
+            .await
+            .map_err(store_rejection)?;
+        let view = serde_json::json!({ "data": ByokKey::from(&cred) });
+        self.state
+            .registry
+            .apply(|s| s.upsert_credential(cred))
+            .map_err(snapshot_rejection)?;
+        Ok(json(StatusCode::CREATED, &view))
+    }
+
+    async fn update(&self, id: &str, patch: UpdateCredential) -> AdminResult {
+        let store = self.writable()?;
+        let snapshot = self.state.registry.snapshot();
+        let edit = Box::new(move |rec: &mut CredentialRecord| {
+            patch.apply(rec)?;
+            let cred = rec.to_credential()?;
+            snapshot
+                .check_credential(&cred)
+                .map_err(|e| StoreError::Invalid(snapshot_rejection(e).to_string()))
+        });
+        let rec = store
+            .update_credential(id, edit)
+            .await
+            .map_err(store_rejection)?;
+        let cred = rec.to_credential().map_err(store_rejection)?;
+        let view = serde_json::json!({ "data": ByokKey::from(&cred) });
+        self.state
+            .registry
+            .apply(|s| s.upsert_credential(cred))
+            .map_err(snapshot_rejection)?;
+        Ok(json(StatusCode::OK, &view))
+    }
+
+    async fn delete(&self, id: &str) -> AdminResult {
+        let store = self.writable()?;
+        if !store.delete_credential(id).await.map_err(store_rejection)? {
+            return Err(Rejection::UnknownCredential);
+        }
+        self.state
+            .registry
+            .apply(|s| s.remove_credential(id))
+            .map_err(snapshot_rejection)?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "deleted": true }),
+        ))
+    }
+
+    fn list_keys(&self, query: Option<&str>) -> AdminResult {
+        let q = ListQuery::parse(query)?;
+        let snapshot = self.state.registry.snapshot();
+        let all = snapshot.api_keys();
+        let matching = all.iter().filter(|k| {
+            q.workspace_id
+                .as_deref()
+                .is_none_or(|w| &*k.workspace_id == w)
+                && q.user_id.as_deref().is_none_or(|u| &*k.user_id == u)
+        });
+        let (data, total_count) = page(matching.map(|k| key_json(k)), &q);
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "data": data, "total_count": total_count }),
+        ))
+    }
+
+    fn get_key(&self, hash: KeyHash) -> AdminResult {
+        let snapshot = self.state.registry.snapshot();
+        let key = snapshot
+            .api_keys()
+            .into_iter()
+            .find(|k| k.hash == hash)
+            .ok_or(Rejection::UnknownApiKey)?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "data": key_json(&key) }),
+        ))
+    }
+
+    async fn create_key(&self, body: CreateApiKey) -> AdminResult {
+        let store = self.writable()?;
+        let (raw, rec) = body
+            .into_record(self.state.default_workspace_id.as_deref())
+            .map_err(store_rejection)?;
+        store
+            .create_api_key(rec.clone())
+            .await
+            .map_err(store_rejection)?;
+        let key = rec.to_api_key();
+        let view = serde_json::json!({ "data": key_json(&key), "key": raw.expose_secret() });
+        self.state.registry.apply(|s| s.upsert_api_key(key));
+        Ok(json(StatusCode::CREATED, &view))
+    }
+
+    async fn update_key(&self, hash: KeyHash, patch: UpdateApiKey) -> AdminResult {
+        let store = self.writable()?;
+        let rec = store
+            .update_api_key(hash, Box::new(move |rec| patch.apply(rec)))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => Rejection::UnknownApiKey,
+                e => store_rejection(e),
+            })?;
+        let key = rec.to_api_key();
+        let view = serde_json::json!({ "data": key_json(&key) });
+        self.state.registry.apply(|s| s.upsert_api_key(key));
+        Ok(json(StatusCode::OK, &view))
+    }
+
+    async fn delete_key(&self, hash: KeyHash) -> AdminResult {
+        let store = self.writable()?;
+        if !store.delete_api_key(hash).await.map_err(store_rejection)? {
+            return Err(Rejection::UnknownApiKey);
+        }
+        self.state.registry.apply(|s| s.remove_api_key(&hash));
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "deleted": true }),
+        ))
+    }
 }
 
-impl<B> hyper::service::Service<Request<B>> for Admin {
+impl<B> hyper::service::Service<Request<B>> for Admin
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.respond(&req)))
+        let admin = self.clone();
+        Box::pin(async move { Ok(admin.respond(req).await) })
     }
+}
+
+/// One path segment after the route, percent-decoded; a nested path is 404.
+fn segment(rest: &str) -> Result<String, Rejection> {
+    match rest.strip_prefix('/') {
+        Some(seg) if !seg.is_empty() && !seg.contains('/') => {
+            Ok(percent_decode_str(seg).decode_utf8_lossy().into_owned())
+        }
+        _ => Err(Rejection::NotFound),
+    }
+}
+
+/// Reads a JSON write body (at most 1 MiB). Errors name the field and never
+/// repeat a value (a secret could be one).
+async fn read_json<B, T>(body: B) -> Result<T, Rejection>
+where
+    B: Body,
+    B::Error: Into<crate::BoxError>,
+    T: serde::de::DeserializeOwned,
+{
+    let bytes = http_body_util::Limited::new(body, MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            Rejection::InvalidField(format!(
+                "the body must be JSON of at most {MAX_ADMIN_BODY} bytes"
+            ))
+        })?
+        .to_bytes();
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = crate::config::scrub(&e.inner().to_string());
+        if path.is_empty() || path == "." {
+            Rejection::InvalidField(format!("invalid body: {message}"))
+        } else {
+            Rejection::InvalidField(format!("{path}: {message}"))
+        }
+    })?;
+    de.end().map_err(|_| {
+        Rejection::InvalidField("invalid body: trailing characters after the JSON".into())
+    })?;
+    Ok(value)
+}
+
+fn store_rejection(e: StoreError) -> Rejection {
+    match e {
+        StoreError::Invalid(message) => Rejection::InvalidField(message),
+        StoreError::NotFound => Rejection::UnknownCredential,
+        StoreError::Unavailable(why) => {
+            tracing::warn!(error = %why, "credential store unavailable");
+            Rejection::StoreUnavailable
+        }
+        e @ (StoreError::Crypto(_) | StoreError::BadRow { .. }) => {
+            tracing::error!(error = %e, "credential store failed");
+            Rejection::StoreFailed
+        }
+    }
+}
+
+fn snapshot_rejection(e: SnapshotError) -> Rejection {
+    Rejection::InvalidField(match e {
+        SnapshotError::UnknownProvider { .. } => "provider: unknown provider".to_owned(),
+        SnapshotError::NoUpstream { provider, .. } => {
+            format!("base_url: required, provider {provider} has no default")
+        }
+        SnapshotError::BadSecret { .. } => "key: not usable in an HTTP header".to_owned(),
+        SnapshotError::BadId { .. } => "id: not usable in an HTTP header".to_owned(),
+        SnapshotError::DuplicateId { id } => format!("id: {id} exists already"),
+    })
+}
+
+/// A gateway key on the wire: never the key, only its hash.
+fn key_json(k: &ApiKey) -> serde_json::Value {
+    serde_json::json!({
+        "hash": k.hash.to_hex(),
+        "workspace_id": &*k.workspace_id,
+        "user_id": &*k.user_id,
+        "name": k.name,
+        "disabled": k.disabled,
+    })
+}
+
+/// One page of `items`, and how many there were in all.
+fn page<T>(items: impl Iterator<Item = T>, q: &ListQuery) -> (Vec<T>, usize) {
+    let mut total = 0usize;
+    let mut data = Vec::new();
+    for (i, item) in items.enumerate() {
+        total += 1;
+        if i >= q.offset && data.len() < q.limit {
+            data.push(item);
+        }
+    }
+    (data, total)
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -247,11 +544,12 @@ impl<'a> From<&'a Credential> for ByokKey<'a> {
     }
 }
 
-/// `?workspace_id=&provider=&offset=&limit=`; other parameters are ignored.
+/// `?workspace_id=&provider=&user_id=&offset=&limit=`; other parameters are ignored.
 #[derive(Debug, PartialEq, Eq)]
 struct ListQuery {
     workspace_id: Option<String>,
     provider: Option<String>,
+    user_id: Option<String>,
     offset: usize,
     limit: usize,
 }
@@ -261,6 +559,7 @@ impl ListQuery {
         let mut q = ListQuery {
             workspace_id: None,
             provider: None,
+            user_id: None,
             offset: 0,
             limit: MAX_LIMIT,
         };
@@ -271,6 +570,7 @@ impl ListQuery {
             match name {
                 "workspace_id" => q.workspace_id = Some(value),
                 "provider" => q.provider = Some(value),
+                "user_id" => q.user_id = Some(value),
                 "offset" => {
                     q.offset = value
                         .parse()

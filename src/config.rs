@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[admin]`, when present.
     pub admin: Option<AdminConfig>,
+    /// `[store]`.
+    pub store: StoreConfig,
     providers: Vec<Provider>,
     api_keys: Vec<ApiKey>,
     credentials: Vec<Credential>,
@@ -55,6 +57,35 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Extra roots for upstream TLS, from `upstream_ca_file`.
     pub upstream_roots: Vec<CertificateDer<'static>>,
+}
+
+/// `[store]`: where credentials and gateway keys live.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `file` (the default: this config file), `sqlite://PATH` or
+    /// `postgres://…`. A secret: it may carry a database password.
+    pub url: SecretString,
+    /// The workspace of credentials and keys created without one.
+    pub default_workspace_id: Option<String>,
+}
+
+impl StoreConfig {
+    /// Whether credentials live in a database rather than this file.
+    pub fn is_database(&self) -> bool {
+        self.url.expose_secret() != "file"
+    }
+
+    /// The kind of store, safe to log: `file`, `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        let url = self.url.expose_secret();
+        if url.starts_with("sqlite://") {
+            "sqlite"
+        } else if url.starts_with("postgres") {
+            "postgres"
+        } else {
+            "file"
+        }
+    }
 }
 
 /// `[admin]`, validated.
@@ -112,6 +143,16 @@ impl Config {
 
     /// A fresh registry snapshot of this config.
     pub fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
+        self.snapshot_with(self.api_keys.clone(), self.credentials.clone())
+    }
+
+    /// A registry snapshot with this config's settings and providers, and the
+    /// keys and credentials given (from a database store).
+    pub fn snapshot_with(
+        &self,
+        api_keys: Vec<ApiKey>,
+        credentials: Vec<Credential>,
+    ) -> Result<Snapshot, SnapshotError> {
         Snapshot::build(
             Settings {
                 max_body_bytes: self.server.max_body_bytes,
@@ -119,8 +160,8 @@ impl Config {
                 idle_timeout: self.server.idle_timeout,
             },
             self.providers.clone(),
-            self.api_keys.clone(),
-            self.credentials.clone(),
+            api_keys,
+            credentials,
         )
     }
 
@@ -148,6 +189,7 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     admin: Option<RawAdmin>,
+    store: Option<RawStore>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
@@ -180,6 +222,13 @@ impl Default for RawServer {
             upstream_ca_file: None,
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: SecretString,
+    default_workspace_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -284,7 +333,7 @@ fn describe_parse_error(text: &str, e: &serde_path_to_error::Error<toml::de::Err
     }
 }
 
-fn scrub(message: &str) -> String {
+pub(crate) fn scrub(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some(at) = rest.find(", expected") {
@@ -320,6 +369,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             errs.at("admin.listen", "must differ from server.listen");
         }
     }
+    let store = validate_store(raw.store.as_ref(), &mut errs);
+    if store.is_database() {
+        for (list, len) in [
+            ("api_keys", raw.api_keys.len()),
+            ("credentials", raw.credentials.len()),
+        ] {
+            if len > 0 {
+                errs.at(
+                    list,
+                    "must be empty when store.url is a database: they live in the store (use the admin API)",
+                );
+            }
+        }
+    }
     let providers = validate_providers(&raw.providers, &mut errs);
     let api_keys = validate_api_keys(&raw.api_keys, &mut errs);
     let credentials = validate_credentials(&raw.credentials, &providers, &mut errs);
@@ -327,6 +390,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         (Some(server), true) => Ok(Config {
             server,
             admin,
+            store,
             providers: providers.into_values().collect(),
             api_keys,
             credentials,
@@ -430,6 +494,34 @@ fn roots(field: &str, path: &Path, errs: &mut Errors) -> Vec<CertificateDer<'sta
         }
     }
     certs
+}
+
+fn validate_store(raw: Option<&RawStore>, errs: &mut Errors) -> StoreConfig {
+    let Some(raw) = raw else {
+        return StoreConfig {
+            url: SecretString::from("file"),
+            default_workspace_id: None,
+        };
+    };
+    let url = raw.url.expose_secret();
+    let known = url == "file"
+        || url.strip_prefix("sqlite://").is_some_and(|p| !p.is_empty())
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://");
+    if !known {
+        // The URL is not repeated: it may hold a password.
+        errs.at(
+            "store.url",
+            "use \"file\", \"sqlite://PATH\" or \"postgres://USER:PASSWORD@HOST:PORT/DB\"",
+        );
+    }
+    if let Some(ws) = &raw.default_workspace_id {
+        non_empty("store.default_workspace_id", ws, errs);
+    }
+    StoreConfig {
+        url: raw.url.clone(),
+        default_workspace_id: raw.default_workspace_id.clone(),
+    }
 }
 
 fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {

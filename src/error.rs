@@ -137,6 +137,19 @@ pub enum Rejection {
     /// Admin API: a method the route does not have.
     #[error("method not allowed on this route")]
     AdminMethodNotAllowed,
+    /// Admin API: a write body with a bad field; the message names the field
+    /// and never repeats a secret.
+    #[error("{0}")]
+    InvalidField(String),
+    /// Admin API: no gateway key with that hash.
+    #[error("no gateway key with that hash")]
+    UnknownApiKey,
+    /// Admin API: the database is unreachable (the proxy keeps serving).
+    #[error("the credential store is unavailable; try again")]
+    StoreUnavailable,
+    /// Admin API: the store holds something it cannot use (see the logs).
+    #[error("the credential store failed; see the proxy's logs")]
+    StoreFailed,
 }
 
 impl Rejection {
@@ -147,12 +160,14 @@ impl Rejection {
             MissingApiKey | InvalidApiKey | AmbiguousApiKey | ManagementKeyRequired => {
                 StatusCode::UNAUTHORIZED
             }
-            UnknownProvider | NotFound | UnknownCredential => StatusCode::NOT_FOUND,
+            UnknownProvider | NotFound | UnknownCredential | UnknownApiKey => StatusCode::NOT_FOUND,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreFailed => StatusCode::INTERNAL_SERVER_ERROR,
             MethodNotAllowed | ReadOnlyStore | AdminMethodNotAllowed => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
             InvalidRequest(_) | AmbiguousFraming | InvalidBody(_) | AmbiguousModel(_)
-            | InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            | InvalidQuery(_) | InvalidField(_) => StatusCode::BAD_REQUEST,
             NoEligibleCredential { .. } | NoCredential { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -186,6 +201,10 @@ impl Rejection {
             InvalidQuery(_) => "invalid_request",
             ReadOnlyStore => "read_only_store",
             AdminMethodNotAllowed => "method_not_allowed",
+            InvalidField(_) => "invalid_request",
+            UnknownApiKey => "not_found",
+            StoreUnavailable => "store_unavailable",
+            StoreFailed => "store_error",
         }
     }
 
@@ -280,6 +299,10 @@ mod tests {
             Rejection::InvalidQuery("x"),
             Rejection::ReadOnlyStore,
             Rejection::AdminMethodNotAllowed,
+            Rejection::InvalidField("x".into()),
+            Rejection::UnknownApiKey,
+            Rejection::StoreUnavailable,
+            Rejection::StoreFailed,
         ];
         for r in all {
             let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();

@@ -51,6 +51,7 @@ mod policy;
 mod providers;
 mod route;
 mod service;
+pub mod store;
 
 pub mod server;
 
@@ -59,7 +60,7 @@ pub use body::{ByokBody, IdleTimeout};
 pub use cache::{
     label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot, SnapshotError,
 };
-pub use config::{AdminConfig, Config, ConfigError, ServerConfig};
+pub use config::{AdminConfig, Config, ConfigError, ServerConfig, StoreConfig};
 pub use crypto::{CryptoError, Keyring, Sealed};
 pub use error::{RefusedBy, Rejection};
 pub use forward::{Forwarder, ForwarderOptions};

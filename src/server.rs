@@ -21,7 +21,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt};
 
+use arc_swap::ArcSwap;
+use secrecy::ExposeSecret;
+
 use crate::config::{self, Config, ConfigError};
+use crate::store::{Change, Store, StoreError};
+use crate::Keyring;
 use crate::{
     Admin, ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Metrics, Registry,
 };
@@ -45,6 +50,9 @@ pub enum ServeError {
         /// What is wrong.
         source: crate::SnapshotError,
     },
+    /// The credential store could not be opened or read.
+    #[error("{0}")]
+    Store(String),
     /// A listener or signal handler could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -99,11 +107,30 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         path: path.to_owned(),
         source,
     })?;
-    let snapshot = config.snapshot().map_err(|source| ServeError::Snapshot {
-        path: path.to_owned(),
-        source,
-    })?;
+    let keyring = if config.store.is_database() {
+        Some(Keyring::from_env().map_err(|e| ServeError::Store(e.to_string()))?)
+    } else {
+        None
+    };
+    let store = Arc::new(
+        Store::open(&config.store.url, keyring)
+            .await
+            .map_err(|e| ServeError::Store(format!("store.url ({}): {e}", config.store.kind())))?,
+    );
+    let snapshot = load_snapshot(&config, &store)
+        .await
+        .map_err(|source| match source {
+            LoadError::Snapshot(source) => ServeError::Snapshot {
+                path: path.to_owned(),
+                source,
+            },
+            LoadError::Store(e) => {
+                ServeError::Store(format!("store.url ({}): {e}", config.store.kind()))
+            }
+        })?;
     let registry = Registry::new(snapshot);
+    let current = Arc::new(ArcSwap::from_pointee(config.clone()));
+    tracing::info!(store = config.store.kind(), "credential store opened");
     let io_err = |what: String| move |source| ServeError::Io { what, source };
 
     let listener = TcpListener::bind(config.server.listen)
@@ -144,6 +171,8 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
                 registry.clone(),
                 metrics.clone(),
                 a.management_key_hashes.iter().copied(),
+                store.clone(),
+                config.store.default_workspace_id.clone(),
             );
             tracing::info!("admin API listening on http://{local}");
             Some((listener, service))
@@ -155,17 +184,18 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         signal(SignalKind::terminate()).map_err(io_err("cannot handle SIGTERM".into()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("cannot handle SIGINT".into()))?;
     let hup = signal(SignalKind::hangup()).map_err(io_err("cannot handle SIGHUP".into()))?;
-    tokio::spawn(reload_loop(
-        path.to_owned(),
-        Reload {
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-            admin: admin.as_ref().map(|(_, svc)| svc.clone()),
-            started_with: config.clone(),
-        },
-        digest(&text),
-        hup,
-    ));
+    let targets = Reload {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        admin: admin.as_ref().map(|(_, svc)| svc.clone()),
+        started_with: config.clone(),
+        current: current.clone(),
+        store: store.clone(),
+    };
+    if matches!(*store, Store::Postgres(_)) {
+        tokio::spawn(follow_store(targets.clone()));
+    }
+    tokio::spawn(reload_loop(path.to_owned(), targets, digest(&text), hup));
     drop(text);
 
     let (api_keys, credentials) = config.counts();
@@ -250,11 +280,118 @@ fn digest(text: &str) -> [u8; 32] {
 }
 
 /// What a reload updates.
+#[derive(Clone)]
 struct Reload {
     registry: Registry,
     metrics: Arc<Metrics>,
     admin: Option<Admin>,
     started_with: Config,
+    /// The config in force (replaced on every successful reload).
+    current: Arc<ArcSwap<Config>>,
+    store: Arc<Store>,
+}
+
+/// Why a snapshot could not be made.
+enum LoadError {
+    Snapshot(crate::SnapshotError),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Snapshot(e) => e.fmt(f),
+            LoadError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The registry snapshot for `config`: its own keys and credentials on the
+/// file store, the database's otherwise.
+async fn load_snapshot(config: &Config, store: &Store) -> Result<crate::Snapshot, LoadError> {
+    if !store.is_writable() {
+        return config.snapshot().map_err(LoadError::Snapshot);
+    }
+    let contents = store.load().await.map_err(LoadError::Store)?;
+    let keys = contents.api_keys.iter().map(|k| k.to_api_key()).collect();
+    let creds = contents
+        .credentials
+        .iter()
+        .map(|c| c.to_credential())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LoadError::Store)?;
+    config
+        .snapshot_with(keys, creds)
+        .map_err(LoadError::Snapshot)
+}
+
+/// Postgres: applies other replicas' writes as they are notified, and
+/// resynchronises fully after every reconnection.
+async fn follow_store(t: Reload) {
+    let Store::Postgres(pg) = &*t.store else {
+        return;
+    };
+    let on_change = |change: Change| {
+        let t = t.clone();
+        async move {
+            let Store::Postgres(pg) = &*t.store else {
+                return Ok(());
+            };
+            let outcome = match &change {
+                Change::Credential(id) => match pg.credential(id).await? {
+                    Some(rec) => match rec.to_credential() {
+                        Ok(cred) => t
+                            .registry
+                            .apply(|s| s.upsert_credential(cred))
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => t
+                        .registry
+                        .apply(|s| s.remove_credential(id))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                },
+                Change::ApiKey(hash) => {
+                    match pg.api_key(*hash).await? {
+                        Some(rec) => t.registry.apply(|s| s.upsert_api_key(rec.to_api_key())),
+                        None => {
+                            t.registry.apply(|s| s.remove_api_key(hash));
+                        }
+                    }
+                    Ok(())
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    t.metrics.observe_snapshot(&t.registry.snapshot());
+                    tracing::debug!(?change, "applied a change from the store");
+                }
+                // A row this replica cannot use is skipped, not retried forever.
+                Err(e) => {
+                    tracing::error!(?change, error = %e, "cannot apply a change from the store")
+                }
+            }
+            Ok(())
+        }
+    };
+    let on_resync = || {
+        let t = t.clone();
+        async move {
+            let config = t.current.load_full();
+            match load_snapshot(&config, &t.store).await {
+                Ok(snapshot) => {
+                    let generation = t.registry.replace(snapshot);
+                    t.metrics.observe_snapshot(&t.registry.snapshot());
+                    tracing::debug!(generation, "resynchronised from the store");
+                    Ok(())
+                }
+                Err(LoadError::Store(e)) => Err(e),
+                Err(LoadError::Snapshot(e)) => Err(StoreError::Invalid(e.to_string())),
+            }
+        }
+    };
+    pg.follow(on_change, on_resync).await;
 }
 
 /// Reloads on SIGHUP (always) and when the file's content changes (watched
@@ -288,9 +425,13 @@ async fn reload_loop(
             continue;
         }
         last_seen = seen;
-        let outcome = Config::parse(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|c| c.snapshot().map(|s| (c, s)).map_err(|e| e.to_string()));
+        let outcome = match Config::parse(&text) {
+            Ok(config) => match load_snapshot(&config, &targets.store).await {
+                Ok(snapshot) => Ok((config, snapshot)),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
         match outcome {
             Ok((config, snapshot)) => {
                 let generation = targets.registry.replace(snapshot);
@@ -301,9 +442,17 @@ async fn reload_loop(
                 if let (Some(admin), Some(a)) = (&targets.admin, &config.admin) {
                     admin.set_management_keys(a.management_key_hashes.iter().copied());
                 }
-                let (api_keys, credentials) = config.counts();
-                tracing::info!(generation, api_keys, credentials, "config reloaded");
+                let snapshot = targets.registry.snapshot();
+                tracing::info!(
+                    generation,
+                    api_keys = snapshot.api_key_count(),
+                    credentials = snapshot.credential_count(),
+                    "config reloaded"
+                );
                 let before = &targets.started_with;
+                if config.store.url.expose_secret() != before.store.url.expose_secret() {
+                    tracing::warn!("store.url takes effect on restart only");
+                }
                 if config.server.listen != before.server.listen
                     || config.server.connect_timeout != before.server.connect_timeout
                     || config.server.drain != before.server.drain

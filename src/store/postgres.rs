@@ -1,0 +1,497 @@
+//! The shared store: PostgreSQL, for any number of replicas.
+//!
+//! Every write runs in a transaction that also `NOTIFY`s `byok_changes` with
+//! the row it touched (`c:<id>` or `k:<hash>`), delivered on commit. Each
+//! replica [`follow`](PgStore::follow)s that channel on a connection of its own
+//! and applies each change to its registry, one row at a time. When the
+//! database goes away the replica keeps serving its last snapshot, reconnects
+//! with backoff, and on reconnect LISTENs first and then reloads everything,
+//! so no change made in between is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Mutex, MutexGuard};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+
+use super::{
+    list_to_json, now_rfc3339, ApiKeyEdit, ApiKeyRecord, Change, Contents, CredentialEdit,
+    CredentialRecord, RawCredential, StoreError,
+};
+use crate::crypto::Keyring;
+use crate::key::KeyHash;
+
+const CHANNEL: &str = "byok_changes";
+
+const SCHEMA: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(735201);
+CREATE TABLE IF NOT EXISTS byok_credentials (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    name TEXT,
+    created_at TEXT NOT NULL,
+    disabled BOOLEAN NOT NULL,
+    is_fallback BOOLEAN NOT NULL,
+    sort_order BIGINT NOT NULL,
+    allowed_api_key_hashes TEXT,
+    allowed_models TEXT,
+    allowed_user_ids TEXT,
+    base_url TEXT,
+    key_id TEXT,
+    nonce BYTEA,
+    secret BYTEA,
+    deleted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS byok_api_keys (
+    hash TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    name TEXT,
+    disabled BOOLEAN NOT NULL,
+    created_at TEXT NOT NULL
+);
+COMMIT;
+";
+
+const CRED_COLUMNS: &str =
+    "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
+     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret";
+
+const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at";
+
+fn db(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A PostgreSQL store.
+pub struct PgStore {
+    url: String,
+    client: Mutex<Option<Client>>,
+    keyring: Arc<Keyring>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connects and creates the tables if needed.
+    pub async fn open(url: &str, keyring: Keyring) -> Result<PgStore, StoreError> {
+        let client = connect(url).await?;
+        client.batch_execute(SCHEMA).await.map_err(db)?;
+        Ok(PgStore {
+            url: url.to_owned(),
+            client: Mutex::new(Some(client)),
+            keyring: Arc::new(keyring),
+        })
+    }
+
+    /// The query connection, reconnected if it was lost.
+    async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, StoreError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = None;
+            *guard = Some(connect(&self.url).await?);
+        }
+        Ok(guard)
+    }
+
+    pub(super) async fn load(&self) -> Result<Contents, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        let rows = tx
+            .query(
+                &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let mut credentials = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (rec, sealed) = raw_credential(row)?.open(&self.keyring)?;
+            if self.keyring.is_stale(&sealed) {
+                // Rotation: re-seal under the current master key.
+                let fresh = rec.seal(&self.keyring);
+                tx.execute(
+                    "UPDATE byok_credentials SET key_id = $2, nonce = $3, secret = $4 WHERE id = $1",
+                    &[&rec.id, &fresh.key_id, &fresh.nonce, &fresh.ciphertext],
+                )
+                .await
+                .map_err(db)?;
+            }
+            credentials.push(rec);
+        }
+        let rows = tx
+            .query(&format!("SELECT {KEY_COLUMNS} FROM byok_api_keys"), &[])
+            .await
+            .map_err(db)?;
+        let api_keys = rows
+            .iter()
+            .map(raw_api_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(db)?;
+        Ok(Contents {
+            api_keys,
+            credentials,
+        })
+    }
+
+    /// One live credential, or `None` (deleted or never there).
+    pub async fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let guard = self.client().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE id = $1 AND deleted_at IS NULL"),
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| raw_credential(&r)?.open(&self.keyring).map(|(rec, _)| rec))
+            .transpose()
+    }
+
+    /// One gateway key, or `None`.
+    pub async fn api_key(&self, hash: KeyHash) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let guard = self.client().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {KEY_COLUMNS} FROM byok_api_keys WHERE hash = $1"),
+                &[&hash.to_hex()],
+            )
+            .await
+            .map_err(db)?;
+        row.as_ref().map(raw_api_key).transpose()
+    }
+
+    pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
+        let sealed = rec.seal(&self.keyring);
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
+            &[
+                &rec.id,
+                &rec.workspace_id,
+                &rec.provider,
+                &rec.name,
+                &rec.created_at,
+                &rec.disabled,
+                &rec.is_fallback,
+                &rec.sort_order,
+                &list_to_json(&rec.allowed_api_key_hashes),
+                &list_to_json(&rec.allowed_models),
+                &list_to_json(&rec.allowed_user_ids),
+                &rec.base_url,
+                &sealed.key_id,
+                &sealed.nonce,
+                &sealed.ciphertext,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        notify(&tx, &Change::Credential(rec.id.clone())).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    pub(super) async fn update_credential(
+        &self,
+        id: &str,
+        edit: CredentialEdit,
+    ) -> Result<CredentialRecord, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        // FOR UPDATE: concurrent edits of one row, from any replica, queue here.
+        let row = tx
+            .query_opt(
+                &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"),
+                &[&id],
+            )
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        let (mut rec, _) = raw_credential(&row)?.open(&self.keyring)?;
+        edit(&mut rec)?;
+        let sealed = rec.seal(&self.keyring);
+        tx.execute(
+            "UPDATE byok_credentials SET name = $2, disabled = $3, is_fallback = $4, sort_order = $5, \
+             allowed_api_key_hashes = $6, allowed_models = $7, allowed_user_ids = $8, base_url = $9, \
+             key_id = $10, nonce = $11, secret = $12 WHERE id = $1",
+            &[
+                &rec.id,
+                &rec.name,
+                &rec.disabled,
+                &rec.is_fallback,
+                &rec.sort_order,
+                &list_to_json(&rec.allowed_api_key_hashes),
+                &list_to_json(&rec.allowed_models),
+                &list_to_json(&rec.allowed_user_ids),
+                &rec.base_url,
+                &sealed.key_id,
+                &sealed.nonce,
+                &sealed.ciphertext,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        notify(&tx, &Change::Credential(rec.id.clone())).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(rec)
+    }
+
+    pub(super) async fn delete_credential(&self, id: &str) -> Result<bool, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        let n = tx
+            .execute(
+                "UPDATE byok_credentials SET secret = NULL, nonce = NULL, key_id = NULL, deleted_at = $2 \
+                 WHERE id = $1 AND deleted_at IS NULL",
+                &[&id, &now_rfc3339()],
+            )
+            .await
+            .map_err(db)?;
+        notify(&tx, &Change::Credential(id.to_owned())).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn create_api_key(&self, rec: ApiKeyRecord) -> Result<(), StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            &format!("INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[
+                &rec.hash.to_hex(),
+                &rec.workspace_id,
+                &rec.user_id,
+                &rec.name,
+                &rec.disabled,
+                &rec.created_at,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        notify(&tx, &Change::ApiKey(rec.hash)).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    pub(super) async fn update_api_key(
+        &self,
+        hash: KeyHash,
+        edit: ApiKeyEdit,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {KEY_COLUMNS} FROM byok_api_keys WHERE hash = $1 FOR UPDATE"),
+                &[&hash.to_hex()],
+            )
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        let mut rec = raw_api_key(&row)?;
+        edit(&mut rec);
+        tx.execute(
+            "UPDATE byok_api_keys SET name = $2, disabled = $3 WHERE hash = $1",
+            &[&hash.to_hex(), &rec.name, &rec.disabled],
+        )
+        .await
+        .map_err(db)?;
+        notify(&tx, &Change::ApiKey(hash)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(rec)
+    }
+
+    pub(super) async fn delete_api_key(&self, hash: KeyHash) -> Result<bool, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let tx = client.transaction().await.map_err(db)?;
+        let n = tx
+            .execute(
+                "DELETE FROM byok_api_keys WHERE hash = $1",
+                &[&hash.to_hex()],
+            )
+            .await
+            .map_err(db)?;
+        notify(&tx, &Change::ApiKey(hash)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(n > 0)
+    }
+
+    /// Follows other replicas' writes forever: applies each change with
+    /// `on_change`, and after every (re)connection reloads everything with
+    /// `on_resync`. Reconnects with backoff (0.1 s doubling to 5 s).
+    pub async fn follow<C, R, FC, FR>(&self, on_change: C, on_resync: R)
+    where
+        C: Fn(Change) -> FC,
+        FC: std::future::Future<Output = Result<(), StoreError>>,
+        R: Fn() -> FR,
+        FR: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        let mut lost = false;
+        loop {
+            match self.follow_once(&on_change, &on_resync, &mut lost).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    if !lost {
+                        tracing::warn!(error = %e, "lost the database; serving the last snapshot and reconnecting");
+                        lost = true;
+                    } else {
+                        tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database still unreachable");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn follow_once<C, R, FC, FR>(
+        &self,
+        on_change: &C,
+        on_resync: &R,
+        lost: &mut bool,
+    ) -> Result<(), StoreError>
+    where
+        C: Fn(Change) -> FC,
+        FC: std::future::Future<Output = Result<(), StoreError>>,
+        R: Fn() -> FR,
+        FR: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let (client, mut connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .map_err(db)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Option<String>>();
+        let pump = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        if tx.send(Some(n.payload().to_owned())).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        let _ = tx.send(None);
+                        return;
+                    }
+                }
+            }
+        });
+        let result = async {
+            client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .map_err(db)?;
+            // Listening first, then a full reload: nothing written meanwhile is missed.
+            on_resync().await?;
+            if *lost {
+                tracing::info!("database back; resynchronised");
+                *lost = false;
+            }
+            loop {
+                match rx.recv().await {
+                    Some(Some(payload)) => match Change::parse(&payload) {
+                        Some(change) => on_change(change).await?,
+                        None => tracing::warn!("ignoring a malformed change notification"),
+                    },
+                    Some(None) | None => {
+                        return Err(StoreError::Unavailable(
+                            "the notification connection closed".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        .await;
+        pump.abort();
+        result
+    }
+}
+
+async fn notify(tx: &tokio_postgres::Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change.payload()])
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+fn raw_credential(row: &Row) -> Result<RawCredential, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+    Ok(RawCredential {
+        id: row.try_get(0).map_err(get)?,
+        workspace_id: row.try_get(1).map_err(get)?,
+        provider: row.try_get(2).map_err(get)?,
+        name: row.try_get(3).map_err(get)?,
+        created_at: row.try_get(4).map_err(get)?,
+        disabled: row.try_get(5).map_err(get)?,
+        is_fallback: row.try_get(6).map_err(get)?,
+        sort_order: row.try_get(7).map_err(get)?,
+        allowed_api_key_hashes: row.try_get(8).map_err(get)?,
+        allowed_models: row.try_get(9).map_err(get)?,
+        allowed_user_ids: row.try_get(10).map_err(get)?,
+        base_url: row.try_get(11).map_err(get)?,
+        key_id: row.try_get(12).map_err(get)?,
+        nonce: row.try_get(13).map_err(get)?,
+        secret: row.try_get(14).map_err(get)?,
+    })
+}
+
+fn raw_api_key(row: &Row) -> Result<ApiKeyRecord, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+    let hash: String = row.try_get(0).map_err(get)?;
+    let hash = KeyHash::from_hex(&hash).ok_or(StoreError::BadRow {
+        id: hash,
+        why: "hash is not 64 hex".into(),
+    })?;
+    Ok(ApiKeyRecord {
+        hash,
+        workspace_id: row.try_get(1).map_err(get)?,
+        user_id: row.try_get(2).map_err(get)?,
+        name: row.try_get(3).map_err(get)?,
+        disabled: row.try_get(4).map_err(get)?,
+        created_at: row.try_get(5).map_err(get)?,
+    })
+}

@@ -1,0 +1,332 @@
+//! The embedded store: one SQLite file, one node. Operations run on the
+//! blocking pool behind one connection, so writes are serialised.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    list_to_json, now_rfc3339, ApiKeyEdit, ApiKeyRecord, Contents, CredentialEdit,
+    CredentialRecord, RawCredential, StoreError,
+};
+use crate::crypto::Keyring;
+use crate::key::KeyHash;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA busy_timeout = 5000;
+CREATE TABLE IF NOT EXISTS byok_credentials (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    name TEXT,
+    created_at TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    is_fallback INTEGER NOT NULL,
+    sort_order INTEGER NOT NULL,
+    allowed_api_key_hashes TEXT,
+    allowed_models TEXT,
+    allowed_user_ids TEXT,
+    base_url TEXT,
+    key_id TEXT,
+    nonce BLOB,
+    secret BLOB,
+    deleted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS byok_api_keys (
+    hash TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    name TEXT,
+    disabled INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+";
+
+const CRED_COLUMNS: &str =
+    "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
+     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret";
+
+/// An embedded SQLite store.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    keyring: Arc<Keyring>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub async fn open(path: &str, keyring: Keyring) -> Result<SqliteStore, StoreError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let conn = Connection::open(&path).map_err(db)?;
+            conn.execute_batch(SCHEMA).map_err(db)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            keyring: Arc::new(keyring),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Keyring) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = Arc::clone(&self.conn);
+        let keyring = Arc::clone(&self.keyring);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn, &keyring)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    pub(super) async fn load(&self) -> Result<Contents, StoreError> {
+        self.with(|conn, keyring| {
+            let tx = conn.transaction().map_err(db)?;
+            let mut credentials = Vec::new();
+            let mut stale = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare(&format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"))
+                    .map_err(db)?;
+                let rows = stmt.query_map([], raw_credential).map_err(db)?;
+                for row in rows {
+                    let raw = row.map_err(db)?;
+                    let (rec, sealed) = raw.open(keyring)?;
+                    if keyring.is_stale(&sealed) {
+                        stale.push(rec.clone());
+                    }
+                    credentials.push(rec);
+                }
+            }
+            // Rotation: rows sealed under the previous master key are re-sealed.
+            for rec in &stale {
+                write_secret(&tx, rec, keyring)?;
+            }
+            let mut api_keys = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare("SELECT hash, workspace_id, user_id, name, disabled, created_at FROM byok_api_keys")
+                    .map_err(db)?;
+                let rows = stmt.query_map([], raw_api_key).map_err(db)?;
+                for row in rows {
+                    api_keys.push(row.map_err(db)??);
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(Contents {
+                api_keys,
+                credentials,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
+        self.with(move |conn, keyring| {
+            let sealed = rec.seal(keyring);
+            conn.execute(
+                &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+                params![
+                    rec.id,
+                    rec.workspace_id,
+                    rec.provider,
+                    rec.name,
+                    rec.created_at,
+                    rec.disabled,
+                    rec.is_fallback,
+                    rec.sort_order,
+                    list_to_json(&rec.allowed_api_key_hashes),
+                    list_to_json(&rec.allowed_models),
+                    list_to_json(&rec.allowed_user_ids),
+                    rec.base_url,
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext,
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn update_credential(
+        &self,
+        id: &str,
+        edit: CredentialEdit,
+    ) -> Result<CredentialRecord, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn, keyring| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let raw = tx
+                .query_row(
+                    &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE id = ?1 AND deleted_at IS NULL"),
+                    [&id],
+                    raw_credential,
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)?;
+            let (mut rec, _) = raw.open(keyring)?;
+            edit(&mut rec)?;
+            tx.execute(
+                "UPDATE byok_credentials SET name = ?2, disabled = ?3, is_fallback = ?4, sort_order = ?5, \
+                 allowed_api_key_hashes = ?6, allowed_models = ?7, allowed_user_ids = ?8, base_url = ?9 WHERE id = ?1",
+                params![
+                    rec.id,
+                    rec.name,
+                    rec.disabled,
+                    rec.is_fallback,
+                    rec.sort_order,
+                    list_to_json(&rec.allowed_api_key_hashes),
+                    list_to_json(&rec.allowed_models),
+                    list_to_json(&rec.allowed_user_ids),
+                    rec.base_url,
+                ],
+            )
+            .map_err(db)?;
+            write_secret(&tx, &rec, keyring)?;
+            tx.commit().map_err(db)?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    pub(super) async fn delete_credential(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn, _| {
+            let n = conn
+                .execute(
+                    "UPDATE byok_credentials SET secret = NULL, nonce = NULL, key_id = NULL, deleted_at = ?2 \
+                     WHERE id = ?1 AND deleted_at IS NULL",
+                    params![id, now_rfc3339()],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub(super) async fn create_api_key(&self, rec: ApiKeyRecord) -> Result<(), StoreError> {
+        self.with(move |conn, _| {
+            conn.execute(
+                "INSERT INTO byok_api_keys (hash, workspace_id, user_id, name, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![rec.hash.to_hex(), rec.workspace_id, rec.user_id, rec.name, rec.disabled, rec.created_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn update_api_key(
+        &self,
+        hash: KeyHash,
+        edit: ApiKeyEdit,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        self.with(move |conn, _| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let mut rec = tx
+                .query_row(
+                    "SELECT hash, workspace_id, user_id, name, disabled, created_at FROM byok_api_keys WHERE hash = ?1",
+                    [hash.to_hex()],
+                    raw_api_key,
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)??;
+            edit(&mut rec);
+            tx.execute(
+                "UPDATE byok_api_keys SET name = ?2, disabled = ?3 WHERE hash = ?1",
+                params![hash.to_hex(), rec.name, rec.disabled],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    pub(super) async fn delete_api_key(&self, hash: KeyHash) -> Result<bool, StoreError> {
+        self.with(move |conn, _| {
+            let n = conn
+                .execute("DELETE FROM byok_api_keys WHERE hash = ?1", [hash.to_hex()])
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+fn write_secret(
+    tx: &rusqlite::Transaction<'_>,
+    rec: &CredentialRecord,
+    keyring: &Keyring,
+) -> Result<(), StoreError> {
+    let sealed = rec.seal(keyring);
+    tx.execute(
+        "UPDATE byok_credentials SET key_id = ?2, nonce = ?3, secret = ?4 WHERE id = ?1",
+        params![rec.id, sealed.key_id, sealed.nonce, sealed.ciphertext],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn raw_credential(row: &Row<'_>) -> rusqlite::Result<RawCredential> {
+    Ok(RawCredential {
+        id: row.get(0)?,
+        workspace_id: row.get(1)?,
+        provider: row.get(2)?,
+        name: row.get(3)?,
+        created_at: row.get(4)?,
+        disabled: row.get(5)?,
+        is_fallback: row.get(6)?,
+        sort_order: row.get(7)?,
+        allowed_api_key_hashes: row.get(8)?,
+        allowed_models: row.get(9)?,
+        allowed_user_ids: row.get(10)?,
+        base_url: row.get(11)?,
+        key_id: row.get(12)?,
+        nonce: row.get(13)?,
+        secret: row.get(14)?,
+    })
+}
+
+fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord, StoreError>> {
+    let hash: String = row.get(0)?;
+    let rec = KeyHash::from_hex(&hash)
+        .map(|hash| -> rusqlite::Result<ApiKeyRecord> {
+            Ok(ApiKeyRecord {
+                hash,
+                workspace_id: row.get(1)?,
+                user_id: row.get(2)?,
+                name: row.get(3)?,
+                disabled: row.get(4)?,
+                created_at: row.get(5)?,
+            })
+        })
+        .transpose()?;
+    Ok(rec.ok_or(StoreError::BadRow {
+        id: hash,
+        why: "hash is not 64 hex".into(),
+    }))
+}
