@@ -604,6 +604,7 @@ mod tests {
             ListQuery {
                 workspace_id: None,
                 provider: None,
+                user_id: None,
                 offset: 0,
                 limit: 100
             }

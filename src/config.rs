@@ -365,7 +365,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .as_ref()
         .and_then(|a| validate_admin(a, &mut errs));
     if let (Some(s), Some(a)) = (&server, &admin) {
-        if s.listen == a.listen {
+        // Port 0 asks the OS for a free port: two of those never collide.
+        if s.listen == a.listen && s.listen.port() != 0 {
             errs.at("admin.listen", "must differ from server.listen");
         }
     }

@@ -195,7 +195,18 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     if matches!(*store, Store::Postgres(_)) {
         tokio::spawn(follow_store(targets.clone()));
     }
-    tokio::spawn(reload_loop(path.to_owned(), targets, digest(&text), hup));
+    // The watch starts before the proxy says it is listening, so a change
+    // written right after start-up is never missed.
+    let (tx, changes) = mpsc::channel::<()>(1);
+    let watcher = watch(path, tx);
+    tokio::spawn(reload_loop(
+        path.to_owned(),
+        targets,
+        digest(&text),
+        hup,
+        changes,
+        watcher,
+    ));
     drop(text);
 
     let (api_keys, credentials) = config.counts();
@@ -403,9 +414,9 @@ async fn reload_loop(
     targets: Reload,
     mut last_seen: [u8; 32],
     mut hup: tokio::signal::unix::Signal,
+    mut changes: mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
 ) {
-    let (tx, mut changes) = mpsc::channel::<()>(1);
-    let _watcher = watch(&path, tx);
     loop {
         let forced = tokio::select! {
             Some(()) = hup.recv() => true,
@@ -439,8 +450,14 @@ async fn reload_loop(
                 targets
                     .metrics
                     .observe_snapshot(&targets.registry.snapshot());
-                if let (Some(admin), Some(a)) = (&targets.admin, &config.admin) {
-                    admin.set_management_keys(a.management_key_hashes.iter().copied());
+                if let Some(admin) = &targets.admin {
+                    // Removing [admin] revokes every management key at once;
+                    // the listener itself goes with the next restart.
+                    let keys = config
+                        .admin
+                        .as_ref()
+                        .map(|a| a.management_key_hashes.clone());
+                    admin.set_management_keys(keys.unwrap_or_default());
                 }
                 let snapshot = targets.registry.snapshot();
                 tracing::info!(

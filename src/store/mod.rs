@@ -744,7 +744,8 @@ mod tests {
     #[test]
     fn validation_table() {
         let hex = "a".repeat(64);
-        let cases: Vec<(&str, Box<dyn Fn(&mut CredentialRecord)>)> = vec![
+        type Edit = Box<dyn Fn(&mut CredentialRecord)>;
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "allowed_api_key_hashes: []",
                 Box::new(|r| r.allowed_api_key_hashes = Some(vec![])),

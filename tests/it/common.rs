@@ -325,11 +325,18 @@ impl Proxy {
             dir,
             config_path,
         };
-        let line = proxy.wait_log("listening on http://").await;
-        let addr = line.split("listening on http://").nth(1).unwrap();
-        let addr = addr.split_whitespace().next().unwrap();
-        proxy.addr = addr.parse().unwrap();
+        // Not just "listening on http://": with `[admin]` configured, the admin
+        // listener's line ("admin API listening on http://…") comes first.
+        let line = proxy.wait_log("byok-proxy listening on http://").await;
+        proxy.addr = addr_after(&line, "listening on http://");
         proxy
+    }
+
+    /// The admin listener's address, from its log line (`[admin]` must be
+    /// configured; the line precedes the proxy's, so it is already there).
+    pub(crate) async fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_log("admin API listening on http://").await;
+        addr_after(&line, "admin API listening on http://")
     }
 
     /// Waits for a log line (from now or earlier) containing `needle`, and returns it.
@@ -427,6 +434,12 @@ impl Proxy {
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &self.config_path).unwrap();
     }
+}
+
+/// The address that follows `marker` in a log line.
+fn addr_after(line: &str, marker: &str) -> SocketAddr {
+    let rest = line.split(marker).nth(1).unwrap();
+    rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn both_pipes_closed(lines: &[String]) -> bool {

@@ -10,6 +10,7 @@
 
 mod common;
 
+mod admin;
 mod cli;
 mod failover;
 mod forwarding;

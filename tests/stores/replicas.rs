@@ -1,0 +1,302 @@
+//! Several proxy replicas on one real PostgreSQL: propagation through
+//! LISTEN/NOTIFY, outages, catching up, concurrent writes, secrets at rest.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+use crate::common::*;
+use crate::pg::PgCluster;
+use crate::relay::Relay;
+#[allow(unused_imports)]
+use crate::support::WaitCount;
+use crate::support::*;
+
+const APPLIED: &str = "applied a change from the store";
+
+/// A replica whose database link goes through `relay`.
+fn via(url: &str, relay: &Relay) -> String {
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    url.replacen(&format!(":{port}/"), &format!(":{}/", relay.addr.port()), 1)
+}
+
+async fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.query(sql, &[]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_replica_is_in_force_on_the_other() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let cfg = store_config(&mock, &db.url());
+    let a = Node::start_following(&cfg, MASTER).await;
+    let b = Node::start_following(&cfg, MASTER).await;
+
+    // Every write notifies both replicas, the writer included, in commit
+    // order; each step waits until both have applied all of its writes, so a
+    // late echo of an earlier write cannot stand in for a later one.
+    let settled = |n: usize, (ma, mb): (usize, usize)| {
+        let (a, b) = (&a, &b);
+        async move {
+            a.proxy.wait_log_count_after(ma, APPLIED, n).await;
+            b.proxy.wait_log_count_after(mb, APPLIED, n).await;
+        }
+    };
+    let marks = |a: &Node, b: &Node| (a.proxy.log_len(), b.proxy.log_len());
+
+    let m = marks(&a, &b);
+    let id = a
+        .create(json!({"provider": "openai", "key": "sk-pg-secret-0001", "allowed_models": ["openai/gpt-4o"]}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (key, hash) = a.create_key("user-1").await;
+    // In force on A at once, before any notification.
+    assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
+    // On B once the notifications are applied (one per row).
+    settled(2, m).await;
+    let r = b.chat(&key, "gpt-4o").await;
+    assert_eq!(
+        (r.status, r.header("x-byok-credential-id")),
+        (200, Some(&*id))
+    );
+
+    // And back: B disables the key; A refuses it next.
+    let m = marks(&a, &b);
+    b.admin(
+        "PATCH",
+        &format!("/api/v1/keys/{hash}"),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(b.chat(&key, "gpt-4o").await.reason(), "invalid_api_key");
+    settled(1, m).await;
+    assert_eq!(a.chat(&key, "gpt-4o").await.reason(), "invalid_api_key");
+
+    // A deletes the credential; B forgets it.
+    let m = marks(&a, &b);
+    b.admin(
+        "PATCH",
+        &format!("/api/v1/keys/{hash}"),
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    a.admin("DELETE", &format!("/api/v1/byok/{id}"), None).await;
+    settled(2, m).await;
+    assert_eq!(
+        b.admin("GET", &format!("/api/v1/byok/{id}"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(b.chat(&key, "gpt-4o").await.reason(), "no_credential");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_keeps_serving_and_catches_up_on_what_it_missed() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let relay = Relay::start(format!("127.0.0.1:{}", db.port()).parse().unwrap()).await;
+    let a = Node::start_following(&store_config(&mock, &db.url()), MASTER).await;
+    let b = Node::start_following(&store_config(&mock, &via(&db.url(), &relay)), MASTER).await;
+
+    let mark = b.proxy.log_len();
+    a.create(json!({"provider": "openai", "key": "sk-pg-secret-0002", "sort_order": 5}))
+        .await;
+    let (key, _) = a.create_key("user-1").await;
+    b.proxy.wait_log_count_after(mark, APPLIED, 2).await;
+
+    let mark = b.proxy.log_len();
+    relay.cut();
+    b.proxy.wait_log_after(mark, "lost the database").await;
+    // B serves from its last snapshot.
+    for _ in 0..5 {
+        assert_eq!(b.chat(&key, "gpt-4o").await.status, 200);
+    }
+    // Meanwhile A writes: a new first credential, and a new key. B misses the
+    // notifications.
+    let first = a
+        .create(json!({"provider": "openai", "key": "sk-pg-secret-0003", "sort_order": 1}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (key2, _) = a.create_key("user-2").await;
+    assert_eq!(b.chat(&key2, "gpt-4o").await.reason(), "invalid_api_key");
+
+    relay.restore();
+    b.proxy
+        .wait_log_after(mark, "database back; resynchronised")
+        .await;
+    let r = b.chat(&key2, "gpt-4o").await;
+    assert_eq!(
+        (r.status, r.header("x-byok-credential-id")),
+        (200, Some(&*first))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_load_fails_no_request() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let cfg = store_config(&mock, &db.url());
+    let a = Arc::new(Node::start_following(&cfg, MASTER).await);
+    let b = Arc::new(Node::start_following(&cfg, MASTER).await);
+    let mark = b.proxy.log_len();
+    a.create(json!({"provider": "openai", "key": "sk-pg-secret-0004"}))
+        .await;
+    let (key, _) = a.create_key("user-1").await;
+    b.proxy.wait_log_count_after(mark, APPLIED, 2).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|node| {
+            let (stop, ok, failed, key) = (stop.clone(), ok.clone(), failed.clone(), key.clone());
+            tokio::spawn(async move {
+                // Bounded: stops when told, or after 20 000 requests.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let r = node.chat(&key, "gpt-4o").await;
+                    let counter = if r.status == 200 { &ok } else { &failed };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+
+    let (ma, mb) = (a.proxy.log_len(), b.proxy.log_len());
+    db.stop();
+    a.proxy.wait_log_after(ma, "lost the database").await;
+    b.proxy.wait_log_after(mb, "lost the database").await;
+    let during = ok.load(Ordering::SeqCst);
+    db.restart();
+    a.proxy
+        .wait_log_after(ma, "database back; resynchronised")
+        .await;
+    b.proxy
+        .wait_log_after(mb, "database back; resynchronised")
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "a request failed during the outage"
+    );
+    assert!(
+        during > 0 && ok.load(Ordering::SeqCst) > during,
+        "no load ran"
+    );
+    // Writes work again after the restart, on both.
+    let (key3, _) = b.create_key("user-3").await;
+    assert_eq!(b.chat(&key3, "gpt-4o").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_to_one_credential_end_in_one_consistent_state() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let cfg = store_config(&mock, &db.url());
+    let a = Arc::new(Node::start_following(&cfg, MASTER).await);
+    let b = Arc::new(Node::start_following(&cfg, MASTER).await);
+    let (ma, mb) = (a.proxy.log_len(), b.proxy.log_len());
+    let id = a
+        .create(json!({"provider": "openai", "key": "sk-pg-secret-0005"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    const N: usize = 16;
+    let patches: Vec<_> = (0..N)
+        .map(|i| {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = id.clone();
+            tokio::spawn(async move {
+                let body = json!({"name": format!("n{i}"), "sort_order": i, "allowed_user_ids": [format!("u{i}")], "key": format!("sk-pg-rotated-{i:04}")});
+                node.admin("PATCH", &format!("/api/v1/byok/{id}"), Some(body)).await.status
+            })
+        })
+        .collect();
+    for p in patches {
+        assert_eq!(p.await.unwrap(), 200);
+    }
+    // The row holds one patch whole, never a mix.
+    let row = &query(
+        &db.url(),
+        "SELECT name, sort_order, allowed_user_ids FROM byok_credentials",
+    )
+    .await[0];
+    let (name, order, users): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(name, format!("n{order}"));
+    assert_eq!(users, format!("[\"u{order}\"]"));
+    // Both replicas end on it, label included: one notification per write.
+    a.proxy.wait_log_count_after(ma, APPLIED, N + 1).await;
+    b.proxy.wait_log_count_after(mb, APPLIED, N + 1).await;
+    let va = a
+        .admin("GET", &format!("/api/v1/byok/{id}"), None)
+        .await
+        .json();
+    let vb = b
+        .admin("GET", &format!("/api/v1/byok/{id}"), None)
+        .await
+        .json();
+    assert_eq!(va, vb);
+    assert_eq!(va["data"]["name"], name);
+    assert_eq!(va["data"]["label"], format!("sk-...{order:04}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_holds_no_plaintext_secret() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let a = Node::start_following(&store_config(&mock, &db.url()), MASTER).await;
+    let secret = "sk-pg-PLAINTEXT-CANARY-0006";
+    let id = a.create(json!({"provider": "openai", "key": secret})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (key, _) = a.create_key("user-1").await;
+    // Every column of every row, as text, the way a dump would show it.
+    for table in ["byok_credentials", "byok_api_keys"] {
+        for row in query(
+            &db.url(),
+            &format!("SELECT row_to_json(t)::text FROM {table} t"),
+        )
+        .await
+        {
+            let text: String = row.get(0);
+            assert!(
+                !text.contains(secret) && !text.contains(&key),
+                "{table}: {text}"
+            );
+        }
+    }
+    let row = &query(
+        &db.url(),
+        "SELECT key_id, length(nonce), length(secret) FROM byok_credentials",
+    )
+    .await[0];
+    let (key_id, nonce, sealed): (String, i32, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((key_id.len(), nonce), (16, 12));
+    assert_eq!(sealed as usize, secret.len() + 16);
+    // Soft delete wipes the sealed secret and keeps the row.
+    a.admin("DELETE", &format!("/api/v1/byok/{id}"), None).await;
+    let row = &query(
+        &db.url(),
+        "SELECT secret IS NULL, deleted_at IS NOT NULL FROM byok_credentials",
+    )
+    .await[0];
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
+}

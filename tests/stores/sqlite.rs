@@ -1,0 +1,437 @@
+//! The embedded SQLite store through the real binary: the write API as
+//! OpenRouter defines it, gateway keys, persistence, secrets at rest.
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::support::*;
+
+struct Sqlite {
+    mock: Mock,
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    async fn new() -> Sqlite {
+        Sqlite {
+            mock: Mock::ok().await,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("byok.db")
+    }
+
+    fn config(&self) -> String {
+        store_config(&self.mock, &format!("sqlite://{}", self.path().display()))
+    }
+
+    /// Every byte the database keeps on disk (main file and WAL).
+    fn on_disk(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        all
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
+    let db = Sqlite::new().await;
+    let node = Node::start(&db.config(), MASTER).await;
+    let (key, key_hash) = node.create_key("user-1").await;
+
+    // Nothing yet: no credential for openai.
+    let r = node.chat(&key, "gpt-4o").await;
+    assert_eq!((r.status, r.reason()), (403, "no_credential".into()));
+
+    let created = node
+        .create(json!({
+            "provider": "openai",
+            "key": "sk-store-SECRET-0001-AbCd",
+            "name": "first",
+            "allowed_models": ["openai/gpt-4o"],
+        }))
+        .await;
+    assert_eq!(created["label"], "sk-...AbCd");
+    assert_eq!(created["workspace_id"], "ws-1", "the default workspace");
+    assert_eq!(created["allowed_api_key_hashes"], serde_json::Value::Null);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36);
+
+    let r = node.chat(&key, "gpt-4o").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-byok-credential-id"), Some(&*id));
+    assert_eq!(
+        db.mock.requests()[0].header("authorization"),
+        Some("Bearer sk-store-SECRET-0001-AbCd")
+    );
+    assert_eq!(node.chat(&key, "o1").await.status, 403);
+
+    // PATCH: omitted unchanged, null clears, array replaces, key rotates in place.
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/byok/{id}"),
+            Some(json!({"allowed_models": null, "allowed_api_key_hashes": [key_hash], "key": "sk-store-ROTATED-0002-WxYz", "sort_order": 7})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let patched = r.json()["data"].clone();
+    assert_eq!(patched["name"], "first");
+    assert_eq!(patched["allowed_models"], serde_json::Value::Null);
+    assert_eq!(patched["allowed_api_key_hashes"], json!([key_hash]));
+    assert_eq!(patched["label"], "sk-...WxYz");
+    assert_eq!(patched["sort_order"], 7);
+    assert_eq!(patched["created_at"], created["created_at"]);
+    let r = node.chat(&key, "o1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        db.mock.requests().last().unwrap().header("authorization"),
+        Some("Bearer sk-store-ROTATED-0002-WxYz")
+    );
+
+    // GET and list agree.
+    let got = node
+        .admin("GET", &format!("/api/v1/byok/{id}"), None)
+        .await
+        .json();
+    assert_eq!(got["data"], patched);
+    let list = node.admin("GET", "/api/v1/byok", None).await.json();
+    assert_eq!(list["total_count"], 1);
+
+    // DELETE: gone from lists and from the next request.
+    let r = node
+        .admin("DELETE", &format!("/api/v1/byok/{id}"), None)
+        .await;
+    assert_eq!((r.status, r.json()), (200, json!({"deleted": true})));
+    assert_eq!(
+        node.admin("GET", &format!("/api/v1/byok/{id}"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        node.admin("DELETE", &format!("/api/v1/byok/{id}"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        node.admin("GET", "/api/v1/byok", None).await.json()["total_count"],
+        0
+    );
+    assert_eq!(node.chat(&key, "o1").await.reason(), "no_credential");
+    // The secret is wiped from the row.
+    assert!(!contains(&db.on_disk(), "sk-store-ROTATED"));
+}
+
+#[tokio::test]
+async fn invalid_writes_are_400_naming_the_field_and_never_the_secret() {
+    let db = Sqlite::new().await;
+    let node = Node::start(&db.config(), MASTER).await;
+    let base = json!({"provider": "openai", "key": "sk-store-CANARY-0003"});
+    let with = |k: &str, v: serde_json::Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (
+            with("allowed_api_key_hashes", json!([])),
+            "allowed_api_key_hashes: []",
+        ),
+        (
+            with("allowed_api_key_hashes", json!(["ABC"])),
+            "allowed_api_key_hashes[0]: not 64",
+        ),
+        (
+            with("allowed_models", json!(vec!["m"; 101])),
+            "allowed_models: more than 100",
+        ),
+        (
+            with("provider", json!("nope")),
+            "provider: unknown provider",
+        ),
+        (with("provider", json!("azure")), "base_url: required"),
+        (
+            with("key", json!("sk-store-CANARY\u{1}-0003")),
+            "key: must be",
+        ),
+        (with("key", json!("sk-store CANARY-0003")), "key: must be"),
+        (
+            with("sort_order", json!("sk-store-CANARY-0003")),
+            "sort_order: invalid type: string",
+        ),
+        (with("unknown", json!(1)), "unknown field `unknown`"),
+        (
+            json!({"key": "sk-store-CANARY-0003"}),
+            "missing field `provider`",
+        ),
+    ];
+    for (body, want) in cases {
+        let r = node.admin("POST", "/api/v1/byok", Some(body.clone())).await;
+        assert_eq!(
+            (r.status, r.reason()),
+            (400, "invalid_request".into()),
+            "{body}: {}",
+            r.text()
+        );
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains(want), "want {want:?} in {msg:?}");
+        assert!(!msg.contains("CANARY"), "{msg}");
+    }
+    // Not JSON at all.
+    let r = send(
+        req(
+            "POST",
+            &format!("http://{}/api/v1/byok", node.admin),
+            Some(MGMT),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{oops",
+        )))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    // Nothing was written, and a PATCH that breaks a rule leaves the row as it was.
+    assert_eq!(
+        node.admin("GET", "/api/v1/byok", None).await.json()["total_count"],
+        0
+    );
+    let id = node.create(base.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/byok/{id}"),
+            Some(json!({"allowed_api_key_hashes": [], "name": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let row = node
+        .admin("GET", &format!("/api/v1/byok/{id}"), None)
+        .await
+        .json();
+    assert_eq!(
+        row["data"].get("name"),
+        None,
+        "the refused patch changed the row"
+    );
+    assert_eq!(
+        node.admin(
+            "PATCH",
+            "/api/v1/byok/no-such-id",
+            Some(json!({"name": "x"}))
+        )
+        .await
+        .status,
+        404
+    );
+    assert!(!db.proxy_logs_contain(&node, "CANARY"));
+}
+
+impl Sqlite {
+    fn proxy_logs_contain(&self, node: &Node, needle: &str) -> bool {
+        node.proxy.logs().contains(needle)
+    }
+}
+
+#[tokio::test]
+async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
+    let db = Sqlite::new().await;
+    let node = Node::start(&db.config(), MASTER).await;
+    node.create(json!({"provider": "openai", "key": "sk-store-0004-keys"}))
+        .await;
+    let (key, hash) = node.create_key("user-9").await;
+    assert!(key.starts_with("byok-"));
+    assert_eq!(hash, crate::common::hash(&key));
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
+
+    let list = node
+        .admin("GET", "/api/v1/keys?workspace_id=ws-1", None)
+        .await;
+    let text = list.text();
+    assert!(
+        !text.contains(&key),
+        "the raw key is shown once, at creation"
+    );
+    let v = list.json();
+    assert_eq!(v["total_count"], 1);
+    assert_eq!(
+        v["data"][0],
+        json!({"hash": hash, "workspace_id": "ws-1", "user_id": "user-9", "name": null, "disabled": false})
+    );
+
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/keys/{hash}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(r.json()["data"]["disabled"], true);
+    let refused = node.chat(&key, "gpt-4o").await;
+    assert_eq!(
+        (refused.status, refused.reason()),
+        (401, "invalid_api_key".into())
+    );
+    node.admin(
+        "PATCH",
+        &format!("/api/v1/keys/{hash}"),
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
+
+    let r = node
+        .admin("DELETE", &format!("/api/v1/keys/{hash}"), None)
+        .await;
+    assert_eq!(r.json(), json!({"deleted": true}));
+    assert_eq!(node.chat(&key, "gpt-4o").await.reason(), "invalid_api_key");
+    assert_eq!(
+        node.admin("GET", &format!("/api/v1/keys/{hash}"), None)
+            .await
+            .status,
+        404
+    );
+    assert!(
+        !contains(&db.on_disk(), &key),
+        "the raw gateway key reached the database"
+    );
+}
+
+#[tokio::test]
+async fn everything_survives_a_restart_and_no_secret_is_stored_in_plaintext() {
+    let db = Sqlite::new().await;
+    let secret = "sk-store-PLAINTEXT-CANARY-0005";
+    let (key, id) = {
+        let node = Node::start(&db.config(), MASTER).await;
+        let id = node
+            .create(json!({"provider": "openai", "key": secret}))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (key, _) = node.create_key("user-1").await;
+        (key, id)
+    };
+    let disk = db.on_disk();
+    assert!(
+        !contains(&disk, secret),
+        "plaintext secret in the database file"
+    );
+    assert!(contains(&disk, &id));
+
+    // The rows carry the key id, a 12-byte nonce and a ciphertext.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let (key_id, nonce_len, secret_len): (String, usize, usize) = conn
+        .query_row(
+            "SELECT key_id, length(nonce), length(secret) FROM byok_credentials",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((key_id.len(), nonce_len), (16, 12));
+    assert_eq!(secret_len, secret.len() + 16, "ciphertext + GCM tag");
+    drop(conn);
+
+    let node = Node::start(&db.config(), MASTER).await;
+    let r = node.chat(&key, "gpt-4o").await;
+    assert_eq!(
+        (r.status, r.header("x-byok-credential-id")),
+        (200, Some(&*id))
+    );
+
+    // Rotation: the new key, with the old one as previous, opens and re-seals.
+    drop(node);
+    let proxy = Proxy::start_with_env(
+        &db.config(),
+        &[
+            ("BYOK_MASTER_KEY", MASTER2),
+            ("BYOK_MASTER_KEY_PREVIOUS", MASTER),
+        ],
+    )
+    .await;
+    assert_eq!(chat(&proxy, &key, "gpt-4o").await.status, 200);
+    drop(proxy);
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let new_id: String = conn
+        .query_row("SELECT key_id FROM byok_credentials", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(new_id, key_id, "not re-sealed under the new master key");
+    drop(conn);
+    // And now the new key alone suffices.
+    let node = Node::start(&db.config(), MASTER2).await;
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_database_store_needs_the_master_key() {
+    let db = Sqlite::new().await;
+    for env in [vec![], vec![("BYOK_MASTER_KEY", "too-short")]] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, db.config()).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("BYOK_MASTER_KEY");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("BYOK_MASTER_KEY"), "{err}");
+    }
+    // A wrong master key cannot open what another sealed.
+    {
+        let node = Node::start(&db.config(), MASTER).await;
+        node.create(json!({"provider": "openai", "key": "sk-store-0006-wrong"}))
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, db.config()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env("BYOK_MASTER_KEY", MASTER2)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("neither BYOK_MASTER_KEY nor BYOK_MASTER_KEY_PREVIOUS"),
+        "{err}"
+    );
+    assert!(!err.contains("sk-store-0006"), "{err}");
+}
+
+#[tokio::test]
+async fn a_database_store_refuses_credentials_in_the_file() {
+    let db = Sqlite::new().await;
+    let text = format!(
+        "{}{}",
+        db.config(),
+        cred("c1", "openai", "sk-store-0007-file", "")
+    );
+    let err = byok_proxy::Config::parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("credentials: must be empty when store.url is a database"),
+        "{err}"
+    );
+    assert!(!err.contains("sk-store-0007"));
+}
