@@ -215,6 +215,13 @@ impl Admin {
         }
     }
 
+    /// Refreshes the registry gauges after a write.
+    fn observe(&self) {
+        self.state
+            .metrics
+            .observe_snapshot(&self.state.registry.snapshot());
+    }
+
     fn writable(&self) -> Result<&Store, Rejection> {
         let store = &*self.state.store;
         if store.is_writable() {
@@ -272,6 +279,7 @@ impl Admin {
             .registry
             .apply(|s| s.upsert_credential(cred))
             .map_err(snapshot_rejection)?;
+        self.observe();
         Ok(json(StatusCode::CREATED, &view))
     }
 
@@ -295,6 +303,7 @@ impl Admin {
             .registry
             .apply(|s| s.upsert_credential(cred))
             .map_err(snapshot_rejection)?;
+        self.observe();
         Ok(json(StatusCode::OK, &view))
     }
 
@@ -307,6 +316,7 @@ impl Admin {
             .registry
             .apply(|s| s.remove_credential(id))
             .map_err(snapshot_rejection)?;
+        self.observe();
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "deleted": true }),
@@ -355,6 +365,7 @@ impl Admin {
         let key = rec.to_api_key();
         let view = serde_json::json!({ "data": key_json(&key), "key": raw.expose_secret() });
         self.state.registry.apply(|s| s.upsert_api_key(key));
+        self.observe();
         Ok(json(StatusCode::CREATED, &view))
     }
 
@@ -370,6 +381,7 @@ impl Admin {
         let key = rec.to_api_key();
         let view = serde_json::json!({ "data": key_json(&key) });
         self.state.registry.apply(|s| s.upsert_api_key(key));
+        self.observe();
         Ok(json(StatusCode::OK, &view))
     }
 
@@ -379,6 +391,7 @@ impl Admin {
             return Err(Rejection::UnknownApiKey);
         }
         self.state.registry.apply(|s| s.remove_api_key(&hash));
+        self.observe();
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "deleted": true }),

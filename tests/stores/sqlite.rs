@@ -68,6 +68,12 @@ async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
     let r = node.chat(&key, "gpt-4o").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-byok-credential-id"), Some(&*id));
+    let metrics = node.admin("GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("byok_registry_credentials 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("byok_registry_api_keys 1\n"), "{metrics}");
     assert_eq!(
         db.mock.requests()[0].header("authorization"),
         Some("Bearer sk-store-SECRET-0001-AbCd")
@@ -128,6 +134,11 @@ async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
         0
     );
     assert_eq!(node.chat(&key, "o1").await.reason(), "no_credential");
+    let metrics = node.admin("GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("byok_registry_credentials 0\n"),
+        "{metrics}"
+    );
     // The secret is wiped from the row.
     assert!(!contains(&db.on_disk(), "sk-store-ROTATED"));
 }
