@@ -300,3 +300,53 @@ async fn the_database_holds_no_plaintext_secret() {
     .await[0];
     assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
 }
+
+/// Not a check (nothing timed is asserted): prints how long a write on one
+/// replica takes to be in force on another.
+/// `cargo test --release --test stores -- --ignored --nocapture propagation`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it by name with --ignored --nocapture"]
+async fn propagation_latency() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let cfg = store_config(&mock, &db.url());
+    let a = Node::start_following(&cfg, MASTER).await;
+    let b = Node::start_following(&cfg, MASTER).await;
+    let id = a
+        .create(json!({"provider": "openai", "key": "sk-pg-secret-0007"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut samples = Vec::new();
+    for i in 1..=50 {
+        let started = std::time::Instant::now();
+        a.admin(
+            "PATCH",
+            &format!("/api/v1/byok/{id}"),
+            Some(json!({"sort_order": i})),
+        )
+        .await;
+        // Bounded: gives up after PATIENCE.
+        loop {
+            let v = b
+                .admin("GET", &format!("/api/v1/byok/{id}"), None)
+                .await
+                .json();
+            if v["data"]["sort_order"] == i {
+                break;
+            }
+            assert!(started.elapsed() < PATIENCE, "never propagated");
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "propagation A -> B over {} writes: p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        samples.len(),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 9 / 10]),
+        ms(samples[samples.len() - 1]),
+    );
+}
