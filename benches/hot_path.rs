@@ -1,11 +1,15 @@
-//! The proxy's own work per request, beside a baseline.
+//! The proxy's own work, each figure beside a baseline.
 //!
-//! `layer/*` drives one request through `ByokLayer` over an inner service that
-//! answers at once, with 10 000 gateway keys and 10 000 credentials loaded:
-//! key hash, registry lookup, routing, body read, strict model scan, candidate
-//! choice, header strip and inject, response annotation. `baseline/*` calls the
-//! same inner service directly: the difference is what the layer costs.
-//! `key_hash` and `registry_lookup` isolate the first two steps.
+//! * `per_request/*`: one request through `ByokLayer` over an inner service
+//!   that answers at once, with 100 000 gateway keys and 100 000 credentials
+//!   loaded (10 000 workspaces of 10 credentials, allowlisted per user): key
+//!   hash, registry lookup, routing, body read, strict model scan, candidate
+//!   choice, header strip and inject, response annotation, access log (no
+//!   subscriber installed, so its formatting is skipped). `baseline_inner_only`
+//!   calls the inner service directly: the difference is the layer's cost.
+//! * `registry/*`: a principal lookup in the snapshot's `DashMap` beside a
+//!   `RwLock<HashMap>`.
+//! * `model/*`: strict model extraction beside `serde_json::from_slice::<Value>`.
 //!
 //! ```sh
 //! cargo bench --bench hot_path
@@ -14,54 +18,94 @@
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 #![allow(clippy::expect_used, reason = "a bench stops on a broken setup")]
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{Request, Response};
 use http_body_util::Full;
+use secrecy::SecretString;
 use tower::{Layer, Service, ServiceExt};
 
-use byok_proxy::{ByokLayer, Config, ForwardBody, KeyHash, Registry};
+use byok_proxy::{
+    ApiKey, ByokLayer, Credential, ForwardBody, KeyHash, Provider, Registry, Settings, Snapshot,
+    Upstream,
+};
 
-const KEYS: usize = 10_000;
-const CREDENTIALS: usize = 10_000;
+const WORKSPACES: usize = 10_000;
+const PER_WORKSPACE: usize = 10;
+
+fn gateway_key(i: usize) -> String {
+    format!("gw-key-{i}")
+}
+
+fn api_keys() -> Vec<ApiKey> {
+    (0..WORKSPACES * PER_WORKSPACE)
+        .map(|i| ApiKey {
+            hash: KeyHash::of(gateway_key(i).as_bytes()),
+            workspace_id: format!("ws-{}", i / PER_WORKSPACE).into(),
+            user_id: format!("user-{i}").into(),
+            name: None,
+            disabled: false,
+        })
+        .collect()
+}
 
 fn registry() -> Registry {
-    let mut cfg = String::from("[providers.openai]\nbase_url = \"http://127.0.0.1:9\"\n");
-    for i in 0..KEYS {
-        cfg.push_str(&format!(
-            "[[api_keys]]\nhash = \"{}\"\nworkspace_id = \"ws-{}\"\nuser_id = \"user-{i}\"\n",
-            KeyHash::of(format!("gw-key-{i}").as_bytes()).to_hex(),
-            i % 1000,
-        ));
+    let upstream = Upstream::parse("http://127.0.0.1:9").expect("upstream");
+    let mut providers = Provider::builtins();
+    for p in &mut providers {
+        p.upstream = Some(upstream.clone());
     }
-    for i in 0..CREDENTIALS {
-        cfg.push_str(&format!(
-            "[[credentials]]\nid = \"cred-{i}\"\nworkspace_id = \"ws-{}\"\nprovider = \"openai\"\nkey = \"sk-bench-secret-{i:06}\"\nsort_order = {}\nallowed_models = [\"openai/gpt-4o\", \"openai/gpt-4o-mini\", \"openai/o1\"]\nallowed_user_ids = [\"user-{i}\", \"user-{}\"]\n",
-            i % 1000,
-            i % 7,
-            (i + 1000) % KEYS,
-        ));
-    }
-    let config = Config::parse(&cfg).expect("bench config");
-    Registry::new(config.snapshot().expect("bench snapshot"))
+    let credentials = (0..WORKSPACES * PER_WORKSPACE)
+        .map(|i| Credential {
+            id: format!("cred-{i}"),
+            workspace_id: format!("ws-{}", i / PER_WORKSPACE),
+            provider: "openai".into(),
+            name: None,
+            label: "sk-...0000".into(),
+            created_at: "2025-01-01T00:00:00Z".into(),
+            created_at_nanos: 0,
+            disabled: false,
+            is_fallback: false,
+            sort_order: (i % PER_WORKSPACE) as i64,
+            allowed_api_key_hashes: None,
+            allowed_models: Some(vec![
+                "openai/gpt-4o".into(),
+                "openai/gpt-4o-mini".into(),
+                "openai/o1".into(),
+            ]),
+            // Each credential admits one user: a request scans its group.
+            allowed_user_ids: Some(vec![format!("user-{i}")]),
+            key: SecretString::from(format!("sk-bench-secret-{i:06}")),
+            base_url: None,
+            headers: Vec::new(),
+        })
+        .collect();
+    let snapshot =
+        Snapshot::build(Settings::default(), providers, api_keys(), credentials).expect("snapshot");
+    Registry::new(snapshot)
 }
 
 fn chat_body(len: usize) -> Bytes {
     let mut body = String::from(r#"{"model":"gpt-4o","messages":[{"role":"user","content":""#);
-    while body.len() + 4 < len {
-        body.push_str("lorem ipsum ");
+    let filler = "lorem ipsum dolor sit amet, \\\"quoted\\\" text and numbers 12345 ";
+    while body.len() + filler.len() + 4 < len {
+        body.push_str(filler);
     }
-    body.push_str(r#""}]}"#);
+    body.push_str(r#""}],"temperature":0.7,"stream":false}"#);
     Bytes::from(body)
 }
 
-fn request(body: &Bytes) -> Request<Full<Bytes>> {
+/// Key 42 009 (user-42009): only the last credential (sort_order 9) of its
+/// workspace group admits it, so the whole group is scanned.
+fn request(method: &str, body: &Bytes) -> Request<Full<Bytes>> {
     Request::builder()
-        .method("POST")
+        .method(method)
         .uri("/openai/v1/chat/completions")
-        .header("authorization", "Bearer gw-key-4242")
+        .header("authorization", format!("Bearer {}", gateway_key(42_009)))
         .header("content-type", "application/json")
         .header("user-agent", "bench/1.0")
         .header("accept", "*/*")
@@ -75,45 +119,90 @@ async fn answer(
     Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
 }
 
-fn bench(c: &mut Criterion) {
+fn per_request(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let registry = registry();
-    let body = chat_body(1024);
-
-    let mut group = c.benchmark_group("per_request_1KB");
+    let layered = ByokLayer::new(registry).layer(tower::service_fn(answer));
+    let mut group = c.benchmark_group("per_request");
     group.throughput(Throughput::Elements(1));
-    let layered = ByokLayer::new(registry.clone()).layer(tower::service_fn(answer));
-    group.bench_function("layer", |b| {
-        b.to_async(&rt).iter(|| {
-            let svc = layered.clone();
-            let req = request(&body);
-            async move {
-                let res = svc.oneshot(req).await.expect("infallible");
-                assert_eq!(res.status(), 200);
-                black_box(res)
-            }
-        })
-    });
+    for (name, method, body) in [
+        ("layer_post_1KB", "POST", chat_body(1024)),
+        ("layer_get_no_body", "GET", Bytes::new()),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let svc = layered.clone();
+                let req = request(method, &body);
+                async move {
+                    let res = svc.oneshot(req).await.expect("infallible");
+                    assert!(res.status() == 200 || method == "GET", "{}", res.status());
+                    black_box(res)
+                }
+            })
+        });
+    }
+    let body = chat_body(1024);
     group.bench_function("baseline_inner_only", |b| {
         b.to_async(&rt).iter(|| {
             let mut svc = tower::service_fn(answer);
-            let req = request(&body);
+            let req = request("POST", &body);
             async move { black_box(svc.call(req).await.expect("infallible")) }
         })
     });
     group.finish();
-
-    c.bench_function("key_hash", |b| {
-        b.iter(|| KeyHash::of(black_box(b"gw-key-4242")))
-    });
-    let hash = KeyHash::of(b"gw-key-4242");
-    c.bench_function("registry_lookup", |b| {
-        b.iter(|| black_box(registry.snapshot().principal(black_box(&hash))))
-    });
 }
 
-criterion_group!(benches, bench);
+fn registry_lookup(c: &mut Criterion) {
+    let registry = registry();
+    let keys = api_keys();
+    let baseline: RwLock<HashMap<KeyHash, Arc<ApiKey>>> =
+        RwLock::new(keys.into_iter().map(|k| (k.hash, Arc::new(k))).collect());
+    let hash = KeyHash::of(gateway_key(42_009).as_bytes());
+    let mut group = c.benchmark_group("registry");
+    group.bench_function("key_hash_sha256", |b| {
+        b.iter(|| KeyHash::of(black_box(gateway_key(42_009).as_bytes())))
+    });
+    group.bench_function("dashmap_snapshot_principal", |b| {
+        b.iter(|| black_box(registry.snapshot().principal(black_box(&hash))))
+    });
+    group.bench_function("baseline_rwlock_hashmap", |b| {
+        b.iter(|| {
+            let map = baseline.read().expect("lock");
+            black_box(map.get(black_box(&hash)).map(Arc::clone))
+        })
+    });
+    group.finish();
+}
+
+fn model_extraction(c: &mut Criterion) {
+    let mut group = c.benchmark_group("model");
+    for size in [1024usize, 100 * 1024, 1024 * 1024] {
+        let body = chat_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("strict_scan", size), &body, |b, body| {
+            b.iter(|| {
+                let m = byok_proxy::body_model(black_box(body)).expect("valid");
+                assert_eq!(m.as_deref(), Some("gpt-4o"));
+            })
+        });
+        group.bench_with_input(
+            BenchmarkId::new("baseline_serde_json_value", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    black_box(
+                        serde_json::from_slice::<serde_json::Value>(black_box(body))
+                            .expect("valid"),
+                    )
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_request, registry_lookup, model_extraction);
 criterion_main!(benches);

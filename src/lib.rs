@@ -71,5 +71,13 @@ pub use policy::Ask;
 pub use providers::{AuthScheme, Upstream};
 pub use service::{Attempt, ByokService, ForwardBody};
 
+/// The top-level `"model"` of a JSON body under the strict rules the layer
+/// applies (SPEC §4): one valid JSON document, `"model"` a string, no duplicate,
+/// escaped-duplicate or case-variant `model` key. `Err` gives the reason.
+/// `Ok(None)` when the top level is not an object or has no `model`.
+pub fn body_model(body: &[u8]) -> Result<Option<std::borrow::Cow<'_, str>>, &'static str> {
+    model::body_model(body).map_err(|e| e.message())
+}
+
 /// The boxed error type used by bodies and inner services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
