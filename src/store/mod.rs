@@ -675,6 +675,33 @@ impl RawCredential {
     }
 }
 
+/// The credential columns, in the order both backends bind them.
+pub(crate) const CRED_COLUMNS: &str =
+    "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
+     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret";
+
+/// A credential ready to be written: lists as JSON text, the secret sealed.
+/// Bound in [`CRED_COLUMNS`] order by each backend, for INSERT and UPDATE alike.
+pub(crate) struct SealedRow<'a> {
+    pub(crate) rec: &'a CredentialRecord,
+    pub(crate) lists: [Option<String>; 3],
+    pub(crate) sealed: Sealed,
+}
+
+impl CredentialRecord {
+    pub(crate) fn sealed_row(&self, keyring: &Keyring) -> SealedRow<'_> {
+        SealedRow {
+            rec: self,
+            lists: [
+                list_to_json(&self.allowed_api_key_hashes),
+                list_to_json(&self.allowed_models),
+                list_to_json(&self.allowed_user_ids),
+            ],
+            sealed: self.seal(keyring),
+        }
+    }
+}
+
 /// JSON text of an optional list, for a TEXT column.
 fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
     list.as_ref()

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, Mutex, MutexGuard};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
 use super::{
-    list_to_json, now_rfc3339, ApiKeyEdit, ApiKeyRecord, Change, Contents, CredentialEdit,
-    CredentialRecord, RawCredential, StoreError,
+    now_rfc3339, ApiKeyEdit, ApiKeyRecord, Change, Contents, CredentialEdit, CredentialRecord,
+    RawCredential, SealedRow, StoreError, CRED_COLUMNS,
 };
 use crate::crypto::Keyring;
 use crate::key::KeyHash;
@@ -54,10 +54,6 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
 );
 COMMIT;
 ";
-
-const CRED_COLUMNS: &str =
-    "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
-     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret";
 
 const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at";
 
@@ -129,13 +125,9 @@ impl PgStore {
             let (rec, sealed) = raw_credential(row)?.open(&self.keyring)?;
             if self.keyring.is_stale(&sealed) {
                 // Rotation: re-seal under the current master key.
-                let fresh = rec.seal(&self.keyring);
-                tx.execute(
-                    "UPDATE byok_credentials SET key_id = $2, nonce = $3, secret = $4 WHERE id = $1",
-                    &[&rec.id, &fresh.key_id, &fresh.nonce, &fresh.ciphertext],
-                )
-                .await
-                .map_err(db)?;
+                tx.execute(&update_sql(), &bind(&rec.sealed_row(&self.keyring)))
+                    .await
+                    .map_err(db)?;
             }
             credentials.push(rec);
         }
@@ -188,31 +180,15 @@ impl PgStore {
     }
 
     pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
-        let sealed = rec.seal(&self.keyring);
+        let row = rec.sealed_row(&self.keyring);
         let mut guard = self.client().await?;
         let client = guard
             .as_mut()
             .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute(
-            &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
-            &[
-                &rec.id,
-                &rec.workspace_id,
-                &rec.provider,
-                &rec.name,
-                &rec.created_at,
-                &rec.disabled,
-                &rec.is_fallback,
-                &rec.sort_order,
-                &list_to_json(&rec.allowed_api_key_hashes),
-                &list_to_json(&rec.allowed_models),
-                &list_to_json(&rec.allowed_user_ids),
-                &rec.base_url,
-                &sealed.key_id,
-                &sealed.nonce,
-                &sealed.ciphertext,
-            ],
+            &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ({PLACEHOLDERS})"),
+            &bind(&row),
         )
         .await
         .map_err(db)?;
@@ -241,28 +217,9 @@ impl PgStore {
             .ok_or(StoreError::NotFound)?;
         let (mut rec, _) = raw_credential(&row)?.open(&self.keyring)?;
         edit(&mut rec)?;
-        let sealed = rec.seal(&self.keyring);
-        tx.execute(
-            "UPDATE byok_credentials SET name = $2, disabled = $3, is_fallback = $4, sort_order = $5, \
-             allowed_api_key_hashes = $6, allowed_models = $7, allowed_user_ids = $8, base_url = $9, \
-             key_id = $10, nonce = $11, secret = $12 WHERE id = $1",
-            &[
-                &rec.id,
-                &rec.name,
-                &rec.disabled,
-                &rec.is_fallback,
-                &rec.sort_order,
-                &list_to_json(&rec.allowed_api_key_hashes),
-                &list_to_json(&rec.allowed_models),
-                &list_to_json(&rec.allowed_user_ids),
-                &rec.base_url,
-                &sealed.key_id,
-                &sealed.nonce,
-                &sealed.ciphertext,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        tx.execute(&update_sql(), &bind(&rec.sealed_row(&self.keyring)))
+            .await
+            .map_err(db)?;
         notify(&tx, &Change::Credential(rec.id.clone())).await?;
         tx.commit().await.map_err(db)?;
         Ok(rec)
@@ -449,6 +406,36 @@ impl PgStore {
         pump.abort();
         result
     }
+}
+
+/// `$1, …, $15`: one placeholder per credential column.
+const PLACEHOLDERS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15";
+
+/// Rewrites every column of the row with id `$1`.
+fn update_sql() -> String {
+    format!("UPDATE byok_credentials SET ({CRED_COLUMNS}) = ({PLACEHOLDERS}) WHERE id = $1")
+}
+
+/// The row's values in [`CRED_COLUMNS`] order.
+fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 15] {
+    let r = row.rec;
+    [
+        &r.id,
+        &r.workspace_id,
+        &r.provider,
+        &r.name,
+        &r.created_at,
+        &r.disabled,
+        &r.is_fallback,
+        &r.sort_order,
+        &row.lists[0],
+        &row.lists[1],
+        &row.lists[2],
+        &r.base_url,
+        &row.sealed.key_id,
+        &row.sealed.nonce,
+        &row.sealed.ciphertext,
+    ]
 }
 
 async fn notify(tx: &tokio_postgres::Transaction<'_>, change: &Change) -> Result<(), StoreError> {

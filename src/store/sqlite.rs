@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    list_to_json, now_rfc3339, ApiKeyEdit, ApiKeyRecord, Contents, CredentialEdit,
-    CredentialRecord, RawCredential, StoreError,
+    now_rfc3339, ApiKeyEdit, ApiKeyRecord, Contents, CredentialEdit, CredentialRecord,
+    RawCredential, SealedRow, StoreError, CRED_COLUMNS,
 };
 use crate::crypto::Keyring;
 use crate::key::KeyHash;
@@ -42,10 +42,6 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     created_at TEXT NOT NULL
 );
 ";
-
-const CRED_COLUMNS: &str =
-    "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
-     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret";
 
 /// An embedded SQLite store.
 pub struct SqliteStore {
@@ -115,7 +111,7 @@ impl SqliteStore {
             }
             // Rotation: rows sealed under the previous master key are re-sealed.
             for rec in &stale {
-                write_secret(&tx, rec, keyring)?;
+                write(&tx, rec, keyring)?;
             }
             let mut api_keys = Vec::new();
             {
@@ -138,26 +134,9 @@ impl SqliteStore {
 
     pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
         self.with(move |conn, keyring| {
-            let sealed = rec.seal(keyring);
             conn.execute(
-                &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
-                params![
-                    rec.id,
-                    rec.workspace_id,
-                    rec.provider,
-                    rec.name,
-                    rec.created_at,
-                    rec.disabled,
-                    rec.is_fallback,
-                    rec.sort_order,
-                    list_to_json(&rec.allowed_api_key_hashes),
-                    list_to_json(&rec.allowed_models),
-                    list_to_json(&rec.allowed_user_ids),
-                    rec.base_url,
-                    sealed.key_id,
-                    sealed.nonce,
-                    sealed.ciphertext,
-                ],
+                &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ({PLACEHOLDERS})"),
+                bind(&rec.sealed_row(keyring)).as_slice(),
             )
             .map_err(db)?;
             Ok(())
@@ -186,23 +165,7 @@ impl SqliteStore {
                 .ok_or(StoreError::NotFound)?;
             let (mut rec, _) = raw.open(keyring)?;
             edit(&mut rec)?;
-            tx.execute(
-                "UPDATE byok_credentials SET name = ?2, disabled = ?3, is_fallback = ?4, sort_order = ?5, \
-                 allowed_api_key_hashes = ?6, allowed_models = ?7, allowed_user_ids = ?8, base_url = ?9 WHERE id = ?1",
-                params![
-                    rec.id,
-                    rec.name,
-                    rec.disabled,
-                    rec.is_fallback,
-                    rec.sort_order,
-                    list_to_json(&rec.allowed_api_key_hashes),
-                    list_to_json(&rec.allowed_models),
-                    list_to_json(&rec.allowed_user_ids),
-                    rec.base_url,
-                ],
-            )
-            .map_err(db)?;
-            write_secret(&tx, &rec, keyring)?;
+            write(&tx, &rec, keyring)?;
             tx.commit().map_err(db)?;
             Ok(rec)
         })
@@ -277,18 +240,43 @@ impl SqliteStore {
     }
 }
 
-fn write_secret(
+/// `?1, …, ?15`: one placeholder per credential column.
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15";
+
+/// Rewrites every column of a credential's row (the secret re-sealed).
+fn write(
     tx: &rusqlite::Transaction<'_>,
     rec: &CredentialRecord,
     keyring: &Keyring,
 ) -> Result<(), StoreError> {
-    let sealed = rec.seal(keyring);
     tx.execute(
-        "UPDATE byok_credentials SET key_id = ?2, nonce = ?3, secret = ?4 WHERE id = ?1",
-        params![rec.id, sealed.key_id, sealed.nonce, sealed.ciphertext],
+        &format!("UPDATE byok_credentials SET ({CRED_COLUMNS}) = ({PLACEHOLDERS}) WHERE id = ?1"),
+        bind(&rec.sealed_row(keyring)).as_slice(),
     )
     .map_err(db)?;
     Ok(())
+}
+
+/// The row's values in [`CRED_COLUMNS`] order.
+fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a dyn rusqlite::ToSql; 15] {
+    let r = row.rec;
+    [
+        &r.id,
+        &r.workspace_id,
+        &r.provider,
+        &r.name,
+        &r.created_at,
+        &r.disabled,
+        &r.is_fallback,
+        &r.sort_order,
+        &row.lists[0],
+        &row.lists[1],
+        &row.lists[2],
+        &r.base_url,
+        &row.sealed.key_id,
+        &row.sealed.nonce,
+        &row.sealed.ciphertext,
+    ]
 }
 
 fn raw_credential(row: &Row<'_>) -> rusqlite::Result<RawCredential> {
