@@ -46,8 +46,14 @@ fn serve(path: PathBuf) -> ExitCode {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("BYOK_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    // Lines are written by a background thread, so a request never waits on
+    // stderr; not lossy (a full buffer slows logging rather than dropping
+    // lines), and `_flush` writes out what is left when serve returns.
+    let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter);
     if json {
         // One JSON object per line, fields flattened: for log shippers.

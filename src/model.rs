@@ -141,6 +141,24 @@ impl std::error::Error for ModelError {}
 /// style: a segment `model` followed by at least two more segments names the
 /// next segment, whole. Matching happens after decoding each segment.
 pub(crate) fn path_model(rest: &str) -> Result<Option<String>, ModelError> {
+    // Fast path, for most requests: with no escape, no backslash and no
+    // keyword in it, no segment can be or decode to a keyword, so only plain
+    // dot segments remain to refuse. Same answers as the full scan.
+    let bytes = rest.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'\\')
+        && memchr::memmem::find(bytes, b"model").is_none()
+        && memchr::memmem::find(bytes, b"deployments").is_none()
+    {
+        if rest.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(ModelError::InvalidPath(MSG_PATH_DOT));
+        }
+        return Ok(None);
+    }
+    path_model_full(rest)
+}
+
+/// [`path_model`] without the fast path.
+fn path_model_full(rest: &str) -> Result<Option<String>, ModelError> {
     let mut segments: Vec<Cow<'_, str>> = Vec::new();
     for raw in rest.split('/') {
         if !valid_percent_encoding(raw) {
@@ -1520,5 +1538,21 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn path_fast_path_agrees_with_the_full_scan(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", ".", "..", "%2e", "%2F", "%", "\\", "model", "models", "mod", "el",
+                    "deployments", "x:gen", ":", "v1", "a", "%6d", "%FF",
+                ]),
+                0..12,
+            )
+        ) {
+            let path: String = parts.concat();
+            proptest::prop_assert_eq!(path_model(&path), path_model_full(&path), "{}", path);
+        }
     }
 }
