@@ -8,16 +8,33 @@
 //! cargo run --example mock_upstream            # listens on 127.0.0.1:9999
 //! cargo run --example mock_upstream -- 127.0.0.1:7000
 //! ```
+//!
+//! With `--fast` after the address it is the fast upstream of
+//! `scripts/bench-e2e`: it reads each request body to its end, then answers
+//! with a fixed ~300-byte chat completion, whatever was asked. A query
+//! `?sse=N` gets `text/event-stream` with N `data: {…}` events instead, each
+//! its own body frame: back to back, one socket write each (burst), or
+//! `&pace_ms=M` apart (paced).
+//!
+//! ```sh
+//! cargo run --release --example mock_upstream -- 127.0.0.1:7000 --fast
+//! curl -s 'http://127.0.0.1:7000/v1/chat/completions?sse=16&pace_ms=6' -d '{}'
+//! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,20 +42,141 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9999".to_owned())
         .parse()?;
+    let fast = match std::env::args().nth(2).as_deref() {
+        None => false,
+        Some("--fast") => true,
+        Some(other) => return Err(format!("unknown argument {other:?} (only --fast)").into()),
+    };
     let listener = TcpListener::bind(addr).await?;
     println!(
-        "mock upstream listening on http://{}",
+        "mock upstream{} listening on http://{}",
+        if fast { " (fast)" } else { "" },
         listener.local_addr()?
     );
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(answer);
+            let svc = hyper::service::service_fn(move |req| async move {
+                if fast {
+                    answer_fast(req).await
+                } else {
+                    answer(req).await.map(|res| res.map(Either::Left))
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// The fast mode's one answer: a chat completion of about 300 bytes.
+const COMPLETION: &str = concat!(
+    r#"{"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion","#,
+    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
+    r#""message":{"role":"assistant","content":"Hello from the fast mock upstream."},"#,
+    r#""finish_reason":"stop"}],"usage":{"prompt_tokens":24,"#,
+    r#""completion_tokens":8,"total_tokens":32}}"#
+);
+
+/// One server-sent event of the fast mode's streams.
+const EVENT: &str = concat!(
+    r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
+    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
+    r#""delta":{"content":" token"},"finish_reason":null}]}"#,
+    "\n\n"
+);
+
+async fn answer_fast(
+    req: Request<Incoming>,
+) -> Result<Response<Either<Full<Bytes>, Sse>>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    // Read the whole request, as a provider would, without keeping it.
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+    let (mut events, mut pace_ms) = (None, 0);
+    for pair in parts.uri.query().unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("sse", n)) => events = n.parse::<usize>().ok(),
+            Some(("pace_ms", m)) => pace_ms = m.parse::<u64>().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let (body, content_type) = match events {
+        Some(left) => {
+            let pace = (pace_ms > 0).then(|| Duration::from_millis(pace_ms));
+            let sse = Sse {
+                left,
+                pace,
+                gap: false,
+                sleep: None,
+            };
+            (Either::Right(sse), "text/event-stream")
+        }
+        None => (
+            Either::Left(Full::new(Bytes::from_static(COMPLETION.as_bytes()))),
+            "application/json",
+        ),
+    };
+    let mut res = Response::new(body);
+    res.headers_mut()
+        .insert("content-type", http::HeaderValue::from_static(content_type));
+    Ok(res)
+}
+
+/// A stream of `left` events, one body frame each. Between two frames there
+/// is a gap: `pace` of sleep, or (burst) one `Pending` with an immediate
+/// wake-up, so that hyper writes each frame to the socket by itself instead
+/// of gathering all of them into one write.
+#[derive(Debug)]
+struct Sse {
+    left: usize,
+    pace: Option<Duration>,
+    gap: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Body for Sse {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        if this.gap {
+            match this.pace {
+                Some(pace) => {
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(pace)));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.sleep = None;
+                }
+                None => {
+                    this.gap = false;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+        this.left -= 1;
+        this.gap = true;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT.as_bytes())))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
     }
 }
 
