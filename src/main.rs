@@ -48,10 +48,15 @@ fn serve(path: PathBuf) -> ExitCode {
     let json = std::env::var("BYOK_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     // Lines are written by a background thread, so a request never waits on
     // stderr; not lossy (a full buffer slows logging rather than dropping
-    // lines), and `_flush` writes out what is left when serve returns.
+    // lines), and `_flush` writes out what is left when serve returns. The
+    // thread writes whatever lines are queued, then flushes: under load,
+    // one write(2) carries many lines.
     let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let logs = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);

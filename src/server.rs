@@ -286,6 +286,15 @@ fn serve_connection<S, B>(
     });
 }
 
+/// Device, inode, size and modification time of the file behind `path`
+/// (symlinks followed): changes with every rewrite, rename-into-place or
+/// ConfigMap swap, without reading the file.
+fn file_identity(path: &Path) -> Option<(u64, u64, u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()))
+}
+
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
@@ -417,12 +426,20 @@ async fn reload_loop(
     mut changes: mpsc::Receiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
 ) {
+    // The directory is watched, so events come for every file in it (a log,
+    // a SQLite database): the file is only read when its identity changed.
+    let mut last_identity = None;
     loop {
         let forced = tokio::select! {
             Some(()) = hup.recv() => true,
             Some(()) = changes.recv() => false,
             else => return,
         };
+        let identity = file_identity(&path);
+        if !forced && identity.is_some() && identity == last_identity {
+            continue;
+        }
+        last_identity = identity;
         let text = match config::read(&path) {
             Ok(t) => t,
             Err(e) => {
