@@ -165,6 +165,14 @@ impl Config {
         )
     }
 
+    /// The config without its gateway keys and credentials: what a server
+    /// keeps once the registry holds those (one copy of them is enough).
+    pub fn into_settings(mut self) -> Config {
+        self.api_keys = Vec::new();
+        self.credentials = Vec::new();
+        self
+    }
+
     /// How many gateway keys and credentials it holds.
     pub fn counts(&self) -> (usize, usize) {
         (self.api_keys.len(), self.credentials.len())

@@ -129,6 +129,8 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
             }
         })?;
     let registry = Registry::new(snapshot);
+    // From here on the registry holds the keys and credentials.
+    let config = config.into_settings();
     let current = Arc::new(ArcSwap::from_pointee(config.clone()));
     tracing::info!(store = config.store.kind(), "credential store opened");
     let io_err = |what: String| move |source| ServeError::Io { what, source };
@@ -209,7 +211,10 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     ));
     drop(text);
 
-    let (api_keys, credentials) = config.counts();
+    let (api_keys, credentials) = {
+        let s = registry.snapshot();
+        (s.api_key_count(), s.credential_count())
+    };
     tracing::info!(
         api_keys,
         credentials,
@@ -496,6 +501,8 @@ async fn reload_loop(
                 {
                     tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
                 }
+                // A resync from the store uses the config now in force.
+                targets.current.store(Arc::new(config.into_settings()));
             }
             Err(e) => {
                 targets.metrics.reload(false);

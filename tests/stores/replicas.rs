@@ -350,3 +350,52 @@ async fn propagation_latency() {
         ms(samples[samples.len() - 1]),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_keeps_the_config_reloaded_since_start() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let relay = Relay::start(format!("127.0.0.1:{}", db.port()).parse().unwrap()).await;
+    let cfg = store_config(&mock, &via(&db.url(), &relay));
+    let b = Node::start_following(&cfg, MASTER).await;
+    b.create(json!({"provider": "openai", "key": "sk-pg-secret-0008"}))
+        .await;
+    let (key, _) = b.create_key("user-1").await;
+    let big = format!(r#"{{"model":"gpt-4o","pad":"{}"}}"#, "x".repeat(300));
+    assert_eq!(
+        post(&b.proxy, "/openai/v1/chat/completions", &key, &big)
+            .await
+            .status,
+        200
+    );
+
+    // Reload with a smaller body limit.
+    let mark = b.proxy.log_len();
+    b.proxy.write_config(&cfg.replace(
+        "first_byte_timeout_secs = 10",
+        "first_byte_timeout_secs = 10\nmax_body_bytes = 100",
+    ));
+    b.proxy.wait_log_after(mark, "config reloaded").await;
+    assert_eq!(
+        post(&b.proxy, "/openai/v1/chat/completions", &key, &big)
+            .await
+            .status,
+        413
+    );
+
+    // Lose the database and get it back: the resync rebuilds the snapshot
+    // with the config in force, not the one the replica started with.
+    let mark = b.proxy.log_len();
+    relay.cut();
+    b.proxy.wait_log_after(mark, "lost the database").await;
+    relay.restore();
+    b.proxy
+        .wait_log_after(mark, "database back; resynchronised")
+        .await;
+    assert_eq!(
+        post(&b.proxy, "/openai/v1/chat/completions", &key, &big)
+            .await
+            .status,
+        413
+    );
+}
