@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use flate2::read::{MultiGzDecoder, ZlibDecoder};
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
 use http_body::{Body, Frame, SizeHint};
@@ -118,29 +118,6 @@ pub(crate) fn is_json_like(headers: &HeaderMap) -> bool {
         || starts(b"video/"))
 }
 
-/// Data frames smaller than this are coalesced with those ready after them.
-const COALESCE_BELOW: usize = 4 * 1024;
-/// The most one coalesced frame holds.
-const COALESCE_UP_TO: usize = 64 * 1024;
-
-/// What ended a batch, delivered on the next poll.
-#[derive(Debug)]
-enum Held {
-    Frame(Frame<Bytes>),
-    Error(BoxError),
-    End,
-}
-
-impl Held {
-    fn into_frame(self) -> Option<Result<Frame<Bytes>, BoxError>> {
-        match self {
-            Held::Frame(f) => Some(Ok(f)),
-            Held::Error(e) => Some(Err(e)),
-            Held::End => None,
-        }
-    }
-}
-
 /// The upstream body went silent for longer than `server.idle_timeout_secs`.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream body idle for longer than the idle timeout")]
@@ -169,12 +146,6 @@ pin_project! {
             idle: Sleep,
             timeout: Duration,
             last_frame: Instant,
-            // Small data frames that were ready together, sent as one.
-            batch: BytesMut,
-            // What came right after a batch: delivered after it.
-            held: Option<Held>,
-            // Whether this batch already yielded once to let more frames in.
-            yielded: bool,
         },
         Own {
             data: Option<Bytes>,
@@ -191,9 +162,6 @@ impl<B> ByokBody<B> {
                 idle: tokio::time::sleep(idle_timeout),
                 timeout: idle_timeout,
                 last_frame: Instant::now(),
-                batch: BytesMut::new(),
-                held: None,
-                yielded: false,
             },
         }
     }
@@ -229,106 +197,47 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Upstream {
-                mut body,
+                body,
                 mut idle,
                 timeout,
                 last_frame,
-                batch,
-                held,
-                yielded,
-            } => {
-                if batch.is_empty() {
-                    if let Some(h) = held.take() {
-                        return Poll::Ready(h.into_frame());
-                    }
+            } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Only noted: the timer is not touched per frame.
+                    *last_frame = Instant::now();
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                loop {
-                    // What ends a batch waits for the next poll, behind it.
-                    let stop = match body.as_mut().poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            // Only noted: the timer is not touched per frame.
-                            *last_frame = Instant::now();
-                            match frame.into_data() {
-                                Ok(data)
-                                    if data.len() < COALESCE_BELOW
-                                        && batch.len() + data.len() <= COALESCE_UP_TO =>
-                                {
-                                    batch.extend_from_slice(&data);
-                                    continue;
-                                }
-                                Ok(data) => Held::Frame(Frame::data(data)),
-                                Err(trailers) => Held::Frame(trailers),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => loop {
+                    // A body that is never Pending never registers a timer.
+                    match idle.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            let due = *last_frame + *timeout;
+                            if Instant::now() >= due {
+                                return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
                             }
+                            // A frame came since it was armed: re-arm from it.
+                            idle.as_mut().reset(due);
                         }
-                        Poll::Ready(Some(Err(e))) => Held::Error(e.into()),
-                        Poll::Ready(None) => Held::End,
-                        Poll::Pending if !batch.is_empty() => {
-                            if !*yielded {
-                                // Let the upstream connection decode what it has
-                                // already read: frames ready by then join this write.
-                                *yielded = true;
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
-                            *yielded = false;
-                            return Poll::Ready(Some(Ok(Frame::data(batch.split().freeze()))));
-                        }
-                        Poll::Pending => loop {
-                            // A body that is never Pending never registers a timer.
-                            match idle.as_mut().poll(cx) {
-                                Poll::Pending => return Poll::Pending,
-                                Poll::Ready(()) => {
-                                    let due = *last_frame + *timeout;
-                                    if Instant::now() >= due {
-                                        return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
-                                    }
-                                    // A frame came since it was armed: re-arm from it.
-                                    idle.as_mut().reset(due);
-                                }
-                            }
-                        },
-                    };
-                    if batch.is_empty() {
-                        return Poll::Ready(stop.into_frame());
                     }
-                    *held = Some(stop);
-                    *yielded = false;
-                    return Poll::Ready(Some(Ok(Frame::data(batch.split().freeze()))));
-                }
-            }
+                },
+            },
             KindProj::Own { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream {
-                body, batch, held, ..
-            } => {
-                batch.is_empty()
-                    && match held {
-                        Some(Held::End) => true,
-                        Some(_) => false,
-                        None => body.is_end_stream(),
-                    }
-            }
+            Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Own { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body, batch, .. } => {
-                // What is batched was taken from the body's remainder.
-                let inner = body.size_hint();
-                let extra = batch.len() as u64;
-                let mut hint = SizeHint::new();
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper.saturating_add(extra));
-                }
-                hint.set_lower(inner.lower().saturating_add(extra));
-                hint
-            }
+            Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Own { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -482,90 +391,6 @@ mod tests {
         assert_eq!(got, 5);
         assert!(matches!(end, Some(Err(e)) if e.is::<IdleTimeout>()));
         assert_eq!(started.elapsed(), Duration::from_millis(400 + 100));
-    }
-
-    /// Frames ready at once, in order, from a script; `None` entries are a
-    /// Pending (with an immediate wake, as a connection with more to decode).
-    struct Script(std::collections::VecDeque<Option<Result<Frame<Bytes>, &'static str>>>);
-
-    impl Body for Script {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            match self.0.pop_front() {
-                Some(Some(item)) => Poll::Ready(Some(item.map_err(BoxError::from))),
-                Some(None) => {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-                None => Poll::Ready(None),
-            }
-        }
-    }
-
-    async fn drain(script: Vec<Option<Result<Frame<Bytes>, &'static str>>>) -> Vec<String> {
-        let body = ByokBody::upstream(Script(script.into()), Duration::from_secs(60));
-        let mut body = std::pin::pin!(body);
-        let mut out = Vec::new();
-        while let Some(frame) = body.frame().await {
-            out.push(match frame {
-                Ok(f) if f.is_data() => {
-                    format!("data:{}", String::from_utf8_lossy(&f.into_data().unwrap()))
-                }
-                Ok(f) => format!("trailers:{}", f.into_trailers().unwrap().len()),
-                Err(e) => format!("error:{e}"),
-            });
-        }
-        out
-    }
-
-    fn data(s: &'static str) -> Option<Result<Frame<Bytes>, &'static str>> {
-        Some(Ok(Frame::data(Bytes::from_static(s.as_bytes()))))
-    }
-
-    #[tokio::test]
-    async fn ready_small_frames_go_out_together_in_order_and_nothing_is_lost() {
-        // Ready back to back: one frame.
-        assert_eq!(
-            drain(vec![data("a"), data("b"), data("c")]).await,
-            ["data:abc"]
-        );
-        // Frames that become ready during the one yield join the batch.
-        assert_eq!(
-            drain(vec![data("a"), None, data("b"), None, None, data("c")]).await,
-            ["data:ab", "data:c"]
-        );
-        // A large frame ends the batch and follows it whole.
-        let big: &'static str = Box::leak("x".repeat(5000).into_boxed_str());
-        let got = drain(vec![data("a"), data(big), data("b")]).await;
-        assert_eq!(
-            got,
-            [
-                "data:a".to_owned(),
-                format!("data:{big}"),
-                "data:b".to_owned()
-            ]
-        );
-        // Trailers and errors come after what was batched before them.
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("x-t", http::HeaderValue::from_static("1"));
-        let got = drain(vec![data("a"), Some(Ok(Frame::trailers(trailers)))]).await;
-        assert_eq!(got, ["data:a", "trailers:1"]);
-        let got = drain(vec![data("a"), data("b"), Some(Err("boom"))]).await;
-        assert_eq!(got, ["data:ab", "error:boom"]);
-    }
-
-    #[tokio::test]
-    async fn size_hint_stays_exact_with_a_batch() {
-        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let mut body = std::pin::pin!(ByokBody::upstream(body, Duration::from_secs(60)));
-        assert_eq!(body.size_hint().exact(), Some(10));
-        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(frame.len(), 10);
-        assert!(body.is_end_stream());
     }
 
     #[tokio::test]
