@@ -113,10 +113,6 @@ where
 }
 
 /// How a request ended, before the response is finished.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per request, moved once; boxing it would cost an allocation per request"
-)]
 enum Outcome<RB> {
     /// An upstream answered; its response, annotated.
     Forwarded(Response<ByokBody<RB>>),
