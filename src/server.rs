@@ -221,6 +221,16 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         "byok-proxy listening on http://{local}"
     );
 
+    // tokio's timer driver parks without a timeout while no timer is due, so
+    // a request that arms one (hyper's header-read timeout, the first-byte
+    // timeout) has to wake it with an eventfd write. A coarse tick keeps a
+    // near timer registered: arming a later one then wakes nothing.
+    let ticker = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+        }
+    });
     let graceful = GracefulShutdown::new();
     let accept_admin = || async {
         match &admin {
@@ -251,6 +261,7 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     }
     drop(listener);
     drop(admin);
+    ticker.abort();
     let drain = config.server.drain;
     tracing::info!(
         drain_secs = drain.as_secs_f64(),
