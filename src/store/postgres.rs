@@ -109,10 +109,7 @@ impl PgStore {
 
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         let rows = tx
             .query(
                 &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"),
@@ -182,10 +179,7 @@ impl PgStore {
     pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
         let row = rec.sealed_row(&self.keyring);
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         tx.execute(
             &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ({PLACEHOLDERS})"),
             &bind(&row),
@@ -202,10 +196,7 @@ impl PgStore {
         edit: CredentialEdit,
     ) -> Result<CredentialRecord, StoreError> {
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         // FOR UPDATE: concurrent edits of one row, from any replica, queue here.
         let row = tx
             .query_opt(
@@ -227,10 +218,7 @@ impl PgStore {
 
     pub(super) async fn delete_credential(&self, id: &str) -> Result<bool, StoreError> {
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         let n = tx
             .execute(
                 "UPDATE byok_credentials SET secret = NULL, nonce = NULL, key_id = NULL, deleted_at = $2 \
@@ -246,10 +234,7 @@ impl PgStore {
 
     pub(super) async fn create_api_key(&self, rec: ApiKeyRecord) -> Result<(), StoreError> {
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         tx.execute(
             &format!("INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[
@@ -273,10 +258,7 @@ impl PgStore {
         edit: ApiKeyEdit,
     ) -> Result<ApiKeyRecord, StoreError> {
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         let row = tx
             .query_opt(
                 &format!("SELECT {KEY_COLUMNS} FROM byok_api_keys WHERE hash = $1 FOR UPDATE"),
@@ -300,10 +282,7 @@ impl PgStore {
 
     pub(super) async fn delete_api_key(&self, hash: KeyHash) -> Result<bool, StoreError> {
         let mut guard = self.client().await?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = transaction(&mut guard).await?;
         let n = tx
             .execute(
                 "DELETE FROM byok_api_keys WHERE hash = $1",
@@ -436,6 +415,16 @@ fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a (dyn tokio_postgres::types::ToSql + 
         &row.sealed.nonce,
         &row.sealed.ciphertext,
     ]
+}
+
+/// A transaction on the query connection held by `guard`.
+async fn transaction<'a>(
+    guard: &'a mut MutexGuard<'_, Option<Client>>,
+) -> Result<tokio_postgres::Transaction<'a>, StoreError> {
+    let client = guard
+        .as_mut()
+        .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+    client.transaction().await.map_err(db)
 }
 
 async fn notify(tx: &tokio_postgres::Transaction<'_>, change: &Change) -> Result<(), StoreError> {
