@@ -5,7 +5,7 @@
 //!   loaded (10 000 workspaces of 10 credentials, allowlisted per user): key
 //!   hash, registry lookup, routing, body read, strict model scan, candidate
 //!   choice, header strip and inject, response annotation, access log (no
-//!   subscriber installed, so its formatting is skipped). `baseline_inner_only`
+//!   subscriber installed, so its formatting is skipped), Prometheus metrics. `baseline_inner_only`
 //!   calls the inner service directly: the difference is the layer's cost.
 //! * `registry/*`: a principal lookup in the snapshot's `DashMap` beside a
 //!   `RwLock<HashMap>`.
@@ -30,8 +30,8 @@ use secrecy::SecretString;
 use tower::{Layer, Service, ServiceExt};
 
 use byok_proxy::{
-    ApiKey, ByokLayer, Credential, ForwardBody, KeyHash, Provider, Registry, Settings, Snapshot,
-    Upstream,
+    ApiKey, ByokLayer, Credential, ForwardBody, KeyHash, Metrics, Provider, Registry, Settings,
+    Snapshot, Upstream,
 };
 
 const WORKSPACES: usize = 10_000;
@@ -125,7 +125,10 @@ fn per_request(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let registry = registry();
-    let layered = ByokLayer::new(registry).layer(tower::service_fn(answer));
+    // With metrics, as the binary runs it.
+    let layered = ByokLayer::new(registry)
+        .with_metrics(Arc::new(Metrics::new()))
+        .layer(tower::service_fn(answer));
     let mut group = c.benchmark_group("per_request");
     group.throughput(Throughput::Elements(1));
     for (name, method, body) in [

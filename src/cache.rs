@@ -10,7 +10,6 @@
 //! whole new snapshot and swaps it in atomically, so a request in flight finishes
 //! on the snapshot it started with.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
+use foldhash::HashMap;
 use http::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -171,6 +172,8 @@ pub(crate) struct Candidate {
     pub(crate) auth_name: HeaderName,
     pub(crate) auth_value: HeaderValue,
     pub(crate) id_value: HeaderValue,
+    /// The id again, shared as a metrics label.
+    pub(crate) id_label: Arc<str>,
 }
 
 impl fmt::Debug for Candidate {
@@ -182,6 +185,9 @@ impl fmt::Debug for Candidate {
     }
 }
 
+/// The providers by slug (an `Arc<str>`, shared as a metrics label).
+type Providers = HashMap<Arc<str>, Arc<Provider>>;
+
 /// One workspace's credentials, by provider slug, each list in candidate order.
 type WorkspaceGroups = HashMap<Box<str>, Arc<[Candidate]>>;
 
@@ -192,10 +198,10 @@ pub struct Snapshot {
     generation: AtomicU64,
     loaded_at: SystemTime,
     settings: Settings,
-    keys: DashMap<KeyHash, Arc<ApiKey>>,
-    providers: HashMap<Box<str>, Arc<Provider>>,
-    workspaces: DashMap<Box<str>, Arc<WorkspaceGroups>>,
-    by_id: DashMap<Box<str>, Arc<Credential>>,
+    keys: DashMap<KeyHash, Arc<ApiKey>, RandomState>,
+    providers: Providers,
+    workspaces: DashMap<Box<str>, Arc<WorkspaceGroups>, RandomState>,
+    by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
     /// Serialises in-place changes: each rebuilds a group from `by_id`.
     writer: Mutex<()>,
 }
@@ -255,7 +261,7 @@ pub enum SnapshotError {
 /// still checked, so a bad record is refused whether or not it is enabled).
 fn compile(
     cred: &Arc<Credential>,
-    providers: &HashMap<Box<str>, Arc<Provider>>,
+    providers: &Providers,
 ) -> Result<Option<Candidate>, SnapshotError> {
     let provider =
         providers
@@ -292,13 +298,14 @@ fn compile(
         auth_name: provider.auth.header_name(),
         auth_value,
         id_value,
+        id_label: Arc::from(cred.id.as_str()),
     }))
 }
 
 /// Compiles and orders one group's credentials.
 fn group(
     creds: &[Arc<Credential>],
-    providers: &HashMap<Box<str>, Arc<Provider>>,
+    providers: &Providers,
 ) -> Result<Arc<[Candidate]>, SnapshotError> {
     let mut list = Vec::with_capacity(creds.len());
     for c in creds {
@@ -318,16 +325,16 @@ impl Snapshot {
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
-        let providers: HashMap<Box<str>, Arc<Provider>> = providers
+        let providers: Providers = providers
             .into_iter()
-            .map(|p| (Box::from(p.slug.as_str()), Arc::new(p)))
+            .map(|p| (Arc::from(p.slug.as_str()), Arc::new(p)))
             .collect();
-        let keys = DashMap::with_capacity(api_keys.len());
+        let keys = DashMap::with_capacity_and_hasher(api_keys.len(), RandomState::default());
         for k in api_keys {
             keys.insert(k.hash, Arc::new(k));
         }
-        let by_id = DashMap::with_capacity(credentials.len());
-        let mut grouped: HashMap<(String, String), Vec<Arc<Credential>>> = HashMap::new();
+        let by_id = DashMap::with_capacity_and_hasher(credentials.len(), RandomState::default());
+        let mut grouped: HashMap<(String, String), Vec<Arc<Credential>>> = HashMap::default();
         for cred in credentials {
             let cred = Arc::new(cred);
             if by_id
@@ -343,7 +350,7 @@ impl Snapshot {
                 .or_default()
                 .push(cred);
         }
-        let mut by_workspace: HashMap<Box<str>, WorkspaceGroups> = HashMap::new();
+        let mut by_workspace: HashMap<Box<str>, WorkspaceGroups> = HashMap::default();
         for ((ws, provider), creds) in grouped {
             let list = group(&creds, &providers)?;
             if !list.is_empty() {
@@ -353,7 +360,8 @@ impl Snapshot {
                     .insert(provider.into(), list);
             }
         }
-        let workspaces = DashMap::with_capacity(by_workspace.len());
+        let workspaces =
+            DashMap::with_capacity_and_hasher(by_workspace.len(), RandomState::default());
         for (ws, groups) in by_workspace {
             workspaces.insert(ws, Arc::new(groups));
         }
@@ -385,6 +393,11 @@ impl Snapshot {
     /// A provider by slug.
     pub fn provider(&self, slug: &str) -> Option<&Arc<Provider>> {
         self.providers.get(slug)
+    }
+
+    /// A provider by slug, with its slug as a shared string (a metrics label).
+    pub(crate) fn provider_entry(&self, slug: &str) -> Option<(&Arc<str>, &Arc<Provider>)> {
+        self.providers.get_key_value(slug)
     }
 
     /// The enabled credentials of a workspace for a provider, in candidate order.
@@ -612,6 +625,7 @@ impl Candidate {
             auth_name: AuthScheme::Bearer.header_name(),
             auth_value: HeaderValue::from_static("Bearer x"),
             id_value: HeaderValue::from_str(&cred.id).unwrap(),
+            id_label: Arc::from(cred.id.as_str()),
             record: Arc::new(cred),
         }
     }

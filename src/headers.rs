@@ -50,22 +50,29 @@ pub(crate) fn reserved(name: &HeaderName) -> bool {
 
 /// Removes the hop-by-hop headers, and every header the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    remove_where(headers, |name| HOP_BY_HOP.contains(name));
+}
+
+/// The request headers with every client credential and hop-by-hop header gone.
+pub(crate) fn strip_request(headers: &mut HeaderMap) {
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name)
+    });
+}
+
+/// Removes every header `doomed` picks, and every header `Connection` names.
+/// One pass over the names present, then one removal per doomed name: cheaper
+/// than trying to remove each of the twenty names that might be there.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let mut names: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
-/// The request headers with every client credential and hop-by-hop header gone.
-pub(crate) fn strip_request(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in &CLIENT_ONLY {
+    names.extend(headers.keys().filter(|n| doomed(n)).cloned());
+    for name in &names {
         headers.remove(name);
     }
 }

@@ -40,13 +40,9 @@ impl KeyHash {
 
     /// The lowercase hex form, as written in configs.
     pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(char::from(DIGITS[usize::from(b >> 4)]));
-            s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-        }
-        s
+        let mut hex = [0u8; 64];
+        lower_hex(&self.0, &mut hex);
+        hex.iter().copied().map(char::from).collect()
     }
 
     /// The first 8 hex characters: enough to tell keys apart in logs.
@@ -54,6 +50,16 @@ impl KeyHash {
         let mut hex = self.to_hex();
         hex.truncate(8);
         hex
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out`, two digits per byte, as far as
+/// `out` reaches.
+pub(crate) fn lower_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 

@@ -6,6 +6,7 @@
 //! for an unknown provider counts under `provider="unknown"`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,20 +19,20 @@ use crate::cache::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    provider: String,
+    provider: Arc<str>,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
-    provider: String,
-    credential_id: String,
+    provider: Arc<str>,
+    credential_id: Arc<str>,
     status_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
-    provider: String,
+    provider: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,36 +174,43 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    pub(crate) fn request(&self, provider: &str, outcome: &'static str) {
+    // Labels are `Arc<str>` shared with the snapshot: recording allocates nothing.
+
+    pub(crate) fn request(&self, provider: &Arc<str>, outcome: &'static str) {
         self.requests
             .get_or_create(&RequestLabels {
-                provider: provider.to_owned(),
+                provider: Arc::clone(provider),
                 outcome,
             })
             .inc();
     }
 
-    pub(crate) fn attempt(&self, provider: &str, credential_id: &str, status_class: &'static str) {
+    pub(crate) fn attempt(
+        &self,
+        provider: &Arc<str>,
+        credential_id: &Arc<str>,
+        status_class: &'static str,
+    ) {
         self.attempts
             .get_or_create(&AttemptLabels {
-                provider: provider.to_owned(),
-                credential_id: credential_id.to_owned(),
+                provider: Arc::clone(provider),
+                credential_id: Arc::clone(credential_id),
                 status_class,
             })
             .inc();
     }
 
-    pub(crate) fn failover(&self, provider: &str) {
+    pub(crate) fn failover(&self, provider: &Arc<str>) {
         self.failovers
             .get_or_create(&ProviderLabels {
-                provider: provider.to_owned(),
+                provider: Arc::clone(provider),
             })
             .inc();
     }
 
-    pub(crate) fn timings(&self, provider: &str, own: f64, upstream: Option<f64>) {
+    pub(crate) fn timings(&self, provider: &Arc<str>, own: f64, upstream: Option<f64>) {
         let labels = ProviderLabels {
-            provider: provider.to_owned(),
+            provider: Arc::clone(provider),
         };
         self.own_time.get_or_create(&labels).observe(own);
         if let Some(wait) = upstream {
@@ -233,12 +241,13 @@ mod tests {
     #[test]
     fn exposition_has_every_family_and_counts() {
         let m = Metrics::new();
-        m.request("openai", "forwarded");
-        m.request("openai", "forwarded");
-        m.request("unknown", "unknown_provider");
-        m.attempt("openai", "c1", "5xx");
-        m.failover("openai");
-        m.timings("openai", 0.000_01, Some(0.2));
+        let (openai, unknown): (Arc<str>, Arc<str>) = ("openai".into(), "unknown".into());
+        m.request(&openai, "forwarded");
+        m.request(&openai, "forwarded");
+        m.request(&unknown, "unknown_provider");
+        m.attempt(&openai, &"c1".into(), "5xx");
+        m.failover(&openai);
+        m.timings(&openai, 0.000_01, Some(0.2));
         m.reload(true);
         m.reload(false);
         let text = m.encode();

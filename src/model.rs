@@ -141,20 +141,21 @@ impl std::error::Error for ModelError {}
 /// style: a segment `model` followed by at least two more segments names the
 /// next segment, whole. Matching happens after decoding each segment.
 pub(crate) fn path_model(rest: &str) -> Result<Option<String>, ModelError> {
-    // Fast path, for most requests: with no escape, no backslash and no
-    // keyword in it, no segment can be or decode to a keyword, so only plain
-    // dot segments remain to refuse. Same answers as the full scan.
-    let bytes = rest.as_bytes();
-    if !bytes.iter().any(|&b| b == b'%' || b == b'\\')
-        && memchr::memmem::find(bytes, b"model").is_none()
-        && memchr::memmem::find(bytes, b"deployments").is_none()
-    {
-        if rest.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err(ModelError::InvalidPath(MSG_PATH_DOT));
-        }
-        return Ok(None);
+    // Fast path, for most requests: with no escape and no backslash, every
+    // segment is literal, so a path with no segment that is a keyword names no
+    // model, and only plain dot segments remain to refuse. Same answers as the
+    // full scan.
+    if rest.bytes().any(|b| b == b'%' || b == b'\\') {
+        return path_model_full(rest);
     }
-    path_model_full(rest)
+    for segment in rest.split('/') {
+        match segment {
+            "." | ".." => return Err(ModelError::InvalidPath(MSG_PATH_DOT)),
+            "model" | "models" | "deployments" => return path_model_full(rest),
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// [`path_model`] without the fast path.

@@ -5,8 +5,8 @@
 //! few hash lookups and never allocates. Candidates are stored pre-sorted by
 //! [`order`]; [`admitted`] filters them lazily and [`deny`] explains a refusal.
 
+use foldhash::HashSet;
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
 use crate::cache::{Candidate, Credential};
 use crate::error::{RefusedBy, Rejection};

@@ -180,11 +180,11 @@ where
         ));
     }
     let (slug, rest) = route::split(parts.uri.path())?;
-    let Some(provider) = snapshot.provider(slug) else {
-        trace.provider = Some("unknown".to_owned());
+    let Some((label, provider)) = snapshot.provider_entry(slug) else {
+        trace.provider = Some(Arc::from("unknown"));
         return Err(Rejection::UnknownProvider);
     };
-    trace.provider = Some(provider.slug.clone());
+    trace.provider = Some(Arc::clone(label));
     let principal = principal(snapshot, trust, &parts)?;
     trace.principal = Some(principal.clone());
     route::check_rest(rest)?;
@@ -242,7 +242,12 @@ where
         }
         let number = u32::try_from(trace.attempts.len() + 1).unwrap_or(u32::MAX);
         let is_last = candidates.peek().is_none();
-        let mut headers = base.clone();
+        // The last candidate takes the headers; earlier ones work on a copy.
+        let mut headers = if is_last {
+            std::mem::take(&mut base)
+        } else {
+            base.clone()
+        };
         headers::inject(&mut headers, provider, cand);
         let uri = cand
             .upstream
@@ -368,7 +373,7 @@ struct Trace {
     started: Instant,
     body_wait: Duration,
     upstream_wait: Duration,
-    provider: Option<String>,
+    provider: Option<Arc<str>>,
     principal: Option<Principal>,
     model: Option<String>,
     attempts: Vec<(Arc<Credential>, AttemptResult)>,
@@ -392,8 +397,8 @@ impl Trace {
 
     fn attempt(&mut self, metrics: Option<&Metrics>, cand: &Candidate, result: AttemptResult) {
         if let Some(m) = metrics {
-            let provider = self.provider.as_deref().unwrap_or("none");
-            m.attempt(provider, &cand.record.id, result.class());
+            let provider = self.provider.get_or_insert_with(|| Arc::from("none"));
+            m.attempt(provider, &cand.id_label, result.class());
             if !self.attempts.is_empty() {
                 m.failover(provider);
             }
@@ -404,12 +409,13 @@ impl Trace {
     fn finish(self, status: StatusCode, metrics: Option<&Metrics>) {
         let total = self.started.elapsed();
         let own = total.saturating_sub(self.body_wait + self.upstream_wait);
-        let provider = self.provider.as_deref().unwrap_or("none");
         if let Some(m) = metrics {
-            m.request(provider, self.outcome);
+            let provider = self.provider.clone().unwrap_or_else(|| Arc::from("none"));
+            m.request(&provider, self.outcome);
             let upstream = (!self.attempts.is_empty()).then_some(self.upstream_wait.as_secs_f64());
-            m.timings(provider, own.as_secs_f64(), upstream);
+            m.timings(&provider, own.as_secs_f64(), upstream);
         }
+        let provider = self.provider.as_deref().unwrap_or("none");
         let principal = self.principal.as_ref();
         tracing::info!(
             target: "byok_proxy::access",
@@ -476,8 +482,12 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         h.finish()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{seed:016x}{n:016x}");
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // 32 lowercase hex digits: the seed, then the counter.
+    let mut id = [0u8; 32];
+    let (seed_hex, n_hex) = id.split_at_mut(16);
+    crate::key::lower_hex(&seed.to_be_bytes(), seed_hex);
+    crate::key::lower_hex(&n.to_be_bytes(), n_hex);
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// An error with its sources, for logs. Upstream errors carry addresses and
