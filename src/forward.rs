@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Uri;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use tower::Service;
 
@@ -44,10 +45,34 @@ impl Default for ForwarderOptions {
     }
 }
 
-/// Sends requests with absolute URIs upstream; cheap to clone (a shared pool).
+/// Sends requests with absolute URIs upstream; cheap to clone (one `Arc`
+/// around the client and its pool, since the layer clones its inner service
+/// for every request).
 #[derive(Clone, Debug)]
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, ForwardBody>,
+    client: Arc<Client<SharedConnector, ForwardBody>>,
+}
+
+/// The TLS connector behind one `Arc`. The client clones its connector for
+/// every request, in case it needs a new connection; the rustls connector's
+/// own clone is several reference counts, touched by every worker thread.
+#[derive(Clone, Debug)]
+struct SharedConnector(Arc<HttpsConnector<HttpConnector>>);
+
+impl Service<Uri> for SharedConnector {
+    type Response = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+    type Error = <HttpsConnector<HttpConnector> as Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The HTTP connector underneath is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        // Only now, when a connection is really opened, is the connector cloned.
+        HttpsConnector::clone(&self.0).call(uri)
+    }
 }
 
 impl Forwarder {
@@ -78,8 +103,10 @@ impl Forwarder {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(opts.pool_idle_timeout)
             .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(https);
-        Ok(Forwarder { client })
+            .build(SharedConnector(Arc::new(https)));
+        Ok(Forwarder {
+            client: Arc::new(client),
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service};
 
 use arc_swap::ArcSwap;
 use secrecy::ExposeSecret;
@@ -74,7 +74,7 @@ struct Front {
 impl hyper::service::Service<Request<Incoming>> for Front {
     type Response = Response<ByokBody<Incoming>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = FrontFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         if req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -83,17 +83,44 @@ impl hyper::service::Service<Request<Incoming>> for Front {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            return Box::pin(std::future::ready(Ok(res)));
+            return FrontFuture::Ready { res: Some(res) };
         }
-        let proxy = self.proxy.clone();
-        Box::pin(async move {
-            match proxy.oneshot(req).await {
+        // No poll_ready first: the layer and the forwarder are always ready
+        // (the forwarder's pool waits inside the call). The layer's future is
+        // already boxed; it is not boxed again.
+        FrontFuture::Proxy {
+            fut: self.proxy.clone().call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Front`]'s future: `/healthz`'s answer, or the BYOK stack's.
+    #[project = FrontProj]
+    enum FrontFuture {
+        Ready { res: Option<Response<ByokBody<Incoming>>> },
+        Proxy { #[pin] fut: <ProxyService as tower::Service<Request<Incoming>>>::Future },
+    }
+}
+
+impl Future for FrontFuture {
+    type Output = Result<Response<ByokBody<Incoming>>, Infallible>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            FrontProj::Ready { res } => std::task::Poll::Ready(Ok(res
+                .take()
+                .unwrap_or_else(|| crate::Rejection::NotFound.into_response()))),
+            FrontProj::Proxy { fut } => fut.poll(cx).map(|result| match result {
                 Ok(res) => Ok(res),
-                // The forwarder's poll_ready never fails and the layer turns
-                // every call failure into a response; keep a 502 regardless.
+                // The layer turns every failure into a response; keep a 502
+                // should the forwarder's call ever fail regardless.
                 Err(_) => Ok(crate::Rejection::UpstreamUnreachable.into_response()),
-            }
-        })
+            }),
+        }
     }
 }
 
