@@ -136,8 +136,11 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map_err(|e| ConfigError::Invalid(vec![describe_parse_error(text, &e)]))?;
+        let syntax = |e: toml::de::Error| ConfigError::Invalid(vec![describe(text, &e, "")]);
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            ConfigError::Invalid(vec![describe(text, e.inner(), &e.path().to_string())])
+        })?;
         validate(raw)
     }
 
@@ -321,8 +324,7 @@ impl<'de> Deserialize<'de> for Secs {
 /// `path: message (line L, column C)`. The message is serde's, minus any value it
 /// quotes (`invalid type: string "sk-…"` becomes `invalid type: string`), and the
 /// source line that toml's own `Display` would print is left out.
-fn describe_parse_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> String {
-    let inner = e.inner();
+fn describe(text: &str, inner: &toml::de::Error, path: &str) -> String {
     let message = scrub(inner.message());
     let location = inner
         .span()
@@ -333,7 +335,6 @@ fn describe_parse_error(text: &str, e: &serde_path_to_error::Error<toml::de::Err
             format!(" (line {line}, column {column})")
         })
         .unwrap_or_default();
-    let path = e.path().to_string();
     if path.is_empty() || path == "." {
         format!("{message}{location}")
     } else {
