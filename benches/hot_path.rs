@@ -7,6 +7,9 @@
 //!   choice, header strip and inject, response annotation, access log (no
 //!   subscriber installed, so its formatting is skipped), Prometheus metrics. `baseline_inner_only`
 //!   calls the inner service directly: the difference is the layer's cost.
+//! * `decision/*`: the decision path alone ([`byok_proxy::decide`]): key hash,
+//!   registry lookup, candidate choice (the whole group of 10 scanned), header
+//!   strip and inject.
 //! * `registry/*`: a principal lookup in the snapshot's `DashMap` beside a
 //!   `RwLock<HashMap>`.
 //! * `model/*`: strict model extraction beside `serde_json::from_slice::<Value>`.
@@ -23,7 +26,7 @@ use std::hint::black_box;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use http::{Request, Response};
 use http_body_util::Full;
 use secrecy::SecretString;
@@ -158,6 +161,30 @@ fn per_request(c: &mut Criterion) {
     group.finish();
 }
 
+/// The decision path alone (SPEC's hash + registry lookup + candidate
+/// selection + header rewrite), without body, routing or I/O: key 42 009 scans
+/// its whole group of 10 to the last credential.
+fn decision(c: &mut Criterion) {
+    let registry = registry();
+    let snapshot = registry.snapshot();
+    let headers = request("POST", &Bytes::new()).into_parts().0.headers;
+    let mut group = c.benchmark_group("decision");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decide_100k_keys_100k_credentials", |b| {
+        b.iter_batched(
+            || headers.clone(),
+            |h| {
+                let (cred, out) =
+                    byok_proxy::decide(&snapshot, h, "openai", Some("gpt-4o")).expect("admitted");
+                assert_eq!(cred.id, "cred-42009");
+                black_box(out)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn registry_lookup(c: &mut Criterion) {
     let registry = registry();
     let keys = api_keys();
@@ -207,5 +234,11 @@ fn model_extraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_request, registry_lookup, model_extraction);
+criterion_group!(
+    benches,
+    per_request,
+    decision,
+    registry_lookup,
+    model_extraction
+);
 criterion_main!(benches);

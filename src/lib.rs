@@ -69,7 +69,7 @@ pub use layer::ByokLayer;
 pub use metrics::Metrics;
 pub use policy::Ask;
 pub use providers::{AuthScheme, Upstream};
-pub use service::{Attempt, ByokService, ForwardBody};
+pub use service::{decide, Attempt, ByokService, ForwardBody};
 
 /// The top-level `"model"` of a JSON body under the strict rules the layer
 /// applies (SPEC §4): one valid JSON document, `"model"` a string, no duplicate,

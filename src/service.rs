@@ -315,6 +315,38 @@ where
     }
 }
 
+/// The decision alone, as the layer makes it, without a body or any I/O: the
+/// gateway key in `headers` hashed and looked up, the first candidate of its
+/// workspace for `provider` that admits `model`, and the headers the first
+/// attempt would carry (client credentials and hop-by-hop headers stripped,
+/// the credential's secret injected). For benches and dry runs.
+pub fn decide(
+    snapshot: &Snapshot,
+    mut headers: HeaderMap,
+    provider: &str,
+    model: Option<&str>,
+) -> Result<(Arc<Credential>, HeaderMap), Rejection> {
+    let provider = snapshot
+        .provider(provider)
+        .ok_or(Rejection::UnknownProvider)?;
+    let hash = client_key_hash(&headers)?.ok_or(Rejection::MissingApiKey)?;
+    let principal = snapshot.principal(&hash).ok_or(Rejection::InvalidApiKey)?;
+    let group = snapshot
+        .candidates(&principal.workspace_id, &provider.slug)
+        .unwrap_or_else(|| Arc::from(Vec::new()));
+    let ask = Ask {
+        key_hash: principal.key_hash.as_ref(),
+        user_id: &principal.user_id,
+        model,
+    };
+    let Some(cand) = policy::admitted(&group, &ask).next() else {
+        return Err(policy::deny(&provider.slug, &group, &ask));
+    };
+    headers::strip_request(&mut headers);
+    headers::inject(&mut headers, provider, cand);
+    Ok((Arc::clone(&cand.record), headers))
+}
+
 /// The principal: from an earlier auth layer when trusted and present, else
 /// from the gateway key in the headers.
 fn principal(
