@@ -168,6 +168,16 @@ impl Config {
         )
     }
 
+    /// A registry snapshot of this config that takes its gateway keys and
+    /// credentials rather than copying them; the config that comes back keeps
+    /// only its settings (as [`Config::into_settings`]).
+    pub fn into_snapshot(mut self) -> Result<(Config, Snapshot), SnapshotError> {
+        let keys = std::mem::take(&mut self.api_keys);
+        let credentials = std::mem::take(&mut self.credentials);
+        let snapshot = self.snapshot_with(keys, credentials)?;
+        Ok((self, snapshot))
+    }
+
     /// The config without its gateway keys and credentials: what a server
     /// keeps once the registry holds those (one copy of them is enough).
     pub fn into_settings(mut self) -> Config {

@@ -144,20 +144,20 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
             .await
             .map_err(|e| ServeError::Store(format!("store.url ({}): {e}", config.store.kind())))?,
     );
-    let snapshot = load_snapshot(&config, &store)
+    let store_kind = config.store.kind();
+    let (config, snapshot) = load_snapshot(config, &store, false)
         .await
         .map_err(|source| match source {
             LoadError::Snapshot(source) => ServeError::Snapshot {
                 path: path.to_owned(),
                 source,
             },
-            LoadError::Store(e) => {
-                ServeError::Store(format!("store.url ({}): {e}", config.store.kind()))
-            }
+            LoadError::Store(e) => ServeError::Store(format!("store.url ({store_kind}): {e}")),
+            LoadError::ShuttingDown => ServeError::Store("shutting down".into()),
         })?;
+    // From here on the registry holds the keys and credentials; the config
+    // keeps its settings only.
     let registry = Registry::new(snapshot);
-    // From here on the registry holds the keys and credentials.
-    let config = config.into_settings();
     let current = Arc::new(ArcSwap::from_pointee(config.clone()));
     tracing::info!(store = config.store.kind(), "credential store opened");
     let io_err = |what: String| move |source| ServeError::Io { what, source };
@@ -358,6 +358,8 @@ struct Reload {
 enum LoadError {
     Snapshot(crate::SnapshotError),
     Store(StoreError),
+    /// The runtime is shutting down.
+    ShuttingDown,
 }
 
 impl std::fmt::Display for LoadError {
@@ -365,27 +367,85 @@ impl std::fmt::Display for LoadError {
         match self {
             LoadError::Snapshot(e) => e.fmt(f),
             LoadError::Store(e) => e.fmt(f),
+            LoadError::ShuttingDown => f.write_str("shutting down"),
         }
     }
 }
 
 /// The registry snapshot for `config`: its own keys and credentials on the
-/// file store, the database's otherwise.
-async fn load_snapshot(config: &Config, store: &Store) -> Result<crate::Snapshot, LoadError> {
-    if !store.is_writable() {
-        return config.snapshot().map_err(LoadError::Snapshot);
+/// file store (taken, not copied), the database's otherwise. Comes back with
+/// the config, which keeps its settings only. `serving`: requests are being
+/// served, so the build runs off the worker threads; before that it runs
+/// here, where the parse's garbage is (freed memory it can reuse).
+async fn load_snapshot(
+    config: Config,
+    store: &Store,
+    serving: bool,
+) -> Result<(Config, crate::Snapshot), LoadError> {
+    let contents = if store.is_writable() {
+        Some(store.load().await.map_err(LoadError::Store)?)
+    } else {
+        None
+    };
+    let build = move || match contents {
+        None => config.into_snapshot().map_err(LoadError::Snapshot),
+        Some(contents) => {
+            let keys = contents.api_keys.iter().map(|k| k.to_api_key()).collect();
+            let creds = contents
+                .credentials
+                .iter()
+                .map(|c| c.to_credential())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LoadError::Store)?;
+            let config = config.into_settings();
+            let snapshot = config
+                .snapshot_with(keys, creds)
+                .map_err(LoadError::Snapshot)?;
+            Ok((config, snapshot))
+        }
+    };
+    if serving {
+        off_workers(build).await.ok_or(LoadError::ShuttingDown)?
+    } else {
+        build()
     }
-    let contents = store.load().await.map_err(LoadError::Store)?;
-    let keys = contents.api_keys.iter().map(|k| k.to_api_key()).collect();
-    let creds = contents
-        .credentials
-        .iter()
-        .map(|c| c.to_credential())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(LoadError::Store)?;
-    config
-        .snapshot_with(keys, creds)
-        .map_err(LoadError::Snapshot)
+}
+
+/// Runs CPU-heavy work on the blocking pool: reading, parsing, building or
+/// freeing 100 000 credentials takes a second or more, which on a worker
+/// thread would stall every request scheduled behind it. `None` when the
+/// runtime shuts down first.
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => Some(out),
+        Err(e) => match e.try_into_panic() {
+            // A panic in the work is a bug: let it be one here too.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_cancelled) => None,
+        },
+    }
+}
+
+/// Swaps in a new snapshot, then drops the old one on the blocking pool once
+/// the last request that started on it is done with it: freeing 100 000
+/// credentials takes hundreds of milliseconds.
+fn swap_in(registry: &Registry, snapshot: crate::Snapshot) -> u64 {
+    let mut old = registry.snapshot();
+    let generation = registry.replace(snapshot);
+    tokio::spawn(async move {
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(last) => {
+                    off_workers(move || drop(last)).await;
+                    return;
+                }
+                // Requests in flight still hold it (until their response head).
+                Err(shared) => old = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    generation
 }
 
 /// Postgres: applies other replicas' writes as they are notified, and
@@ -441,16 +501,19 @@ async fn follow_store(t: Reload) {
     let on_resync = || {
         let t = t.clone();
         async move {
-            let config = t.current.load_full();
-            match load_snapshot(&config, &t.store).await {
-                Ok(snapshot) => {
-                    let generation = t.registry.replace(snapshot);
+            let config = Config::clone(&t.current.load_full());
+            match load_snapshot(config, &t.store, true).await {
+                Ok((_, snapshot)) => {
+                    let generation = swap_in(&t.registry, snapshot);
                     t.metrics.observe_snapshot(&t.registry.snapshot());
                     tracing::debug!(generation, "resynchronised from the store");
                     Ok(())
                 }
                 Err(LoadError::Store(e)) => Err(e),
                 Err(LoadError::Snapshot(e)) => Err(StoreError::Invalid(e.to_string())),
+                Err(LoadError::ShuttingDown) => {
+                    Err(StoreError::Unavailable("shutting down".into()))
+                }
             }
         }
     };
@@ -483,29 +546,38 @@ async fn reload_loop(
             continue;
         }
         last_identity = identity;
-        let text = match config::read(&path) {
-            Ok(t) => t,
-            Err(e) => {
+        let started = std::time::Instant::now();
+        // Reading, hashing and parsing a large file are done off the workers.
+        let file = path.clone();
+        let read = off_workers(move || {
+            let text = config::read(&file)?;
+            let seen = digest(&text);
+            let parsed = (forced || seen != last_seen).then(|| Config::parse(&text));
+            Ok::<_, ConfigError>((seen, parsed))
+        })
+        .await;
+        let (seen, parsed) = match read {
+            None => return,
+            Some(Ok(read)) => read,
+            Some(Err(e)) => {
                 targets.metrics.reload(false);
                 tracing::error!(error = %e, generation = targets.registry.snapshot().generation(), "config reload failed; keeping the config in force");
                 continue;
             }
         };
-        let seen = digest(&text);
-        if !forced && seen == last_seen {
-            continue;
-        }
         last_seen = seen;
-        let outcome = match Config::parse(&text) {
-            Ok(config) => match load_snapshot(&config, &targets.store).await {
-                Ok(snapshot) => Ok((config, snapshot)),
-                Err(e) => Err(e.to_string()),
-            },
+        let Some(parsed) = parsed else {
+            continue; // the same bytes as the config in force
+        };
+        let outcome = match parsed {
+            Ok(config) => load_snapshot(config, &targets.store, true)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match outcome {
             Ok((config, snapshot)) => {
-                let generation = targets.registry.replace(snapshot);
+                let generation = swap_in(&targets.registry, snapshot);
                 targets.metrics.reload(true);
                 targets
                     .metrics
@@ -524,6 +596,7 @@ async fn reload_loop(
                     generation,
                     api_keys = snapshot.api_key_count(),
                     credentials = snapshot.credential_count(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
                     "config reloaded"
                 );
                 let before = &targets.started_with;
@@ -540,7 +613,7 @@ async fn reload_loop(
                     tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
                 }
                 // A resync from the store uses the config now in force.
-                targets.current.store(Arc::new(config.into_settings()));
+                targets.current.store(Arc::new(config));
             }
             Err(e) => {
                 targets.metrics.reload(false);
