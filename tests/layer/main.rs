@@ -9,6 +9,7 @@
 //! * `principal`: a [`byok_proxy::Principal`] handed over by an earlier layer.
 //! * `refusals`: every way the layer answers by itself.
 //! * `model_property`: generated JSON bodies against an independent parser.
+//! * `decide`: the decision alone, without the layer.
 
 #![expect(
     clippy::unwrap_used,
@@ -17,6 +18,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+mod decide;
 mod failover;
 mod forward;
 mod model_property;
