@@ -32,9 +32,10 @@ use http_body_util::Full;
 use secrecy::SecretString;
 use tower::{Layer, Service, ServiceExt};
 
+use byok_proxy::domain::{ApiKeyFields, CredentialFields};
 use byok_proxy::{
-    ApiKey, ByokLayer, Credential, ForwardBody, KeyHash, Metrics, Provider, Registry, Settings,
-    Snapshot, Upstream,
+    ApiKey, ByokLayer, Credential, ForwardBody, KeyHash, Metrics, Providers, Registry, Settings,
+    Snapshot,
 };
 
 const WORKSPACES: usize = 10_000;
@@ -46,45 +47,46 @@ fn gateway_key(i: usize) -> String {
 
 fn api_keys() -> Vec<ApiKey> {
     (0..WORKSPACES * PER_WORKSPACE)
-        .map(|i| ApiKey {
-            hash: KeyHash::of(gateway_key(i).as_bytes()),
-            workspace_id: format!("ws-{}", i / PER_WORKSPACE).into(),
-            user_id: format!("user-{i}").into(),
-            name: None,
-            disabled: false,
+        .map(|i| {
+            ApiKey::validate(ApiKeyFields {
+                hash: KeyHash::of(gateway_key(i).as_bytes()).to_hex(),
+                workspace_id: format!("ws-{}", i / PER_WORKSPACE),
+                user_id: format!("user-{i}"),
+                name: None,
+                disabled: false,
+                created_at: None,
+            })
+            .expect("valid key")
         })
         .collect()
 }
 
 fn registry() -> Registry {
-    let upstream = Upstream::parse("http://127.0.0.1:9").expect("upstream");
-    let mut providers = Provider::builtins();
-    for p in &mut providers {
-        p.upstream = Some(upstream.clone());
-    }
+    let providers = Providers::builtins();
     let credentials = (0..WORKSPACES * PER_WORKSPACE)
-        .map(|i| Credential {
-            id: format!("cred-{i}"),
-            workspace_id: format!("ws-{}", i / PER_WORKSPACE),
-            provider: "openai".into(),
-            name: None,
-            label: "sk-...0000".into(),
-            created_at: "2025-01-01T00:00:00Z".into(),
-            created_at_nanos: 0,
-            disabled: false,
-            is_fallback: false,
-            sort_order: (i % PER_WORKSPACE) as i64,
-            allowed_api_key_hashes: None,
-            allowed_models: Some(vec![
-                "openai/gpt-4o".into(),
-                "openai/gpt-4o-mini".into(),
-                "openai/o1".into(),
-            ]),
-            // Each credential admits one user: a request scans its group.
-            allowed_user_ids: Some(vec![format!("user-{i}")]),
-            key: SecretString::from(format!("sk-bench-secret-{i:06}")),
-            base_url: None,
-            headers: Vec::new(),
+        .map(|i| {
+            let fields = CredentialFields {
+                id: format!("cred-{i}"),
+                workspace_id: format!("ws-{}", i / PER_WORKSPACE),
+                provider: "openai".into(),
+                name: None,
+                key: SecretString::from(format!("sk-bench-secret-{i:06}")),
+                base_url: Some("http://127.0.0.1:9".into()),
+                headers: Default::default(),
+                created_at: "2025-01-01T00:00:00Z".into(),
+                disabled: false,
+                is_fallback: false,
+                sort_order: (i % PER_WORKSPACE) as i64,
+                allowed_api_key_hashes: None,
+                allowed_models: Some(vec![
+                    "openai/gpt-4o".into(),
+                    "openai/gpt-4o-mini".into(),
+                    "openai/o1".into(),
+                ]),
+                // Each credential admits one user: a request scans its group.
+                allowed_user_ids: Some(vec![format!("user-{i}")]),
+            };
+            Credential::validate(fields, &providers).expect("valid credential")
         })
         .collect();
     let snapshot =

@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .ok_or("usage: hyper_stack CONFIG.toml")?;
     let config = Config::load(&path)?;
-    let registry = Registry::new(config.snapshot()?);
+    let registry = Registry::from_config(&config)?;
 
     let service = ServiceBuilder::new()
         // Outermost: resolves the key, picks and injects the credential, and

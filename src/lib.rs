@@ -18,7 +18,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load("config/example.toml".as_ref())?;
-//! let registry = Registry::new(config.snapshot()?);
+//! let registry = Registry::from_config(&config)?;
 //! let service = ServiceBuilder::new()
 //!     // Decides, strips, injects and fails over; must be outside the client.
 //!     .layer(ByokLayer::new(registry.clone()))
@@ -34,49 +34,54 @@
 //! axum router, a `service_fn`. An application with its own authentication can
 //! hand the layer a [`Principal`] instead of a gateway key; see
 //! [`ByokLayer::trust_principal_extension`].
+//!
+//! ## Layout
+//!
+//! - [`domain`]: the records ([`Credential`], [`ApiKey`], [`Provider`]) and the
+//!   one set of rules every source obeys;
+//! - `policy`: the pure decision — allowlists, candidate order, denials;
+//! - `registry`: the data the hot path reads, swapped atomically;
+//! - `proxy`: the layer, its service in named phases, the forwarder, and the
+//!   request's edges (client key, route, headers, model, body, errors);
+//! - `config`: TOML → validated entries;
+//! - with the `server` feature (on by default): `store` (SQLite, Postgres,
+//!   secrets at rest, the sync that applies changes in order), `admin` (the
+//!   management API) and [`server`] (bind, serve, drain, reload).
+//!
+//! Without default features the crate is the middleware alone: no clap, no
+//! tracing subscriber, no file watcher, no database drivers.
 
-pub mod admin;
-mod body;
-mod cache;
+pub mod domain;
+
 mod config;
-mod crypto;
-mod error;
-mod forward;
-mod headers;
-mod key;
-mod layer;
 mod metrics;
-mod model;
 mod policy;
-mod providers;
-mod route;
-mod service;
-pub mod store;
+mod proxy;
+mod registry;
 
+#[cfg(feature = "server")]
+mod admin;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+mod store;
 
-pub use admin::Admin;
-pub use body::{ByokBody, IdleTimeout};
-pub use cache::{
-    label_for, ApiKey, Credential, Principal, Provider, Registry, Settings, Snapshot, SnapshotError,
-};
 pub use config::{AdminConfig, Config, ConfigError, ServerConfig, StoreConfig};
-pub use crypto::{CryptoError, Keyring, Sealed};
-pub use error::{RefusedBy, Rejection};
-pub use forward::{Forwarder, ForwarderOptions};
-pub use key::KeyHash;
-pub use layer::ByokLayer;
+pub use domain::{ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, Upstream};
 pub use metrics::Metrics;
-pub use policy::Ask;
-pub use providers::{AuthScheme, Upstream};
-pub use service::{decide, Attempt, ByokService, ForwardBody};
+pub use policy::{Ask, CompileError, Denial, RefusedBy};
+pub use proxy::{
+    decide, Attempt, ByokBody, ByokLayer, ByokService, ForwardBody, Forwarder, ForwarderOptions,
+    IdleTimeout, Rejection,
+};
+pub use registry::{Principal, Registry, Settings, Snapshot, SnapshotError};
 
 /// The top-level `"model"` of a JSON body under the strict rules the layer
 /// applies (SPEC §4): one valid JSON document, `"model"` a string, no duplicate,
 /// escaped-duplicate or case-variant `model` key. `Err` gives the reason.
 /// `Ok(None)` when the top level is not an object or has no `model`.
 pub fn body_model(body: &[u8]) -> Result<Option<std::borrow::Cow<'_, str>>, &'static str> {
-    model::body_model(body).map_err(|e| e.message())
+    proxy::model::body_model(body).map_err(|e| e.message())
 }
 
 /// The boxed error type used by bodies and inner services.

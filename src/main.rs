@@ -89,7 +89,7 @@ fn check(path: PathBuf) -> ExitCode {
     match byok_proxy::Config::load(&path)
         .map_err(|e| e.to_string())
         .and_then(|c| {
-            c.snapshot().map_err(|e| e.to_string())?;
+            byok_proxy::Snapshot::from_config(&c).map_err(|e| e.to_string())?;
             Ok(c)
         }) {
         Ok(config) => {

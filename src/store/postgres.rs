@@ -14,12 +14,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Mutex, MutexGuard};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
+use super::crypto::Keyring;
 use super::{
-    now_rfc3339, ApiKeyEdit, ApiKeyRecord, Change, Contents, CredentialEdit, CredentialRecord,
-    RawCredential, SealedRow, StoreError, CRED_COLUMNS,
+    now_rfc3339, sealed_row, ApiKeyEdit, ApiKeyFields, Change, Contents, CredentialEdit,
+    CredentialFields, RawCredential, SealedRow, StoreError, CRED_COLUMNS,
 };
-use crate::crypto::Keyring;
-use crate::key::KeyHash;
+use crate::domain::KeyHash;
 
 const CHANNEL: &str = "byok_changes";
 
@@ -62,7 +62,7 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// A PostgreSQL store.
-pub struct PgStore {
+pub(crate) struct PgStore {
     url: String,
     client: Mutex<Option<Client>>,
     keyring: Arc<Keyring>,
@@ -87,7 +87,7 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
 
 impl PgStore {
     /// Connects and creates the tables if needed.
-    pub async fn open(url: &str, keyring: Keyring) -> Result<PgStore, StoreError> {
+    pub(crate) async fn open(url: &str, keyring: Keyring) -> Result<PgStore, StoreError> {
         let client = connect(url).await?;
         client.batch_execute(SCHEMA).await.map_err(db)?;
         Ok(PgStore {
@@ -122,7 +122,7 @@ impl PgStore {
             let (rec, sealed) = raw_credential(row)?.open(&self.keyring)?;
             if self.keyring.is_stale(&sealed) {
                 // Rotation: re-seal under the current master key.
-                tx.execute(&update_sql(), &bind(&rec.sealed_row(&self.keyring)))
+                tx.execute(&update_sql(), &bind(&sealed_row(&rec, &self.keyring)))
                     .await
                     .map_err(db)?;
             }
@@ -144,7 +144,10 @@ impl PgStore {
     }
 
     /// One live credential, or `None` (deleted or never there).
-    pub async fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+    pub(crate) async fn credential(
+        &self,
+        id: &str,
+    ) -> Result<Option<CredentialFields>, StoreError> {
         let guard = self.client().await?;
         let client = guard
             .as_ref()
@@ -161,7 +164,7 @@ impl PgStore {
     }
 
     /// One gateway key, or `None`.
-    pub async fn api_key(&self, hash: KeyHash) -> Result<Option<ApiKeyRecord>, StoreError> {
+    pub(crate) async fn api_key(&self, hash: KeyHash) -> Result<Option<ApiKeyFields>, StoreError> {
         let guard = self.client().await?;
         let client = guard
             .as_ref()
@@ -176,8 +179,8 @@ impl PgStore {
         row.as_ref().map(raw_api_key).transpose()
     }
 
-    pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
-        let row = rec.sealed_row(&self.keyring);
+    pub(super) async fn create_credential(&self, rec: CredentialFields) -> Result<(), StoreError> {
+        let row = sealed_row(&rec, &self.keyring);
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
         tx.execute(
@@ -194,7 +197,7 @@ impl PgStore {
         &self,
         id: &str,
         edit: CredentialEdit,
-    ) -> Result<CredentialRecord, StoreError> {
+    ) -> Result<CredentialFields, StoreError> {
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
         // FOR UPDATE: concurrent edits of one row, from any replica, queue here.
@@ -208,7 +211,7 @@ impl PgStore {
             .ok_or(StoreError::NotFound)?;
         let (mut rec, _) = raw_credential(&row)?.open(&self.keyring)?;
         edit(&mut rec)?;
-        tx.execute(&update_sql(), &bind(&rec.sealed_row(&self.keyring)))
+        tx.execute(&update_sql(), &bind(&sealed_row(&rec, &self.keyring)))
             .await
             .map_err(db)?;
         notify(&tx, &Change::Credential(rec.id.clone())).await?;
@@ -232,23 +235,26 @@ impl PgStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn create_api_key(&self, rec: ApiKeyRecord) -> Result<(), StoreError> {
+    pub(super) async fn create_api_key(&self, rec: ApiKeyFields) -> Result<(), StoreError> {
+        let hash = KeyHash::from_hex(&rec.hash)
+            .ok_or_else(|| StoreError::Invalid("hash: not 64 lowercase hex chars".into()))?;
+        let created_at = rec.created_at.unwrap_or_else(now_rfc3339);
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
         tx.execute(
             &format!("INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[
-                &rec.hash.to_hex(),
+                &rec.hash,
                 &rec.workspace_id,
                 &rec.user_id,
                 &rec.name,
                 &rec.disabled,
-                &rec.created_at,
+                &created_at,
             ],
         )
         .await
         .map_err(db)?;
-        notify(&tx, &Change::ApiKey(rec.hash)).await?;
+        notify(&tx, &Change::ApiKey(hash)).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -256,7 +262,7 @@ impl PgStore {
         &self,
         hash: KeyHash,
         edit: ApiKeyEdit,
-    ) -> Result<ApiKeyRecord, StoreError> {
+    ) -> Result<ApiKeyFields, StoreError> {
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
         let row = tx
@@ -268,7 +274,7 @@ impl PgStore {
             .map_err(db)?
             .ok_or(StoreError::NotFound)?;
         let mut rec = raw_api_key(&row)?;
-        edit(&mut rec);
+        edit(&mut rec)?;
         tx.execute(
             "UPDATE byok_api_keys SET name = $2, disabled = $3 WHERE hash = $1",
             &[&hash.to_hex(), &rec.name, &rec.disabled],
@@ -298,7 +304,7 @@ impl PgStore {
     /// Follows other replicas' writes forever: applies each change with
     /// `on_change`, and after every (re)connection reloads everything with
     /// `on_resync`. Reconnects with backoff (0.1 s doubling to 5 s).
-    pub async fn follow<C, R, FC, FR>(&self, on_change: C, on_resync: R)
+    pub(crate) async fn follow<C, R, FC, FR>(&self, on_change: C, on_resync: R)
     where
         C: Fn(Change) -> FC,
         FC: std::future::Future<Output = Result<(), StoreError>>,
@@ -455,19 +461,14 @@ fn raw_credential(row: &Row) -> Result<RawCredential, StoreError> {
     })
 }
 
-fn raw_api_key(row: &Row) -> Result<ApiKeyRecord, StoreError> {
+fn raw_api_key(row: &Row) -> Result<ApiKeyFields, StoreError> {
     let get = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
-    let hash: String = row.try_get(0).map_err(get)?;
-    let hash = KeyHash::from_hex(&hash).ok_or(StoreError::BadRow {
-        id: hash,
-        why: "hash is not 64 hex".into(),
-    })?;
-    Ok(ApiKeyRecord {
-        hash,
+    Ok(ApiKeyFields {
+        hash: row.try_get(0).map_err(get)?,
         workspace_id: row.try_get(1).map_err(get)?,
         user_id: row.try_get(2).map_err(get)?,
         name: row.try_get(3).map_err(get)?,
         disabled: row.try_get(4).map_err(get)?,
-        created_at: row.try_get(5).map_err(get)?,
+        created_at: Some(row.try_get(5).map_err(get)?),
     })
 }

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::crypto::Keyring;
 use super::{
-    now_rfc3339, ApiKeyEdit, ApiKeyRecord, Contents, CredentialEdit, CredentialRecord,
+    now_rfc3339, sealed_row, ApiKeyEdit, ApiKeyFields, Contents, CredentialEdit, CredentialFields,
     RawCredential, SealedRow, StoreError, CRED_COLUMNS,
 };
-use crate::crypto::Keyring;
-use crate::key::KeyHash;
+use crate::domain::KeyHash;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
 ";
 
 /// An embedded SQLite store.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     keyring: Arc<Keyring>,
 }
@@ -61,7 +61,7 @@ fn db(e: rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
-    pub async fn open(path: &str, keyring: Keyring) -> Result<SqliteStore, StoreError> {
+    pub(crate) async fn open(path: &str, keyring: Keyring) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let conn = Connection::open(&path).map_err(db)?;
@@ -120,7 +120,7 @@ impl SqliteStore {
                     .map_err(db)?;
                 let rows = stmt.query_map([], raw_api_key).map_err(db)?;
                 for row in rows {
-                    api_keys.push(row.map_err(db)??);
+                    api_keys.push(row.map_err(db)?);
                 }
             }
             tx.commit().map_err(db)?;
@@ -132,11 +132,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn create_credential(&self, rec: CredentialRecord) -> Result<(), StoreError> {
+    pub(super) async fn create_credential(&self, rec: CredentialFields) -> Result<(), StoreError> {
         self.with(move |conn, keyring| {
             conn.execute(
                 &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ({PLACEHOLDERS})"),
-                bind(&rec.sealed_row(keyring)).as_slice(),
+                bind(&sealed_row(&rec, keyring)).as_slice(),
             )
             .map_err(db)?;
             Ok(())
@@ -148,7 +148,7 @@ impl SqliteStore {
         &self,
         id: &str,
         edit: CredentialEdit,
-    ) -> Result<CredentialRecord, StoreError> {
+    ) -> Result<CredentialFields, StoreError> {
         let id = id.to_owned();
         self.with(move |conn, keyring| {
             let tx = conn
@@ -187,11 +187,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn create_api_key(&self, rec: ApiKeyRecord) -> Result<(), StoreError> {
+    pub(super) async fn create_api_key(&self, rec: ApiKeyFields) -> Result<(), StoreError> {
         self.with(move |conn, _| {
             conn.execute(
                 "INSERT INTO byok_api_keys (hash, workspace_id, user_id, name, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![rec.hash.to_hex(), rec.workspace_id, rec.user_id, rec.name, rec.disabled, rec.created_at],
+                params![rec.hash, rec.workspace_id, rec.user_id, rec.name, rec.disabled, rec.created_at.unwrap_or_else(now_rfc3339)],
             )
             .map_err(db)?;
             Ok(())
@@ -203,7 +203,7 @@ impl SqliteStore {
         &self,
         hash: KeyHash,
         edit: ApiKeyEdit,
-    ) -> Result<ApiKeyRecord, StoreError> {
+    ) -> Result<ApiKeyFields, StoreError> {
         self.with(move |conn, _| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -216,8 +216,8 @@ impl SqliteStore {
                 )
                 .optional()
                 .map_err(db)?
-                .ok_or(StoreError::NotFound)??;
-            edit(&mut rec);
+                .ok_or(StoreError::NotFound)?;
+            edit(&mut rec)?;
             tx.execute(
                 "UPDATE byok_api_keys SET name = ?2, disabled = ?3 WHERE hash = ?1",
                 params![hash.to_hex(), rec.name, rec.disabled],
@@ -246,12 +246,12 @@ const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?
 /// Rewrites every column of a credential's row (the secret re-sealed).
 fn write(
     tx: &rusqlite::Transaction<'_>,
-    rec: &CredentialRecord,
+    rec: &CredentialFields,
     keyring: &Keyring,
 ) -> Result<(), StoreError> {
     tx.execute(
         &format!("UPDATE byok_credentials SET ({CRED_COLUMNS}) = ({PLACEHOLDERS}) WHERE id = ?1"),
-        bind(&rec.sealed_row(keyring)).as_slice(),
+        bind(&sealed_row(rec, keyring)).as_slice(),
     )
     .map_err(db)?;
     Ok(())
@@ -299,22 +299,13 @@ fn raw_credential(row: &Row<'_>) -> rusqlite::Result<RawCredential> {
     })
 }
 
-fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord, StoreError>> {
-    let hash: String = row.get(0)?;
-    let rec = KeyHash::from_hex(&hash)
-        .map(|hash| -> rusqlite::Result<ApiKeyRecord> {
-            Ok(ApiKeyRecord {
-                hash,
-                workspace_id: row.get(1)?,
-                user_id: row.get(2)?,
-                name: row.get(3)?,
-                disabled: row.get(4)?,
-                created_at: row.get(5)?,
-            })
-        })
-        .transpose()?;
-    Ok(rec.ok_or(StoreError::BadRow {
-        id: hash,
-        why: "hash is not 64 hex".into(),
-    }))
+fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyFields> {
+    Ok(ApiKeyFields {
+        hash: row.get(0)?,
+        workspace_id: row.get(1)?,
+        user_id: row.get(2)?,
+        name: row.get(3)?,
+        disabled: row.get(4)?,
+        created_at: Some(row.get(5)?),
+    })
 }

@@ -191,11 +191,7 @@ allowed_api_key_hashes = ["{dave}"]
 /// A registry built the way an embedding application would.
 pub(crate) fn registry_from(text: &str) -> Registry {
     let config = Config::parse(text).expect("the test config is valid");
-    Registry::new(
-        config
-            .snapshot()
-            .expect("the test config builds a snapshot"),
-    )
+    Registry::from_config(&config).expect("the test config builds a snapshot")
 }
 
 /// The registry of [`config_text`].

@@ -1,9 +1,12 @@
 //! Providers: where their API lives and how a secret is presented to it.
 //!
-//! The well-known providers are built in ([`builtin`]); a `[providers.NAME]` table
-//! in the config overrides one or adds another.
+//! The well-known providers are built in ([`Providers::builtins`]); a
+//! `[providers.NAME]` table in the config overrides one or adds another.
 
 use std::fmt;
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::uri::{Authority, Scheme, Uri};
@@ -130,18 +133,103 @@ impl fmt::Display for Upstream {
     }
 }
 
+/// A provider: its default upstream, auth scheme and default headers.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Lowercase slug, the first path segment of proxied requests.
+    pub slug: String,
+    /// Default upstream; `None` means every credential must bring its own.
+    pub upstream: Option<Upstream>,
+    /// How the secret is presented.
+    pub auth: AuthScheme,
+    /// Headers added upstream when the client sent none of that name.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The known providers by slug (an `Arc<str>`, shared as a metrics label).
+#[derive(Debug, Clone, Default)]
+pub struct Providers(HashMap<Arc<str>, Arc<Provider>>);
+
+impl Providers {
+    /// The built-in providers.
+    pub fn builtins() -> Self {
+        BUILTIN
+            .iter()
+            .map(|b| Provider {
+                slug: b.slug.to_owned(),
+                upstream: b.base_url.and_then(|u| Upstream::parse(u).ok()),
+                auth: b.auth,
+                headers: b
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// A provider by slug.
+    pub fn get(&self, slug: &str) -> Option<&Arc<Provider>> {
+        self.0.get(slug)
+    }
+
+    /// A provider by slug, with its slug as a shared string (a metrics label).
+    pub(crate) fn entry(&self, slug: &str) -> Option<(&Arc<str>, &Arc<Provider>)> {
+        self.0.get_key_value(slug)
+    }
+
+    /// Adds or replaces a provider.
+    pub fn insert(&mut self, provider: Provider) {
+        self.0
+            .insert(Arc::from(provider.slug.as_str()), Arc::new(provider));
+    }
+
+    /// A provider to change in place, made from `make` when it is not there.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        slug: &str,
+        make: impl FnOnce() -> Provider,
+    ) -> &mut Provider {
+        Arc::make_mut(
+            self.0
+                .entry(Arc::from(slug))
+                .or_insert_with(|| Arc::new(make())),
+        )
+    }
+
+    /// How many providers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Provider> for Providers {
+    fn from_iter<I: IntoIterator<Item = Provider>>(iter: I) -> Self {
+        let mut out = Providers::default();
+        for p in iter {
+            out.insert(p);
+        }
+        out
+    }
+}
+
 /// A built-in provider: slug, base URL (none where every credential must name its
 /// own, as Azure's per-resource endpoints), auth scheme and default headers.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Builtin {
+struct Builtin {
     /// The lowercase slug, also the first path segment.
-    pub(crate) slug: &'static str,
+    slug: &'static str,
     /// The default base URL.
-    pub base_url: Option<&'static str>,
+    base_url: Option<&'static str>,
     /// How the secret is sent.
-    pub auth: AuthScheme,
+    auth: AuthScheme,
     /// Headers added when the client sent none of that name.
-    pub headers: &'static [(&'static str, &'static str)],
+    headers: &'static [(&'static str, &'static str)],
 }
 
 const fn bearer(slug: &'static str, base_url: &'static str) -> Builtin {
@@ -154,7 +242,7 @@ const fn bearer(slug: &'static str, base_url: &'static str) -> Builtin {
 }
 
 /// The providers every config has without declaring them.
-pub(crate) const BUILTIN: &[Builtin] = &[
+const BUILTIN: &[Builtin] = &[
     bearer("openai", "https://api.openai.com"),
     Builtin {
         slug: "anthropic",

@@ -5,83 +5,10 @@
 //! `api-key` and `x-goog-api-key`. Two different values are refused; the raw key is
 //! hashed at once and never stored, logged or echoed.
 
-use std::fmt;
-
 use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
-use sha2::{Digest, Sha256};
 
-use crate::error::Rejection;
-
-/// The SHA-256 digest of a gateway API key: the registry's map key.
-///
-/// Comparing fixed-size digests through a hash map, rather than raw key strings,
-/// keeps raw keys out of memory beyond the request that carried them.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyHash(pub [u8; 32]);
-
-impl KeyHash {
-    /// Hashes raw key bytes.
-    pub fn of(raw: &[u8]) -> Self {
-        KeyHash(Sha256::digest(raw).into())
-    }
-
-    /// Parses 64 lowercase hex characters; anything else is `None`.
-    pub fn from_hex(hex: &str) -> Option<Self> {
-        let bytes = hex.as_bytes();
-        if bytes.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            out[i] = (lower_hex_value(pair[0])? << 4) | lower_hex_value(pair[1])?;
-        }
-        Some(KeyHash(out))
-    }
-
-    /// The lowercase hex form, as written in configs.
-    pub fn to_hex(&self) -> String {
-        let mut hex = [0u8; 64];
-        lower_hex(&self.0, &mut hex);
-        hex.iter().copied().map(char::from).collect()
-    }
-
-    /// The first 8 hex characters: enough to tell keys apart in logs.
-    pub fn short(&self) -> String {
-        let mut hex = self.to_hex();
-        hex.truncate(8);
-        hex
-    }
-}
-
-/// Writes `bytes` as lowercase hex into `out`, two digits per byte, as far as
-/// `out` reaches.
-pub(crate) fn lower_hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-}
-
-fn lower_hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
-impl fmt::Debug for KeyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyHash({}…)", self.short())
-    }
-}
-
-impl fmt::Display for KeyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+use crate::domain::KeyHash;
+use crate::proxy::error::Rejection;
 
 /// The headers a client may carry its gateway key in, besides `Authorization`.
 pub(crate) const KEY_HEADERS: [HeaderName; 3] = [
@@ -147,34 +74,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn hash_is_sha256_lowercase_hex() {
-        // echo -n "abc" | sha256sum
-        assert_eq!(
-            KeyHash::of(b"abc").to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let h = KeyHash::of(b"abc");
-        assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
-        assert_eq!(h.short(), "ba7816bf");
-        assert!(!format!("{h:?}").contains(&h.to_hex()));
-    }
-
-    #[test]
-    fn from_hex_rejects_anything_but_64_lowercase_hex() {
-        let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        for bad in [
-            "",
-            &good[..63],
-            &format!("{good}0"),
-            &good.to_uppercase(),
-            &good.replace('b', "g"),
-            &format!(" {}", &good[1..]),
-        ] {
-            assert_eq!(KeyHash::from_hex(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

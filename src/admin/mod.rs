@@ -44,13 +44,16 @@ use time::OffsetDateTime;
 
 use secrecy::ExposeSecret;
 
-use crate::cache::{ApiKey, Credential, SnapshotError};
-use crate::error::Rejection;
-use crate::key::{bearer_token, KeyHash};
-use crate::store::{
-    CreateApiKey, CreateCredential, CredentialRecord, Store, StoreError, UpdateApiKey,
-    UpdateCredential,
-};
+mod body;
+mod error;
+
+use body::{CreateApiKey, CreateCredential, UpdateApiKey, UpdateCredential};
+use error::AdminError;
+
+use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash};
+use crate::proxy::client_key::bearer_token;
+use crate::registry::SnapshotError;
+use crate::store::{self, Store, StoreError};
 use crate::{Metrics, Registry};
 
 /// The most items one list page holds.
@@ -58,7 +61,7 @@ const MAX_LIMIT: usize = 100;
 
 /// The admin service; cheap to clone. Serve it with hyper on its own listener.
 #[derive(Clone, Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     state: Arc<State>,
 }
 
@@ -74,11 +77,11 @@ struct State {
 /// The largest write body the admin API reads.
 const MAX_ADMIN_BODY: usize = 1 << 20;
 
-type AdminResult = Result<Response<Full<Bytes>>, Rejection>;
+type AdminResult = Result<Response<Full<Bytes>>, AdminError>;
 
 impl Admin {
     /// An admin service over the proxy's registry, metrics and store.
-    pub fn new(
+    pub(crate) fn new(
         registry: Registry,
         metrics: Arc<Metrics>,
         management_keys: impl IntoIterator<Item = KeyHash>,
@@ -97,21 +100,21 @@ impl Admin {
     }
 
     /// Replaces the accepted management keys (on reload).
-    pub fn set_management_keys(&self, keys: impl IntoIterator<Item = KeyHash>) {
+    pub(crate) fn set_management_keys(&self, keys: impl IntoIterator<Item = KeyHash>) {
         self.state
             .management_keys
             .store(Arc::new(keys.into_iter().collect()));
     }
 
     /// Answers one request. Never fails: errors are JSON responses.
-    pub async fn respond<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    pub(crate) async fn respond<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body,
         B::Error: Into<crate::BoxError>,
     {
         match self.route(req).await {
             Ok(res) => res,
-            Err(rejection) => rejection.into_response(),
+            Err(e) => e.into_response(),
         }
     }
 
@@ -147,12 +150,12 @@ impl Admin {
             return match (rest, method) {
                 ("", Method::GET | Method::HEAD) => self.list(query.as_deref()),
                 ("", Method::POST) => self.create(read_json(body).await?).await,
-                ("", _) => Err(Rejection::AdminMethodNotAllowed),
+                ("", _) => Err(AdminError::MethodNotAllowed),
                 (id, m) => match (segment(id)?, m) {
                     (id, Method::GET | Method::HEAD) => self.get(&id),
                     (id, Method::PATCH) => self.update(&id, read_json(body).await?).await,
                     (id, Method::DELETE) => self.delete(&id).await,
-                    _ => Err(Rejection::AdminMethodNotAllowed),
+                    _ => Err(AdminError::MethodNotAllowed),
                 },
             };
         }
@@ -160,23 +163,23 @@ impl Admin {
             return match (rest, method) {
                 ("", Method::GET | Method::HEAD) => self.list_keys(query.as_deref()),
                 ("", Method::POST) => self.create_key(read_json(body).await?).await,
-                ("", _) => Err(Rejection::AdminMethodNotAllowed),
+                ("", _) => Err(AdminError::MethodNotAllowed),
                 (hash, m) => {
                     let hash = segment(hash)?;
-                    let hash = KeyHash::from_hex(&hash).ok_or(Rejection::UnknownApiKey)?;
+                    let hash = KeyHash::from_hex(&hash).ok_or(AdminError::UnknownApiKey)?;
                     match m {
                         Method::GET | Method::HEAD => self.get_key(hash),
                         Method::PATCH => self.update_key(hash, read_json(body).await?).await,
                         Method::DELETE => self.delete_key(hash).await,
-                        _ => Err(Rejection::AdminMethodNotAllowed),
+                        _ => Err(AdminError::MethodNotAllowed),
                     }
                 }
             };
         }
-        Err(Rejection::NotFound)
+        Err(AdminError::NotFound)
     }
 
-    fn authorize<B>(&self, req: &Request<B>) -> Result<(), Rejection> {
+    fn authorize<B>(&self, req: &Request<B>) -> Result<(), AdminError> {
         let keys = self.state.management_keys.load();
         let mut presented = req.headers().get_all(header::AUTHORIZATION).iter();
         match (presented.next(), presented.next()) {
@@ -184,10 +187,10 @@ impl Admin {
                 let token = bearer_token(value.as_bytes()).filter(|t| !t.is_empty());
                 match token {
                     Some(t) if keys.contains(&KeyHash::of(t)) => Ok(()),
-                    _ => Err(Rejection::ManagementKeyRequired),
+                    _ => Err(AdminError::ManagementKeyRequired),
                 }
             }
-            _ => Err(Rejection::ManagementKeyRequired),
+            _ => Err(AdminError::ManagementKeyRequired),
         }
     }
 
@@ -222,12 +225,12 @@ impl Admin {
             .observe_snapshot(&self.state.registry.snapshot());
     }
 
-    fn writable(&self) -> Result<&Store, Rejection> {
+    fn writable(&self) -> Result<&Store, AdminError> {
         let store = &*self.state.store;
         if store.is_writable() {
             Ok(store)
         } else {
-            Err(Rejection::ReadOnlyStore)
+            Err(AdminError::ReadOnlyStore)
         }
     }
 
@@ -252,28 +255,25 @@ impl Admin {
         let snapshot = self.state.registry.snapshot();
         let cred = snapshot
             .credential(id)
-            .ok_or(Rejection::UnknownCredential)?;
+            .ok_or(AdminError::UnknownCredential)?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": ByokKey::from(&*cred) }),
         ))
     }
 
+    /// Validates fields under the one set of rules, against the providers in
+    /// force.
+    fn credential(&self, fields: CredentialFields) -> Result<Credential, AdminError> {
+        let snapshot = self.state.registry.snapshot();
+        Credential::validate(fields, snapshot.providers()).map_err(|e| AdminError::fields(&e))
+    }
+
     async fn create(&self, body: CreateCredential) -> AdminResult {
         let store = self.writable()?;
-        let rec = body
-            .into_record(self.state.default_workspace_id.as_deref())
-            .map_err(store_rejection)?;
-        let cred = rec.to_credential().map_err(store_rejection)?;
-        self.state
-            .registry
-            .snapshot()
-            .check_credential(&cred)
-            .map_err(snapshot_rejection)?;
-        store
-            .create_credential(rec)
-            .await
-            .map_err(store_rejection)?;
+        let fields = body.into_fields(self.state.default_workspace_id.as_deref())?;
+        let cred = self.credential(fields)?;
+        store.create_credential(cred.to_fields()).await?;
         let view = serde_json::json!({ "data": ByokKey::from(&cred) });
         self.state
             .registry
@@ -285,19 +285,16 @@ impl Admin {
 
     async fn update(&self, id: &str, patch: UpdateCredential) -> AdminResult {
         let store = self.writable()?;
-        let snapshot = self.state.registry.snapshot();
-        let edit = Box::new(move |rec: &mut CredentialRecord| {
-            patch.apply(rec)?;
-            let cred = rec.to_credential()?;
-            snapshot
-                .check_credential(&cred)
-                .map_err(|e| StoreError::Invalid(snapshot_rejection(e).to_string()))
+        let admin = self.clone();
+        let edit = Box::new(move |rec: &mut CredentialFields| {
+            patch.apply(rec);
+            admin
+                .credential(rec.clone())
+                .map(drop)
+                .map_err(|e| StoreError::Invalid(e.to_string()))
         });
-        let rec = store
-            .update_credential(id, edit)
-            .await
-            .map_err(store_rejection)?;
-        let cred = rec.to_credential().map_err(store_rejection)?;
+        let fields = store.update_credential(id, edit).await?;
+        let cred = self.credential(fields)?;
         let view = serde_json::json!({ "data": ByokKey::from(&cred) });
         self.state
             .registry
@@ -309,8 +306,8 @@ impl Admin {
 
     async fn delete(&self, id: &str) -> AdminResult {
         let store = self.writable()?;
-        if !store.delete_credential(id).await.map_err(store_rejection)? {
-            return Err(Rejection::UnknownCredential);
+        if !store.delete_credential(id).await? {
+            return Err(AdminError::UnknownCredential);
         }
         self.state
             .registry
@@ -346,7 +343,7 @@ impl Admin {
             .api_keys()
             .into_iter()
             .find(|k| k.hash == hash)
-            .ok_or(Rejection::UnknownApiKey)?;
+            .ok_or(AdminError::UnknownApiKey)?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": key_json(&key) }),
@@ -355,14 +352,9 @@ impl Admin {
 
     async fn create_key(&self, body: CreateApiKey) -> AdminResult {
         let store = self.writable()?;
-        let (raw, rec) = body
-            .into_record(self.state.default_workspace_id.as_deref())
-            .map_err(store_rejection)?;
-        store
-            .create_api_key(rec.clone())
-            .await
-            .map_err(store_rejection)?;
-        let key = rec.to_api_key();
+        let (raw, fields) = body.into_fields(self.state.default_workspace_id.as_deref())?;
+        let key = ApiKey::validate(fields).map_err(|e| AdminError::fields(&e))?;
+        store.create_api_key(key.to_fields()).await?;
         let view = serde_json::json!({ "data": key_json(&key), "key": raw.expose_secret() });
         self.state.registry.apply(|s| s.upsert_api_key(key));
         self.observe();
@@ -371,14 +363,20 @@ impl Admin {
 
     async fn update_key(&self, hash: KeyHash, patch: UpdateApiKey) -> AdminResult {
         let store = self.writable()?;
-        let rec = store
-            .update_api_key(hash, Box::new(move |rec| patch.apply(rec)))
+        let edit = Box::new(move |rec: &mut ApiKeyFields| {
+            patch.apply(rec);
+            ApiKey::validate(rec.clone())
+                .map(drop)
+                .map_err(|e| StoreError::Invalid(AdminError::fields(&e).to_string()))
+        });
+        let fields = store
+            .update_api_key(hash, edit)
             .await
             .map_err(|e| match e {
-                StoreError::NotFound => Rejection::UnknownApiKey,
-                e => store_rejection(e),
+                StoreError::NotFound => AdminError::UnknownApiKey,
+                e => e.into(),
             })?;
-        let key = rec.to_api_key();
+        let key = store::api_key(fields)?;
         let view = serde_json::json!({ "data": key_json(&key) });
         self.state.registry.apply(|s| s.upsert_api_key(key));
         self.observe();
@@ -387,8 +385,8 @@ impl Admin {
 
     async fn delete_key(&self, hash: KeyHash) -> AdminResult {
         let store = self.writable()?;
-        if !store.delete_api_key(hash).await.map_err(store_rejection)? {
-            return Err(Rejection::UnknownApiKey);
+        if !store.delete_api_key(hash).await? {
+            return Err(AdminError::UnknownApiKey);
         }
         self.state.registry.apply(|s| s.remove_api_key(&hash));
         self.observe();
@@ -416,18 +414,18 @@ where
 }
 
 /// One path segment after the route, percent-decoded; a nested path is 404.
-fn segment(rest: &str) -> Result<String, Rejection> {
+fn segment(rest: &str) -> Result<String, AdminError> {
     match rest.strip_prefix('/') {
         Some(seg) if !seg.is_empty() && !seg.contains('/') => {
             Ok(percent_decode_str(seg).decode_utf8_lossy().into_owned())
         }
-        _ => Err(Rejection::NotFound),
+        _ => Err(AdminError::NotFound),
     }
 }
 
 /// Reads a JSON write body (at most 1 MiB). Errors name the field and never
 /// repeat a value (a secret could be one).
-async fn read_json<B, T>(body: B) -> Result<T, Rejection>
+async fn read_json<B, T>(body: B) -> Result<T, AdminError>
 where
     B: Body,
     B::Error: Into<crate::BoxError>,
@@ -437,7 +435,7 @@ where
         .collect()
         .await
         .map_err(|_| {
-            Rejection::InvalidField(format!(
+            AdminError::InvalidField(format!(
                 "the body must be JSON of at most {MAX_ADMIN_BODY} bytes"
             ))
         })?
@@ -447,40 +445,29 @@ where
         let path = e.path().to_string();
         let message = crate::config::scrub(&e.inner().to_string());
         if path.is_empty() || path == "." {
-            Rejection::InvalidField(format!("invalid body: {message}"))
+            AdminError::InvalidField(format!("invalid body: {message}"))
         } else {
-            Rejection::InvalidField(format!("{path}: {message}"))
+            AdminError::InvalidField(format!("{path}: {message}"))
         }
     })?;
     de.end().map_err(|_| {
-        Rejection::InvalidField("invalid body: trailing characters after the JSON".into())
+        AdminError::InvalidField("invalid body: trailing characters after the JSON".into())
     })?;
     Ok(value)
 }
 
-fn store_rejection(e: StoreError) -> Rejection {
-    match e {
-        StoreError::Invalid(message) => Rejection::InvalidField(message),
-        StoreError::NotFound => Rejection::UnknownCredential,
-        StoreError::Unavailable(why) => {
-            tracing::warn!(error = %why, "credential store unavailable");
-            Rejection::StoreUnavailable
+fn snapshot_rejection(e: SnapshotError) -> AdminError {
+    use crate::CompileError;
+    AdminError::InvalidField(match e {
+        SnapshotError::Compile(CompileError::UnknownProvider { .. }) => {
+            "provider: unknown provider".to_owned()
         }
-        e @ (StoreError::Crypto(_) | StoreError::BadRow { .. }) => {
-            tracing::error!(error = %e, "credential store failed");
-            Rejection::StoreFailed
-        }
-    }
-}
-
-fn snapshot_rejection(e: SnapshotError) -> Rejection {
-    Rejection::InvalidField(match e {
-        SnapshotError::UnknownProvider { .. } => "provider: unknown provider".to_owned(),
-        SnapshotError::NoUpstream { provider, .. } => {
+        SnapshotError::Compile(CompileError::NoUpstream { provider, .. }) => {
             format!("base_url: required, provider {provider} has no default")
         }
-        SnapshotError::BadSecret { .. } => "key: not usable in an HTTP header".to_owned(),
-        SnapshotError::BadId { .. } => "id: not usable in an HTTP header".to_owned(),
+        SnapshotError::Compile(CompileError::BadHeader { .. }) => {
+            "key: not usable in an HTTP header".to_owned()
+        }
         SnapshotError::DuplicateId { id } => format!("id: {id} exists already"),
     })
 }
@@ -568,7 +555,7 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(query: Option<&str>) -> Result<Self, Rejection> {
+    fn parse(query: Option<&str>) -> Result<Self, AdminError> {
         let mut q = ListQuery {
             workspace_id: None,
             provider: None,
@@ -576,25 +563,23 @@ impl ListQuery {
             offset: 0,
             limit: MAX_LIMIT,
         };
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = value.replace('+', " ");
-            let value = percent_decode_str(&value).decode_utf8_lossy().into_owned();
-            match name {
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let value = value.into_owned();
+            match &*name {
                 "workspace_id" => q.workspace_id = Some(value),
                 "provider" => q.provider = Some(value),
                 "user_id" => q.user_id = Some(value),
                 "offset" => {
                     q.offset = value
                         .parse()
-                        .map_err(|_| Rejection::InvalidQuery("offset must be a whole number"))?
+                        .map_err(|_| AdminError::InvalidQuery("offset must be a whole number"))?
                 }
                 "limit" => {
                     q.limit = value
                         .parse()
                         .ok()
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or(Rejection::InvalidQuery(
+                        .ok_or(AdminError::InvalidQuery(
                             "limit must be a whole number from 1 to 100",
                         ))?
                 }
@@ -611,7 +596,7 @@ mod tests {
 
     #[test]
     fn list_query_table() {
-        let q = |s: &str| ListQuery::parse(Some(s)).map_err(|r| r.reason());
+        let q = |s: &str| ListQuery::parse(Some(s)).map_err(|r| r.parts().1);
         assert_eq!(
             q("").unwrap(),
             ListQuery {

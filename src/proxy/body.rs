@@ -15,8 +15,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::Rejection;
+use super::error::Rejection;
 use crate::BoxError;
+
+/// The request body type the inner service receives: the client's body bytes,
+/// read once and shared by every attempt.
+pub type ForwardBody = http_body_util::Full<Bytes>;
 
 /// A request body's `Content-Encoding`, as far as the proxy can read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

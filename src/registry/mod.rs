@@ -19,12 +19,10 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 use foldhash::HashMap;
-use http::{HeaderName, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
 
-use crate::key::KeyHash;
-use crate::policy::{self, Allowlists};
-use crate::providers::{AuthScheme, Upstream, BUILTIN};
+use crate::config::{Config, ServerConfig};
+use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers};
+use crate::policy::{self, Candidate, CompileError};
 
 /// Who is asking: the workspace and user behind a gateway key.
 ///
@@ -42,107 +40,6 @@ pub struct Principal {
     pub key_hash: Option<KeyHash>,
 }
 
-/// A gateway API key, as registered (the raw key is never held).
-#[derive(Debug, Clone)]
-pub struct ApiKey {
-    /// SHA-256 of the raw key.
-    pub hash: KeyHash,
-    /// The key's workspace.
-    pub workspace_id: Arc<str>,
-    /// The key's user.
-    pub user_id: Arc<str>,
-    /// A human name.
-    pub name: Option<String>,
-    /// A disabled key is refused exactly like an unknown one.
-    pub disabled: bool,
-}
-
-/// A BYOK credential: OpenRouter's `BYOKKey`, field for field, plus the secret
-/// and the optional per-credential upstream settings.
-///
-/// `Debug` shows the secret as `[REDACTED]`; the type has no `Serialize`.
-#[derive(Debug, Clone)]
-pub struct Credential {
-    /// Stable public id (UUID).
-    pub id: String,
-    /// The workspace it belongs to.
-    pub workspace_id: String,
-    /// Lowercase provider slug.
-    pub provider: String,
-    /// Human name.
-    pub name: Option<String>,
-    /// Masked snippet of the secret (see [`label_for`]).
-    pub label: String,
-    /// RFC 3339 timestamp, as given.
-    pub created_at: String,
-    /// `created_at` as nanoseconds since the Unix epoch, for ordering.
-    pub created_at_nanos: i128,
-    /// A disabled credential is never used.
-    pub disabled: bool,
-    /// Used only after every non-fallback credential was tried.
-    pub is_fallback: bool,
-    /// Ascending try order within its group.
-    pub sort_order: i64,
-    /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
-    pub allowed_api_key_hashes: Option<Vec<String>>,
-    /// Model slugs it may serve; `None` = any.
-    pub allowed_models: Option<Vec<String>>,
-    /// User ids that may use it; `None` = any.
-    pub allowed_user_ids: Option<Vec<String>>,
-    /// The provider secret. Write-only.
-    pub key: SecretString,
-    /// An upstream of its own (Azure resource, Bedrock region), overriding the provider's.
-    pub base_url: Option<Upstream>,
-    /// Headers set upstream together with the secret (values marked sensitive).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// The masked label of a secret: its first 3 characters, `...`, its last 4
-/// (`sk-...AbCd`). A secret shorter than 12 characters shows only `...`, so the
-/// label never gives away more than 7 characters, nor most of a short secret.
-pub fn label_for(secret: &SecretString) -> String {
-    let s = secret.expose_secret();
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() < 12 {
-        return "...".to_owned();
-    }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
-}
-
-/// A provider: its default upstream, auth scheme and default headers.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    /// Lowercase slug, the first path segment of proxied requests.
-    pub slug: String,
-    /// Default upstream; `None` means every credential must bring its own.
-    pub upstream: Option<Upstream>,
-    /// How the secret is presented.
-    pub auth: AuthScheme,
-    /// Headers added upstream when the client sent none of that name.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Provider {
-    /// The built-in providers.
-    pub fn builtins() -> Vec<Provider> {
-        BUILTIN
-            .iter()
-            .map(|b| Provider {
-                slug: b.slug.to_owned(),
-                upstream: b.base_url.and_then(|u| Upstream::parse(u).ok()),
-                auth: b.auth,
-                headers: b
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
-                    .collect(),
-            })
-            .collect()
-    }
-}
-
 /// Per-request limits that a reload may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -154,6 +51,16 @@ pub struct Settings {
     pub idle_timeout: Duration,
 }
 
+impl From<&ServerConfig> for Settings {
+    fn from(server: &ServerConfig) -> Self {
+        Settings {
+            max_body_bytes: server.max_body_bytes,
+            first_byte_timeout: server.first_byte_timeout,
+            idle_timeout: server.idle_timeout,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -163,30 +70,6 @@ impl Default for Settings {
         }
     }
 }
-
-/// A credential compiled for the hot path.
-pub(crate) struct Candidate {
-    pub(crate) record: Arc<Credential>,
-    pub(crate) allowlists: Allowlists,
-    pub(crate) upstream: Upstream,
-    pub(crate) auth_name: HeaderName,
-    pub(crate) auth_value: HeaderValue,
-    pub(crate) id_value: HeaderValue,
-    /// The id again, shared as a metrics label.
-    pub(crate) id_label: Arc<str>,
-}
-
-impl fmt::Debug for Candidate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Candidate")
-            .field("id", &self.record.id)
-            .field("upstream", &self.upstream)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The providers by slug (an `Arc<str>`, shared as a metrics label).
-type Providers = HashMap<Arc<str>, Arc<Provider>>;
 
 /// One workspace's credentials, by provider slug, each list in candidate order.
 type WorkspaceGroups = HashMap<Box<str>, Arc<[Candidate]>>;
@@ -217,38 +100,13 @@ impl fmt::Debug for Snapshot {
     }
 }
 
-/// Why a snapshot could not be built (the config validation normally catches
-/// these first, naming the entry).
+/// Why a snapshot could not be built (validation normally catches these
+/// first, naming the entry).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
-    /// A credential names a provider that does not exist.
-    #[error("credential {id}: unknown provider {provider}")]
-    UnknownProvider {
-        /// Credential id.
-        id: String,
-        /// The provider slug.
-        provider: String,
-    },
-    /// Neither the credential nor its provider has a base URL.
-    #[error("credential {id}: provider {provider} has no base_url, so the credential needs one")]
-    NoUpstream {
-        /// Credential id.
-        id: String,
-        /// The provider slug.
-        provider: String,
-    },
-    /// The secret cannot be sent in a header.
-    #[error("credential {id}: key contains characters not allowed in an HTTP header")]
-    BadSecret {
-        /// Credential id.
-        id: String,
-    },
-    /// The id cannot be sent in the `x-byok-credential-id` header.
-    #[error("credential id {id:?} is not a valid header value")]
-    BadId {
-        /// Credential id.
-        id: String,
-    },
+    /// A credential cannot serve with the providers in force.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
     /// Two credentials share an id.
     #[error("credential id {id} is used twice")]
     DuplicateId {
@@ -257,78 +115,35 @@ pub enum SnapshotError {
     },
 }
 
-/// Compiles one credential for the hot path; `None` for a disabled one (it is
-/// still checked, so a bad record is refused whether or not it is enabled).
-fn compile(
-    cred: &Arc<Credential>,
-    providers: &Providers,
-) -> Result<Option<Candidate>, SnapshotError> {
-    let provider =
-        providers
-            .get(cred.provider.as_str())
-            .ok_or_else(|| SnapshotError::UnknownProvider {
-                id: cred.id.clone(),
-                provider: cred.provider.clone(),
-            })?;
-    let upstream = cred
-        .base_url
-        .clone()
-        .or_else(|| provider.upstream.clone())
-        .ok_or_else(|| SnapshotError::NoUpstream {
-            id: cred.id.clone(),
-            provider: cred.provider.clone(),
-        })?;
-    let auth_value =
-        provider
-            .auth
-            .header_value(&cred.key)
-            .ok_or_else(|| SnapshotError::BadSecret {
-                id: cred.id.clone(),
-            })?;
-    let id_value = HeaderValue::from_str(&cred.id).map_err(|_| SnapshotError::BadId {
-        id: cred.id.clone(),
-    })?;
-    if cred.disabled {
-        return Ok(None);
-    }
-    Ok(Some(Candidate {
-        record: Arc::clone(cred),
-        allowlists: Allowlists::compile(cred),
-        upstream,
-        auth_name: provider.auth.header_name(),
-        auth_value,
-        id_value,
-        id_label: Arc::from(cred.id.as_str()),
-    }))
-}
-
-/// Compiles and orders one group's credentials.
-fn group(
-    creds: &[Arc<Credential>],
-    providers: &Providers,
-) -> Result<Arc<[Candidate]>, SnapshotError> {
-    let mut list = Vec::with_capacity(creds.len());
-    for c in creds {
-        if let Some(cand) = compile(c, providers)? {
-            list.push(cand);
-        }
-    }
-    list.sort_by(|a, b| policy::order(&a.record, &b.record));
-    Ok(Arc::from(list))
-}
-
 impl Snapshot {
-    /// Builds a snapshot: compiles every enabled credential and sorts each group.
-    pub fn build(
-        settings: Settings,
-        providers: Vec<Provider>,
+    /// A snapshot of everything in `config`: its settings, providers, gateway
+    /// keys and credentials.
+    pub fn from_config(config: &Config) -> Result<Snapshot, SnapshotError> {
+        Snapshot::with_entries(config, config.api_keys.clone(), config.credentials.clone())
+    }
+
+    /// A snapshot with `config`'s settings and providers, and the keys and
+    /// credentials given (from a database store, or taken out of the config).
+    pub fn with_entries(
+        config: &Config,
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
-        let providers: Providers = providers
-            .into_iter()
-            .map(|p| (Arc::from(p.slug.as_str()), Arc::new(p)))
-            .collect();
+        Snapshot::build(
+            Settings::from(&config.server),
+            config.providers.clone(),
+            api_keys,
+            credentials,
+        )
+    }
+
+    /// Builds a snapshot: compiles every enabled credential and sorts each group.
+    pub fn build(
+        settings: Settings,
+        providers: Providers,
+        api_keys: Vec<ApiKey>,
+        credentials: Vec<Credential>,
+    ) -> Result<Snapshot, SnapshotError> {
         let keys = DashMap::with_capacity_and_hasher(api_keys.len(), RandomState::default());
         for k in api_keys {
             keys.insert(k.hash, Arc::new(k));
@@ -352,7 +167,7 @@ impl Snapshot {
         }
         let mut by_workspace: HashMap<Box<str>, WorkspaceGroups> = HashMap::default();
         for ((ws, provider), creds) in grouped {
-            let list = group(&creds, &providers)?;
+            let list = policy::group(&creds, &providers)?;
             if !list.is_empty() {
                 by_workspace
                     .entry(ws.into())
@@ -397,7 +212,12 @@ impl Snapshot {
 
     /// A provider by slug, with its slug as a shared string (a metrics label).
     pub(crate) fn provider_entry(&self, slug: &str) -> Option<(&Arc<str>, &Arc<Provider>)> {
-        self.providers.get_key_value(slug)
+        self.providers.entry(slug)
+    }
+
+    /// Every provider, to validate a credential against.
+    pub fn providers(&self) -> &Providers {
+        &self.providers
     }
 
     /// The enabled credentials of a workspace for a provider, in candidate order.
@@ -468,17 +288,11 @@ impl Snapshot {
         self.loaded_at
     }
 
-    /// Whether a credential would compile here (provider known, upstream set,
-    /// secret and id usable in headers), without changing anything.
-    pub fn check_credential(&self, cred: &Credential) -> Result<(), SnapshotError> {
-        compile(&Arc::new(cred.clone()), &self.providers).map(|_| ())
-    }
-
     /// Adds or replaces one credential, in place. Its old and new groups are
     /// rebuilt; requests already holding a group keep the one they had.
     pub fn upsert_credential(&self, cred: Credential) -> Result<(), SnapshotError> {
         let cred = Arc::new(cred);
-        compile(&cred, &self.providers)?;
+        policy::compile(&cred, &self.providers)?;
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self
             .by_id
@@ -520,7 +334,7 @@ impl Snapshot {
             .filter(|e| e.workspace_id == workspace_id && e.provider == provider)
             .map(|e| Arc::clone(e.value()))
             .collect();
-        let list = group(&members, &self.providers)?;
+        let list = policy::group(&members, &self.providers)?;
         let mut groups: WorkspaceGroups = self
             .workspaces
             .get(workspace_id)
@@ -557,6 +371,11 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// A registry of everything in `config` (see [`Snapshot::from_config`]).
+    pub fn from_config(config: &Config) -> Result<Self, SnapshotError> {
+        Snapshot::from_config(config).map(Registry::new)
+    }
+
     /// A registry starting with `snapshot` (generation 1).
     pub fn new(snapshot: Snapshot) -> Self {
         snapshot.generation.store(1, Ordering::SeqCst);
@@ -592,62 +411,8 @@ impl Registry {
 }
 
 #[cfg(test)]
-impl Credential {
-    pub(crate) fn for_tests(id: &str, workspace_id: &str, provider: &str) -> Self {
-        Credential {
-            id: id.to_owned(),
-            workspace_id: workspace_id.to_owned(),
-            provider: provider.to_owned(),
-            name: None,
-            label: "...".to_owned(),
-            created_at: "2025-01-01T00:00:00Z".to_owned(),
-            created_at_nanos: 0,
-            disabled: false,
-            is_fallback: false,
-            sort_order: 0,
-            allowed_api_key_hashes: None,
-            allowed_models: None,
-            allowed_user_ids: None,
-            key: SecretString::from("sk-test-secret"),
-            base_url: None,
-            headers: Vec::new(),
-        }
-    }
-}
-
-#[cfg(test)]
-impl Candidate {
-    pub(crate) fn for_tests(cred: Credential) -> Self {
-        let allowlists = Allowlists::compile(&cred);
-        Candidate {
-            allowlists,
-            upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
-            auth_name: AuthScheme::Bearer.header_name(),
-            auth_value: HeaderValue::from_static("Bearer x"),
-            id_value: HeaderValue::from_str(&cred.id).unwrap(),
-            id_label: Arc::from(cred.id.as_str()),
-            record: Arc::new(cred),
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_never_reveal_more_than_seven_chars() {
-        let cases = [
-            ("sk-proj-abcdefghAbCd", "sk-...AbCd"),
-            ("123456789012", "123...9012"),
-            ("12345678901", "..."),
-            ("short", "..."),
-            ("", "..."),
-        ];
-        for (secret, want) in cases {
-            assert_eq!(label_for(&SecretString::from(secret)), want);
-        }
-    }
 
     #[test]
     fn snapshot_groups_sorts_and_skips_disabled() {
@@ -660,7 +425,7 @@ mod tests {
         let other = Credential::for_tests("o", "ws2", "openai");
         let snap = Snapshot::build(
             Settings::default(),
-            Provider::builtins(),
+            Providers::builtins(),
             vec![],
             vec![a, b, off, other],
         )
@@ -683,18 +448,18 @@ mod tests {
             Credential::for_tests("a", "ws2", "openai"),
         ];
         assert!(matches!(
-            Snapshot::build(Settings::default(), Provider::builtins(), vec![], dup),
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], dup),
             Err(SnapshotError::DuplicateId { .. })
         ));
         let unknown = vec![Credential::for_tests("a", "ws", "nope")];
         assert!(matches!(
-            Snapshot::build(Settings::default(), Provider::builtins(), vec![], unknown),
-            Err(SnapshotError::UnknownProvider { .. })
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], unknown),
+            Err(SnapshotError::Compile(CompileError::UnknownProvider { .. }))
         ));
         let azure = vec![Credential::for_tests("a", "ws", "azure")];
         assert!(matches!(
-            Snapshot::build(Settings::default(), Provider::builtins(), vec![], azure),
-            Err(SnapshotError::NoUpstream { .. })
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], azure),
+            Err(SnapshotError::Compile(CompileError::NoUpstream { .. }))
         ));
     }
 
@@ -702,16 +467,20 @@ mod tests {
     fn disabled_and_unknown_keys_look_the_same() {
         let on = KeyHash::of(b"on");
         let off = KeyHash::of(b"off");
-        let key = |hash, disabled| ApiKey {
-            hash,
-            workspace_id: "ws".into(),
-            user_id: "u".into(),
-            name: None,
-            disabled,
+        let key = |hash: KeyHash, disabled| {
+            ApiKey::validate(crate::domain::ApiKeyFields {
+                hash: hash.to_hex(),
+                workspace_id: "ws".into(),
+                user_id: "u".into(),
+                name: None,
+                disabled,
+                created_at: None,
+            })
+            .unwrap()
         };
         let snap = Snapshot::build(
             Settings::default(),
-            vec![],
+            Providers::default(),
             vec![key(on, false), key(off, true)],
             vec![],
         )
@@ -731,7 +500,7 @@ mod tests {
     fn in_place_changes_rebuild_only_their_groups() {
         let snap = Snapshot::build(
             Settings::default(),
-            Provider::builtins(),
+            Providers::builtins(),
             vec![],
             vec![Credential::for_tests("a", "ws", "openai")],
         )
@@ -765,7 +534,7 @@ mod tests {
     #[test]
     fn concurrent_in_place_changes_lose_nothing() {
         let snap = Arc::new(
-            Snapshot::build(Settings::default(), Provider::builtins(), vec![], vec![]).unwrap(),
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], vec![]).unwrap(),
         );
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -787,7 +556,7 @@ mod tests {
     #[test]
     fn registry_apply_counts_generations() {
         let reg = Registry::new(
-            Snapshot::build(Settings::default(), Provider::builtins(), vec![], vec![]).unwrap(),
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], vec![]).unwrap(),
         );
         reg.apply(|s| s.upsert_credential(Credential::for_tests("a", "ws", "openai")))
             .unwrap();
@@ -797,12 +566,13 @@ mod tests {
 
     #[test]
     fn registry_swaps_and_old_snapshot_stays_valid() {
-        let reg =
-            Registry::new(Snapshot::build(Settings::default(), vec![], vec![], vec![]).unwrap());
+        let reg = Registry::new(
+            Snapshot::build(Settings::default(), Providers::default(), vec![], vec![]).unwrap(),
+        );
         let held = reg.snapshot();
         assert_eq!(held.generation(), 1);
         let g = reg.replace(
-            Snapshot::build(Settings::default(), Provider::builtins(), vec![], vec![]).unwrap(),
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], vec![]).unwrap(),
         );
         assert_eq!(g, 2);
         assert_eq!(reg.snapshot().generation(), 2);

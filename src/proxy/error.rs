@@ -17,34 +17,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-/// Which allowlists refused, counted over the credentials that were considered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RefusedBy {
-    /// Credentials whose `allowed_api_key_hashes` did not admit the key.
-    pub api_key_hashes: u32,
-    /// Credentials whose `allowed_models` did not admit the model.
-    pub models: u32,
-    /// Credentials whose `allowed_user_ids` did not admit the user.
-    pub user_ids: u32,
-}
-
-impl fmt::Display for RefusedBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
-        for (n, list) in [
-            (self.api_key_hashes, "allowed_api_key_hashes"),
-            (self.models, "allowed_models"),
-            (self.user_ids, "allowed_user_ids"),
-        ] {
-            if n > 0 {
-                let plural = if n == 1 { "" } else { "s" };
-                write!(f, "{sep}{list} of {n} credential{plural}")?;
-                sep = ", ";
-            }
-        }
-        Ok(())
-    }
-}
+use crate::policy::{Denial, RefusedBy};
 
 /// A request the proxy answers itself instead of forwarding (or after the
 /// upstream failed).
@@ -120,115 +93,67 @@ pub enum Rejection {
     /// The last attempt timed out before the response head.
     #[error("upstream timed out before responding")]
     UpstreamTimeout,
-    /// Admin API: no valid management key in `Authorization: Bearer`.
-    #[error("the admin API needs Authorization: Bearer <management key>")]
-    ManagementKeyRequired,
-    /// Admin API: no credential with that id.
-    #[error("no credential with that id")]
-    UnknownCredential,
-    /// Admin API: a query parameter out of bounds.
-    #[error("{0}")]
-    InvalidQuery(&'static str),
-    /// Admin API: a write to a store that cannot be written.
-    #[error(
-        "the credential store is read-only (the config file): edit the file and reload it (SIGHUP)"
-    )]
-    ReadOnlyStore,
-    /// Admin API: a method the route does not have.
-    #[error("method not allowed on this route")]
-    AdminMethodNotAllowed,
-    /// Admin API: a write body with a bad field; the message names the field
-    /// and never repeats a secret.
-    #[error("{0}")]
-    InvalidField(String),
-    /// Admin API: no gateway key with that hash.
-    #[error("no gateway key with that hash")]
-    UnknownApiKey,
-    /// Admin API: the database is unreachable (the proxy keeps serving).
-    #[error("the credential store is unavailable; try again")]
-    StoreUnavailable,
-    /// Admin API: the store holds something it cannot use (see the logs).
-    #[error("the credential store failed; see the proxy's logs")]
-    StoreFailed,
 }
 
 impl Rejection {
-    /// The HTTP status this condition is answered with.
-    pub fn status(&self) -> StatusCode {
+    /// A denial by the policy, for `provider` and `model`.
+    pub(crate) fn denied(denial: Denial, provider: &str, model: Option<&str>) -> Self {
+        match denial {
+            Denial::NoCredential => Rejection::NoCredential {
+                provider: provider.to_owned(),
+            },
+            Denial::NoEligibleCredential(refused) => Rejection::NoEligibleCredential {
+                provider: provider.to_owned(),
+                model: model.map(str::to_owned),
+                refused,
+            },
+        }
+    }
+
+    /// The HTTP status and the stable `metadata.reason` string (also a bounded
+    /// metric label) of this condition: the one table of both.
+    fn parts(&self) -> (StatusCode, &'static str) {
         use Rejection::*;
         match self {
-            MissingApiKey | InvalidApiKey | AmbiguousApiKey | ManagementKeyRequired => {
-                StatusCode::UNAUTHORIZED
-            }
-            UnknownProvider | NotFound | UnknownCredential | UnknownApiKey => StatusCode::NOT_FOUND,
-            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            StoreFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            MethodNotAllowed | ReadOnlyStore | AdminMethodNotAllowed => {
-                StatusCode::METHOD_NOT_ALLOWED
-            }
-            InvalidRequest(_) | AmbiguousFraming | InvalidBody(_) | AmbiguousModel(_)
-            | InvalidQuery(_) | InvalidField(_) => StatusCode::BAD_REQUEST,
-            NoEligibleCredential { .. } | NoCredential { .. } => StatusCode::FORBIDDEN,
-            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            UpstreamUnreachable | UpstreamRejectedCredential => StatusCode::BAD_GATEWAY,
-            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            MissingApiKey => (StatusCode::UNAUTHORIZED, "missing_api_key"),
+            InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
+            AmbiguousApiKey => (StatusCode::UNAUTHORIZED, "ambiguous_api_key"),
+            UnknownProvider => (StatusCode::NOT_FOUND, "unknown_provider"),
+            NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            InvalidRequest(_) | AmbiguousFraming => (StatusCode::BAD_REQUEST, "invalid_request"),
+            InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            AmbiguousModel(_) => (StatusCode::BAD_REQUEST, "ambiguous_model"),
+            NoEligibleCredential { .. } => (StatusCode::FORBIDDEN, "no_eligible_credential"),
+            NoCredential { .. } => (StatusCode::FORBIDDEN, "no_credential"),
+            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            UnsupportedEncoding => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+            UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+            UpstreamRejectedCredential => (StatusCode::BAD_GATEWAY, "upstream_rejected_credential"),
+            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
         }
+    }
+
+    /// The HTTP status this condition is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
     }
 
     /// The stable `metadata.reason` string; also a bounded metric label.
     pub fn reason(&self) -> &'static str {
-        use Rejection::*;
-        match self {
-            MissingApiKey => "missing_api_key",
-            InvalidApiKey => "invalid_api_key",
-            AmbiguousApiKey => "ambiguous_api_key",
-            UnknownProvider => "unknown_provider",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            InvalidRequest(_) | AmbiguousFraming => "invalid_request",
-            InvalidBody(_) => "invalid_body",
-            AmbiguousModel(_) => "ambiguous_model",
-            NoEligibleCredential { .. } => "no_eligible_credential",
-            NoCredential { .. } => "no_credential",
-            BodyTooLarge { .. } => "body_too_large",
-            UnsupportedEncoding => "unsupported_encoding",
-            UpstreamUnreachable => "upstream_unreachable",
-            UpstreamRejectedCredential => "upstream_rejected_credential",
-            UpstreamTimeout => "upstream_timeout",
-            ManagementKeyRequired => "invalid_management_key",
-            UnknownCredential => "not_found",
-            InvalidQuery(_) => "invalid_request",
-            ReadOnlyStore => "read_only_store",
-            AdminMethodNotAllowed => "method_not_allowed",
-            InvalidField(_) => "invalid_request",
-            UnknownApiKey => "not_found",
-            StoreUnavailable => "store_unavailable",
-            StoreFailed => "store_error",
-        }
+        self.parts().1
     }
 
     /// The JSON body, in OpenRouter's error shape.
     pub fn to_json(&self) -> Bytes {
-        let body = serde_json::json!({
-            "error": {
-                "code": self.status().as_u16(),
-                "message": self.to_string(),
-                "metadata": { "reason": self.reason() },
-            }
-        });
-        Bytes::from(body.to_string())
+        let (status, reason) = self.parts();
+        error_json(status, &self.to_string(), reason)
     }
 
     /// A complete response carrying [`to_json`](Self::to_json), with any body type
     /// that can be built from bytes.
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
-        let mut res = Response::new(B::from(self.to_json()));
-        *res.status_mut() = self.status();
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut res = json_response(self.status(), self.to_json());
         if matches!(self, Rejection::AmbiguousFraming) {
             // The connection's framing can no longer be trusted.
             res.headers_mut()
@@ -236,6 +161,30 @@ impl Rejection {
         }
         res
     }
+}
+
+/// `{"error": {"code", "message", "metadata": {"reason"}}}`: OpenRouter's
+/// error shape, for the proxy's answers and the admin API's alike.
+pub(crate) fn error_json(status: StatusCode, message: &str, reason: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {
+            "code": status.as_u16(),
+            "message": message,
+            "metadata": { "reason": reason },
+        }
+    });
+    Bytes::from(body.to_string())
+}
+
+/// A JSON response with `status` and `body`.
+pub(crate) fn json_response<B: From<Bytes>>(status: StatusCode, body: Bytes) -> Response<B> {
+    let mut res = Response::new(B::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 /// Client input echoed in a message: at most 120 characters.
@@ -294,15 +243,6 @@ mod tests {
             Rejection::UpstreamUnreachable,
             Rejection::UpstreamRejectedCredential,
             Rejection::UpstreamTimeout,
-            Rejection::ManagementKeyRequired,
-            Rejection::UnknownCredential,
-            Rejection::InvalidQuery("x"),
-            Rejection::ReadOnlyStore,
-            Rejection::AdminMethodNotAllowed,
-            Rejection::InvalidField("x".into()),
-            Rejection::UnknownApiKey,
-            Rejection::StoreUnavailable,
-            Rejection::StoreFailed,
         ];
         for r in all {
             let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();

@@ -1,29 +1,10 @@
-//! The pure decision: which credentials may serve a request, in which order.
-//!
-//! Nothing here does I/O. Allowlists are compiled once, when a snapshot is built
-//! ([`Allowlists::compile`]), into hash sets, so that checking a candidate costs a
-//! few hash lookups and never allocates. Candidates are stored pre-sorted by
-//! [`order`]; [`admitted`] filters them lazily and [`deny`] explains a refusal.
+//! A credential's three allowlists, compiled once into hash sets so that
+//! checking a candidate costs a few lookups and never allocates.
 
 use foldhash::HashSet;
-use std::cmp::Ordering;
 
-use crate::cache::{Candidate, Credential};
-use crate::error::{RefusedBy, Rejection};
-use crate::key::KeyHash;
-
-/// What a request asks for, as far as the allowlists are concerned.
-#[derive(Debug, Clone, Copy)]
-pub struct Ask<'a> {
-    /// The gateway key's hash; `None` when an embedding application supplied the
-    /// principal without a key (then hash allowlists admit nothing).
-    pub key_hash: Option<&'a KeyHash>,
-    /// The user the key belongs to.
-    pub user_id: &'a str,
-    /// The model, when it could be determined; `None` admits only credentials
-    /// with `allowed_models = null`.
-    pub model: Option<&'a str>,
-}
+use super::{Ask, RefusedBy};
+use crate::domain::{Credential, KeyHash};
 
 /// The first allowlist that refused a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +66,7 @@ impl Allowlists {
     }
 
     /// Every list that refuses, for the denial message.
-    fn refusals(&self, ask: &Ask<'_>, into: &mut RefusedBy) {
+    pub(super) fn refusals(&self, ask: &Ask<'_>, into: &mut RefusedBy) {
         let key_ok = self
             .key_hashes
             .as_ref()
@@ -156,49 +137,9 @@ impl ModelMatcher {
     }
 }
 
-/// The one order of candidates: non-fallback before fallback; then `sort_order`,
-/// `created_at`, `id` ascending.
-pub(crate) fn order(a: &Credential, b: &Credential) -> Ordering {
-    (a.is_fallback, a.sort_order, a.created_at_nanos, &a.id).cmp(&(
-        b.is_fallback,
-        b.sort_order,
-        b.created_at_nanos,
-        &b.id,
-    ))
-}
-
-/// The candidates that admit `ask`, in order, lazily.
-pub(crate) fn admitted<'c>(
-    group: &'c [Candidate],
-    ask: &'c Ask<'c>,
-) -> impl Iterator<Item = &'c Candidate> + 'c {
-    group
-        .iter()
-        .filter(move |c| c.allowlists.check(ask).is_ok())
-}
-
-/// The rejection for a request no candidate admitted.
-pub(crate) fn deny(provider: &str, group: &[Candidate], ask: &Ask<'_>) -> Rejection {
-    if group.is_empty() {
-        return Rejection::NoCredential {
-            provider: provider.to_owned(),
-        };
-    }
-    let mut refused = RefusedBy::default();
-    for c in group {
-        c.allowlists.refusals(ask, &mut refused);
-    }
-    Rejection::NoEligibleCredential {
-        provider: provider.to_owned(),
-        model: ask.model.map(str::to_owned),
-        refused,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Credential;
 
     fn cred(id: &str) -> Credential {
         Credential::for_tests(id, "ws", "openai")
@@ -314,62 +255,5 @@ mod tests {
         for (c, a, want) in cases {
             assert_eq!(Allowlists::compile(c).check(&a), want, "{} {a:?}", c.id);
         }
-    }
-
-    #[test]
-    fn order_is_fallback_then_sort_order_then_created_then_id() {
-        let mut a = cred("a");
-        let mut b = cred("b");
-        let mut c = cred("c");
-        let mut d = cred("d");
-        let mut e = cred("e");
-        a.is_fallback = true;
-        a.sort_order = -5;
-        b.sort_order = 2;
-        c.sort_order = 1;
-        c.created_at_nanos = 20;
-        d.sort_order = 1;
-        d.created_at_nanos = 10;
-        e.sort_order = 1;
-        e.created_at_nanos = 10;
-        let mut v = [&a, &b, &c, &d, &e];
-        for _ in 0..3 {
-            v.sort_by(|x, y| order(x, y));
-            let ids: Vec<&str> = v.iter().map(|c| c.id.as_str()).collect();
-            assert_eq!(ids, ["d", "e", "c", "b", "a"]);
-            v.reverse();
-        }
-    }
-
-    #[test]
-    fn denial_counts_every_refusing_list() {
-        let k1 = KeyHash::of(b"k1");
-        let mut r1 = cred("r1");
-        r1.allowed_models = strs(&["openai/gpt-4o"]);
-        r1.allowed_user_ids = strs(&["u9"]);
-        let mut r2 = cred("r2");
-        r2.allowed_api_key_hashes = strs(&[&KeyHash::of(b"other").to_hex()]);
-        let group = vec![Candidate::for_tests(r1), Candidate::for_tests(r2)];
-        let ask = Ask {
-            key_hash: Some(&k1),
-            user_id: "u1",
-            model: Some("o1"),
-        };
-        assert_eq!(admitted(&group, &ask).count(), 0);
-        match deny("openai", &group, &ask) {
-            Rejection::NoEligibleCredential { refused, model, .. } => {
-                assert_eq!(model.as_deref(), Some("o1"));
-                assert_eq!(
-                    refused,
-                    RefusedBy {
-                        api_key_hashes: 1,
-                        models: 1,
-                        user_ids: 1
-                    }
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(deny("openai", &[], &ask).reason(), "no_credential");
     }
 }

@@ -22,7 +22,7 @@ pub(crate) const PREVIOUS_MASTER_KEY_ENV: &str = "BYOK_MASTER_KEY_PREVIOUS";
 
 /// Why a secret could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CryptoError {
+pub(crate) enum CryptoError {
     /// The master key variable is unset.
     #[error(
         "{0} is not set: a database store keeps secrets encrypted under it (64 hex characters)"
@@ -43,7 +43,7 @@ pub enum CryptoError {
 
 /// A sealed secret, as stored.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Sealed {
+pub(crate) struct Sealed {
     /// Which master key sealed it.
     pub key_id: String,
     /// The 96-bit nonce.
@@ -72,19 +72,16 @@ impl MasterKey {
             return Err(CryptoError::BadKey(var));
         }
         let mut bytes = Zeroizing::new([0u8; 32]);
-        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
-            let s = std::str::from_utf8(pair).map_err(|_| CryptoError::BadKey(var))?;
-            bytes[i] = u8::from_str_radix(s, 16).map_err(|_| CryptoError::BadKey(var))?;
-        }
+        hex::decode_to_slice(hex, &mut bytes[..]).map_err(|_| CryptoError::BadKey(var))?;
         let digest = Sha256::digest(&bytes[..]);
-        let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&digest[..8]);
         let cipher = Aes256Gcm::new_from_slice(&bytes[..]).map_err(|_| CryptoError::BadKey(var))?;
         Ok(MasterKey { id, cipher })
     }
 }
 
 /// The current master key, and the previous one during a rotation.
-pub struct Keyring {
+pub(crate) struct Keyring {
     current: MasterKey,
     previous: Option<MasterKey>,
 }
@@ -100,7 +97,7 @@ impl fmt::Debug for Keyring {
 
 impl Keyring {
     /// From `BYOK_MASTER_KEY` (required) and `BYOK_MASTER_KEY_PREVIOUS` (optional).
-    pub fn from_env() -> Result<Keyring, CryptoError> {
+    pub(crate) fn from_env() -> Result<Keyring, CryptoError> {
         let current = Zeroizing::new(
             std::env::var(MASTER_KEY_ENV).map_err(|_| CryptoError::MissingKey(MASTER_KEY_ENV))?,
         );
@@ -111,7 +108,7 @@ impl Keyring {
     }
 
     /// From hex strings (64 hex characters each).
-    pub fn from_hex(current: &str, previous: Option<&str>) -> Result<Keyring, CryptoError> {
+    pub(crate) fn from_hex(current: &str, previous: Option<&str>) -> Result<Keyring, CryptoError> {
         Ok(Keyring {
             current: MasterKey::from_hex(MASTER_KEY_ENV, current)?,
             previous: previous
@@ -120,13 +117,8 @@ impl Keyring {
         })
     }
 
-    /// The id of the current key, as stored beside what it seals.
-    pub fn current_id(&self) -> &str {
-        &self.current.id
-    }
-
     /// Seals `plaintext`, bound to `aad` (the row's id), with a fresh nonce.
-    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Sealed {
+    pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         // Encryption of an in-memory buffer only fails on absurd lengths
         // (beyond 64 GiB), which a secret never has.
@@ -149,7 +141,11 @@ impl Keyring {
     }
 
     /// Opens a sealed secret with whichever key sealed it.
-    pub fn open(&self, sealed: &Sealed, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub(crate) fn open(
+        &self,
+        sealed: &Sealed,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let key = if sealed.key_id == self.current.id {
             &self.current
         } else {
@@ -175,7 +171,7 @@ impl Keyring {
     }
 
     /// Whether a row must be re-sealed under the current key.
-    pub fn is_stale(&self, sealed: &Sealed) -> bool {
+    pub(crate) fn is_stale(&self, sealed: &Sealed) -> bool {
         sealed.key_id != self.current.id
     }
 }

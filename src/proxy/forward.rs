@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use tower::Service;
 
-use crate::service::ForwardBody;
+use super::body::ForwardBody;
 
 /// Settings of the upstream client.
 #[derive(Debug, Clone)]

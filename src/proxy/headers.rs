@@ -4,49 +4,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::cache::{Candidate, Provider};
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus the non-standard ones still seen.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-];
-
-/// Client headers that never go upstream: its credentials, its identity at the
-/// provider, and the framing the proxy recomputes for the forwarded body.
-const CLIENT_ONLY: [HeaderName; 11] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-    header::COOKIE,
-    HeaderName::from_static("openai-organization"),
-    HeaderName::from_static("openai-project"),
-    header::CONTENT_LENGTH,
-    header::CONTENT_ENCODING,
-    header::HOST,
-    header::EXPECT,
-];
-
-/// Names that configuration may not set either (`headers` of a provider or
-/// credential): they would break framing, or shadow the injected secret.
-/// (`Cookie`, `OpenAI-Organization` and `OpenAI-Project` are stripped from the
-/// client but may be configured: a credential can name its organization.)
-pub(crate) fn reserved(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-        || CLIENT_ONLY.contains(name)
-            && !matches!(
-                name.as_str(),
-                "cookie" | "openai-organization" | "openai-project"
-            )
-}
+use crate::domain::headers::{CLIENT_ONLY, HOP_BY_HOP};
+use crate::domain::Provider;
+use crate::policy::Candidate;
 
 /// Removes the hop-by-hop headers, and every header the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -168,7 +128,10 @@ mod tests {
             "connection",
             "upgrade",
         ] {
-            assert!(reserved(&HeaderName::from_static(name)), "{name}");
+            assert!(
+                crate::domain::headers::reserved(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
         for name in [
             "openai-organization",
@@ -177,7 +140,10 @@ mod tests {
             "anthropic-version",
             "x-custom",
         ] {
-            assert!(!reserved(&HeaderName::from_static(name)), "{name}");
+            assert!(
+                !crate::domain::headers::reserved(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
     }
 

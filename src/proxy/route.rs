@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-use crate::error::Rejection;
+use super::error::Rejection;
 
 /// `/{provider}{rest}`, where `rest` starts with `/`.
 pub(crate) fn split(path: &str) -> Result<(&str, &str), Rejection> {

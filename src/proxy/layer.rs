@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use crate::service::ByokService;
+use super::service::ByokService;
 use crate::{Metrics, Registry};
 
 /// Applies BYOK credential selection and injection to an inner service that

@@ -1,0 +1,396 @@
+//! The admin API's write bodies, as OpenRouter defines them, each turned into
+//! the same fields a config table or a database row becomes. The rules are
+//! checked by [`Credential::validate`](crate::Credential::validate) and
+//! [`ApiKey::validate`](crate::ApiKey::validate), not here.
+//!
+//! `headers` is not a field of these bodies (unknown fields are refused):
+//! credential headers are a config-file setting, and the stores keep none.
+
+use serde::{Deserialize, Deserializer};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::error::AdminError;
+use crate::domain::{ApiKeyFields, CredentialFields, KeyHash};
+use crate::store::{new_gateway_key, new_uuid, now_rfc3339};
+
+/// A field of a PATCH body: absent (unchanged), `null` (cleared) or a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Patch<T> {
+    /// Not in the body: unchanged.
+    #[default]
+    Absent,
+    /// `null`: cleared.
+    Null,
+    /// A new value.
+    Value(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            None => Patch::Null,
+            Some(v) => Patch::Value(v),
+        })
+    }
+}
+
+impl<T> Patch<T> {
+    fn apply(self, field: &mut Option<T>) {
+        match self {
+            Patch::Absent => {}
+            Patch::Null => *field = None,
+            Patch::Value(v) => *field = Some(v),
+        }
+    }
+}
+
+/// The workspace a new record goes to: the body's, else the default.
+fn workspace(given: Option<String>, default: Option<&str>) -> Result<String, AdminError> {
+    given.or_else(|| default.map(str::to_owned)).ok_or_else(|| {
+        AdminError::InvalidField(
+            "workspace_id: required (no store.default_workspace_id is configured)".into(),
+        )
+    })
+}
+
+/// `POST /api/v1/byok`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateCredential {
+    provider: String,
+    key: SecretString,
+    workspace_id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    is_fallback: bool,
+    #[serde(default)]
+    sort_order: i64,
+    allowed_api_key_hashes: Option<Vec<String>>,
+    allowed_models: Option<Vec<String>>,
+    allowed_user_ids: Option<Vec<String>>,
+    base_url: Option<String>,
+}
+
+impl CreateCredential {
+    /// The fields of the new credential: a fresh id and `created_at`;
+    /// `workspace_id` defaults to `default_workspace`.
+    pub(crate) fn into_fields(
+        self,
+        default_workspace: Option<&str>,
+    ) -> Result<CredentialFields, AdminError> {
+        Ok(CredentialFields {
+            id: new_uuid(),
+            workspace_id: workspace(self.workspace_id, default_workspace)?,
+            provider: self.provider,
+            name: self.name,
+            key: self.key,
+            base_url: self.base_url,
+            headers: Default::default(),
+            created_at: now_rfc3339(),
+            disabled: self.disabled,
+            is_fallback: self.is_fallback,
+            sort_order: self.sort_order,
+            allowed_api_key_hashes: self.allowed_api_key_hashes,
+            allowed_models: self.allowed_models,
+            allowed_user_ids: self.allowed_user_ids,
+        })
+    }
+}
+
+/// `PATCH /api/v1/byok/{id}`: an omitted field is unchanged, `null` clears,
+/// an array replaces; `key` rotates the secret in place.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateCredential {
+    #[serde(default)]
+    name: Patch<String>,
+    #[serde(default)]
+    key: Option<SecretString>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    is_fallback: Option<bool>,
+    #[serde(default)]
+    sort_order: Option<i64>,
+    #[serde(default)]
+    allowed_api_key_hashes: Patch<Vec<String>>,
+    #[serde(default)]
+    allowed_models: Patch<Vec<String>>,
+    #[serde(default)]
+    allowed_user_ids: Patch<Vec<String>>,
+    #[serde(default)]
+    base_url: Patch<String>,
+}
+
+impl UpdateCredential {
+    /// Applies the patch to the stored fields (to be validated after).
+    pub(crate) fn apply(self, rec: &mut CredentialFields) {
+        self.name.apply(&mut rec.name);
+        if let Some(key) = self.key {
+            rec.key = key;
+        }
+        if let Some(v) = self.disabled {
+            rec.disabled = v;
+        }
+        if let Some(v) = self.is_fallback {
+            rec.is_fallback = v;
+        }
+        if let Some(v) = self.sort_order {
+            rec.sort_order = v;
+        }
+        self.allowed_api_key_hashes
+            .apply(&mut rec.allowed_api_key_hashes);
+        self.allowed_models.apply(&mut rec.allowed_models);
+        self.allowed_user_ids.apply(&mut rec.allowed_user_ids);
+        self.base_url.apply(&mut rec.base_url);
+    }
+}
+
+/// `POST /api/v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateApiKey {
+    workspace_id: Option<String>,
+    user_id: String,
+    name: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+impl CreateApiKey {
+    /// A fresh key, and the fields of the record of its hash.
+    pub(crate) fn into_fields(
+        self,
+        default_workspace: Option<&str>,
+    ) -> Result<(SecretString, ApiKeyFields), AdminError> {
+        let workspace_id = workspace(self.workspace_id, default_workspace)?;
+        let key = new_gateway_key();
+        let fields = ApiKeyFields {
+            hash: KeyHash::of(key.expose_secret().as_bytes()).to_hex(),
+            workspace_id,
+            user_id: self.user_id,
+            name: self.name,
+            disabled: self.disabled,
+            created_at: Some(now_rfc3339()),
+        };
+        Ok((key, fields))
+    }
+}
+
+/// `PATCH /api/v1/keys/{hash}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateApiKey {
+    #[serde(default)]
+    name: Patch<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+impl UpdateApiKey {
+    /// Applies the patch.
+    pub(crate) fn apply(self, rec: &mut ApiKeyFields) {
+        self.name.apply(&mut rec.name);
+        if let Some(v) = self.disabled {
+            rec.disabled = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigError};
+    use crate::domain::{ApiKey, Credential, Providers};
+    use crate::store::crypto::Keyring;
+    use crate::store::{self, RawCredential};
+
+    /// One set of rules, three sources: each bad entry, written as a config
+    /// table, as an API body and as a database row, gets the same field-path
+    /// error from each (the config's with its `credentials[0].` in front).
+    #[test]
+    fn every_source_gets_the_same_field_error() {
+        let hash = "a".repeat(64);
+        let many: Vec<String> = (0..101).map(|i| format!("\"m{i}\"")).collect();
+        let many = format!("[{}]", many.join(", "));
+        // (field, TOML/JSON value, expected error)
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "allowed_api_key_hashes",
+                "[]".into(),
+                "allowed_api_key_hashes: [] would admit no key",
+            ),
+            (
+                "allowed_api_key_hashes",
+                format!("[\"{}\"]", hash.to_uppercase()),
+                "allowed_api_key_hashes[0]: not 64 lowercase hex chars",
+            ),
+            (
+                "allowed_models",
+                many,
+                "allowed_models: more than 100 entries",
+            ),
+            (
+                "allowed_user_ids",
+                "[\"u\", \"\"]".into(),
+                "allowed_user_ids[1]: must not be empty",
+            ),
+            (
+                "key",
+                "\"sk-canary SECRET-123456\"".into(),
+                "key: must be non-empty visible ASCII",
+            ),
+            (
+                "base_url",
+                "\"ftp://x\"".into(),
+                "base_url: must start with",
+            ),
+            ("provider", "\"nope\"".into(), "provider: unknown provider"),
+            (
+                "provider",
+                "\"azure\"".into(),
+                "base_url: required: provider azure",
+            ),
+            (
+                "name",
+                format!("\"{}\"", "n".repeat(256)),
+                "name: longer than 255 characters",
+            ),
+        ];
+        let keyring = Keyring::from_hex(&"1".repeat(64), None).unwrap();
+        for (field, value, want) in cases {
+            let mut doc: std::collections::BTreeMap<&str, String> = [
+                ("id", "\"c1\"".to_owned()),
+                ("workspace_id", "\"ws\"".to_owned()),
+                ("provider", "\"openai\"".to_owned()),
+                ("key", "\"sk-canary-SECRET-123456\"".to_owned()),
+            ]
+            .into_iter()
+            .collect();
+            doc.insert(field, value);
+            // The config file.
+            let toml: String = doc.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            let from_config = match Config::parse(&format!("[[credentials]]\n{toml}")) {
+                Err(ConfigError::Invalid(lines)) => lines.join("\n"),
+                other => panic!("{field}: config accepted: {:?}", other.map(|_| ())),
+            };
+            let from_config = from_config
+                .strip_prefix("credentials[0].")
+                .unwrap_or_else(|| panic!("{from_config}"));
+            // The API body.
+            doc.remove("id");
+            let json: Vec<String> = doc.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+            let body: CreateCredential =
+                serde_json::from_str(&format!("{{{}}}", json.join(", "))).unwrap();
+            let fields = body.into_fields(None).unwrap();
+            let from_api = Credential::validate(fields.clone(), &Providers::builtins())
+                .map_err(|e| AdminError::fields(&e).to_string())
+                .unwrap_err();
+            // The database row, as a backend reads it.
+            let list =
+                |l: &Option<Vec<String>>| l.as_ref().map(|l| serde_json::to_string(l).unwrap());
+            let sealed = keyring.seal(fields.key.expose_secret().as_bytes(), fields.id.as_bytes());
+            let row = RawCredential {
+                id: fields.id.clone(),
+                workspace_id: fields.workspace_id.clone(),
+                provider: fields.provider.clone(),
+                name: fields.name.clone(),
+                created_at: fields.created_at.clone(),
+                disabled: false,
+                is_fallback: false,
+                sort_order: 0,
+                allowed_api_key_hashes: list(&fields.allowed_api_key_hashes),
+                allowed_models: list(&fields.allowed_models),
+                allowed_user_ids: list(&fields.allowed_user_ids),
+                base_url: fields.base_url.clone(),
+                key_id: Some(sealed.key_id),
+                nonce: Some(sealed.nonce),
+                secret: Some(sealed.ciphertext),
+            };
+            let (read, _) = row.open(&keyring).unwrap();
+            let from_row = match store::credential(read, &Providers::builtins()) {
+                Err(store::StoreError::BadRow { why, .. }) => why,
+                other => panic!("{field}: row accepted: {:?}", other.map(|_| ())),
+            };
+            for (source, got) in [
+                ("config", from_config),
+                ("api", &from_api),
+                ("row", &from_row),
+            ] {
+                assert!(
+                    got.starts_with(want),
+                    "{source}: want {want:?}, got {got:?}"
+                );
+                assert!(!got.contains("canary"), "{source}: {got}");
+            }
+            assert_eq!(from_config, from_api, "{field}");
+            assert_eq!(from_api, from_row, "{field}");
+        }
+    }
+
+    /// The same for gateway keys: the config file and a database row.
+    #[test]
+    fn gateway_keys_get_the_same_field_error_from_every_source() {
+        let good = "b".repeat(64);
+        let cases = [
+            (
+                good.to_uppercase(),
+                "ws",
+                "u",
+                "hash: not 64 lowercase hex chars",
+            ),
+            (good.clone(), "", "u", "workspace_id: must not be empty"),
+            (good.clone(), "ws", "", "user_id: must not be empty"),
+        ];
+        for (hash, ws, user, want) in cases {
+            let toml = format!(
+                "[[api_keys]]\nhash = \"{hash}\"\nworkspace_id = \"{ws}\"\nuser_id = \"{user}\"\n"
+            );
+            let from_config = match Config::parse(&toml) {
+                Err(ConfigError::Invalid(lines)) => lines.join("\n"),
+                other => panic!("config accepted: {:?}", other.map(|_| ())),
+            };
+            let row = ApiKeyFields {
+                hash,
+                workspace_id: ws.into(),
+                user_id: user.into(),
+                name: None,
+                disabled: false,
+                created_at: Some("2025-01-01T00:00:00Z".into()),
+            };
+            let from_row = match store::api_key(row.clone()) {
+                Err(store::StoreError::BadRow { why, .. }) => why,
+                other => panic!("row accepted: {other:?}"),
+            };
+            let direct = ApiKey::validate(row).unwrap_err().to_string();
+            assert_eq!(from_config, format!("api_keys[0].{want}"));
+            assert_eq!(from_row, want);
+            assert_eq!(direct, want);
+        }
+    }
+
+    #[test]
+    fn patch_distinguishes_absent_null_and_value() {
+        let p: UpdateCredential =
+            serde_json::from_str(r#"{"name":null,"allowed_models":["a"],"sort_order":3}"#).unwrap();
+        let create: CreateCredential = serde_json::from_str(
+            r#"{"provider":"openai","key":"sk-test-0123456789","workspace_id":"ws"}"#,
+        )
+        .unwrap();
+        let mut r = create.into_fields(None).unwrap();
+        r.name = Some("old".into());
+        r.allowed_user_ids = Some(vec!["u".into()]);
+        p.apply(&mut r);
+        assert_eq!(r.name, None);
+        assert_eq!(r.allowed_models, Some(vec!["a".to_owned()]));
+        assert_eq!(
+            r.allowed_user_ids,
+            Some(vec!["u".to_owned()]),
+            "absent is unchanged"
+        );
+        assert_eq!(r.sort_order, 3);
+    }
+}

@@ -1,0 +1,426 @@
+//! [`Credential`]: OpenRouter's `BYOKKey`, field for field, plus the secret and
+//! the optional per-credential upstream settings — made only by
+//! [`Credential::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use http::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::headers::reserved;
+use super::{FieldErrors, KeyHash, Providers, Upstream};
+
+/// The most entries an allowlist may have.
+pub const MAX_LIST: usize = 100;
+
+/// The longest a credential's `name` may be, in characters.
+pub const MAX_NAME: usize = 255;
+
+/// A credential's fields as a source read them, before any rule is checked:
+/// what a config table, a database row and an API body each turn into.
+///
+/// `Debug` shows neither the secret nor the header values.
+#[derive(Debug, Clone)]
+pub struct CredentialFields {
+    /// Stable public id.
+    pub id: String,
+    /// The workspace it belongs to.
+    pub workspace_id: String,
+    /// Lowercase provider slug.
+    pub provider: String,
+    /// Human name.
+    pub name: Option<String>,
+    /// The provider secret.
+    pub key: SecretString,
+    /// An upstream of its own, overriding the provider's.
+    pub base_url: Option<String>,
+    /// Headers set upstream together with the secret.
+    pub headers: BTreeMap<String, SecretString>,
+    /// RFC 3339 timestamp.
+    pub created_at: String,
+    /// Never used when set.
+    pub disabled: bool,
+    /// Tried after the non-fallback ones.
+    pub is_fallback: bool,
+    /// Ascending try order within its group.
+    pub sort_order: i64,
+    /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
+    pub allowed_api_key_hashes: Option<Vec<String>>,
+    /// Model slugs it may serve; `None` = any.
+    pub allowed_models: Option<Vec<String>>,
+    /// User ids that may use it; `None` = any.
+    pub allowed_user_ids: Option<Vec<String>>,
+}
+
+/// A BYOK credential that obeys every rule: OpenRouter's `BYOKKey`, field for
+/// field, plus the secret and the optional per-credential upstream settings.
+///
+/// Made only by [`Credential::validate`] (other crates cannot build one
+/// field by field). `Debug` shows the secret as `[REDACTED]`; the type has no
+/// `Serialize`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Credential {
+    /// Stable public id (UUID).
+    pub id: String,
+    /// The workspace it belongs to.
+    pub workspace_id: String,
+    /// Lowercase provider slug.
+    pub provider: String,
+    /// Human name.
+    pub name: Option<String>,
+    /// Masked snippet of the secret (see [`label_for`]).
+    pub label: String,
+    /// RFC 3339 timestamp, as given.
+    pub created_at: String,
+    /// `created_at` as nanoseconds since the Unix epoch, for ordering.
+    pub created_at_nanos: i128,
+    /// A disabled credential is never used.
+    pub disabled: bool,
+    /// Used only after every non-fallback credential was tried.
+    pub is_fallback: bool,
+    /// Ascending try order within its group.
+    pub sort_order: i64,
+    /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
+    pub allowed_api_key_hashes: Option<Vec<String>>,
+    /// Model slugs it may serve; `None` = any.
+    pub allowed_models: Option<Vec<String>>,
+    /// User ids that may use it; `None` = any.
+    pub allowed_user_ids: Option<Vec<String>>,
+    /// The provider secret. Write-only.
+    pub key: SecretString,
+    /// An upstream of its own (Azure resource, Bedrock region), overriding the provider's.
+    pub base_url: Option<Upstream>,
+    /// Headers set upstream together with the secret (values marked sensitive).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The masked label of a secret: its first 3 characters, `...`, its last 4
+/// (`sk-...AbCd`). A secret shorter than 12 characters shows only `...`, so the
+/// label never gives away more than 7 characters, nor most of a short secret.
+pub fn label_for(secret: &SecretString) -> String {
+    let s = secret.expose_secret();
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() < 12 {
+        return "...".to_owned();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+impl Credential {
+    /// Checks every rule (SPEC §2) and builds the credential; otherwise every
+    /// broken rule, each naming its field and never its value:
+    ///
+    /// - `id`, `workspace_id`: non-empty; the id visible ASCII (it is sent in
+    ///   `x-byok-credential-id`);
+    /// - `provider`: one of `providers`; `base_url`: a URL, required when the
+    ///   provider has none;
+    /// - `name`: at most [`MAX_NAME`] characters;
+    /// - `key`: non-empty visible ASCII;
+    /// - `created_at`: RFC 3339;
+    /// - `headers`: valid names and values, none the proxy reserves;
+    /// - each allowlist: at most [`MAX_LIST`] entries, none empty;
+    ///   `allowed_api_key_hashes`, when given, non-empty and 64 lowercase hex
+    ///   each.
+    pub fn validate(fields: CredentialFields, providers: &Providers) -> Result<Self, FieldErrors> {
+        let mut errs = FieldErrors::default();
+        let f = fields;
+        if f.id.is_empty() {
+            errs.at("id", "must not be empty");
+        } else if !f.id.bytes().all(|b| b.is_ascii_graphic()) {
+            errs.at(
+                "id",
+                "must be visible ASCII (it is sent in x-byok-credential-id)",
+            );
+        }
+        if f.workspace_id.is_empty() {
+            errs.at("workspace_id", "must not be empty");
+        }
+        let provider = providers.get(&f.provider);
+        if provider.is_none() {
+            let shown: String = f.provider.chars().take(64).collect();
+            errs.at(
+                "provider",
+                format_args!(
+                    "unknown provider {shown:?}: use a built-in one or declare [providers.NAME]"
+                ),
+            );
+        }
+        if f.name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NAME)
+        {
+            errs.at("name", format_args!("longer than {MAX_NAME} characters"));
+        }
+        let secret = f.key.expose_secret();
+        if secret.is_empty() || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            errs.at(
+                "key",
+                "must be non-empty visible ASCII (no spaces or control characters)",
+            );
+        }
+        let created_at_nanos = match OffsetDateTime::parse(&f.created_at, &Rfc3339) {
+            Ok(t) => t.unix_timestamp_nanos(),
+            Err(_) => {
+                errs.at(
+                    "created_at",
+                    "not an RFC 3339 timestamp like 2025-08-24T10:30:00Z",
+                );
+                0
+            }
+        };
+        let base_url = f.base_url.as_deref().and_then(|u| {
+            Upstream::parse(u)
+                .map_err(|why| errs.at("base_url", why))
+                .ok()
+        });
+        if let Some(p) = provider {
+            if f.base_url.is_none() && p.upstream.is_none() {
+                errs.at(
+                    "base_url",
+                    format_args!("required: provider {} has no default base_url", p.slug),
+                );
+            }
+        }
+        let headers = header_list("headers", &f.headers, &mut errs);
+        if f.allowed_api_key_hashes.as_ref().is_some_and(Vec::is_empty) {
+            errs.at(
+                "allowed_api_key_hashes",
+                "[] would admit no key; use null (or leave it out) for no restriction",
+            );
+        }
+        for (field, list) in [
+            ("allowed_api_key_hashes", &f.allowed_api_key_hashes),
+            ("allowed_models", &f.allowed_models),
+            ("allowed_user_ids", &f.allowed_user_ids),
+        ] {
+            let Some(list) = list else { continue };
+            if list.len() > MAX_LIST {
+                errs.at(field, format_args!("more than {MAX_LIST} entries"));
+            }
+            for (i, entry) in list.iter().enumerate() {
+                if entry.is_empty() {
+                    errs.at(format_args!("{field}[{i}]"), "must not be empty");
+                } else if field == "allowed_api_key_hashes" && KeyHash::from_hex(entry).is_none() {
+                    errs.at(format_args!("{field}[{i}]"), "not 64 lowercase hex chars");
+                }
+            }
+        }
+        errs.or_ok(|| Credential {
+            label: label_for(&f.key),
+            id: f.id,
+            workspace_id: f.workspace_id,
+            provider: f.provider,
+            name: f.name,
+            created_at: f.created_at,
+            created_at_nanos,
+            disabled: f.disabled,
+            is_fallback: f.is_fallback,
+            sort_order: f.sort_order,
+            allowed_api_key_hashes: f.allowed_api_key_hashes,
+            allowed_models: f.allowed_models,
+            allowed_user_ids: f.allowed_user_ids,
+            key: f.key,
+            base_url,
+            headers,
+        })
+    }
+
+    /// The fields again, to change some and validate anew (an update), or to
+    /// store them.
+    pub fn to_fields(&self) -> CredentialFields {
+        CredentialFields {
+            id: self.id.clone(),
+            workspace_id: self.workspace_id.clone(),
+            provider: self.provider.clone(),
+            name: self.name.clone(),
+            key: self.key.clone(),
+            base_url: self.base_url.as_ref().map(Upstream::to_string),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (n.as_str().to_owned(), SecretString::from(value))
+                })
+                .collect(),
+            created_at: self.created_at.clone(),
+            disabled: self.disabled,
+            is_fallback: self.is_fallback,
+            sort_order: self.sort_order,
+            allowed_api_key_hashes: self.allowed_api_key_hashes.clone(),
+            allowed_models: self.allowed_models.clone(),
+            allowed_user_ids: self.allowed_user_ids.clone(),
+        }
+    }
+}
+
+/// Configured headers: valid names and values, none reserved; values are
+/// marked sensitive (they may carry secrets of their own).
+pub(crate) fn header_list(
+    path: &str,
+    raw: &BTreeMap<String, SecretString>,
+    errs: &mut FieldErrors,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (name, value) in raw {
+        let at = Quoted(path, name);
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            errs.at(at, "not a valid header name");
+            continue;
+        };
+        if reserved(&header) {
+            errs.at(
+                at,
+                "hop-by-hop, framing and client-credential headers cannot be configured",
+            );
+            continue;
+        }
+        match HeaderValue::from_str(value.expose_secret()) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                out.push((header, v));
+            }
+            Err(_) => errs.at(at, "not a valid header value"),
+        }
+    }
+    out
+}
+
+/// `headers."Name"`: a header's path, its name quoted.
+struct Quoted<'a>(&'a str, &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:?}", self.0, self.1)
+    }
+}
+
+#[cfg(test)]
+impl Credential {
+    /// A valid credential for tests: an `openai` key in `workspace_id`.
+    pub(crate) fn for_tests(id: &str, workspace_id: &str, provider: &str) -> Self {
+        Credential {
+            id: id.to_owned(),
+            workspace_id: workspace_id.to_owned(),
+            provider: provider.to_owned(),
+            name: None,
+            label: "...".to_owned(),
+            created_at: "2025-01-01T00:00:00Z".to_owned(),
+            created_at_nanos: 0,
+            disabled: false,
+            is_fallback: false,
+            sort_order: 0,
+            allowed_api_key_hashes: None,
+            allowed_models: None,
+            allowed_user_ids: None,
+            key: SecretString::from("sk-test-secret"),
+            base_url: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> CredentialFields {
+        CredentialFields {
+            id: "c1".into(),
+            workspace_id: "ws".into(),
+            provider: "openai".into(),
+            name: None,
+            key: SecretString::from("sk-canary-SECRET-123456"),
+            base_url: None,
+            headers: BTreeMap::new(),
+            created_at: "2025-01-01T00:00:00Z".into(),
+            disabled: false,
+            is_fallback: false,
+            sort_order: 0,
+            allowed_api_key_hashes: None,
+            allowed_models: None,
+            allowed_user_ids: None,
+        }
+    }
+
+    #[test]
+    fn labels_never_reveal_more_than_seven_chars() {
+        let cases = [
+            ("sk-proj-abcdefghAbCd", "sk-...AbCd"),
+            ("123456789012", "123...9012"),
+            ("12345678901", "..."),
+            ("short", "..."),
+            ("", "..."),
+        ];
+        for (secret, want) in cases {
+            assert_eq!(label_for(&SecretString::from(secret)), want);
+        }
+    }
+
+    #[test]
+    fn rules_table() {
+        type Edit = fn(&mut CredentialFields);
+        let cases: &[(&str, Edit)] = &[
+            ("id: must not be empty", |f| f.id.clear()),
+            ("id: must be visible ASCII", |f| f.id = "a b".into()),
+            ("workspace_id: must not be empty", |f| {
+                f.workspace_id.clear()
+            }),
+            ("provider: unknown provider", |f| f.provider = "nope".into()),
+            ("name: longer than 255", |f| f.name = Some("n".repeat(256))),
+            ("key: must be non-empty", |f| {
+                f.key = SecretString::from("sk a")
+            }),
+            ("key: must be non-empty", |f| f.key = SecretString::from("")),
+            ("created_at: not an RFC 3339", |f| {
+                f.created_at = "now".into()
+            }),
+            ("base_url: must start with", |f| {
+                f.base_url = Some("ftp://x".into())
+            }),
+            ("base_url: required: provider azure", |f| {
+                f.provider = "azure".into()
+            }),
+            (r#"headers."Authorization": hop-by-hop"#, |f| {
+                f.headers
+                    .insert("Authorization".into(), SecretString::from("x"));
+            }),
+            ("allowed_api_key_hashes: [] would admit no key", |f| {
+                f.allowed_api_key_hashes = Some(vec![])
+            }),
+            ("allowed_api_key_hashes[0]: not 64 lowercase hex", |f| {
+                f.allowed_api_key_hashes = Some(vec!["A".repeat(64)])
+            }),
+            ("allowed_models: more than 100 entries", |f| {
+                f.allowed_models = Some(vec!["m".into(); 101])
+            }),
+            ("allowed_user_ids[1]: must not be empty", |f| {
+                f.allowed_user_ids = Some(vec!["u".into(), String::new()])
+            }),
+        ];
+        for (want, edit) in cases {
+            let mut f = fields();
+            edit(&mut f);
+            let err = Credential::validate(f, &Providers::builtins())
+                .expect_err(want)
+                .to_string();
+            assert!(err.starts_with(want), "want {want:?}, got {err:?}");
+            assert!(!err.contains("canary"), "{err}");
+        }
+        let mut ok = fields();
+        ok.allowed_api_key_hashes = Some(vec!["a".repeat(64)]);
+        ok.allowed_models = Some(vec!["m".into(); 100]);
+        ok.name = Some("n".repeat(255));
+        let c = Credential::validate(ok, &Providers::builtins()).unwrap();
+        assert_eq!(c.label, "sk-...3456");
+        let again = Credential::validate(c.to_fields(), &Providers::builtins()).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{c:?}"));
+        assert!(!format!("{c:?}").contains("canary"));
+    }
+}

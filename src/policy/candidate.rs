@@ -1,0 +1,134 @@
+//! [`Candidate`]: a credential compiled for the hot path — allowlists as hash
+//! sets, upstream resolved, auth and id headers pre-built — so that nothing
+//! about a credential is computed per request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+use super::{order, Allowlists};
+use crate::domain::{Credential, Providers, Upstream};
+
+/// A credential compiled for the hot path.
+pub(crate) struct Candidate {
+    pub(crate) record: Arc<Credential>,
+    pub(crate) allowlists: Allowlists,
+    pub(crate) upstream: Upstream,
+    pub(crate) auth_name: HeaderName,
+    pub(crate) auth_value: HeaderValue,
+    pub(crate) id_value: HeaderValue,
+    /// The id again, shared as a metrics label.
+    pub(crate) id_label: Arc<str>,
+}
+
+impl fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Candidate")
+            .field("id", &self.record.id)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a valid credential cannot be compiled against the providers in force
+/// (one was removed or changed by a reload since the credential was checked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// A credential names a provider that does not exist.
+    #[error("credential {id}: unknown provider {provider}")]
+    UnknownProvider {
+        /// Credential id.
+        id: String,
+        /// The provider slug.
+        provider: String,
+    },
+    /// Neither the credential nor its provider has a base URL.
+    #[error("credential {id}: provider {provider} has no base_url, so the credential needs one")]
+    NoUpstream {
+        /// Credential id.
+        id: String,
+        /// The provider slug.
+        provider: String,
+    },
+    /// The secret or the id cannot be sent in a header.
+    #[error("credential {id}: key or id contains characters not allowed in an HTTP header")]
+    BadHeader {
+        /// Credential id.
+        id: String,
+    },
+}
+
+/// Compiles one credential for the hot path; `None` for a disabled one (it is
+/// still checked, so a record that cannot serve is refused whether or not it
+/// is enabled).
+pub(crate) fn compile(
+    cred: &Arc<Credential>,
+    providers: &Providers,
+) -> Result<Option<Candidate>, CompileError> {
+    let provider = providers
+        .get(&cred.provider)
+        .ok_or_else(|| CompileError::UnknownProvider {
+            id: cred.id.clone(),
+            provider: cred.provider.clone(),
+        })?;
+    let upstream = cred
+        .base_url
+        .clone()
+        .or_else(|| provider.upstream.clone())
+        .ok_or_else(|| CompileError::NoUpstream {
+            id: cred.id.clone(),
+            provider: cred.provider.clone(),
+        })?;
+    let bad_header = || CompileError::BadHeader {
+        id: cred.id.clone(),
+    };
+    let auth_value = provider
+        .auth
+        .header_value(&cred.key)
+        .ok_or_else(bad_header)?;
+    let id_value = HeaderValue::from_str(&cred.id).map_err(|_| bad_header())?;
+    if cred.disabled {
+        return Ok(None);
+    }
+    Ok(Some(Candidate {
+        record: Arc::clone(cred),
+        allowlists: Allowlists::compile(cred),
+        upstream,
+        auth_name: provider.auth.header_name(),
+        auth_value,
+        id_value,
+        id_label: Arc::from(cred.id.as_str()),
+    }))
+}
+
+/// Compiles and orders one group's credentials.
+pub(crate) fn group(
+    creds: &[Arc<Credential>],
+    providers: &Providers,
+) -> Result<Arc<[Candidate]>, CompileError> {
+    let mut list = Vec::with_capacity(creds.len());
+    for c in creds {
+        if let Some(cand) = compile(c, providers)? {
+            list.push(cand);
+        }
+    }
+    list.sort_by(|a, b| order(&a.record, &b.record));
+    Ok(Arc::from(list))
+}
+
+#[cfg(test)]
+impl Candidate {
+    pub(crate) fn for_tests(cred: Credential) -> Self {
+        let allowlists = Allowlists::compile(&cred);
+        Candidate {
+            allowlists,
+            upstream: Upstream::parse("http://127.0.0.1:1").unwrap_or_else(|_| unreachable!()),
+            auth_name: crate::domain::AuthScheme::Bearer.header_name(),
+            auth_value: HeaderValue::from_static("Bearer x"),
+            id_value: HeaderValue::from_str(&cred.id).unwrap_or_else(|_| unreachable!()),
+            id_label: Arc::from(cred.id.as_str()),
+            record: Arc::new(cred),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The middleware: [`ByokLayer`] builds [`ByokService`], which decides, strips,
+//! injects and fails over around any inner service; [`Forwarder`] is the inner
+//! service the binary uses. The request's edges live here too: the client's
+//! key ([`client_key`]), routing ([`route`]), header hygiene ([`headers`]), the
+//! model id ([`model`]), bodies ([`body`]) and the proxy's own answers
+//! ([`error`]).
+
+mod access_log;
+pub(crate) mod body;
+pub(crate) mod client_key;
+pub(crate) mod error;
+mod forward;
+pub(crate) mod headers;
+mod layer;
+pub(crate) mod model;
+mod route;
+mod service;
+
+pub use body::{ByokBody, ForwardBody, IdleTimeout};
+pub use error::Rejection;
+pub use forward::{Forwarder, ForwarderOptions};
+pub use layer::ByokLayer;
+pub use service::{decide, Attempt, ByokService};

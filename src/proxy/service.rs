@@ -1,0 +1,529 @@
+//! [`ByokService`]: a request goes through named phases, each a function
+//! below (as pingora names its `request_filter`, `upstream_peer`, …):
+//!
+//! 1. [`request_filter`]: refuse what is never proxied (CONNECT, CL+TE framing,
+//!    protocol upgrades);
+//! 2. [`route`]: the provider from the first path segment, the rest of the path
+//!    and the query checked;
+//! 3. [`principal`]: who asks, from the gateway key (or a trusted extension);
+//! 4. [`read_body`]: the body, bounded and decoded;
+//! 5. [`model`]: the model, from the path and the body under the strict rules;
+//! 6. [`select`]: the workspace's candidates for the provider and what the
+//!    request asks of their allowlists (the policy decides);
+//! 7. [`upstream_request`]: one attempt — client credentials stripped, the
+//!    candidate's secret injected;
+//! 8. [`classify`]: what an attempt's outcome means — the whole retry table;
+//!
+//! then one access-log line and the metrics ([`access_log`](super::access_log)).
+//! [`decide`] runs phases 2, 3, 6 and 7 alone, without a body or any I/O.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::Full;
+use tower::{Service, ServiceExt};
+
+use super::access_log::{AttemptResult, ErrorChain, Trace, X_BYOK_REQUEST_ID, X_REQUEST_ID};
+use super::body::{self, ByokBody, ForwardBody};
+use super::client_key::client_key_hash;
+use super::error::Rejection;
+use super::{headers, model, route};
+use crate::domain::{Credential, Provider};
+use crate::metrics::Metrics;
+use crate::policy::{self, Ask, Candidate};
+use crate::registry::{Principal, Snapshot};
+use crate::{BoxError, Registry};
+
+/// Put in the extensions of every request the inner service receives: which
+/// credential this attempt uses, and which attempt it is (from 1).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The credential whose secret the request carries.
+    pub credential: Arc<Credential>,
+    /// 1 for the first candidate, 2 for the first failover, and so on.
+    pub number: u32,
+}
+
+/// The middleware built by [`ByokLayer`](crate::ByokLayer). See the crate docs.
+#[derive(Debug, Clone)]
+pub struct ByokService<S> {
+    pub(crate) inner: S,
+    pub(crate) registry: Registry,
+    pub(crate) trust_principal_extension: bool,
+    pub(crate) metrics: Option<Arc<Metrics>>,
+}
+
+impl<S, B, RB> Service<Request<B>> for ByokService<S>
+where
+    S: Service<Request<ForwardBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ByokBody<RB>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The readied service goes into the future; the clone stays behind
+        // (tower's "be careful when cloning inner services").
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let snapshot = self.registry.snapshot();
+        let trust = self.trust_principal_extension;
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let mut trace = Trace::start(req.headers());
+            let outcome =
+                decide_and_forward(inner, &snapshot, trust, req, &mut trace, metrics.as_deref())
+                    .await
+                    .unwrap_or_else(Outcome::Refused);
+            let mut res = match outcome {
+                Outcome::Forwarded(res) => res,
+                Outcome::Refused(rejection) => {
+                    trace.outcome = rejection.reason();
+                    rejection.into_response()
+                }
+                Outcome::Failed { rejection, last } => {
+                    trace.outcome = rejection.reason();
+                    let mut res: Response<ByokBody<RB>> = rejection.into_response();
+                    headers::annotate(res.headers_mut(), &last, trace.attempts.len());
+                    res
+                }
+            };
+            // Ours always in x-byok-request-id; in x-request-id too unless the
+            // upstream set its own there (SDKs surface the provider's id).
+            let h = res.headers_mut();
+            h.insert(X_BYOK_REQUEST_ID, trace.request_id.clone());
+            if !h.contains_key(X_REQUEST_ID) {
+                h.insert(X_REQUEST_ID, trace.request_id.clone());
+            }
+            trace.finish(res.status(), metrics.as_deref());
+            Ok(res)
+        })
+    }
+}
+
+/// How a request ended, before the response is finished.
+enum Outcome<RB> {
+    /// An upstream answered; its response, annotated.
+    Forwarded(Response<ByokBody<RB>>),
+    /// Refused before any attempt.
+    Refused(Rejection),
+    /// Every attempt failed; `last` is the id of the last credential tried.
+    Failed {
+        rejection: Rejection,
+        last: HeaderValue,
+    },
+}
+
+/// The phases, in order, then one attempt per admitted candidate until
+/// [`classify`] says to stop.
+async fn decide_and_forward<S, B, RB>(
+    mut inner: S,
+    snapshot: &Snapshot,
+    trust: bool,
+    req: Request<B>,
+    trace: &mut Trace,
+    metrics: Option<&Metrics>,
+) -> Result<Outcome<RB>, Rejection>
+where
+    S: Service<Request<ForwardBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    request_filter(&parts)?;
+    let route = route(snapshot, parts.uri.path(), trace)?;
+    let principal = principal(snapshot, trust, &parts.headers, &parts.extensions)?;
+    trace.principal = Some(principal.clone());
+    route::check_rest(route.rest)?;
+    let query = route::filter_query(parts.uri.query())?;
+    let settings = snapshot.settings();
+    let bytes = read_body(&parts.headers, body, settings.max_body_bytes, trace).await?;
+    let model = model(route.rest, &parts.headers, &bytes)?;
+    let (group, ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
+
+    let mut base = parts.headers;
+    headers::strip_request(&mut base);
+    base.insert(X_REQUEST_ID, trace.request_id.clone());
+    let mut candidates = policy::admitted(&group, &ask).peekable();
+    while let Some(cand) = candidates.next() {
+        if trace.attempts.is_empty() {
+            // Admitted: the model may now appear in the access log.
+            trace.model = model.as_deref().map(str::to_owned);
+        }
+        let number = u32::try_from(trace.attempts.len() + 1).unwrap_or(u32::MAX);
+        let is_last = candidates.peek().is_none();
+        // The last candidate takes the headers; earlier ones work on a copy.
+        let headers = if is_last {
+            std::mem::take(&mut base)
+        } else {
+            base.clone()
+        };
+        let attempt = Attempt {
+            credential: Arc::clone(&cand.record),
+            number,
+        };
+        let upstream_req = upstream_request(
+            &parts.method,
+            headers,
+            route.provider,
+            cand,
+            route.rest,
+            query.as_deref(),
+            bytes.clone(),
+            attempt,
+        )?;
+
+        let call = async {
+            let svc = inner.ready().await?;
+            svc.call(upstream_req).await
+        };
+        let waiting = Instant::now();
+        let outcome = tokio::time::timeout(settings.first_byte_timeout, call).await;
+        trace.upstream_wait += waiting.elapsed();
+        let (result, response) = match outcome {
+            Err(_elapsed) => (AttemptResult::Timeout, None),
+            Ok(Err(e)) => {
+                let e: BoxError = e.into();
+                tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, error = %ErrorChain(&*e), "upstream connection failed");
+                (AttemptResult::Error, None)
+            }
+            Ok(Ok(res)) => (AttemptResult::Status(res.status()), Some(res)),
+        };
+        tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
+        trace.attempt(metrics, cand, result);
+        match classify(result, is_last) {
+            Next::Failover => continue,
+            Next::Fail(rejection) => {
+                return Ok(Outcome::Failed {
+                    rejection,
+                    last: cand.id_value.clone(),
+                })
+            }
+            Next::Relay => {}
+        }
+        // `classify` relays answers only, so there is a response here.
+        let Some(res) = response else {
+            return Ok(Outcome::Failed {
+                rejection: Rejection::UpstreamUnreachable,
+                last: cand.id_value.clone(),
+            });
+        };
+        let (mut head, body) = res.into_parts();
+        headers::strip_hop_by_hop(&mut head.headers);
+        headers::annotate(&mut head.headers, &cand.id_value, trace.attempts.len());
+        return Ok(Outcome::Forwarded(Response::from_parts(
+            head,
+            ByokBody::upstream(body, settings.idle_timeout),
+        )));
+    }
+    Err(Rejection::denied(
+        policy::deny(&group, &ask),
+        &route.provider.slug,
+        ask.model,
+    ))
+}
+
+// ---- the phases -----------------------------------------------------------------
+
+/// Phase 1: what is never proxied, whoever asks.
+fn request_filter(parts: &Parts) -> Result<(), Rejection> {
+    if parts.method == Method::CONNECT {
+        return Err(Rejection::MethodNotAllowed);
+    }
+    if parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(Rejection::AmbiguousFraming);
+    }
+    if headers::wants_upgrade(&parts.headers) {
+        return Err(Rejection::InvalidRequest(
+            "protocol upgrades are not proxied",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a request goes: its provider and the path after the provider segment.
+struct Route<'a> {
+    provider: &'a Provider,
+    rest: &'a str,
+}
+
+/// Phase 2: the provider named by the first path segment, byte for byte.
+fn route<'a>(
+    snapshot: &'a Snapshot,
+    path: &'a str,
+    trace: &mut Trace,
+) -> Result<Route<'a>, Rejection> {
+    let (slug, rest) = route::split(path)?;
+    let Some((label, provider)) = snapshot.provider_entry(slug) else {
+        trace.provider = Some(Arc::from("unknown"));
+        return Err(Rejection::UnknownProvider);
+    };
+    trace.provider = Some(Arc::clone(label));
+    Ok(Route { provider, rest })
+}
+
+/// Phase 3: the principal — from an earlier auth layer when trusted and
+/// present, else from the gateway key in the headers.
+fn principal(
+    snapshot: &Snapshot,
+    trust: bool,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<Principal, Rejection> {
+    if trust {
+        if let Some(p) = extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+    }
+    let hash = client_key_hash(headers)?.ok_or(Rejection::MissingApiKey)?;
+    snapshot.principal(&hash).ok_or(Rejection::InvalidApiKey)
+}
+
+/// Phase 4: the whole body, at most `limit` bytes once decoded.
+async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    trace: &mut Trace,
+) -> Result<Bytes, Rejection>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let encoding = body::encoding(headers)?;
+    let reading = Instant::now();
+    let raw = body::read(headers, body, limit).await;
+    trace.body_wait = reading.elapsed();
+    body::decode(encoding, raw?, limit)
+}
+
+/// Phase 5: the model, from the path where the provider's API puts it there,
+/// else from the JSON body; the two must agree.
+///
+/// Every non-empty body is read for a model, whatever its media type, since
+/// upstreams often parse JSON regardless of Content-Type. Only a body that
+/// declares a non-JSON type (a form, multipart, binary) and is not JSON at
+/// all has no model; it can then use only credentials without a model list.
+fn model<'b>(
+    rest: &str,
+    headers: &HeaderMap,
+    bytes: &'b Bytes,
+) -> Result<Option<Cow<'b, str>>, Rejection> {
+    let path_model = model::path_model(rest).map_err(model_rejection)?;
+    let body_model = if bytes.is_empty() {
+        None
+    } else {
+        match model::body_model(bytes) {
+            Ok(m) => m,
+            Err(model::ModelError::InvalidBody(_)) if !body::is_json_like(headers) => None,
+            Err(e) => return Err(model_rejection(e)),
+        }
+    };
+    match (path_model, body_model) {
+        (Some(p), Some(b)) if p != b => Err(Rejection::AmbiguousModel(
+            "the model in the path and the model in the body differ",
+        )),
+        (Some(p), _) => Ok(Some(Cow::Owned(p))),
+        (None, b) => Ok(b),
+    }
+}
+
+/// Phase 6: the principal's workspace's candidates for the provider, in
+/// order, and what the request asks of their allowlists.
+fn select<'a>(
+    snapshot: &Snapshot,
+    principal: &'a Principal,
+    provider: &str,
+    model: Option<&'a str>,
+) -> (Arc<[Candidate]>, Ask<'a>) {
+    let group = snapshot
+        .candidates(&principal.workspace_id, provider)
+        .unwrap_or_else(|| Arc::from(Vec::new()));
+    let ask = Ask {
+        key_hash: principal.key_hash.as_ref(),
+        user_id: &principal.user_id,
+        model,
+    };
+    (group, ask)
+}
+
+/// Phase 7: one attempt's request to `cand`'s upstream: `headers` (already
+/// stripped of every client credential) with the secret injected, the body
+/// bytes the client sent.
+#[expect(clippy::too_many_arguments, reason = "each is one part of the request")]
+fn upstream_request(
+    method: &Method,
+    mut headers: HeaderMap,
+    provider: &Provider,
+    cand: &Candidate,
+    rest: &str,
+    query: Option<&str>,
+    bytes: Bytes,
+    attempt: Attempt,
+) -> Result<Request<ForwardBody>, Rejection> {
+    headers::inject(&mut headers, provider, cand);
+    let uri = cand
+        .upstream
+        .uri(rest, query)
+        .map_err(|_| Rejection::InvalidRequest("the request path cannot be forwarded"))?;
+    let mut req = Request::new(Full::new(bytes));
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req.extensions_mut().insert(attempt);
+    Ok(req)
+}
+
+/// What to do after an attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send this answer to the client as it came.
+    Relay,
+    /// Try the next candidate.
+    Failover,
+    /// Stop and answer with this.
+    Fail(Rejection),
+}
+
+/// Phase 8, the retry table (SPEC §5): connection failures, timeouts before
+/// the response head and the statuses of [`retryable`] go to the next
+/// candidate. With no candidate left, a connection failure is a 502, a
+/// timeout a 504, a credential rejection (401/403) a 502 that keeps the
+/// provider's words from the client, and any other answer goes out as it came.
+fn classify(result: AttemptResult, is_last: bool) -> Next {
+    let failure = match result {
+        AttemptResult::Timeout => Rejection::UpstreamTimeout,
+        AttemptResult::Error => Rejection::UpstreamUnreachable,
+        AttemptResult::Status(s) if !retryable(s) => return Next::Relay,
+        AttemptResult::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            Rejection::UpstreamRejectedCredential
+        }
+        AttemptResult::Status(_) if is_last => return Next::Relay,
+        AttemptResult::Status(_) => return Next::Failover,
+    };
+    if is_last {
+        Next::Fail(failure)
+    } else {
+        Next::Failover
+    }
+}
+
+/// Statuses after which the next candidate is tried.
+pub(crate) fn retryable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        401 | 403 | 408 | 429 | 500 | 502 | 503 | 504 | 529
+    )
+}
+
+fn model_rejection(e: model::ModelError) -> Rejection {
+    match e {
+        model::ModelError::InvalidBody(m) => Rejection::InvalidBody(m),
+        model::ModelError::Ambiguous(m) => Rejection::AmbiguousModel(m),
+        model::ModelError::InvalidPath(m) => Rejection::InvalidRequest(m),
+    }
+}
+
+/// The decision alone, as the layer makes it, without a body or any I/O: the
+/// gateway key in `headers` hashed and looked up, the first candidate of its
+/// workspace for `provider` that admits `model`, and the headers the first
+/// attempt would carry (client credentials and hop-by-hop headers stripped,
+/// the credential's secret injected). For benches and dry runs.
+///
+/// It runs the layer's own phases: [`route`]'s provider lookup,
+/// [`principal`], [`select`] and the header half of [`upstream_request`].
+pub fn decide(
+    snapshot: &Snapshot,
+    mut headers: HeaderMap,
+    provider: &str,
+    model: Option<&str>,
+) -> Result<(Arc<Credential>, HeaderMap), Rejection> {
+    let provider = snapshot
+        .provider(provider)
+        .ok_or(Rejection::UnknownProvider)?;
+    let principal = principal(snapshot, false, &headers, &Extensions::new())?;
+    let (group, ask) = select(snapshot, &principal, &provider.slug, model);
+    let Some(cand) = policy::admitted(&group, &ask).next() else {
+        return Err(Rejection::denied(
+            policy::deny(&group, &ask),
+            &provider.slug,
+            model,
+        ));
+    };
+    headers::strip_request(&mut headers);
+    headers::inject(&mut headers, provider, cand);
+    Ok((Arc::clone(&cand.record), headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_is_the_retry_table() {
+        use AttemptResult::*;
+        let s = |c: u16| Status(StatusCode::from_u16(c).unwrap());
+        // (result, is_last, next)
+        let cases = [
+            (s(200), false, Next::Relay),
+            (s(200), true, Next::Relay),
+            (s(400), false, Next::Relay),
+            (s(404), true, Next::Relay),
+            (s(401), false, Next::Failover),
+            (s(403), false, Next::Failover),
+            (
+                s(401),
+                true,
+                Next::Fail(Rejection::UpstreamRejectedCredential),
+            ),
+            (
+                s(403),
+                true,
+                Next::Fail(Rejection::UpstreamRejectedCredential),
+            ),
+            (s(429), false, Next::Failover),
+            (s(429), true, Next::Relay),
+            (s(503), false, Next::Failover),
+            (s(529), true, Next::Relay),
+            (Error, false, Next::Failover),
+            (Error, true, Next::Fail(Rejection::UpstreamUnreachable)),
+            (Timeout, false, Next::Failover),
+            (Timeout, true, Next::Fail(Rejection::UpstreamTimeout)),
+        ];
+        for (result, is_last, want) in cases {
+            assert_eq!(classify(result, is_last), want, "{result:?} last={is_last}");
+        }
+    }
+
+    #[test]
+    fn retryable_statuses_are_exactly_the_contract_list() {
+        let listed = [401, 403, 408, 429, 500, 502, 503, 504, 529];
+        for code in 100..600u16 {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(retryable(status), listed.contains(&code), "{code}");
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The deployable proxy: [`ByokLayer`] over a [`Forwarder`], served by hyper,
+//! with `/healthz`, config reload (SIGHUP and file changes, [`reload`]) and a
+//! graceful drain on SIGTERM/SIGINT.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tower::{Layer, Service};
+
+use arc_swap::ArcSwap;
+
+mod reload;
+
+use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError, Reload};
+
+use crate::admin::Admin;
+use crate::config::{self, Config, ConfigError};
+use crate::store::crypto::Keyring;
+use crate::store::Store;
+use crate::{
+    ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Metrics, Registry, SnapshotError,
+};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The config is unreadable or invalid.
+    #[error("invalid config {path}:\n{source}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: ConfigError,
+    },
+    /// The registry could not be built from a valid config.
+    #[error("invalid config {path}: {source}")]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: SnapshotError,
+    },
+    /// The credential store could not be opened or read.
+    #[error("{0}")]
+    Store(String),
+    /// A listener or signal handler could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+type ProxyService = ByokService<Forwarder>;
+
+/// The proxy's outermost service: `/healthz`, else the BYOK stack.
+#[derive(Clone)]
+struct Front {
+    proxy: ProxyService,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Front {
+    type Response = Response<ByokBody<Incoming>>;
+    type Error = Infallible;
+    type Future = FrontFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        if req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD) {
+            let mut res = Response::new(ByokBody::full(Bytes::from_static(b"{\"status\":\"ok\"}")));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return FrontFuture::Ready { res: Some(res) };
+        }
+        // No poll_ready first: the layer and the forwarder are always ready
+        // (the forwarder's pool waits inside the call). The layer's future is
+        // already boxed; it is not boxed again.
+        FrontFuture::Proxy {
+            fut: self.proxy.clone().call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Front`]'s future: `/healthz`'s answer, or the BYOK stack's.
+    #[project = FrontProj]
+    enum FrontFuture {
+        Ready { res: Option<Response<ByokBody<Incoming>>> },
+        Proxy { #[pin] fut: <ProxyService as tower::Service<Request<Incoming>>>::Future },
+    }
+}
+
+impl Future for FrontFuture {
+    type Output = Result<Response<ByokBody<Incoming>>, Infallible>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            FrontProj::Ready { res } => std::task::Poll::Ready(Ok(res
+                .take()
+                .unwrap_or_else(|| crate::Rejection::NotFound.into_response()))),
+            FrontProj::Proxy { fut } => fut.poll(cx).map(|result| match result {
+                Ok(res) => Ok(res),
+                // The layer turns every failure into a response; keep a 502
+                // should the forwarder's call ever fail regardless.
+                Err(_) => Ok(crate::Rejection::UpstreamUnreachable.into_response()),
+            }),
+        }
+    }
+}
+
+/// Loads the config at `path` and serves until SIGTERM or SIGINT, then drains.
+pub async fn run(path: &Path) -> Result<(), ServeError> {
+    let config_error = |source| ServeError::Config {
+        path: path.to_owned(),
+        source,
+    };
+    let text = config::read(path).map_err(config_error)?;
+    let config = Config::parse(&text).map_err(config_error)?;
+    let store = open_store(&config).await?;
+    let (config, snapshot) = first_snapshot(path, config, &store).await?;
+    // From here on the registry holds the keys and credentials; the config
+    // keeps its settings only.
+    let registry = Registry::new(snapshot);
+    tracing::info!(store = config.store.kind(), "credential store opened");
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe_snapshot(&registry.snapshot());
+
+    let listener = bind(config.server.listen, "server.listen").await?;
+    let local = local_addr(&listener)?;
+    let front = front(&config, &registry, &metrics)?;
+    let admin = match &config.admin {
+        Some(a) => {
+            let listener = bind(a.listen, "admin.listen").await?;
+            let service = Admin::new(
+                registry.clone(),
+                metrics.clone(),
+                a.management_key_hashes.iter().copied(),
+                store.clone(),
+                config.store.default_workspace_id.clone(),
+            );
+            tracing::info!("admin API listening on http://{}", local_addr(&listener)?);
+            Some((listener, service))
+        }
+        None => None,
+    };
+    let signals = Signals::new()?;
+    let targets = Reload {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        admin: admin.as_ref().map(|(_, svc)| svc.clone()),
+        started_with: config.clone(),
+        current: Arc::new(ArcSwap::from_pointee(config.clone())),
+        store: store.clone(),
+    };
+    if matches!(*store, Store::Postgres(_)) {
+        tokio::spawn(follow_store(targets.clone()));
+    }
+    // The watch starts before the proxy says it is listening, so a change
+    // written right after start-up is never missed.
+    let (tx, changes) = mpsc::channel::<()>(1);
+    let watcher = watch(path, tx);
+    tokio::spawn(reload_loop(
+        path.to_owned(),
+        targets,
+        digest(&text),
+        signals.hup,
+        changes,
+        watcher,
+    ));
+    drop(text);
+
+    let (api_keys, credentials) = {
+        let s = registry.snapshot();
+        (s.api_key_count(), s.credential_count())
+    };
+    tracing::info!(
+        api_keys,
+        credentials,
+        "byok-proxy listening on http://{local}"
+    );
+    let graceful = GracefulShutdown::new();
+    serve_until_signalled(listener, front, admin, signals.stop, &graceful).await;
+    drain(graceful, config.server.drain).await;
+    Ok(())
+}
+
+/// The configured store, opened (and its tables made).
+async fn open_store(config: &Config) -> Result<Arc<Store>, ServeError> {
+    let keyring = if config.store.is_database() {
+        Some(Keyring::from_env().map_err(|e| ServeError::Store(e.to_string()))?)
+    } else {
+        None
+    };
+    Store::open(&config.store.url, keyring)
+        .await
+        .map(Arc::new)
+        .map_err(|e| ServeError::Store(format!("store.url ({}): {e}", config.store.kind())))
+}
+
+/// The snapshot the proxy starts with, and the config without its entries.
+async fn first_snapshot(
+    path: &Path,
+    config: Config,
+    store: &Store,
+) -> Result<(Config, crate::Snapshot), ServeError> {
+    let store_kind = config.store.kind();
+    load_snapshot(config, store, false)
+        .await
+        .map_err(|source| match source {
+            LoadError::Snapshot(source) => ServeError::Snapshot {
+                path: path.to_owned(),
+                source,
+            },
+            LoadError::Store(e) => ServeError::Store(format!("store.url ({store_kind}): {e}")),
+            LoadError::ShuttingDown => ServeError::Store("shutting down".into()),
+        })
+}
+
+async fn bind(addr: SocketAddr, field: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Io {
+            what: format!("cannot listen on {addr} ({field})"),
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Io {
+        what: "cannot read the listening address".into(),
+        source,
+    })
+}
+
+/// The proxy's stack: `/healthz`, then the layer over the forwarder.
+fn front(
+    config: &Config,
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+) -> Result<Front, ServeError> {
+    let forwarder = Forwarder::new(ForwarderOptions {
+        connect_timeout: config.server.connect_timeout,
+        extra_roots: config.server.upstream_roots.clone(),
+        ..ForwarderOptions::default()
+    })
+    .map_err(|e| ServeError::Io {
+        what: "cannot set up upstream TLS".into(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(Front {
+        proxy: ByokLayer::new(registry.clone())
+            .with_metrics(metrics.clone())
+            .layer(forwarder),
+    })
+}
+
+/// SIGTERM and SIGINT stop the proxy; SIGHUP reloads it.
+struct Signals {
+    stop: [Signal; 2],
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, ServeError> {
+        let handle = |kind, name: &str| {
+            signal(kind).map_err(|source| ServeError::Io {
+                what: format!("cannot handle {name}"),
+                source,
+            })
+        };
+        Ok(Signals {
+            stop: [
+                handle(SignalKind::terminate(), "SIGTERM")?,
+                handle(SignalKind::interrupt(), "SIGINT")?,
+            ],
+            hup: handle(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// Accepts on both listeners until SIGTERM or SIGINT; each connection is
+/// watched by `graceful`.
+async fn serve_until_signalled(
+    listener: TcpListener,
+    front: Front,
+    admin: Option<(TcpListener, Admin)>,
+    stop: [Signal; 2],
+    graceful: &GracefulShutdown,
+) {
+    // tokio's timer driver parks without a timeout while no timer is due, so
+    // a request that arms one (hyper's header-read timeout, the first-byte
+    // timeout) has to wake it with an eventfd write. A coarse tick keeps a
+    // near timer registered: arming a later one then wakes nothing.
+    let ticker = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+        }
+    });
+    let accept_admin = || async {
+        match &admin {
+            Some((listener, _)) => listener.accept().await,
+            None => std::future::pending().await,
+        }
+    };
+    let [mut term, mut int] = stop;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_connection(stream, peer, front.clone(), graceful),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            accepted = accept_admin() => match (accepted, &admin) {
+                (Ok((stream, peer)), Some((_, svc))) => serve_connection(stream, peer, svc.clone(), graceful),
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (Ok(_), None) => {}
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    ticker.abort();
+}
+
+/// Lets in-flight requests (streams included) finish, for at most `drain`.
+async fn drain(graceful: GracefulShutdown, drain: Duration) {
+    tracing::info!(
+        drain_secs = drain.as_secs_f64(),
+        "shutting down: no new connections, draining in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("drained; bye"),
+        _ = tokio::time::sleep(drain) => tracing::warn!("drain time is up; closing the remaining connections"),
+    }
+}
+
+fn serve_connection<S, B>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    service: S,
+    graceful: &GracefulShutdown,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<crate::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}

@@ -1,0 +1,307 @@
+//! Reloads: SIGHUP and changes of the config file build a whole new snapshot
+//! off the worker threads and swap it in; a bad file is logged and the old
+//! snapshot stays in force. Also the store's full resync (Postgres).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::admin::Admin;
+use crate::config::{self, Config, ConfigError};
+use crate::store::{self, Store, StoreError};
+use crate::{Metrics, Registry, Snapshot, SnapshotError};
+
+/// Device, inode, size and modification time of the file behind `path`
+/// (symlinks followed): changes with every rewrite, rename-into-place or
+/// ConfigMap swap, without reading the file.
+fn file_identity(path: &Path) -> Option<(u64, u64, u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()))
+}
+
+pub(super) fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// What a reload updates.
+#[derive(Clone)]
+pub(super) struct Reload {
+    pub(super) registry: Registry,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) admin: Option<Admin>,
+    pub(super) started_with: Config,
+    /// The config in force (replaced on every successful reload).
+    pub(super) current: Arc<ArcSwap<Config>>,
+    pub(super) store: Arc<Store>,
+}
+
+/// Why a snapshot could not be made.
+pub(super) enum LoadError {
+    Snapshot(SnapshotError),
+    Store(StoreError),
+    /// The runtime is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Snapshot(e) => e.fmt(f),
+            LoadError::Store(e) => e.fmt(f),
+            LoadError::ShuttingDown => f.write_str("shutting down"),
+        }
+    }
+}
+
+/// The registry snapshot for `config`: its own keys and credentials on the
+/// file store (taken, not copied), the database's otherwise. Comes back with
+/// the config, which keeps its settings only. `serving`: requests are being
+/// served, so the build runs off the worker threads; before that it runs
+/// here, where the parse's garbage is (freed memory it can reuse).
+pub(super) async fn load_snapshot(
+    config: Config,
+    store: &Store,
+    serving: bool,
+) -> Result<(Config, Snapshot), LoadError> {
+    let contents = if store.is_writable() {
+        Some(store.load().await.map_err(LoadError::Store)?)
+    } else {
+        None
+    };
+    let build = move || {
+        let mut config = config;
+        let (keys, creds) = match contents {
+            None => (
+                std::mem::take(&mut config.api_keys),
+                std::mem::take(&mut config.credentials),
+            ),
+            Some(contents) => {
+                let keys = contents.api_keys.into_iter().map(store::api_key);
+                let creds = contents
+                    .credentials
+                    .into_iter()
+                    .map(|c| store::credential(c, &config.providers));
+                (
+                    keys.collect::<Result<_, _>>().map_err(LoadError::Store)?,
+                    creds.collect::<Result<_, _>>().map_err(LoadError::Store)?,
+                )
+            }
+        };
+        let config = config.into_settings();
+        let snapshot = Snapshot::with_entries(&config, keys, creds).map_err(LoadError::Snapshot)?;
+        Ok((config, snapshot))
+    };
+    if serving {
+        off_workers(build).await.ok_or(LoadError::ShuttingDown)?
+    } else {
+        build()
+    }
+}
+
+/// Runs CPU-heavy work on the blocking pool: reading, parsing, building or
+/// freeing 100 000 credentials takes a second or more, which on a worker
+/// thread would stall every request scheduled behind it. `None` when the
+/// runtime shuts down first.
+pub(super) async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => Some(out),
+        Err(e) => match e.try_into_panic() {
+            // A panic in the work is a bug: let it be one here too.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_cancelled) => None,
+        },
+    }
+}
+
+/// Swaps in a new snapshot, then drops the old one on the blocking pool once
+/// the last request that started on it is done with it: freeing 100 000
+/// credentials takes hundreds of milliseconds.
+pub(super) fn swap_in(registry: &Registry, snapshot: Snapshot) -> u64 {
+    let mut old = registry.snapshot();
+    let generation = registry.replace(snapshot);
+    tokio::spawn(async move {
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(last) => {
+                    off_workers(move || drop(last)).await;
+                    return;
+                }
+                // Requests in flight still hold it (until their response head).
+                Err(shared) => old = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    generation
+}
+
+/// Reloads on SIGHUP (always) and when the file's content changes (watched
+/// through its directory, so editors' rename-into-place and Kubernetes
+/// ConfigMap symlink swaps are seen). A bad file is logged and the old
+/// snapshot stays in force.
+pub(super) async fn reload_loop(
+    path: PathBuf,
+    targets: Reload,
+    mut last_seen: [u8; 32],
+    mut hup: tokio::signal::unix::Signal,
+    mut changes: mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+) {
+    // The directory is watched, so events come for every file in it (a log,
+    // a SQLite database): the file is only read when its identity changed.
+    let mut last_identity = None;
+    loop {
+        let forced = tokio::select! {
+            Some(()) = hup.recv() => true,
+            Some(()) = changes.recv() => false,
+            else => return,
+        };
+        let identity = file_identity(&path);
+        if !forced && identity.is_some() && identity == last_identity {
+            continue;
+        }
+        last_identity = identity;
+        let started = std::time::Instant::now();
+        // Reading, hashing and parsing a large file are done off the workers.
+        let file = path.clone();
+        let read = off_workers(move || {
+            let text = config::read(&file)?;
+            let seen = digest(&text);
+            let parsed = (forced || seen != last_seen).then(|| Config::parse(&text));
+            Ok::<_, ConfigError>((seen, parsed))
+        })
+        .await;
+        let (seen, parsed) = match read {
+            None => return,
+            Some(Ok(read)) => read,
+            Some(Err(e)) => {
+                targets.metrics.reload(false);
+                tracing::error!(error = %e, generation = targets.registry.snapshot().generation(), "config reload failed; keeping the config in force");
+                continue;
+            }
+        };
+        last_seen = seen;
+        let Some(parsed) = parsed else {
+            continue; // the same bytes as the config in force
+        };
+        let outcome = match parsed {
+            Ok(config) => load_snapshot(config, &targets.store, true)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok((config, snapshot)) => {
+                let generation = swap_in(&targets.registry, snapshot);
+                targets.metrics.reload(true);
+                targets
+                    .metrics
+                    .observe_snapshot(&targets.registry.snapshot());
+                if let Some(admin) = &targets.admin {
+                    // Removing [admin] revokes every management key at once;
+                    // the listener itself goes with the next restart.
+                    let keys = config
+                        .admin
+                        .as_ref()
+                        .map(|a| a.management_key_hashes.clone());
+                    admin.set_management_keys(keys.unwrap_or_default());
+                }
+                let snapshot = targets.registry.snapshot();
+                tracing::info!(
+                    generation,
+                    api_keys = snapshot.api_key_count(),
+                    credentials = snapshot.credential_count(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "config reloaded"
+                );
+                let before = &targets.started_with;
+                if config.store.url.expose_secret() != before.store.url.expose_secret() {
+                    tracing::warn!("store.url takes effect on restart only");
+                }
+                if config.server.listen != before.server.listen
+                    || config.server.connect_timeout != before.server.connect_timeout
+                    || config.server.drain != before.server.drain
+                    || config.server.upstream_roots != before.server.upstream_roots
+                    || config.admin.as_ref().map(|a| a.listen)
+                        != before.admin.as_ref().map(|a| a.listen)
+                {
+                    tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
+                }
+                // A resync from the store uses the config now in force.
+                targets.current.store(Arc::new(config));
+            }
+            Err(e) => {
+                targets.metrics.reload(false);
+                tracing::error!(
+                    generation = targets.registry.snapshot().generation(),
+                    "config reload failed; keeping the config in force:\n{e}"
+                );
+            }
+        }
+    }
+}
+
+/// Watches the config's directory; `None` (with a warning) where that fails, in
+/// which case SIGHUP still reloads.
+pub(super) fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let tx = Arc::new(tx);
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            // A full channel already holds a pending reload.
+            let _ = tx.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; reload with SIGHUP");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Postgres: follows other replicas' writes ([`store::sync`]); after every
+/// reconnection, reloads everything with the config in force.
+pub(super) async fn follow_store(t: Reload) {
+    let Store::Postgres(pg) = &*t.store else {
+        return;
+    };
+    let resync = || {
+        let t = t.clone();
+        async move {
+            let config = Config::clone(&t.current.load_full());
+            match load_snapshot(config, &t.store, true).await {
+                Ok((_, snapshot)) => {
+                    let generation = swap_in(&t.registry, snapshot);
+                    t.metrics.observe_snapshot(&t.registry.snapshot());
+                    tracing::debug!(generation, "resynchronised from the store");
+                    Ok(())
+                }
+                Err(LoadError::Store(e)) => Err(e),
+                Err(LoadError::Snapshot(e)) => Err(StoreError::Invalid(e.to_string())),
+                Err(LoadError::ShuttingDown) => {
+                    Err(StoreError::Unavailable("shutting down".into()))
+                }
+            }
+        }
+    };
+    store::sync::follow(pg, &t.registry, &t.metrics, resync).await;
+}

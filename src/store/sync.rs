@@ -1,0 +1,66 @@
+//! Postgres: applies other replicas' writes to this replica's registry as
+//! they are notified, one row at a time, and resynchronises fully after
+//! every reconnection (the resync itself is the server's: it needs the
+//! config in force).
+
+use std::future::Future;
+
+use super::{api_key, credential, Change, PgStore, StoreError};
+use crate::{Metrics, Registry};
+
+/// Follows `pg`'s changes forever, applying each to `registry`; after every
+/// (re)connection, `resync` reloads everything.
+pub(crate) async fn follow<R, FR>(pg: &PgStore, registry: &Registry, metrics: &Metrics, resync: R)
+where
+    R: Fn() -> FR,
+    FR: Future<Output = Result<(), StoreError>>,
+{
+    let on_change = |change: Change| async move {
+        match apply(pg, registry, &change).await? {
+            Ok(()) => {
+                metrics.observe_snapshot(&registry.snapshot());
+                tracing::debug!(?change, "applied a change from the store");
+            }
+            // A row this replica cannot use is skipped, not retried forever.
+            Err(e) => tracing::error!(?change, error = %e, "cannot apply a change from the store"),
+        }
+        Ok(())
+    };
+    pg.follow(on_change, resync).await;
+}
+
+/// Reads the row `change` names and applies it: the outer error is the
+/// store's (retried after a reconnection), the inner one the row's.
+async fn apply(
+    pg: &PgStore,
+    registry: &Registry,
+    change: &Change,
+) -> Result<Result<(), String>, StoreError> {
+    Ok(match change {
+        Change::Credential(id) => match pg.credential(id).await? {
+            Some(fields) => {
+                let providers = registry.snapshot().providers().clone();
+                credential(fields, &providers)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cred| {
+                        registry
+                            .apply(|s| s.upsert_credential(cred))
+                            .map_err(|e| e.to_string())
+                    })
+            }
+            None => registry
+                .apply(|s| s.remove_credential(id))
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        },
+        Change::ApiKey(hash) => match pg.api_key(*hash).await? {
+            Some(fields) => api_key(fields)
+                .map(|key| registry.apply(|s| s.upsert_api_key(key)))
+                .map_err(|e| e.to_string()),
+            None => {
+                registry.apply(|s| s.remove_api_key(hash));
+                Ok(())
+            }
+        },
+    })
+}
