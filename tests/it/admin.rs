@@ -7,21 +7,15 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::common::*;
+use crate::support::admin::*;
+use crate::support::metrics::*;
+use crate::support::*;
 
-/// A management key, and the one it is rotated to.
-const MGMT: &str = "mk-test-management-key-one";
+/// The management key that [`MGMT`] is rotated to.
 const MGMT2: &str = "mk-test-management-key-two";
-
-/// Where the admin API listens in these tests. Not `127.0.0.1:0`: the config
-/// check refuses an `admin.listen` equal to `server.listen` even when both ask
-/// for an ephemeral port (see the ignored test at the end). 127.0.0.2 is
-/// loopback too on Linux.
-const ADMIN_LISTEN: &str = "127.0.0.1:0";
 
 /// Canary provider secrets: none may ever appear in a response or a log line.
 const CANARIES: [&str; 4] = [
@@ -31,130 +25,12 @@ const CANARIES: [&str; 4] = [
     "sk-CANARY-admin-header-1d9e",
 ];
 
-fn admin_section(listen: &str, keys: &[&str]) -> String {
-    let hashes: Vec<String> = keys.iter().map(|k| format!("\"{}\"", hash(k))).collect();
-    format!(
-        "\n[admin]\nlisten = \"{listen}\"\nmanagement_key_hashes = [{}]\n",
-        hashes.join(", ")
-    )
-}
-
-/// A config whose providers point at `mock`, with an `[admin]` section
-/// accepting `keys`, then `creds`.
-fn admin_config(mock: &Mock, keys: &[&str], creds: &str) -> String {
-    config(
-        mock,
-        &format!("{}{creds}", admin_section(ADMIN_LISTEN, keys)),
-    )
-}
-
 /// Like `cred`, in workspace `ws`.
 fn cred_in(ws: &str, id: &str, provider: &str, secret: &str, extra: &str) -> String {
     cred(id, provider, secret, extra).replace(
         "workspace_id = \"ws-1\"",
         &format!("workspace_id = \"{ws}\""),
     )
-}
-
-fn bearer(key: &str) -> String {
-    format!("Bearer {key}")
-}
-
-/// One request to the admin listener with exactly these headers.
-async fn admin_req(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> Resp {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        b = b.header(*k, v.as_str());
-    }
-    send(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
-}
-
-/// GET with the management key.
-async fn admin_get(addr: SocketAddr, path: &str) -> Resp {
-    admin_req(addr, "GET", path, &[("authorization", bearer(MGMT))], "").await
-}
-
-/// GET with the management key; must be 200 JSON.
-async fn admin_json(addr: SocketAddr, path: &str) -> Value {
-    let r = admin_get(addr, path).await;
-    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
-    r.json()
-}
-
-/// `GET /api/v1/byok?{query}`: the ids of the page and `total_count`.
-async fn list_ids(addr: SocketAddr, query: &str) -> (Vec<String>, u64) {
-    let v = admin_json(addr, &format!("/api/v1/byok?{query}")).await;
-    let ids = v["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data array: {v}"))
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect();
-    (ids, v["total_count"].as_u64().unwrap())
-}
-
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {v}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
-}
-
-/// A §6 error: exactly `{"error": {"code", "message", "metadata": {"reason"}}}`.
-fn assert_refusal(r: &Resp, status: u16, reason: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
-    let v = r.json();
-    assert_eq!(keys(&v), ["error"], "{what}: {v}");
-    assert_eq!(keys(&v["error"]), ["code", "message", "metadata"], "{what}");
-    assert_eq!(v["error"]["code"], status, "{what}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{what}: {v}"
-    );
-    assert_eq!(keys(&v["error"]["metadata"]), ["reason"], "{what}");
-    assert_eq!(v["error"]["metadata"]["reason"], reason, "{what}: {v}");
-}
-
-/// Standard base64, for `Authorization: Basic`.
-fn base64(input: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn contains_bytes(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Panics if `needle` is anywhere in the response: body, header names or values.
@@ -934,124 +810,9 @@ async fn no_secret_in_any_admin_response_nor_in_the_process_output() {
 
 // ---- 3. /metrics -------------------------------------------------------------
 
-/// One sample of the exposition.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses the OpenMetrics text (sample lines only).
-fn parse_metrics(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (name, mut rest) = match line.find(['{', ' ']) {
-            Some(i) => line.split_at(i),
-            None => panic!("bad sample line {line:?}"),
-        };
-        let mut labels = BTreeMap::new();
-        if let Some(inner) = rest.strip_prefix('{') {
-            let mut chars = inner.char_indices();
-            loop {
-                let (start, c) = chars.next().unwrap();
-                if c == '}' {
-                    rest = &inner[start + 1..];
-                    break;
-                }
-                if c == ',' {
-                    continue;
-                }
-                let eq = inner[start..].find("=\"").unwrap() + start;
-                let key = inner[start..eq].to_owned();
-                for _ in start..eq + 1 {
-                    chars.next();
-                }
-                let mut value = String::new();
-                loop {
-                    match chars.next().unwrap().1 {
-                        '\\' => match chars.next().unwrap().1 {
-                            'n' => value.push('\n'),
-                            c => value.push(c),
-                        },
-                        '"' => break,
-                        c => value.push(c),
-                    }
-                }
-                labels.insert(key, value);
-            }
-        }
-        let value = rest.split_whitespace().next().unwrap();
-        let value = match value {
-            "+Inf" => f64::INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        out.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    out
-}
-
-/// The series of one metric: `k=v,k=v` (labels sorted by name) → value.
-fn family(samples: &[Sample], name: &str) -> BTreeMap<String, f64> {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .map(|s| {
-            let key: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            (key.join(","), s.value)
-        })
-        .collect()
-}
-
-fn expect(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
-}
-
-fn gauge(samples: &[Sample], name: &str) -> f64 {
-    let f = family(samples, name);
-    assert_eq!(f.len(), 1, "{name}: {f:?}");
-    f[""]
-}
-
-async fn scrape(admin: SocketAddr) -> (String, Vec<Sample>) {
-    let r = admin_get(admin, "/metrics").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let ct = r.header("content-type").unwrap_or("");
-    assert!(
-        ct.starts_with("application/openmetrics-text") || ct.starts_with("text/plain"),
-        "{ct}"
-    );
-    let text = r.text();
-    assert!(text.trim_end().ends_with("# EOF"), "{text}");
-    let samples = parse_metrics(&text);
-    (text, samples)
-}
-
-/// The mock's answer by the secret it receives: `sk-429-…` answers 429.
-fn by_secret(r: &Recorded) -> Reply {
-    let secret = r
-        .header("x-api-key")
-        .or_else(|| r.header("authorization"))
-        .unwrap_or("");
-    if secret.contains("sk-429-") {
-        Reply::json(429, r#"{"error":"rate limited"}"#)
-    } else {
-        Reply::json(200, r#"{"ok":true}"#)
-    }
-}
-
 #[tokio::test]
 async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
-    let mock = Mock::start(by_secret).await;
+    let mock = Mock::start(rate_limit_sk_429).await;
     let dead = dead_addr();
     let creds = [
         cred(
@@ -1547,7 +1308,7 @@ fn assert_generated_id(id: &str) {
 
 #[tokio::test]
 async fn one_access_line_per_request_with_its_fields_and_no_secret() {
-    let mock = Mock::start(by_secret).await;
+    let mock = Mock::start(rate_limit_sk_429).await;
     let creds = [
         cred(
             "oa-1",

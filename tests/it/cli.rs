@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::common::hash;
+use crate::support::hash;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_byok-proxy"));

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Notify;
 
-use crate::common::*;
+use crate::support::*;
 
 /// The mock's answer is chosen by the secret the request carries:
 /// `sk-<status>-<anything>` answers that status.

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::common::*;
+use crate::support::*;
 
 const SECRET: &str = "sk-openai-secret-0001";
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn a_changed_file_is_reloaded_and_a_bad_one_keeps_the_old_config() {

@@ -8,7 +8,8 @@
     reason = "a test fails by panicking"
 )]
 
-mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod admin;
 mod cli;

@@ -1,11 +1,9 @@
 //! SPEC §4 model and body rules, and the three allowlists, through the binary.
 
-use std::io::Write;
-
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::common::*;
+use crate::support::*;
 
 /// ws-1 has one openai credential restricted to gpt-4o, one google credential
 /// restricted to gemini-1.5-pro, one bedrock credential restricted to a Claude
@@ -310,12 +308,6 @@ async fn without_an_unrestricted_credential_a_modelless_request_is_refused() {
     assert!(msg.contains("allowed_models"), "{msg}");
     assert!(msg.contains("without a model"), "{msg}");
     assert_eq!(mock.count(), 0);
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 #[tokio::test]

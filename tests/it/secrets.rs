@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::common::*;
+use crate::support::*;
 
 const CANARIES: [&str; 4] = [
     "sk-CANARY-alpha-7f3a9d",

@@ -1,7 +1,7 @@
 //! TLS to https upstreams: certificates are verified (webpki roots plus
 //! `server.upstream_ca_file`), and an unverified upstream never gets a request.
 
-use crate::common::*;
+use crate::support::*;
 
 const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ca.pem");
 

@@ -4,7 +4,7 @@
 use byok_proxy::decide;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::support::{registry, ALICE, BOB, FO, SECRETS};
+use crate::fixtures::{registry, ALICE, BOB, FO, SECRETS};
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();

@@ -3,7 +3,7 @@
 
 use byok_proxy::ByokLayer;
 
-use crate::support::*;
+use crate::fixtures::*;
 
 /// The contract order of `ws-fo`'s openai credentials for `gpt-4o`:
 /// non-fallback by `sort_order`, then the fallback; `fo-disabled` (sort 0) is
@@ -19,7 +19,7 @@ const SECRET_OF: [(&str, &str); 3] = [
 const RETRYABLE: [u16; 9] = [429, 500, 503, 529, 401, 403, 408, 502, 504];
 
 /// Sends a `gpt-4o` chat request of the failover workspace.
-async fn run(script: impl Fn(&str, u32) -> Reply + Send + Sync + 'static) -> (Got, Recorder) {
+async fn run(script: impl Fn(&str, u32) -> Reply + Send + Sync + 'static) -> (Resp, Recorder) {
     let (inner, rec) = upstream(script);
     let got = send(&ByokLayer::new(registry()), inner, chat(FO, "gpt-4o")).await;
     (got, rec)
@@ -133,7 +133,7 @@ async fn a_single_candidate_answering_401_also_becomes_502() {
     let got = send(&ByokLayer::new(registry()), inner, chat(ALICE, "gpt-4o")).await;
     assert_eq!(rec.credentials(), ["cred-openai"]);
     assert_eq!(
-        (got.status.as_u16(), got.reason().as_str()),
+        (got.status, got.reason().as_str()),
         (502, "upstream_rejected_credential")
     );
     assert!(!got.text().contains("PROVIDER-WORDS"));
@@ -172,7 +172,7 @@ async fn a_last_connection_error_is_502_unreachable() {
     .await;
     assert_eq!(rec.credentials(), ORDER);
     assert_eq!(
-        (got.status.as_u16(), got.reason().as_str()),
+        (got.status, got.reason().as_str()),
         (502, "upstream_unreachable")
     );
     assert_eq!(got.header("x-byok-credential-id"), Some("fo-fallback"));
@@ -204,7 +204,7 @@ async fn every_upstream_hung_is_504() {
     let (got, rec) = run(|_, _| Reply::Hang).await;
     assert_eq!(rec.credentials(), ORDER);
     assert_eq!(
-        (got.status.as_u16(), got.reason().as_str()),
+        (got.status, got.reason().as_str()),
         (504, "upstream_timeout")
     );
     assert_eq!(got.header("x-byok-credential-id"), Some("fo-fallback"));

@@ -3,7 +3,7 @@
 
 use http::header::AUTHORIZATION;
 
-use crate::support::*;
+use crate::fixtures::*;
 
 /// Header names the inner service saw, sorted.
 fn names(seen: &Seen) -> Vec<String> {

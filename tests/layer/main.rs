@@ -10,6 +10,9 @@
 //! * `refusals`: every way the layer answers by itself.
 //! * `model_property`: generated JSON bodies against an independent parser.
 //! * `decide`: the decision alone, without the layer.
+//!
+//! `fixtures` holds the registry and the recording inner service; `support`
+//! is the harness shared with the other test crates (tests/support).
 
 #![expect(
     clippy::unwrap_used,
@@ -20,8 +23,10 @@
 
 mod decide;
 mod failover;
+mod fixtures;
 mod forward;
 mod model_property;
 mod principal;
 mod refusals;
+#[path = "../support/mod.rs"]
 mod support;

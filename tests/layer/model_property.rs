@@ -15,7 +15,7 @@
 use byok_proxy::ByokLayer;
 use proptest::prelude::*;
 
-use crate::support::*;
+use crate::fixtures::*;
 
 fn property_config() -> String {
     format!(
@@ -317,12 +317,12 @@ proptest! {
         match (&expected, forwarded.as_slice()) {
             (Ok(_), [seen]) => {
                 prop_assert_eq!(&seen.body[..], &body[..], "bytes changed: {}", shown);
-                prop_assert_eq!(got.status.as_u16(), 200);
+                prop_assert_eq!(got.status, 200);
             }
             (Err(_), []) => {
                 // Refused by the proxy itself: a body it cannot read is 400,
                 // a readable one whose model is not admitted is 400 or 403.
-                let status = got.status.as_u16();
+                let status = got.status;
                 prop_assert!(status == 400 || status == 403, "status {} for {}", status, shown);
                 if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
                     prop_assert_eq!(status, 400, "unparsable body not refused as 400: {}", shown);

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use tower::util::MapRequestLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::support::*;
+use crate::fixtures::*;
 
 fn principal(workspace: &str, user: &str, key: Option<&str>) -> Principal {
     Principal {
@@ -25,7 +25,7 @@ async fn through_stack(
     who: Option<Principal>,
     inner: Inner,
     req: Request<Full<Bytes>>,
-) -> Got {
+) -> Resp {
     let svc = ServiceBuilder::new()
         // The application's own auth: decides who is asking.
         .layer(MapRequestLayer::new(

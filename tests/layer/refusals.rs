@@ -4,15 +4,15 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use flate2::write::{GzEncoder, ZlibEncoder};
+use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use http::Request;
 use http_body_util::Full;
 
-use crate::support::*;
+use crate::fixtures::*;
 
 /// Sends `req`; asserts the refusal and that the inner service was never called.
-async fn refused(req: Request<Full<Bytes>>, status: u16, reason: &str) -> Got {
+async fn refused(req: Request<Full<Bytes>>, status: u16, reason: &str) -> Resp {
     let what = format!("{} {}", req.method(), req.uri());
     let (got, rec) = send_ok(req).await;
     assert_eq!(
@@ -22,7 +22,7 @@ async fn refused(req: Request<Full<Bytes>>, status: u16, reason: &str) -> Got {
         rec.all()
     );
     assert_eq!(
-        (got.status.as_u16(), got.reason().as_str()),
+        (got.status, got.reason().as_str()),
         (status, reason),
         "{what}: {}",
         got.text()
@@ -41,12 +41,6 @@ fn alice_post(uri: &str, extra: &[(&str, &str)], body: impl Into<Bytes>) -> Requ
     let mut headers: Vec<(&str, &str)> = vec![("authorization", &auth)];
     headers.extend_from_slice(extra);
     request("POST", uri, &headers, body)
-}
-
-fn gzip(plain: &[u8]) -> Vec<u8> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(plain).unwrap();
-    gz.finish().unwrap()
 }
 
 fn deflate(plain: &[u8]) -> Vec<u8> {
@@ -483,7 +477,7 @@ async fn bodies_breaking_the_strict_json_rules_are_400() {
         .await;
         assert_eq!(rec.count(), 0, "{what} was forwarded");
         assert_eq!(
-            (got.status.as_u16(), got.reason()),
+            (got.status, got.reason()),
             (400, reason.to_owned()),
             "{what}"
         );
@@ -564,7 +558,7 @@ async fn a_non_json_content_type_cannot_smuggle_a_model() {
         for body in bodies {
             let (got, rec) = send_ok(alice_post(CHAT, &[("content-type", ct)], body)).await;
             assert_eq!(rec.count(), 0, "{ct} {body} was forwarded");
-            let status = got.status.as_u16();
+            let status = got.status;
             assert!(status == 400 || status == 403, "{ct} {body}: {status}");
             got.assert_refused(status, &got.reason());
         }
@@ -577,7 +571,7 @@ async fn a_non_json_content_type_cannot_smuggle_a_model() {
         "application/vnd.api+json",
     ] {
         let (got, rec) = send_ok(alice_post(CHAT, &[("content-type", ct)], GPT4O)).await;
-        assert_eq!((got.status.as_u16(), rec.count()), (200, 1), "{ct}");
+        assert_eq!((got.status, rec.count()), (200, 1), "{ct}");
     }
 }
 
@@ -602,7 +596,7 @@ async fn path_and_body_models_must_agree() {
         r#"{"model":"gemini-1.5-pro","contents":[]}"#,
     );
     let (got, rec) = send_ok(req).await;
-    assert_eq!((got.status.as_u16(), rec.count()), (200, 1));
+    assert_eq!((got.status, rec.count()), (200, 1));
 }
 
 // ---- routes and methods -----------------------------------------------------
@@ -678,7 +672,7 @@ async fn connect_and_upgrades_are_refused() {
     let req = request("CONNECT", "upstream.test:443", &[("x-api-key", ALICE)], "");
     let (got, rec) = send_ok(req).await;
     assert_eq!(rec.count(), 0);
-    assert!(got.status.is_client_error(), "{}", got.status);
+    assert!((400..500).contains(&got.status), "{}", got.status);
 
     let req = request(
         "CONNECT",

@@ -4,7 +4,8 @@
 //!   `scripts/ensure-postgres` installs PostgreSQL when missing.
 //! * `sqlite`: the embedded store through the real binary.
 //! * `replicas`: several proxies on one PostgreSQL (`relay` cuts one off).
-//! * `support`: store configs and admin API calls; `common` is tests/it's harness.
+//! * `node`: store configs and admin API calls; `support` is the harness
+//!   shared with the other test crates (tests/support).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,12 +14,12 @@
     reason = "a test fails by panicking"
 )]
 
-#[path = "../it/common.rs"]
-mod common;
+mod node;
 mod pg;
 mod relay;
 mod replicas;
 mod sqlite;
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;

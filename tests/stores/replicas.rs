@@ -7,11 +7,9 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_postgres::NoTls;
 
-use crate::common::*;
+use crate::node::*;
 use crate::pg::PgCluster;
 use crate::relay::Relay;
-#[allow(unused_imports)]
-use crate::support::WaitCount;
 use crate::support::*;
 
 const APPLIED: &str = "applied a change from the store";

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::node::*;
 use crate::support::*;
 
 struct Sqlite {
@@ -35,10 +35,6 @@ impl Sqlite {
         }
         all
     }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -140,7 +136,7 @@ async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
         "{metrics}"
     );
     // The secret is wiped from the row.
-    assert!(!contains(&db.on_disk(), "sk-store-ROTATED"));
+    assert!(!contains_bytes(&db.on_disk(), "sk-store-ROTATED"));
 }
 
 #[tokio::test]
@@ -265,7 +261,7 @@ async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
         .await;
     let (key, hash) = node.create_key("user-9").await;
     assert!(key.starts_with("byok-"));
-    assert_eq!(hash, crate::common::hash(&key));
+    assert_eq!(hash, crate::support::hash(&key));
     assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
 
     let list = node
@@ -316,7 +312,7 @@ async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
         404
     );
     assert!(
-        !contains(&db.on_disk(), &key),
+        !contains_bytes(&db.on_disk(), &key),
         "the raw gateway key reached the database"
     );
 }
@@ -338,10 +334,10 @@ async fn everything_survives_a_restart_and_no_secret_is_stored_in_plaintext() {
     };
     let disk = db.on_disk();
     assert!(
-        !contains(&disk, secret),
+        !contains_bytes(&disk, secret),
         "plaintext secret in the database file"
     );
-    assert!(contains(&disk, &id));
+    assert!(contains_bytes(&disk, &id));
 
     // The rows carry the key id, a 12-byte nonce and a ciphertext.
     let conn = rusqlite::Connection::open(db.path()).unwrap();

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
 
-use crate::common::*;
+use crate::support::*;
 
 /// The management key of every store test.
 pub(crate) const MGMT: &str = "mgmt-store-tests";
@@ -103,31 +103,5 @@ impl Node {
     /// A chat completion through the proxy with gateway key `key`.
     pub(crate) async fn chat(&self, key: &str, model: &str) -> Resp {
         chat(&self.proxy, key, model).await
-    }
-}
-
-/// Waiting for the n-th occurrence of a log line.
-pub(crate) trait WaitCount {
-    /// Waits until `n` lines after the first `mark` contain `needle`.
-    async fn wait_log_count_after(&self, mark: usize, needle: &str, n: usize);
-}
-
-impl WaitCount for Proxy {
-    async fn wait_log_count_after(&self, mark: usize, needle: &str, n: usize) {
-        let mut from = mark;
-        for _ in 0..n {
-            self.wait_log_after(from, needle).await;
-            // The output only grows: the first match at or after `from` is
-            // the one just waited for.
-            let logs = self.logs();
-            let at = logs
-                .lines()
-                .enumerate()
-                .skip(from)
-                .find(|(_, l)| l.contains(needle))
-                .map(|(i, _)| i)
-                .unwrap();
-            from = at + 1;
-        }
     }
 }

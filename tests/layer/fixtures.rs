@@ -1,14 +1,17 @@
-//! Fixtures: the registry, a recording inner service, request helpers.
+//! Fixtures of the layer tests: the registry, a recording inner service,
+//! request helpers; the rest is tests/support, shared with the other crates.
 
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::sync::Arc;
 
-use byok_proxy::{Attempt, BoxError, ByokLayer, Config, ForwardBody, KeyHash, Registry};
+use byok_proxy::{Attempt, BoxError, ByokLayer, Config, ForwardBody, Registry};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::Body;
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
+
+pub(crate) use crate::support::{collect, gzip, hash, Recorded, Recording, Resp};
 
 /// Gateway key of alice (workspace `ws-1`).
 pub(crate) const ALICE: &str = "gw-alice-0001";
@@ -36,11 +39,6 @@ pub(crate) const SECRETS: [&str; 10] = [
     "sk-p-openai-SECRET-f",
     "sk-p-anthropic-SECRET-g",
 ];
-
-/// SHA-256 hex of a gateway key, as written in configs.
-pub(crate) fn hash(key: &str) -> String {
-    KeyHash::of(key.as_bytes()).to_hex()
-}
 
 /// The config shared by most tests.
 ///
@@ -199,41 +197,32 @@ pub(crate) fn registry() -> Registry {
     registry_from(&config_text())
 }
 
-/// One request as the inner service received it.
+/// One request as the inner service received it: the request, and which
+/// attempt with which credential it was.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
-    pub(crate) method: Method,
-    pub(crate) uri: String,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+    pub(crate) request: Recorded,
     /// `Attempt::credential.id`.
     pub(crate) credential: String,
     /// `Attempt::number`.
     pub(crate) attempt: u32,
 }
 
+impl Deref for Seen {
+    type Target = Recorded;
+
+    fn deref(&self) -> &Recorded {
+        &self.request
+    }
+}
+
 /// Everything the inner service received, shared with the test.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Recorder(Arc<Mutex<Vec<Seen>>>);
+pub(crate) type Recorder = Recording<Seen>;
 
-impl Recorder {
-    pub(crate) fn all(&self) -> Vec<Seen> {
-        self.0.lock().unwrap().clone()
-    }
-
-    pub(crate) fn count(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
+impl Recording<Seen> {
     /// The credential ids of the attempts, in order.
     pub(crate) fn credentials(&self) -> Vec<String> {
         self.all().into_iter().map(|s| s.credential).collect()
-    }
-
-    pub(crate) fn only(&self) -> Seen {
-        let all = self.all();
-        assert_eq!(all.len(), 1, "expected exactly one call, got {all:#?}");
-        all.into_iter().next().unwrap()
     }
 }
 
@@ -279,11 +268,13 @@ pub(crate) fn upstream(
                 .cloned()
                 .expect("every forwarded request carries an Attempt");
             let body = body.collect().await?.to_bytes();
-            rec.0.lock().unwrap().push(Seen {
-                method: parts.method,
-                uri: parts.uri.to_string(),
-                headers: parts.headers,
-                body,
+            rec.record(Seen {
+                request: Recorded {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts.headers,
+                    body,
+                },
                 credential: attempt.credential.id.clone(),
                 attempt: attempt.number,
             });
@@ -349,45 +340,13 @@ pub(crate) fn chat(key: &str, model: &str) -> Request<Full<Bytes>> {
     )
 }
 
-/// The response as the client got it, body collected.
-#[derive(Debug)]
-pub(crate) struct Got {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Got {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    pub(crate) fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap()
-    }
-
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
-    }
-
-    /// `error.metadata.reason` of the proxy's own error body.
-    pub(crate) fn reason(&self) -> String {
-        self.json()["error"]["metadata"]["reason"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no reason in {:?}", self.text()))
-            .to_owned()
-    }
-
-    pub(crate) fn message(&self) -> String {
-        self.json()["error"]["message"].as_str().unwrap().to_owned()
-    }
-
+/// The layer's own answers.
+impl Resp {
     /// Asserts a refusal by the proxy itself: status, reason, the OpenRouter
     /// error shape with `code` equal to the status, and no `x-byok-*` headers.
     pub(crate) fn assert_refused(&self, status: u16, reason: &str) {
         assert_eq!(
-            (self.status.as_u16(), self.reason().as_str()),
+            (self.status, self.reason().as_str()),
             (status, reason),
             "body: {}",
             self.text()
@@ -420,7 +379,7 @@ impl Got {
 }
 
 /// Runs one request through `layer` over `inner`.
-pub(crate) async fn send(layer: &ByokLayer, inner: Inner, req: Request<Full<Bytes>>) -> Got {
+pub(crate) async fn send(layer: &ByokLayer, inner: Inner, req: Request<Full<Bytes>>) -> Resp {
     let res = layer
         .layer(inner)
         .oneshot(req)
@@ -429,28 +388,9 @@ pub(crate) async fn send(layer: &ByokLayer, inner: Inner, req: Request<Full<Byte
     collect(res).await
 }
 
-/// The response with its body read to the end.
-pub(crate) async fn collect<B>(res: Response<B>) -> Got
-where
-    B: Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let (head, body) = res.into_parts();
-    let body = body
-        .collect()
-        .await
-        .expect("the response body is readable")
-        .to_bytes();
-    Got {
-        status: head.status,
-        headers: head.headers,
-        body,
-    }
-}
-
 /// Sends `req` with the shared registry over a 200-answering inner service and
 /// returns the response and the recorder.
-pub(crate) async fn send_ok(req: Request<Full<Bytes>>) -> (Got, Recorder) {
+pub(crate) async fn send_ok(req: Request<Full<Bytes>>) -> (Resp, Recorder) {
     let (inner, rec) = ok_upstream();
     let got = send(&ByokLayer::new(registry()), inner, req).await;
     (got, rec)
