@@ -11,11 +11,15 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod admin;
+mod access_log;
+mod admin_auth;
+mod admin_byok;
 mod cli;
 mod failover;
 mod forwarding;
 mod lifecycle;
+mod metrics;
 mod model_rules;
+mod reload;
 mod secrets;
 mod tls;
