@@ -1,5 +1,8 @@
 //! Black-box tests: the real `byok-proxy` binary through real sockets, with a
 //! recording mock upstream. Every refusal also proves nothing was forwarded.
+//!
+//! The harness (mock upstream, the binary, the client, configs, admin API
+//! helpers) is `support`, tests/support, shared with the other test crates.
 
 #![allow(
     clippy::unwrap_used,
