@@ -30,7 +30,11 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("byok.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_byok-proxy"));
+        // Set when the binary is built (the `server` feature); the layer's
+        // tests, which also build without it, never start it.
+        let binary = option_env!("CARGO_BIN_EXE_byok-proxy")
+            .unwrap_or("byok-proxy-needs-the-server-feature");
+        let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
