@@ -79,6 +79,7 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::Invalid(message) => AdminError::InvalidField(message),
             StoreError::NotFound => AdminError::UnknownCredential,
+            StoreError::ReadOnly => AdminError::ReadOnlyStore,
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "credential store unavailable");
                 AdminError::StoreUnavailable

@@ -30,6 +30,8 @@ use crate::admin::Admin;
 use crate::config::{self, Config, ConfigError};
 use crate::store::crypto::Keyring;
 use crate::store::Store;
+pub use crate::store::crypto::CryptoError;
+pub use crate::store::StoreError;
 use crate::{
     ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Metrics, Registry, SnapshotError,
 };
@@ -53,9 +55,20 @@ pub enum ServeError {
         /// What is wrong.
         source: SnapshotError,
     },
+    /// The master key for a database store is missing or malformed.
+    #[error(transparent)]
+    MasterKey(#[from] CryptoError),
     /// The credential store could not be opened or read.
-    #[error("{0}")]
-    Store(String),
+    #[error("store.url ({kind}): {source}")]
+    Store {
+        /// `sqlite` or `postgres` (the URL itself may hold a password).
+        kind: &'static str,
+        /// What failed.
+        source: StoreError,
+    },
+    /// Stopped before the proxy was serving.
+    #[error("shutting down")]
+    ShuttingDown,
     /// A listener or signal handler could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -206,14 +219,17 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
 /// The configured store, opened (and its tables made).
 async fn open_store(config: &Config) -> Result<Arc<Store>, ServeError> {
     let keyring = if config.store.is_database() {
-        Some(Keyring::from_env().map_err(|e| ServeError::Store(e.to_string()))?)
+        Some(Keyring::from_env()?)
     } else {
         None
     };
     Store::open(&config.store.url, keyring)
         .await
         .map(Arc::new)
-        .map_err(|e| ServeError::Store(format!("store.url ({}): {e}", config.store.kind())))
+        .map_err(|source| ServeError::Store {
+            kind: config.store.kind(),
+            source,
+        })
 }
 
 /// The snapshot the proxy starts with, and the config without its entries.
@@ -230,8 +246,11 @@ async fn first_snapshot(
                 path: path.to_owned(),
                 source,
             },
-            LoadError::Store(e) => ServeError::Store(format!("store.url ({store_kind}): {e}")),
-            LoadError::ShuttingDown => ServeError::Store("shutting down".into()),
+            LoadError::Store(source) => ServeError::Store {
+                kind: store_kind,
+                source,
+            },
+            LoadError::ShuttingDown => ServeError::ShuttingDown,
         })
 }
 

@@ -183,8 +183,7 @@ pub(super) async fn reload_loop(
             None => return,
             Some(Ok(read)) => read,
             Some(Err(e)) => {
-                targets.metrics.reload(false);
-                tracing::error!(error = %e, generation = targets.registry.snapshot().generation(), "config reload failed; keeping the config in force");
+                targets.failed(e);
                 continue;
             }
         };
@@ -199,53 +198,63 @@ pub(super) async fn reload_loop(
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok((config, snapshot)) => {
-                let generation = swap_in(&targets.registry, snapshot);
-                targets.metrics.reload(true);
-                targets
-                    .metrics
-                    .observe_snapshot(&targets.registry.snapshot());
-                if let Some(admin) = &targets.admin {
-                    // Removing [admin] revokes every management key at once;
-                    // the listener itself goes with the next restart.
-                    let keys = config
-                        .admin
-                        .as_ref()
-                        .map(|a| a.management_key_hashes.clone());
-                    admin.set_management_keys(keys.unwrap_or_default());
-                }
-                let snapshot = targets.registry.snapshot();
-                tracing::info!(
-                    generation,
-                    api_keys = snapshot.api_key_count(),
-                    credentials = snapshot.credential_count(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "config reloaded"
-                );
-                let before = &targets.started_with;
-                if config.store.url.expose_secret() != before.store.url.expose_secret() {
-                    tracing::warn!("store.url takes effect on restart only");
-                }
-                if config.server.listen != before.server.listen
-                    || config.server.connect_timeout != before.server.connect_timeout
-                    || config.server.drain != before.server.drain
-                    || config.server.upstream_roots != before.server.upstream_roots
-                    || config.admin.as_ref().map(|a| a.listen)
-                        != before.admin.as_ref().map(|a| a.listen)
-                {
-                    tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
-                }
-                // A resync from the store uses the config now in force.
-                targets.current.store(Arc::new(config));
-            }
-            Err(e) => {
-                targets.metrics.reload(false);
-                tracing::error!(
-                    generation = targets.registry.snapshot().generation(),
-                    "config reload failed; keeping the config in force:\n{e}"
-                );
-            }
+            Ok((config, snapshot)) => targets.apply(config, snapshot, started),
+            Err(e) => targets.failed(e),
         }
+    }
+}
+
+impl Reload {
+    /// Puts a reloaded config in force: its snapshot, its management keys,
+    /// and the config a store resync will use.
+    fn apply(&self, config: Config, snapshot: Snapshot, started: std::time::Instant) {
+        let generation = swap_in(&self.registry, snapshot);
+        self.metrics.reload(true);
+        self.metrics.observe_snapshot(&self.registry.snapshot());
+        if let Some(admin) = &self.admin {
+            // Removing [admin] revokes every management key at once;
+            // the listener itself goes with the next restart.
+            let keys = config
+                .admin
+                .as_ref()
+                .map(|a| a.management_key_hashes.clone());
+            admin.set_management_keys(keys.unwrap_or_default());
+        }
+        let snapshot = self.registry.snapshot();
+        tracing::info!(
+            generation,
+            api_keys = snapshot.api_key_count(),
+            credentials = snapshot.credential_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "config reloaded"
+        );
+        warn_restart_only(&self.started_with, &config);
+        // A resync from the store uses the config now in force.
+        self.current.store(Arc::new(config));
+    }
+
+    /// Logs a reload that failed; the config in force stays.
+    fn failed(&self, e: impl std::fmt::Display) {
+        self.metrics.reload(false);
+        tracing::error!(
+            generation = self.registry.snapshot().generation(),
+            "config reload failed; keeping the config in force:\n{e}"
+        );
+    }
+}
+
+/// Warns about the settings a reload changed that only a restart applies.
+fn warn_restart_only(before: &Config, config: &Config) {
+    if config.store.url.expose_secret() != before.store.url.expose_secret() {
+        tracing::warn!("store.url takes effect on restart only");
+    }
+    if config.server.listen != before.server.listen
+        || config.server.connect_timeout != before.server.connect_timeout
+        || config.server.drain != before.server.drain
+        || config.server.upstream_roots != before.server.upstream_roots
+        || config.admin.as_ref().map(|a| a.listen) != before.admin.as_ref().map(|a| a.listen)
+    {
+        tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
     }
 }
 

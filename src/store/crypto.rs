@@ -22,7 +22,7 @@ pub(crate) const PREVIOUS_MASTER_KEY_ENV: &str = "BYOK_MASTER_KEY_PREVIOUS";
 
 /// Why a secret could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum CryptoError {
+pub enum CryptoError {
     /// The master key variable is unset.
     #[error(
         "{0} is not set: a database store keeps secrets encrypted under it (64 hex characters)"

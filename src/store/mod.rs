@@ -39,10 +39,14 @@ pub(crate) use sqlite::SqliteStore;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    /// The database is unreachable or failed.
+pub enum StoreError {
+    /// The database is unreachable or failed (the driver's error; it names
+    /// hosts and SQL states, never a password or a secret).
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] crate::BoxError),
+    /// A write to the read-only file store.
+    #[error("the file store is read-only")]
+    ReadOnly,
     /// A secret does not open.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -198,7 +202,7 @@ impl Store {
     /// Inserts a new credential.
     pub(crate) async fn create_credential(&self, rec: CredentialFields) -> Result<(), StoreError> {
         match self {
-            Store::File => Err(StoreError::Unavailable("read-only".into())),
+            Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.create_credential(rec).await,
             Store::Postgres(s) => s.create_credential(rec).await,
         }
@@ -212,7 +216,7 @@ impl Store {
         edit: CredentialEdit,
     ) -> Result<CredentialFields, StoreError> {
         match self {
-            Store::File => Err(StoreError::Unavailable("read-only".into())),
+            Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.update_credential(id, edit).await,
             Store::Postgres(s) => s.update_credential(id, edit).await,
         }
@@ -222,7 +226,7 @@ impl Store {
     /// list. `false` when there was no live row.
     pub(crate) async fn delete_credential(&self, id: &str) -> Result<bool, StoreError> {
         match self {
-            Store::File => Err(StoreError::Unavailable("read-only".into())),
+            Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_credential(id).await,
             Store::Postgres(s) => s.delete_credential(id).await,
         }
@@ -231,7 +235,7 @@ impl Store {
     /// Inserts a gateway key.
     pub(crate) async fn create_api_key(&self, rec: ApiKeyFields) -> Result<(), StoreError> {
         match self {
-            Store::File => Err(StoreError::Unavailable("read-only".into())),
+            Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.create_api_key(rec).await,
             Store::Postgres(s) => s.create_api_key(rec).await,
         }
@@ -244,7 +248,7 @@ impl Store {
         edit: ApiKeyEdit,
     ) -> Result<ApiKeyFields, StoreError> {
         match self {
-            Store::File => Err(StoreError::Unavailable("read-only".into())),
+            Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.update_api_key(hash, edit).await,
             Store::Postgres(s) => s.update_api_key(hash, edit).await,
         }
@@ -253,7 +257,7 @@ impl Store {
     /// Removes a gateway key; `false` when there was none.
     pub(crate) async fn delete_api_key(&self, hash: KeyHash) -> Result<bool, StoreError> {
         match self {
-            Store::File => Err(StoreError::Unavailable("read-only".into())),
+            Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_api_key(hash).await,
             Store::Postgres(s) => s.delete_api_key(hash).await,
         }

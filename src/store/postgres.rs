@@ -58,7 +58,7 @@ COMMIT;
 const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at";
 
 fn db(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(Box::new(e))
 }
 
 /// A PostgreSQL store.
@@ -441,7 +441,7 @@ async fn notify(tx: &tokio_postgres::Transaction<'_>, change: &Change) -> Result
 }
 
 fn raw_credential(row: &Row) -> Result<RawCredential, StoreError> {
-    let get = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+    let get = |e: tokio_postgres::Error| StoreError::Unavailable(Box::new(e));
     Ok(RawCredential {
         id: row.try_get(0).map_err(get)?,
         workspace_id: row.try_get(1).map_err(get)?,
@@ -462,7 +462,7 @@ fn raw_credential(row: &Row) -> Result<RawCredential, StoreError> {
 }
 
 fn raw_api_key(row: &Row) -> Result<ApiKeyFields, StoreError> {
-    let get = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+    let get = |e: tokio_postgres::Error| StoreError::Unavailable(Box::new(e));
     Ok(ApiKeyFields {
         hash: row.try_get(0).map_err(get)?,
         workspace_id: row.try_get(1).map_err(get)?,

@@ -56,7 +56,7 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(Box::new(e))
 }
 
 impl SqliteStore {
@@ -69,7 +69,7 @@ impl SqliteStore {
             Ok(conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             keyring: Arc::new(keyring),
@@ -87,7 +87,7 @@ impl SqliteStore {
             f(&mut conn, &keyring)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use super::{api_key, credential, Change, PgStore, StoreError};
-use crate::{Metrics, Registry};
+use crate::{BoxError, Metrics, Registry};
 
 /// Follows `pg`'s changes forever, applying each to `registry`; after every
 /// (re)connection, `resync` reloads everything.
@@ -35,28 +35,28 @@ async fn apply(
     pg: &PgStore,
     registry: &Registry,
     change: &Change,
-) -> Result<Result<(), String>, StoreError> {
+) -> Result<Result<(), BoxError>, StoreError> {
     Ok(match change {
         Change::Credential(id) => match pg.credential(id).await? {
             Some(fields) => {
                 let providers = registry.snapshot().providers().clone();
                 credential(fields, &providers)
-                    .map_err(|e| e.to_string())
+                    .map_err(BoxError::from)
                     .and_then(|cred| {
                         registry
                             .apply(|s| s.upsert_credential(cred))
-                            .map_err(|e| e.to_string())
+                            .map_err(BoxError::from)
                     })
             }
             None => registry
                 .apply(|s| s.remove_credential(id))
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(BoxError::from),
         },
         Change::ApiKey(hash) => match pg.api_key(*hash).await? {
             Some(fields) => api_key(fields)
                 .map(|key| registry.apply(|s| s.upsert_api_key(key)))
-                .map_err(|e| e.to_string()),
+                .map_err(BoxError::from),
             None => {
                 registry.apply(|s| s.remove_api_key(hash));
                 Ok(())
