@@ -8,9 +8,26 @@ use crate::domain::headers::{CLIENT_ONLY, HOP_BY_HOP};
 use crate::domain::Provider;
 use crate::policy::Candidate;
 
-/// Removes the hop-by-hop headers, and every header the `Connection` header names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    remove_where(headers, |name| HOP_BY_HOP.contains(name));
+/// The credential headers an upstream must never hand to the client (one
+/// that echoes the injected secret would otherwise leak it).
+const CREDENTIALS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
+
+/// An upstream response's headers, made safe to relay: hop-by-hop headers
+/// (and those `Connection` names) and credential headers removed, and a
+/// `Content-Length` beside a `Transfer-Encoding` dropped (RFC 9112 §6.3: the
+/// body was read as chunked, so that length is stale).
+pub(crate) fn strip_response(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name)
+    });
 }
 
 /// The request headers with every client credential and hop-by-hop header gone.
@@ -113,6 +130,33 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["anthropic-version", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_credentials_and_a_stale_length() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer sk-injected"),
+            ("x-api-key", "sk-injected"),
+            ("api-key", "sk-injected"),
+            ("x-goog-api-key", "sk-injected"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req-1"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_response(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-request-id"]);
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("5"));
+        strip_response(&mut h);
+        assert!(h.contains_key("content-length"), "a lone length stays");
     }
 
     #[test]

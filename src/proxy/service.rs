@@ -4,8 +4,10 @@
 //! 1. [`request_filter`]: refuse what is never proxied (CONNECT, CL+TE framing,
 //!    protocol upgrades);
 //! 2. [`route`]: the provider from the first path segment, the rest of the path
-//!    and the query checked;
-//! 3. [`principal`]: who asks, from the gateway key (or a trusted extension);
+//!    and the query checked — an unknown provider answered only after
+//! 3. [`principal`]: who asks, from the gateway key (or a trusted extension),
+//!    so that a request without a key learns nothing about which providers
+//!    exist;
 //! 4. [`read_body`]: the body, bounded and decoded;
 //! 5. [`model`]: the model, from the path and the body under the strict rules;
 //! 6. [`select`]: the workspace's candidates for the provider and what the
@@ -151,9 +153,16 @@ where
 {
     let (parts, body) = req.into_parts();
     request_filter(&parts)?;
-    let route = route(snapshot, parts.uri.path(), trace)?;
+    // The provider is looked up first (the access log and the metrics name
+    // it), but an unknown one is answered only after the key: without a key,
+    // a request learns nothing about which providers are configured.
+    let routed = route(snapshot, parts.uri.path(), trace);
+    if let Err(Rejection::NotFound) = routed {
+        return Err(Rejection::NotFound); // not a /{provider}/… path at all
+    }
     let principal = principal(snapshot, trust, &parts.headers, &parts.extensions)?;
     trace.principal = Some(principal.clone());
+    let route = routed?;
     route::check_rest(route.rest)?;
     let query = route::filter_query(parts.uri.query())?;
     let settings = snapshot.settings();
@@ -229,7 +238,7 @@ where
             });
         };
         let (mut head, body) = res.into_parts();
-        headers::strip_hop_by_hop(&mut head.headers);
+        headers::strip_response(&mut head.headers);
         headers::annotate(&mut head.headers, &cand.id_value, trace.attempts.len());
         return Ok(Outcome::Forwarded(Response::from_parts(
             head,
@@ -408,15 +417,19 @@ enum Next {
     Fail(Rejection),
 }
 
-/// Phase 8, the retry table (SPEC §5): connection failures, timeouts before
-/// the response head and the statuses of [`retryable`] go to the next
-/// candidate. With no candidate left, a connection failure is a 502, a
+/// Phase 8, the retry table (SPEC §5): connection failures (and an
+/// unsolicited `101`), timeouts before the response head and the statuses of
+/// [`retryable`] go to the next candidate. With no candidate left, a connection failure is a 502, a
 /// timeout a 504, a credential rejection (401/403) a 502 that keeps the
 /// provider's words from the client, and any other answer goes out as it came.
 fn classify(result: AttemptResult, is_last: bool) -> Next {
     let failure = match result {
         AttemptResult::Timeout => Rejection::UpstreamTimeout,
-        AttemptResult::Error => Rejection::UpstreamUnreachable,
+        // A protocol switch nobody asked for (the proxy refuses upgrades) is
+        // a broken upstream, like a connection that failed.
+        AttemptResult::Error | AttemptResult::Status(StatusCode::SWITCHING_PROTOCOLS) => {
+            Rejection::UpstreamUnreachable
+        }
         AttemptResult::Status(s) if !retryable(s) => return Next::Relay,
         AttemptResult::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
             Rejection::UpstreamRejectedCredential
@@ -453,18 +466,18 @@ fn model_rejection(e: model::ModelError) -> Rejection {
 /// attempt would carry (client credentials and hop-by-hop headers stripped,
 /// the credential's secret injected). For benches and dry runs.
 ///
-/// It runs the layer's own phases: [`route`]'s provider lookup,
-/// [`principal`], [`select`] and the header half of [`upstream_request`].
+/// It runs the layer's own phases: [`principal`], [`route`]'s provider
+/// lookup, [`select`] and the header half of [`upstream_request`].
 pub fn decide(
     snapshot: &Snapshot,
     mut headers: HeaderMap,
     provider: &str,
     model: Option<&str>,
 ) -> Result<(Arc<Credential>, HeaderMap), Rejection> {
+    let principal = principal(snapshot, false, &headers, &Extensions::new())?;
     let provider = snapshot
         .provider(provider)
         .ok_or(Rejection::UnknownProvider)?;
-    let principal = principal(snapshot, false, &headers, &Extensions::new())?;
     let (group, ask) = select(snapshot, &principal, &provider.slug, model);
     let Some(cand) = policy::admitted(&group, &ask).next() else {
         return Err(Rejection::denied(
@@ -512,6 +525,8 @@ mod tests {
             (Error, true, Next::Fail(Rejection::UpstreamUnreachable)),
             (Timeout, false, Next::Failover),
             (Timeout, true, Next::Fail(Rejection::UpstreamTimeout)),
+            (s(101), false, Next::Failover),
+            (s(101), true, Next::Fail(Rejection::UpstreamUnreachable)),
         ];
         for (result, is_last, want) in cases {
             assert_eq!(classify(result, is_last), want, "{result:?} last={is_last}");

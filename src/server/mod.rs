@@ -28,9 +28,9 @@ use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError,
 
 use crate::admin::Admin;
 use crate::config::{self, Config, ConfigError};
+pub use crate::store::crypto::CryptoError;
 use crate::store::crypto::Keyring;
 use crate::store::Store;
-pub use crate::store::crypto::CryptoError;
 pub use crate::store::StoreError;
 use crate::{
     ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Metrics, Registry, SnapshotError,

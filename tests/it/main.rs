@@ -20,6 +20,7 @@ mod admin_byok;
 mod cli;
 mod failover;
 mod forwarding;
+mod hostile_upstream;
 mod lifecycle;
 mod metrics;
 mod model_rules;

@@ -17,7 +17,12 @@ pub(crate) fn config(mock: &Mock, rest: &str) -> String {
 }
 
 pub(crate) fn config_with_server(mock: &Mock, server: &str, rest: &str) -> String {
-    let up = mock.url();
+    config_at(&mock.url(), server, rest)
+}
+
+/// Like [`config_with_server`], with the providers pointing at `up` (any
+/// upstream, not only a [`Mock`]).
+pub(crate) fn config_at(up: &str, server: &str, rest: &str) -> String {
     let timeout = if server.contains("first_byte_timeout_secs") {
         ""
     } else {

@@ -35,7 +35,9 @@ pub(crate) mod response;
 
 pub(crate) use body::{contains_bytes, gzip};
 pub(crate) use client::{chat, client, post, raw, req, send};
-pub(crate) use config::{config, config_with_server, cred, GW, GW2, GW_DISABLED, GW_OTHER_WS};
+pub(crate) use config::{
+    config, config_at, config_with_server, cred, GW, GW2, GW_DISABLED, GW_OTHER_WS,
+};
 pub(crate) use mock::{Mock, Reply};
 pub(crate) use proxy::{dead_addr, Proxy};
 pub(crate) use recording::{Recorded, Recording};
