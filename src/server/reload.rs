@@ -143,14 +143,21 @@ pub(super) fn swap_in(registry: &Registry, snapshot: Snapshot) -> u64 {
     generation
 }
 
-/// Reloads on SIGHUP (always) and when the file's content changes (watched
-/// through its directory, so editors' rename-into-place and Kubernetes
-/// ConfigMap symlink swaps are seen). A bad file is logged and the old
-/// snapshot stays in force.
+/// Reloads on SIGHUP and when the file's content changes (watched through
+/// its directory, so editors' rename-into-place and Kubernetes ConfigMap
+/// symlink swaps are seen). A bad file is logged and the old snapshot stays
+/// in force. Never silently drops everything:
+///
+/// - a file event waits for the file to settle (its size and mtime stop
+///   changing), so a writer still at work is not read half-way;
+/// - an empty file is refused, however the reload came;
+/// - a file event whose config would remove every gateway key and credential
+///   is refused: a SIGHUP applies it (the operator means it);
+/// - a SIGHUP with the bytes in force does not parse them again.
 pub(super) async fn reload_loop(
     path: PathBuf,
     targets: Reload,
-    mut last_seen: [u8; 32],
+    mut in_force: [u8; 32],
     mut hup: tokio::signal::unix::Signal,
     mut changes: mpsc::Receiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -158,12 +165,18 @@ pub(super) async fn reload_loop(
     // The directory is watched, so events come for every file in it (a log,
     // a SQLite database): the file is only read when its identity changed.
     let mut last_identity = None;
+    // The bytes last read on a file event, applied or not: the same bytes are
+    // not parsed again for another event.
+    let mut last_seen = in_force;
     loop {
         let forced = tokio::select! {
             Some(()) = hup.recv() => true,
             Some(()) = changes.recv() => false,
             else => return,
         };
+        if !forced {
+            settle(&path).await;
+        }
         let identity = file_identity(&path);
         if !forced && identity.is_some() && identity == last_identity {
             continue;
@@ -172,10 +185,15 @@ pub(super) async fn reload_loop(
         let started = std::time::Instant::now();
         // Reading, hashing and parsing a large file are done off the workers.
         let file = path.clone();
+        let known = if forced { in_force } else { last_seen };
         let read = off_workers(move || {
             let text = config::read(&file)?;
             let seen = digest(&text);
-            let parsed = (forced || seen != last_seen).then(|| Config::parse(&text));
+            let parsed = match (seen == known, text.trim().is_empty()) {
+                (true, _) => Parsed::Unchanged,
+                (false, true) => Parsed::Empty,
+                (false, false) => Parsed::Config(Box::new(Config::parse(&text))),
+            };
             Ok::<_, ConfigError>((seen, parsed))
         })
         .await;
@@ -188,9 +206,25 @@ pub(super) async fn reload_loop(
             }
         };
         last_seen = seen;
-        let Some(parsed) = parsed else {
-            continue; // the same bytes as the config in force
+        let parsed = match parsed {
+            Parsed::Unchanged => {
+                if forced {
+                    tracing::info!("config unchanged; nothing to reload");
+                }
+                continue;
+            }
+            Parsed::Empty => {
+                targets.failed("the config file is empty (truncated?): it would remove every gateway key, credential and management key");
+                continue;
+            }
+            Parsed::Config(parsed) => *parsed,
         };
+        if let Ok(config) = &parsed {
+            if !forced && targets.removes_everything(config) {
+                targets.failed("the new config removes every gateway key and credential; send SIGHUP to apply it anyway");
+                continue;
+            }
+        }
         let outcome = match parsed {
             Ok(config) => load_snapshot(config, &targets.store, true)
                 .await
@@ -198,13 +232,49 @@ pub(super) async fn reload_loop(
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok((config, snapshot)) => targets.apply(config, snapshot, started),
+            Ok((config, snapshot)) => {
+                in_force = seen;
+                targets.apply(config, snapshot, started);
+            }
             Err(e) => targets.failed(e),
         }
     }
 }
 
+/// What a reload read.
+enum Parsed {
+    /// The bytes already known.
+    Unchanged,
+    /// Nothing but white space.
+    Empty,
+    /// A config, or why it is not one.
+    Config(Box<Result<Config, ConfigError>>),
+}
+
+/// Waits until the file's size and mtime stop changing (100 ms apart), for at
+/// most 2 s: a writer that is still at work is not read half-way.
+async fn settle(path: &Path) {
+    let mut last = file_identity(path);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = file_identity(path);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 impl Reload {
+    /// Whether `config` (from the file store) would leave the proxy with no
+    /// gateway key and no credential where it has some now.
+    fn removes_everything(&self, config: &Config) -> bool {
+        let snapshot = self.registry.snapshot();
+        !self.store.is_writable()
+            && config.counts() == (0, 0)
+            && snapshot.api_key_count() + snapshot.credential_count() > 0
+    }
+
     /// Puts a reloaded config in force: its snapshot, its management keys,
     /// and the config a store resync will use.
     fn apply(&self, config: Config, snapshot: Snapshot, started: std::time::Instant) {

@@ -59,8 +59,20 @@ async fn reloads_update_counters_gauges_readyz_and_rotate_management_keys() {
     let (_, s) = scrape(admin).await;
     assert!(family(&s, "byok_config_reloads_total").is_empty());
 
-    // A SIGHUP reloads even an unchanged file: a new generation, counted.
+    // A SIGHUP with the bytes in force parses nothing (issue 10): the same
+    // generation, no reload counted.
     let mark = proxy.log_len();
+    proxy.signal("HUP");
+    proxy.wait_log_after(mark, "config unchanged").await;
+    assert_eq!(readyz(admin).await, (1, loaded_1));
+    assert!(!proxy.logs()[..].contains("config reloaded"));
+    // A SIGHUP after an in-place change reloads: a new generation, counted.
+    let mark = proxy.log_len();
+    std::fs::write(
+        &proxy.config_path,
+        format!("{}\n# touched\n", admin_config(&mock, &[MGMT], &creds)),
+    )
+    .unwrap();
     proxy.signal("HUP");
     proxy.wait_log_after(mark, "config reloaded").await;
     let (generation, loaded_hup) = readyz(admin).await;
@@ -206,4 +218,43 @@ async fn a_change_right_after_start_up_is_reloaded() {
         proxy.wait_log_after(mark, "config reloaded").await;
         assert!(proxy.logs().contains("credentials=2"), "round {round}");
     }
+}
+
+/// Issue 10: a config file emptied or cut short in place (`: > byok.toml`, a
+/// `cp` over it, a writer that died) is never loaded as "no keys at all".
+#[tokio::test]
+async fn an_emptied_or_truncated_config_never_drops_every_key() {
+    let mock = Mock::ok().await;
+    let cfg = config(&mock, &cred("c1", "openai", "sk-truncated-00000001", ""));
+    let proxy = Proxy::start(&cfg).await;
+    assert_eq!(chat(&proxy, GW, "gpt-4o").await.status, 200);
+
+    // Emptied in place: refused, on the file event and on SIGHUP alike.
+    let mark = proxy.log_len();
+    std::fs::write(&proxy.config_path, "").unwrap();
+    proxy.wait_log_after(mark, "the config file is empty").await;
+    assert_eq!(chat(&proxy, GW, "gpt-4o").await.status, 200);
+    let mark = proxy.log_len();
+    proxy.signal("HUP");
+    proxy.wait_log_after(mark, "the config file is empty").await;
+    assert_eq!(chat(&proxy, GW, "gpt-4o").await.status, 200);
+
+    // Cut short after the providers: valid TOML, but every gateway key and
+    // credential gone. A file event refuses it...
+    let cut = &cfg[..cfg.find("[[api_keys]]").unwrap()];
+    let mark = proxy.log_len();
+    proxy.write_config(cut);
+    proxy
+        .wait_log_after(mark, "removes every gateway key and credential")
+        .await;
+    assert_eq!(chat(&proxy, GW, "gpt-4o").await.status, 200);
+    assert_eq!(mock.count(), 4, "every request so far was served");
+
+    // ...and a SIGHUP applies it: the operator says so.
+    let mark = proxy.log_len();
+    proxy.signal("HUP");
+    proxy.wait_log_after(mark, "config reloaded").await;
+    let r = chat(&proxy, GW, "gpt-4o").await;
+    assert_eq!((r.status, r.reason()), (401, "invalid_api_key".into()));
+    assert_eq!(mock.count(), 4, "the refused request reached no upstream");
 }
