@@ -55,6 +55,8 @@ pub struct Metrics {
     api_keys: Gauge,
     credentials: Gauge,
     generation: Gauge,
+    connections_open: Gauge,
+    connections_shed: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -137,6 +139,18 @@ impl Metrics {
             "Generation of the config snapshot in force",
             generation.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the proxy's listener",
+            connections_open.clone(),
+        );
+        let connections_shed = Counter::default();
+        registry.register(
+            "connections_shed",
+            "Client connections closed at once because server.max_connections were open",
+            connections_shed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -148,7 +162,24 @@ impl Metrics {
             api_keys,
             credentials,
             generation,
+            connections_open,
+            connections_shed,
         }
+    }
+
+    /// A client connection was taken in (`true`) or ended (`false`); for a
+    /// server that embeds the layer, as the binary does.
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_open.inc();
+        } else {
+            self.connections_open.dec();
+        }
+    }
+
+    /// A client connection was closed at once: `server.max_connections` were open.
+    pub fn connection_shed(&self) {
+        self.connections_shed.inc();
     }
 
     /// The OpenMetrics text exposition.

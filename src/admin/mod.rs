@@ -271,6 +271,8 @@ impl Admin {
 
     async fn create(&self, body: CreateCredential) -> AdminResult {
         let store = self.writable()?;
+        // The store write and the registry apply, in commit order.
+        let _order = self.state.registry.ordered().await;
         let fields = body.into_fields(self.state.default_workspace_id.as_deref())?;
         let cred = self.credential(fields)?;
         store.create_credential(cred.to_fields()).await?;
@@ -285,6 +287,8 @@ impl Admin {
 
     async fn update(&self, id: &str, patch: UpdateCredential) -> AdminResult {
         let store = self.writable()?;
+        // The store write and the registry apply, in commit order.
+        let _order = self.state.registry.ordered().await;
         let admin = self.clone();
         let edit = Box::new(move |rec: &mut CredentialFields| {
             patch.apply(rec);
@@ -306,6 +310,8 @@ impl Admin {
 
     async fn delete(&self, id: &str) -> AdminResult {
         let store = self.writable()?;
+        // The store write and the registry apply, in commit order.
+        let _order = self.state.registry.ordered().await;
         if !store.delete_credential(id).await? {
             return Err(AdminError::UnknownCredential);
         }
@@ -352,6 +358,8 @@ impl Admin {
 
     async fn create_key(&self, body: CreateApiKey) -> AdminResult {
         let store = self.writable()?;
+        // The store write and the registry apply, in commit order.
+        let _order = self.state.registry.ordered().await;
         let (raw, fields) = body.into_fields(self.state.default_workspace_id.as_deref())?;
         let key = ApiKey::validate(fields).map_err(|e| AdminError::fields(&e))?;
         store.create_api_key(key.to_fields()).await?;
@@ -363,6 +371,8 @@ impl Admin {
 
     async fn update_key(&self, hash: KeyHash, patch: UpdateApiKey) -> AdminResult {
         let store = self.writable()?;
+        // The store write and the registry apply, in commit order.
+        let _order = self.state.registry.ordered().await;
         let edit = Box::new(move |rec: &mut ApiKeyFields| {
             patch.apply(rec);
             ApiKey::validate(rec.clone())
@@ -385,6 +395,8 @@ impl Admin {
 
     async fn delete_key(&self, hash: KeyHash) -> AdminResult {
         let store = self.writable()?;
+        // The store write and the registry apply, in commit order.
+        let _order = self.state.registry.ordered().await;
         if !store.delete_api_key(hash).await? {
             return Err(AdminError::UnknownApiKey);
         }

@@ -57,6 +57,12 @@ pub struct ServerConfig {
     pub first_byte_timeout: Duration,
     /// Longest silence inside a streamed body.
     pub idle_timeout: Duration,
+    /// Longest silence inside a request body.
+    pub body_timeout: Duration,
+    /// The largest request head (request line and headers) a client may send.
+    pub max_header_bytes: usize,
+    /// The most client connections served at once; more are closed at once.
+    pub max_connections: usize,
     /// Extra roots for upstream TLS, from `upstream_ca_file`.
     pub upstream_roots: Vec<CertificateDer<'static>>,
 }
@@ -196,6 +202,9 @@ struct RawServer {
     connect_timeout_secs: f64,
     first_byte_timeout_secs: f64,
     idle_timeout_secs: f64,
+    body_timeout_secs: f64,
+    max_header_bytes: u64,
+    max_connections: u64,
     upstream_ca_file: Option<PathBuf>,
 }
 
@@ -208,6 +217,9 @@ impl Default for RawServer {
             connect_timeout_secs: 10.0,
             first_byte_timeout_secs: 120.0,
             idle_timeout_secs: 300.0,
+            body_timeout_secs: 60.0,
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
             upstream_ca_file: None,
         }
     }
@@ -378,6 +390,24 @@ fn duration(path: &str, secs: &f64, errs: &mut Errors) -> Duration {
     }
 }
 
+fn bounded(
+    path: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<usize>,
+    errs: &mut Errors,
+) -> usize {
+    match usize::try_from(value) {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            errs.at(
+                path,
+                format_args!("must be from {} to {}", range.start(), range.end()),
+            );
+            *range.start()
+        }
+    }
+}
+
 fn socket_addr(path: &str, value: &str, errs: &mut Errors) -> Option<SocketAddr> {
     value
         .parse()
@@ -417,6 +447,19 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
             errs,
         ),
         idle_timeout: duration("server.idle_timeout_secs", &raw.idle_timeout_secs, errs),
+        body_timeout: duration("server.body_timeout_secs", &raw.body_timeout_secs, errs),
+        max_header_bytes: bounded(
+            "server.max_header_bytes",
+            raw.max_header_bytes,
+            8 * 1024..=16 * 1024 * 1024,
+            errs,
+        ),
+        max_connections: bounded(
+            "server.max_connections",
+            raw.max_connections,
+            1..=1_000_000,
+            errs,
+        ),
         upstream_roots: raw
             .upstream_ca_file
             .as_deref()

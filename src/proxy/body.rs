@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use flate2::read::{MultiGzDecoder, ZlibDecoder};
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -61,8 +61,18 @@ pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
 }
 
 /// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a
-/// declared `Content-Length` above the limit is refused before reading).
-pub(crate) async fn read<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Rejection>
+/// declared `Content-Length` above the limit is refused before reading), and
+/// as soon as it stalls: no byte for `stall` is a 408.
+///
+/// Before a 413 it [`drain`]s what the client is still sending (up to another
+/// `limit` bytes: twice `limit` in all), so that the answer reaches it
+/// rather than a reset.
+pub(crate) async fn read<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    stall: Duration,
+) -> Result<Bytes, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -71,16 +81,80 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = std::pin::pin!(body);
+    // What an oversized body may still be drained of, so that the 413 arrives.
+    let budget = limit.max(DRAIN_MIN);
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, budget, stall).await;
         return Err(Rejection::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Rejection::BodyTooLarge { limit })
+    // Most bodies arrive in one frame: that one is kept as it is, not copied.
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    let mut total = 0usize;
+    loop {
+        let frame = match tokio::time::timeout(stall, body.as_mut().frame()).await {
+            Err(_elapsed) => return Err(Rejection::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(_))) => {
+                return Err(Rejection::InvalidBody("the request body could not be read"))
+            }
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(data.remaining());
+        if total > limit {
+            drain(body, budget, stall).await;
+            return Err(Rejection::BodyTooLarge { limit });
         }
-        Err(_) => Err(Rejection::InvalidBody("the request body could not be read")),
+        let data = data.copy_to_bytes(data.remaining());
+        match (&mut first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(head), None) => {
+                let mut all = BytesMut::with_capacity(head.len() + data.len());
+                all.extend_from_slice(head);
+                all.extend_from_slice(&data);
+                more = Some(all);
+            }
+            (Some(_), Some(all)) => all.extend_from_slice(&data),
+        }
     }
+    Ok(match (first, more) {
+        (_, Some(all)) => all.freeze(),
+        (Some(only), None) => only,
+        (None, None) => Bytes::new(),
+    })
+}
+
+/// The longest an early answer waits for the client to finish sending.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The least an early answer drains of what the client still sends.
+pub(crate) const DRAIN_MIN: usize = 64 * 1024;
+
+/// Reads and discards what the client still sends of a body the proxy will
+/// not use — at most `budget` bytes, each frame within `stall`, all within
+/// 5 s — so that an early answer (413, 401, …) reaches a client still
+/// sending, instead of a reset when the connection closes on unread data.
+pub(crate) async fn drain<B>(body: std::pin::Pin<&mut B>, budget: usize, stall: Duration)
+where
+    B: Body,
+{
+    let mut body = body;
+    let discard = async {
+        let mut left = budget;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(stall, body.as_mut().frame()).await {
+            if let Ok(data) = frame.into_data() {
+                left = match left.checked_sub(data.remaining()) {
+                    Some(left) => left,
+                    None => return,
+                };
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// Decodes an encoded body, never producing more than `limit` bytes.
@@ -397,17 +471,93 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(400 + 100));
     }
 
+    const STALL: Duration = Duration::from_secs(60);
+
     #[tokio::test]
     async fn read_refuses_declared_and_actual_oversize() {
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let ok = read(&HeaderMap::new(), body.clone(), 10).await.unwrap();
+        let ok = read(&HeaderMap::new(), body.clone(), 10, STALL)
+            .await
+            .unwrap();
         assert_eq!(ok.len(), 10);
-        let err = read(&HeaderMap::new(), body, 9).await.unwrap_err();
+        let err = read(&HeaderMap::new(), body, 9, STALL).await.unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
         let declared = h("content-length", &["1000"]);
-        let err = read(&declared, http_body_util::Empty::<Bytes>::new(), 9)
+        let err = read(&declared, http_body_util::Empty::<Bytes>::new(), 9, STALL)
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
+    }
+
+    /// A request body fed by the test, frame by frame.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_joins_frames_and_times_out_a_stall() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for part in ["{\"model\":", "\"m\"}"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+        drop(tx);
+        let got = read(&HeaderMap::new(), Fed(rx), 100, STALL).await.unwrap();
+        assert_eq!(&got[..], b"{\"model\":\"m\"}");
+
+        // A body that stops: 408 after exactly the stall time.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(Bytes::from_static(b"{\"model\":")).await.unwrap();
+        let started = Instant::now();
+        let err = read(&HeaderMap::new(), Fed(rx), 100, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.reason(), err.status().as_u16()),
+            ("request_timeout", 408)
+        );
+        assert_eq!(started.elapsed(), STALL);
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversized_body_is_drained_within_bounds_before_the_answer() {
+        // 4 frames of 4 bytes over a limit of 6: read to the end, then 413.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for _ in 0..4 {
+            tx.send(Bytes::from_static(b"abcd")).await.unwrap();
+        }
+        drop(tx);
+        let err = read(&HeaderMap::new(), Fed(rx), 6, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+
+        // A client that never stops sending is drained for at most 5 s.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let feeder = tokio::spawn(async move {
+            while tx.send(Bytes::from_static(b"x")).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let started = Instant::now();
+        let err = read(&HeaderMap::new(), Fed(rx), 1, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+        let took = started.elapsed();
+        assert!(
+            DRAIN_TIME <= took && took <= DRAIN_TIME + Duration::from_millis(20),
+            "{took:?}"
+        );
+        feeder.abort();
     }
 }

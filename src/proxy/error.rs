@@ -79,6 +79,10 @@ pub enum Rejection {
         /// The configured limit.
         limit: usize,
     },
+    /// The request body stalled longer than `server.body_timeout_secs`.
+    /// Answered with `Connection: close`.
+    #[error("the request body stalled: no byte arrived within server.body_timeout_secs")]
+    BodyTimeout,
     /// A `Content-Encoding` the proxy cannot decode.
     #[error(
         "unsupported Content-Encoding: only gzip, deflate and identity request bodies are accepted"
@@ -127,6 +131,7 @@ impl Rejection {
             NoEligibleCredential { .. } => (StatusCode::FORBIDDEN, "no_eligible_credential"),
             NoCredential { .. } => (StatusCode::FORBIDDEN, "no_credential"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             UnsupportedEncoding => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             UpstreamRejectedCredential => (StatusCode::BAD_GATEWAY, "upstream_rejected_credential"),
@@ -154,8 +159,9 @@ impl Rejection {
     /// that can be built from bytes.
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut res = json_response(self.status(), self.to_json());
-        if matches!(self, Rejection::AmbiguousFraming) {
-            // The connection's framing can no longer be trusted.
+        if matches!(self, Rejection::AmbiguousFraming | Rejection::BodyTimeout) {
+            // The connection's framing can no longer be trusted, or its
+            // client has stopped sending: it is not kept.
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -239,6 +245,7 @@ mod tests {
                 provider: "openai".into(),
             },
             Rejection::BodyTooLarge { limit: 1 },
+            Rejection::BodyTimeout,
             Rejection::UnsupportedEncoding,
             Rejection::UpstreamUnreachable,
             Rejection::UpstreamRejectedCredential,

@@ -99,6 +99,10 @@ const MSG_DUPLICATE_MODEL: &str = "\"model\" appears more than once at the top l
 /// Message: a top-level case variant of `model`.
 const MSG_CASE_VARIANT: &str = "a top-level key differs from \"model\" only in case";
 /// Message: a `%` not followed by two hex digits.
+/// A model-bearing path keyword in another case.
+const MSG_PATH_KEYWORD_CASE: &str =
+    "the path spells a model keyword (model, models, deployments) in another case";
+
 const MSG_PATH_PERCENT: &str = "the path has invalid percent-encoding";
 /// Message: a path segment is not UTF-8 once decoded.
 const MSG_PATH_UTF8: &str = "the path is not valid UTF-8 after percent-decoding";
@@ -159,10 +163,23 @@ pub(crate) fn path_model(rest: &str) -> Result<Option<String>, ModelError> {
         match segment {
             "." | ".." => return Err(ModelError::InvalidPath(MSG_PATH_DOT)),
             "model" | "models" | "deployments" => return path_model_full(rest),
+            _ if keyword_in_another_case(segment) => {
+                return Err(ModelError::InvalidPath(MSG_PATH_KEYWORD_CASE))
+            }
             _ => {}
         }
     }
     Ok(None)
+}
+
+/// Whether `segment` is a model-bearing keyword (`model`, `models`,
+/// `deployments`) spelt in another case: an upstream that routes without
+/// regard to case would read a model there that the proxy did not check.
+fn keyword_in_another_case(segment: &str) -> bool {
+    matches!(segment.len(), 5 | 6 | 11)
+        && ["model", "models", "deployments"]
+            .iter()
+            .any(|k| segment.eq_ignore_ascii_case(k) && segment != *k)
 }
 
 /// [`path_model`] without the fast path.
@@ -181,6 +198,9 @@ fn path_model_full(rest: &str) -> Result<Option<String>, ModelError> {
         for piece in segment.split(['/', '\\']) {
             if piece == "." || piece == ".." {
                 return Err(ModelError::InvalidPath(MSG_PATH_DOT));
+            }
+            if keyword_in_another_case(piece) {
+                return Err(ModelError::InvalidPath(MSG_PATH_KEYWORD_CASE));
             }
             if has_hidden_slash && matches!(piece, "model" | "models" | "deployments") {
                 return Err(ModelError::Ambiguous(MSG_PATH_ENCODED_SLASH));
@@ -802,7 +822,14 @@ mod tests {
             ("/", Ok(None)),
             ("/model/x", Ok(None)),
             ("/model", Ok(None)),
-            ("/Models/x:gen", Ok(None)),
+            // a keyword in another case is refused, however it is spelt
+            ("/Models/x:gen", Err(InvalidPath(MSG_PATH_KEYWORD_CASE))),
+            ("/openai/DEPLOYMENTS/gpt-4o-evil/chat/completions", Err(InvalidPath(MSG_PATH_KEYWORD_CASE))),
+            ("/MODEL/x/invoke", Err(InvalidPath(MSG_PATH_KEYWORD_CASE))),
+            ("/v1beta/Mod%65ls/x:gen", Err(InvalidPath(MSG_PATH_KEYWORD_CASE))),
+            ("/v1/chat/completions/Deployments", Err(InvalidPath(MSG_PATH_KEYWORD_CASE))),
+            ("/v1/modelz/x", Ok(None)),
+            ("/v1/my-models/x:gen", Ok(None)),
             ("/v1/files/a%2Fb", Ok(None)),
             // malformed
             ("/v1beta/models/:generateContent", Err(InvalidPath(MSG_PATH_EMPTY_MODEL))),

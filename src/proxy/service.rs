@@ -41,7 +41,7 @@ use super::{headers, model, route};
 use crate::domain::{Credential, Provider};
 use crate::metrics::Metrics;
 use crate::policy::{self, Ask, Candidate};
-use crate::registry::{Principal, Snapshot};
+use crate::registry::{Principal, Settings, Snapshot};
 use crate::{BoxError, Registry};
 
 /// Put in the extensions of every request the inner service receives: which
@@ -92,10 +92,31 @@ where
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let mut trace = Trace::start(req.headers());
-            let outcome =
-                decide_and_forward(inner, &snapshot, trust, req, &mut trace, metrics.as_deref())
-                    .await
-                    .unwrap_or_else(Outcome::Refused);
+            let (parts, body) = req.into_parts();
+            let mut body = Some(body);
+            let outcome = decide_and_forward(
+                inner,
+                &snapshot,
+                trust,
+                parts,
+                &mut body,
+                &mut trace,
+                metrics.as_deref(),
+            )
+            .await
+            .unwrap_or_else(Outcome::Refused);
+            let refused = matches!(outcome, Outcome::Refused(_));
+            if let (true, Some(unread)) = (refused, body) {
+                // Refused before the body was read: take what the client is
+                // still sending (up to twice max_body_bytes, as a 413 does),
+                // so the answer reaches it rather than a reset.
+                let settings = snapshot.settings();
+                let budget = settings
+                    .max_body_bytes
+                    .saturating_mul(2)
+                    .max(body::DRAIN_MIN);
+                body::drain(std::pin::pin!(unread), budget, settings.body_timeout).await;
+            }
             let mut res = match outcome {
                 Outcome::Forwarded(res) => res,
                 Outcome::Refused(rejection) => {
@@ -141,7 +162,8 @@ async fn decide_and_forward<S, B, RB>(
     mut inner: S,
     snapshot: &Snapshot,
     trust: bool,
-    req: Request<B>,
+    parts: Parts,
+    body: &mut Option<B>,
     trace: &mut Trace,
     metrics: Option<&Metrics>,
 ) -> Result<Outcome<RB>, Rejection>
@@ -151,7 +173,6 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
     request_filter(&parts)?;
     // The provider is looked up first (the access log and the metrics name
     // it), but an unknown one is answered only after the key: without a key,
@@ -166,7 +187,10 @@ where
     route::check_rest(route.rest)?;
     let query = route::filter_query(parts.uri.query())?;
     let settings = snapshot.settings();
-    let bytes = read_body(&parts.headers, body, settings.max_body_bytes, trace).await?;
+    let Some(body) = body.take() else {
+        return Err(Rejection::InvalidBody("the request body could not be read"));
+    };
+    let bytes = read_body(&parts.headers, body, settings, trace).await?;
     let model = model(route.rest, &parts.headers, &bytes)?;
     let (group, ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
 
@@ -310,20 +334,22 @@ fn principal(
     snapshot.principal(&hash).ok_or(Rejection::InvalidApiKey)
 }
 
-/// Phase 4: the whole body, at most `limit` bytes once decoded.
+/// Phase 4: the whole body, at most `max_body_bytes` once decoded, refused
+/// when it stalls for `body_timeout`.
 async fn read_body<B>(
     headers: &HeaderMap,
     body: B,
-    limit: usize,
+    settings: Settings,
     trace: &mut Trace,
 ) -> Result<Bytes, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    let limit = settings.max_body_bytes;
     let encoding = body::encoding(headers)?;
     let reading = Instant::now();
-    let raw = body::read(headers, body, limit).await;
+    let raw = body::read(headers, body, limit, settings.body_timeout).await;
     trace.body_wait = reading.elapsed();
     body::decode(encoding, raw?, limit)
 }

@@ -49,6 +49,8 @@ pub struct Settings {
     pub first_byte_timeout: Duration,
     /// Longest silence inside a streamed response body.
     pub idle_timeout: Duration,
+    /// Longest silence inside a request body; then 408 and the connection closes.
+    pub body_timeout: Duration,
 }
 
 impl From<&ServerConfig> for Settings {
@@ -57,6 +59,7 @@ impl From<&ServerConfig> for Settings {
             max_body_bytes: server.max_body_bytes,
             first_byte_timeout: server.first_byte_timeout,
             idle_timeout: server.idle_timeout,
+            body_timeout: server.body_timeout,
         }
     }
 }
@@ -67,6 +70,7 @@ impl Default for Settings {
             max_body_bytes: 10 * 1024 * 1024,
             first_byte_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -360,6 +364,9 @@ impl Snapshot {
 pub struct Registry {
     current: Arc<ArcSwap<Snapshot>>,
     generations: Arc<AtomicU64>,
+    /// Serialises the changes that must reach the registry in the order
+    /// their source committed them (see [`Registry::ordered`]).
+    order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Registry {
@@ -382,7 +389,18 @@ impl Registry {
         Registry {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             generations: Arc::new(AtomicU64::new(1)),
+            order: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// A turn to change the registry from a store, in commit order. Hold it
+    /// from before the store write (or the re-read of a changed row, or a
+    /// full reload) until the change is applied here: two writes then reach
+    /// the registry in the order the store committed them, so a PATCH that
+    /// races a DELETE can never put the deleted credential back. Requests
+    /// never take it.
+    pub async fn ordered(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.order).lock_owned().await
     }
 
     /// The snapshot in force now. Hold it for the whole request.

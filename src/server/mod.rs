@@ -27,7 +27,7 @@ mod reload;
 use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError, Reload};
 
 use crate::admin::Admin;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, ServerConfig};
 pub use crate::store::crypto::CryptoError;
 use crate::store::crypto::Keyring;
 use crate::store::Store;
@@ -211,7 +211,16 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         "byok-proxy listening on http://{local}"
     );
     let graceful = GracefulShutdown::new();
-    serve_until_signalled(listener, front, admin, signals.stop, &graceful).await;
+    serve_until_signalled(
+        listener,
+        front,
+        admin,
+        signals.stop,
+        &graceful,
+        &config.server,
+        &metrics,
+    )
+    .await;
     drain(graceful, config.server.drain).await;
     Ok(())
 }
@@ -324,7 +333,18 @@ async fn serve_until_signalled(
     admin: Option<(TcpListener, Admin)>,
     stop: [Signal; 2],
     graceful: &GracefulShutdown,
+    server: &ServerConfig,
+    metrics: &Arc<Metrics>,
 ) {
+    // At most server.max_connections client connections; one more is closed
+    // at once (counted, and logged at most once a second) rather than let
+    // memory grow without bound.
+    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
+    let mut last_shed_log: Option<std::time::Instant> = None;
+    let admin_limits = || ConnLimits {
+        max_header_bytes: server.max_header_bytes,
+        slot: None,
+    };
     // tokio's timer driver parks without a timeout while no timer is due, so
     // a request that arms one (hyper's header-read timeout, the first-byte
     // timeout) has to wake it with an eventfd write. A coarse tick keeps a
@@ -345,14 +365,30 @@ async fn serve_until_signalled(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(stream, peer, front.clone(), graceful),
+                Ok((stream, peer)) => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => {
+                        let limits = ConnLimits {
+                            max_header_bytes: server.max_header_bytes,
+                            slot: Some((permit, Arc::clone(metrics))),
+                        };
+                        serve_connection(stream, peer, front.clone(), graceful, limits)
+                    }
+                    Err(_) => {
+                        metrics.connection_shed();
+                        if last_shed_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            last_shed_log = Some(std::time::Instant::now());
+                            tracing::warn!(max_connections = server.max_connections, "shedding connections: server.max_connections are open");
+                        }
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             accepted = accept_admin() => match (accepted, &admin) {
-                (Ok((stream, peer)), Some((_, svc))) => serve_connection(stream, peer, svc.clone(), graceful),
+                (Ok((stream, peer)), Some((_, svc))) => serve_connection(stream, peer, svc.clone(), graceful, admin_limits()),
                 (Err(e), _) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -378,11 +414,19 @@ async fn drain(graceful: GracefulShutdown, drain: Duration) {
     }
 }
 
+/// Per connection: the largest request head, and what ends with it (a slot
+/// of `server.max_connections` and the open-connections gauge).
+struct ConnLimits {
+    max_header_bytes: usize,
+    slot: Option<(tokio::sync::OwnedSemaphorePermit, Arc<Metrics>)>,
+}
+
 fn serve_connection<S, B>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     service: S,
     graceful: &GracefulShutdown,
+    limits: ConnLimits,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -394,14 +438,24 @@ fn serve_connection<S, B>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
+    // hyper's read buffer holds the request head: bounding it bounds what an
+    // unfinished head can make a connection hold (hyper answers 431 beyond).
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(limits.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
     let conn = graceful.watch(conn);
+    if let Some((_, metrics)) = &limits.slot {
+        metrics.connection(true);
+    }
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        if let Some((permit, metrics)) = limits.slot {
+            metrics.connection(false);
+            drop(permit);
         }
     });
 }

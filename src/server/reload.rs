@@ -225,6 +225,9 @@ pub(super) async fn reload_loop(
                 continue;
             }
         }
+        // A database's rows are read and swapped in one turn with the admin
+        // API's writes (see Registry::ordered).
+        let _order = targets.registry.ordered().await;
         let outcome = match parsed {
             Ok(config) => load_snapshot(config, &targets.store, true)
                 .await
@@ -367,6 +370,7 @@ pub(super) async fn follow_store(t: Reload) {
         let t = t.clone();
         async move {
             let config = Config::clone(&t.current.load_full());
+            let _order = t.registry.ordered().await;
             match load_snapshot(config, &t.store, true).await {
                 Ok((_, snapshot)) => {
                     let generation = swap_in(&t.registry, snapshot);

@@ -16,6 +16,9 @@ where
     FR: Future<Output = Result<(), StoreError>>,
 {
     let on_change = |change: Change| async move {
+        // The row is re-read and applied in one turn with this replica's own
+        // writes, so the registry ends as the store did.
+        let _order = registry.ordered().await;
         match apply(pg, registry, &change).await? {
             Ok(()) => {
                 metrics.observe_snapshot(&registry.snapshot());

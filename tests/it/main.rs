@@ -22,6 +22,7 @@ mod failover;
 mod forwarding;
 mod hostile_upstream;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod model_rules;
 mod reload;

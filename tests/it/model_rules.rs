@@ -551,3 +551,41 @@ async fn azure_deployments_are_path_models() {
     assert_eq!((r.status, r.reason()), (400, "ambiguous_model".into()));
     assert_eq!(mock.count(), 1);
 }
+
+/// Issue 10: a model-bearing path keyword in another case is refused, so an
+/// upstream that routes without regard to case cannot serve a deployment the
+/// proxy never checked.
+#[tokio::test]
+async fn path_keywords_in_another_case_are_refused() {
+    let mock = Mock::ok().await;
+    let extra = format!(
+        "base_url = \"{}/res\"\nallowed_models = [\"azure/gpt-4o\"]",
+        mock.url()
+    );
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred("c-az", "azure", "az-secret-000000002", &extra),
+    ))
+    .await;
+    for path in [
+        "/azure/openai/DEPLOYMENTS/gpt-4o-evil/chat/completions",
+        "/azure/openai/Deployments/gpt-4o-evil/chat/completions",
+        "/azure/openai/deployment%53/gpt-4o-evil/chat/completions",
+    ] {
+        let r = post_raw_body(&proxy, path, br#"{"model":"gpt-4o"}"#).await;
+        assert_eq!(
+            (r.status, r.reason()),
+            (400, "invalid_request".into()),
+            "{path}: {}",
+            r.text()
+        );
+    }
+    let r = post_raw_body(
+        &proxy,
+        "/azure/openai/deployments/gpt-4o/chat/completions",
+        br#"{"model":"gpt-4o"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "the exact keyword still works");
+    assert_eq!(mock.count(), 1, "no refused request reached the upstream");
+}

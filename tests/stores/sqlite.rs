@@ -442,3 +442,86 @@ async fn a_database_store_refuses_credentials_in_the_file() {
     );
     assert!(!err.contains("sk-store-0007"));
 }
+
+/// Issue 10: PATCHes racing DELETEs end with the registry exactly as the
+/// database has it — a deleted credential is never put back by a PATCH that
+/// committed before the DELETE but reached the registry after it — and so
+/// do racing PATCHes (the registry holds what was committed last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_patches_and_deletes_leave_the_registry_as_the_database() {
+    let db = Sqlite::new().await;
+    let node = std::sync::Arc::new(Node::start(&db.config(), MASTER).await);
+    const CREDS: usize = 64;
+    const PATCHES: usize = 12;
+    let mut ids = Vec::new();
+    for i in 0..CREDS {
+        let c = node
+            .create(json!({"provider": "openai", "key": format!("sk-race-{i:04}-0000000")}))
+            .await;
+        ids.push(c["id"].as_str().unwrap().to_owned());
+    }
+    // For every credential at once: PATCHes, and (for every other one) a
+    // DELETE among them.
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for p in 0..PATCHES {
+            let (n, i2) = (node.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let (node, id) = (n, i2);
+                let body = json!({"name": format!("n{p}"), "sort_order": p, "key": format!("sk-race-rotated-{p:04}")});
+                let r = node.admin("PATCH", &format!("/api/v1/byok/{id}"), Some(body)).await;
+                assert!(matches!(r.status, 200 | 404), "{}", r.text());
+            }));
+            if i % 2 == 0 && p == PATCHES / 2 {
+                let (node, id) = (node.clone(), id.clone());
+                tasks.push(tokio::spawn(async move {
+                    let r = node
+                        .admin("DELETE", &format!("/api/v1/byok/{id}"), None)
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }));
+            }
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // The database: live rows and their names.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, name, sort_order FROM byok_credentials WHERE deleted_at IS NULL ORDER BY id")
+        .unwrap();
+    let in_db: Vec<(String, Option<String>, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(in_db.len(), CREDS / 2, "every other credential was deleted");
+    // The registry, through the API.
+    let v = node
+        .admin("GET", "/api/v1/byok?limit=100", None)
+        .await
+        .json();
+    let mut in_registry: Vec<(String, Option<String>, i64)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["name"].as_str().map(str::to_owned),
+                c["sort_order"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    in_registry.sort();
+    assert_eq!(in_registry, in_db, "the registry and the database disagree");
+    for (i, id) in ids.iter().enumerate() {
+        let status = node
+            .admin("GET", &format!("/api/v1/byok/{id}"), None)
+            .await
+            .status;
+        assert_eq!(status, if i % 2 == 0 { 404 } else { 200 }, "{id}");
+    }
+}

@@ -1,0 +1,164 @@
+//! Issue 10 / SPEC §4 "Limits and hostile peers": what one client can make
+//! the proxy hold is bounded — a request head (431 beyond
+//! `server.max_header_bytes`), a stalled body (408 after
+//! `server.body_timeout_secs`, connection closed), and the number of
+//! connections (`server.max_connections`; one more is closed at once).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+async fn proxy_with(mock: &Mock, server: &str) -> Proxy {
+    let creds = cred("c1", "openai", "sk-limits-000000000001", "");
+    Proxy::start(&config_with_server(mock, server, &creds)).await
+}
+
+/// Reads what the server sends until it closes, within PATIENCE.
+async fn read_until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_the_connection_closes() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "body_timeout_secs = 0.3").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GW}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // ...and nothing more: the proxy answers and closes by itself.
+    let answer = read_until_closed(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_eq!(mock.count(), 0, "nothing was forwarded");
+    // The proxy still serves.
+    assert_eq!(chat(&proxy, GW, "gpt-4o").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_request_head_over_max_header_bytes_gets_431() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "max_header_bytes = 16384").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let big = "a".repeat(32 * 1024);
+    let request = format!(
+        "GET /openai/v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GW}\r\nx-big: {big}\r\n\r\n"
+    );
+    // The proxy may answer and close before taking all of it.
+    let _ = s.write_all(request.as_bytes()).await;
+    let answer = read_until_closed(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    assert_eq!(mock.count(), 0);
+    // A head within the limit is served.
+    let r = send(
+        req("GET", &proxy.url("/openai/v1/models"), Some(GW))
+            .header("x-big", "a".repeat(8 * 1024))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_once() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "max_connections = 2").await;
+    // Two idle connections take both slots (each has proved it is served).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    // A third is closed without an answer.
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!(read_until_closed(&mut third).await, "");
+    proxy.wait_log("shedding connections").await;
+    // Once one is closed, its slot serves again (the proxy notices the close
+    // on its own schedule: poll with a deadline).
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await;
+        if read_until_closed(&mut s).await.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a chunked request of `chunks` × `size` bytes to the proxy the way
+/// most HTTP clients do — the whole body first, then the answer — and
+/// returns the head of the answer. A write that fails (the proxy closed on
+/// the client mid-upload, a reset) fails the test: such a client never sees
+/// the answer.
+async fn chunked_post(proxy: &Proxy, key: Option<&str>, chunks: usize, size: usize) -> String {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let auth = key.map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n{auth}\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    let mut chunk = format!("{size:x}\r\n").into_bytes();
+    chunk.extend(std::iter::repeat_n(b' ', size));
+    chunk.extend_from_slice(b"\r\n");
+    let sent: std::io::Result<()> = tokio::time::timeout(PATIENCE, async {
+        s.write_all(head.as_bytes()).await?;
+        for _ in 0..chunks {
+            s.write_all(&chunk).await?;
+        }
+        s.write_all(b"0\r\n\r\n").await
+    })
+    .await
+    .expect("the upload ends within patience");
+    assert!(sent.is_ok(), "the upload failed: {sent:?}");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(PATIENCE, s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            other => panic!("reading the answer: {other:?}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn an_early_answer_reaches_a_client_still_sending_its_body() {
+    let mock = Mock::ok().await;
+    // 8 MiB allowed; 12 MiB sent, more than the sockets' buffers hold.
+    let proxy = proxy_with(&mock, "max_body_bytes = 8388608").await;
+    let answer = chunked_post(&proxy, Some(GW), 192, 64 * 1024).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Refused before the body is read at all (no key): the 401 arrives.
+    let answer = chunked_post(&proxy, None, 192, 64 * 1024).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(mock.count(), 0);
+}
