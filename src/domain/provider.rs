@@ -119,6 +119,11 @@ impl Upstream {
     pub fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
+
+    /// The upstream's host.
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
 }
 
 impl fmt::Debug for Upstream {
@@ -144,6 +149,19 @@ pub struct Provider {
     pub auth: AuthScheme,
     /// Headers added upstream when the client sent none of that name.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Provider {
+    /// Whether a request body can name more models than its `model`
+    /// (OpenRouter's `models` and `fallbacks` lists, which it falls back
+    /// along): `openrouter`, or a provider whose upstream is OpenRouter's.
+    pub fn reads_model_lists(&self) -> bool {
+        self.slug == "openrouter"
+            || self.upstream.as_ref().is_some_and(|u| {
+                let host = u.host();
+                host == "openrouter.ai" || host.ends_with(".openrouter.ai")
+            })
+    }
 }
 
 /// The known providers by slug (an `Arc<str>`, shared as a metrics label).

@@ -53,7 +53,7 @@ impl Allowlists {
             }
         }
         if let Some(models) = &self.models {
-            if !ask.model.is_some_and(|m| models.admits(m)) {
+            if !models.admits_all(ask) {
                 return Err(Refusal::Model);
             }
         }
@@ -71,10 +71,7 @@ impl Allowlists {
             .key_hashes
             .as_ref()
             .is_none_or(|set| ask.key_hash.is_some_and(|h| set.contains(h)));
-        let model_ok = self
-            .models
-            .as_ref()
-            .is_none_or(|m| ask.model.is_some_and(|model| m.admits(model)));
+        let model_ok = self.models.as_ref().is_none_or(|m| m.admits_all(ask));
         let user_ok = self
             .users
             .as_ref()
@@ -131,10 +128,26 @@ impl ModelMatcher {
     }
 
     pub(crate) fn admits(&self, model: &str) -> bool {
+        if router_choice(model) {
+            // The router picks the model: only an entry naming it admits it.
+            return self.exact.contains(model);
+        }
         self.any
             || self.exact.contains(model)
             || self.prefixes.iter().any(|p| model.starts_with(&**p))
     }
+
+    /// Whether the request's model and every other model it names are
+    /// admitted (a request without a model is not).
+    fn admits_all(&self, ask: &Ask<'_>) -> bool {
+        ask.model.is_some_and(|m| self.admits(m)) && ask.also.iter().all(|m| self.admits(m))
+    }
+}
+
+/// A model id that lets the upstream choose the model: OpenRouter's
+/// `openrouter/auto` and its presets (`@preset/…`).
+fn router_choice(model: &str) -> bool {
+    model == "openrouter/auto" || model.starts_with('@')
 }
 
 #[cfg(test)]
@@ -185,6 +198,17 @@ mod tests {
             ("openai", &["*"], "*", true),
             ("openai", &[], "gpt-4o", false),
             ("openai", &["a", "b", "openai/gpt-4o"], "gpt-4o", true),
+            // the router's own choice: only an entry that names it
+            ("openrouter", &["openrouter/*"], "openrouter/auto", false),
+            ("openrouter", &["openrouter/*"], "@preset/cheap", false),
+            ("openrouter", &["openrouter/auto"], "openrouter/auto", true),
+            ("openrouter", &["@preset/cheap"], "@preset/cheap", true),
+            (
+                "openrouter",
+                &["openrouter/@preset/cheap"],
+                "@preset/cheap",
+                true,
+            ),
             (
                 "google-ai-studio",
                 &["google-ai-studio/gemini-1.5-pro"],
@@ -208,6 +232,7 @@ mod tests {
                 key_hash: key,
                 user_id: user,
                 model,
+                also: &[],
             };
         let k1s: &'static KeyHash = Box::leak(Box::new(k1));
         let k2s: &'static KeyHash = Box::leak(Box::new(k2));

@@ -67,6 +67,10 @@ pub struct Ask<'a> {
     /// The model, when it could be determined; `None` admits only credentials
     /// with `allowed_models = null`.
     pub model: Option<&'a str>,
+    /// The other models the request names (OpenRouter's `models` and
+    /// `fallbacks` lists): a credential's `allowed_models` must admit every
+    /// one of them too.
+    pub also: &'a [String],
 }
 
 /// The one order of candidates: non-fallback before fallback; then `sort_order`,
@@ -152,6 +156,7 @@ mod tests {
             key_hash: Some(&k1),
             user_id: "u1",
             model: Some("o1"),
+            also: &[],
         };
         assert_eq!(admitted(&group, &ask).count(), 0);
         assert_eq!(

@@ -101,14 +101,19 @@ pub enum Rejection {
 
 impl Rejection {
     /// A denial by the policy, for `provider` and `model`.
-    pub(crate) fn denied(denial: Denial, provider: &str, model: Option<&str>) -> Self {
+    /// `also`: how many more models the body names (OpenRouter's `models`,
+    /// `fallbacks`), all of which had to be admitted too.
+    pub(crate) fn denied(denial: Denial, provider: &str, model: Option<&str>, also: usize) -> Self {
         match denial {
             Denial::NoCredential => Rejection::NoCredential {
                 provider: provider.to_owned(),
             },
             Denial::NoEligibleCredential(refused) => Rejection::NoEligibleCredential {
                 provider: provider.to_owned(),
-                model: model.map(str::to_owned),
+                model: model.map(|m| match also {
+                    0 => m.to_owned(),
+                    n => format!("{m} with the {n} models its models/fallbacks lists name"),
+                }),
                 refused,
             },
         }

@@ -48,6 +48,11 @@ use percent_encoding::percent_decode_str;
 #[path = "model/visitor.rs"]
 pub(crate) mod visitor;
 
+#[path = "model/lists.rs"]
+mod lists;
+
+pub(crate) use lists::named_models;
+
 /// The deepest nesting of arrays and objects a body may have.
 const MAX_DEPTH: usize = 128;
 
@@ -254,6 +259,12 @@ fn valid_percent_encoding(raw: &str) -> bool {
 /// or has no top-level `model` key. The model is borrowed from `body` unless
 /// it contains escapes.
 pub(crate) fn body_model(body: &[u8]) -> Result<Option<Cow<'_, str>>, ModelError> {
+    read_body_model(body).map(|b| b.model)
+}
+
+/// [`body_model`], and whether the body may name more models (then read them
+/// with [`named_models`]).
+pub(crate) fn read_body_model(body: &[u8]) -> Result<BodyModel<'_>, ModelError> {
     if body.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(ModelError::InvalidBody(MSG_BOM));
     }
@@ -278,6 +289,8 @@ enum KeyKind {
     Model,
     /// Not `model`, but equal to it ignoring case.
     CaseVariant,
+    /// `models` or `fallbacks`, in any case: a list of more models.
+    ModelList,
     /// Anything else.
     Other,
 }
@@ -289,6 +302,19 @@ struct TopLevel<'a> {
     seen_model: bool,
     /// The model string, once read.
     model: Option<Cow<'a, str>>,
+    /// Whether a key that names more models (`models`, `fallbacks`, in any
+    /// case) has been seen.
+    model_lists: bool,
+}
+
+/// What a body says about its model, as the scanner read it.
+#[derive(Debug)]
+pub(crate) struct BodyModel<'a> {
+    /// The top-level `"model"` string.
+    pub(crate) model: Option<Cow<'a, str>>,
+    /// Whether the body has a top-level key that names more models (see
+    /// [`named_models`]).
+    pub(crate) lists: bool,
 }
 
 /// A validating, zero-copy JSON scanner over an already UTF-8-checked body.
@@ -327,7 +353,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scans one whole document and returns the top-level model, if any.
-    fn document(mut self) -> Result<Option<Cow<'a, str>>, ModelError> {
+    fn document(mut self) -> Result<BodyModel<'a>, ModelError> {
         // Bit `d` is set when the container at depth `d + 1` is an object.
         let mut kinds: u128 = 0;
         let mut depth: usize = 0;
@@ -391,7 +417,10 @@ impl<'a> Scanner<'a> {
                 self.skip_ws();
                 let Some(index) = depth.checked_sub(1) else {
                     return if self.pos == self.bytes.len() {
-                        Ok(top.model)
+                        Ok(BodyModel {
+                            model: top.model,
+                            lists: top.model_lists,
+                        })
                     } else {
                         Err(invalid(MSG_TRAILING))
                     };
@@ -472,6 +501,10 @@ impl<'a> Scanner<'a> {
         let raw_key = self.text.get(start..end).ok_or(invalid(MSG_UNEXPECTED))?;
         match classify_key(raw_key, escaped)? {
             KeyKind::Other => Ok(true),
+            KeyKind::ModelList => {
+                top.model_lists = true;
+                Ok(true)
+            }
             KeyKind::CaseVariant => Err(ModelError::Ambiguous(MSG_CASE_VARIANT)),
             KeyKind::Model if top.seen_model => Err(ModelError::Ambiguous(MSG_DUPLICATE_MODEL)),
             KeyKind::Model => {
@@ -730,6 +763,12 @@ fn classify_decoded_key(key: &str) -> KeyKind {
     {
         // Same result as `key.to_lowercase() == "model"`, without allocating.
         KeyKind::CaseVariant
+    } else if key.len() <= MAX_CASE_FOLD_KEY_LEN
+        && ["models", "fallbacks"]
+            .iter()
+            .any(|k| key.chars().flat_map(char::to_lowercase).eq(k.chars()))
+    {
+        KeyKind::ModelList
     } else {
         KeyKind::Other
     }

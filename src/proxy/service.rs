@@ -9,7 +9,9 @@
 //!    so that a request without a key learns nothing about which providers
 //!    exist;
 //! 4. [`read_body`]: the body, bounded and decoded;
-//! 5. [`model`]: the model, from the path and the body under the strict rules;
+//! 5. [`model`]: the model, from the path and the body under the strict rules,
+//!    and, for OpenRouter, the other models the body names (`models`,
+//!    `fallbacks`), which must all be admitted too;
 //! 6. [`select`]: the workspace's candidates for the provider and what the
 //!    request asks of their allowlists (the policy decides);
 //! 7. [`upstream_request`]: one attempt — client credentials stripped, the
@@ -191,8 +193,9 @@ where
         return Err(Rejection::InvalidBody("the request body could not be read"));
     };
     let bytes = read_body(&parts.headers, body, settings, trace).await?;
-    let model = model(route.rest, &parts.headers, &bytes)?;
-    let (group, ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
+    let (model, also) = model(route.rest, &parts.headers, &bytes, route.provider)?;
+    let (group, mut ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
+    ask.also = &also;
 
     let mut base = parts.headers;
     headers::strip_request(&mut base);
@@ -273,6 +276,7 @@ where
         policy::deny(&group, &ask),
         &route.provider.slug,
         ask.model,
+        ask.also.len(),
     ))
 }
 
@@ -365,24 +369,35 @@ fn model<'b>(
     rest: &str,
     headers: &HeaderMap,
     bytes: &'b Bytes,
-) -> Result<Option<Cow<'b, str>>, Rejection> {
+    provider: &Provider,
+) -> Result<(Option<Cow<'b, str>>, Vec<String>), Rejection> {
     let path_model = model::path_model(rest).map_err(model_rejection)?;
-    let body_model = if bytes.is_empty() {
-        None
+    let (body_model, also) = if bytes.is_empty() {
+        (None, Vec::new())
     } else {
-        match model::body_model(bytes) {
-            Ok(m) => m,
-            Err(model::ModelError::InvalidBody(_)) if !body::is_json_like(headers) => None,
+        match model::read_body_model(bytes) {
+            // OpenRouter's `models` and `fallbacks`: read only when present.
+            Ok(read) if read.lists && provider.reads_model_lists() => (
+                read.model,
+                model::named_models(bytes).map_err(model_rejection)?,
+            ),
+            Ok(read) => (read.model, Vec::new()),
+            Err(model::ModelError::InvalidBody(_)) if !body::is_json_like(headers) => {
+                (None, Vec::new())
+            }
             Err(e) => return Err(model_rejection(e)),
         }
     };
-    match (path_model, body_model) {
-        (Some(p), Some(b)) if p != b => Err(Rejection::AmbiguousModel(
-            "the model in the path and the model in the body differ",
-        )),
-        (Some(p), _) => Ok(Some(Cow::Owned(p))),
-        (None, b) => Ok(b),
-    }
+    let model = match (path_model, body_model) {
+        (Some(p), Some(b)) if p != b => {
+            return Err(Rejection::AmbiguousModel(
+                "the model in the path and the model in the body differ",
+            ))
+        }
+        (Some(p), _) => Some(Cow::Owned(p)),
+        (None, b) => b,
+    };
+    Ok((model, also))
 }
 
 /// Phase 6: the principal's workspace's candidates for the provider, in
@@ -400,6 +415,7 @@ fn select<'a>(
         key_hash: principal.key_hash.as_ref(),
         user_id: &principal.user_id,
         model,
+        also: &[],
     };
     (group, ask)
 }
@@ -510,6 +526,7 @@ pub fn decide(
             policy::deny(&group, &ask),
             &provider.slug,
             model,
+            0,
         ));
     };
     headers::strip_request(&mut headers);

@@ -589,3 +589,104 @@ async fn path_keywords_in_another_case_are_refused() {
     assert_eq!(r.status, 200, "the exact keyword still works");
     assert_eq!(mock.count(), 1, "no refused request reached the upstream");
 }
+
+/// Issue 10: OpenRouter serves whichever model it falls back to, so every
+/// model a body names (`models`, `fallbacks`) must be admitted, and the
+/// router's own choice (`openrouter/auto`, presets) only by an entry that
+/// names it.
+#[tokio::test]
+async fn every_model_a_body_names_must_be_admitted() {
+    let mock = Mock::ok().await;
+    let extra = r#"allowed_models = ["openai/gpt-4o-mini", "openai/*"]"#;
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred("c-or", "openrouter", "sk-or-secret-0000000001", extra),
+    ))
+    .await;
+    let chat_path = "/openrouter/v1/chat/completions";
+    // (path, body, status, reason)
+    let cases: &[(&str, &str, u16, &str)] = &[
+        (
+            chat_path,
+            r#"{"model":"openai/gpt-4o-mini","models":["openai/gpt-4o-mini","anthropic/claude-opus-4"],"route":"fallback"}"#,
+            403,
+            "no_eligible_credential",
+        ),
+        (
+            "/openrouter/v1/messages",
+            r#"{"model":"openai/gpt-4o-mini","fallbacks":["anthropic/claude-opus-4"]}"#,
+            403,
+            "no_eligible_credential",
+        ),
+        (
+            chat_path,
+            r#"{"model":"openai/gpt-4o-mini","\u006dodels":["anthropic/claude-opus-4"]}"#,
+            403,
+            "no_eligible_credential",
+        ),
+        (
+            chat_path,
+            r#"{"model":"openai/gpt-4o-mini","models":"anthropic/claude-opus-4"}"#,
+            400,
+            "invalid_body",
+        ),
+        (
+            chat_path,
+            r#"{"model":"openai/gpt-4o-mini","Models":["anthropic/claude-opus-4"]}"#,
+            400,
+            "ambiguous_model",
+        ),
+        (
+            chat_path,
+            r#"{"model":"openai/gpt-4o-mini","models":["a"],"models":["b"]}"#,
+            400,
+            "ambiguous_model",
+        ),
+    ];
+    for (path, body, status, reason) in cases {
+        let r = post_raw_body(&proxy, path, body.as_bytes()).await;
+        assert_eq!(
+            (r.status, r.reason()),
+            (*status, reason.to_string()),
+            "{body}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(mock.count(), 0, "no refused request reached the upstream");
+    // Every named model admitted: forwarded, bytes unchanged.
+    let body = r#"{"model":"openai/gpt-4o-mini","models":["openai/gpt-4o-mini"]}"#;
+    let r = post_raw_body(&proxy, chat_path, body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.requests()[0].body, body.as_bytes());
+
+    // A wildcard admits every model of the provider, but not the router's
+    // own choice: only an entry that names it does.
+    let mock = Mock::ok().await;
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred(
+            "c-or",
+            "openrouter",
+            "sk-or-secret-0000000002",
+            r#"allowed_models = ["openrouter/*", "@preset/named"]"#,
+        ),
+    ))
+    .await;
+    for (body, status) in [
+        (r#"{"model":"openrouter/auto"}"#, 403),
+        (r#"{"model":"@preset/cheap"}"#, 403),
+        (
+            r#"{"model":"anthropic/claude-opus-4","models":["openrouter/auto"]}"#,
+            403,
+        ),
+        (r#"{"model":"@preset/named"}"#, 200),
+        (
+            r#"{"model":"anthropic/claude-opus-4","models":["openai/gpt-4o"]}"#,
+            200,
+        ),
+    ] {
+        let r = post_raw_body(&proxy, chat_path, body.as_bytes()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+    }
+    assert_eq!(mock.count(), 2);
+}

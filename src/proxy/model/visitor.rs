@@ -104,7 +104,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
                 de::Error::custom(e.message())
             };
             match kind {
-                KeyKind::Other => {
+                KeyKind::Other | KeyKind::ModelList => {
                     map.next_value::<IgnoredAny>()?;
                 }
                 KeyKind::CaseVariant => {
