@@ -75,6 +75,9 @@ pub struct StoreConfig {
     pub url: SecretString,
     /// The workspace of credentials and keys created without one.
     pub default_workspace_id: Option<String>,
+    /// Extra roots for TLS to Postgres, from `store.ca_file` (beside the
+    /// webpki roots).
+    pub ca_roots: Vec<CertificateDer<'static>>,
 }
 
 impl StoreConfig {
@@ -230,6 +233,7 @@ impl Default for RawServer {
 struct RawStore {
     url: SecretString,
     default_workspace_id: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -513,6 +517,7 @@ fn validate_store(raw: Option<&RawStore>, errs: &mut Errors) -> StoreConfig {
         return StoreConfig {
             url: SecretString::from("file"),
             default_workspace_id: None,
+            ca_roots: Vec::new(),
         };
     };
     let url = raw.url.expose_secret();
@@ -533,6 +538,11 @@ fn validate_store(raw: Option<&RawStore>, errs: &mut Errors) -> StoreConfig {
     StoreConfig {
         url: raw.url.clone(),
         default_workspace_id: raw.default_workspace_id.clone(),
+        ca_roots: raw
+            .ca_file
+            .as_deref()
+            .map(|path| roots("store.ca_file", path, errs))
+            .unwrap_or_default(),
     }
 }
 

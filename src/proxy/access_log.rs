@@ -177,7 +177,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// An error with its sources, for logs. Upstream errors carry addresses and
 /// OS errors, never request headers.
-pub(super) struct ErrorChain<'a>(pub(super) &'a (dyn std::error::Error + 'static));
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -88,16 +88,23 @@ where
         drain(body, budget, stall).await;
         return Err(Rejection::BodyTooLarge { limit });
     }
-    // Most bodies arrive in one frame: that one is kept as it is, not copied.
-    let mut first: Option<Bytes> = None;
-    let mut more: Option<BytesMut> = None;
+    // Frames are kept as they came (no copy) and joined once at the end; most
+    // bodies arrive in one frame, which is returned as it is. The stall timer
+    // is armed only when the body makes the proxy wait.
+    let mut frames: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
+    let stalled = tokio::time::sleep(stall);
+    let mut stalled = std::pin::pin!(stalled);
     loop {
-        let frame = match tokio::time::timeout(stall, body.as_mut().frame()).await {
-            Err(_elapsed) => return Err(Rejection::BodyTimeout),
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(_))) => {
+        let next = tokio::select! {
+            biased;
+            next = body.frame() => next.map(|r| r.map_err(drop)),
+            () = &mut stalled => return Err(Rejection::BodyTimeout),
+        };
+        let frame = match next {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) => {
                 return Err(Rejection::InvalidBody("the request body could not be read"))
             }
         };
@@ -109,22 +116,19 @@ where
             drain(body, budget, stall).await;
             return Err(Rejection::BodyTooLarge { limit });
         }
-        let data = data.copy_to_bytes(data.remaining());
-        match (&mut first, &mut more) {
-            (None, _) => first = Some(data),
-            (Some(head), None) => {
-                let mut all = BytesMut::with_capacity(head.len() + data.len());
-                all.extend_from_slice(head);
-                all.extend_from_slice(&data);
-                more = Some(all);
-            }
-            (Some(_), Some(all)) => all.extend_from_slice(&data),
-        }
+        frames.push(data.copy_to_bytes(data.remaining()));
+        stalled.as_mut().reset(Instant::now() + stall);
     }
-    Ok(match (first, more) {
-        (_, Some(all)) => all.freeze(),
-        (Some(only), None) => only,
-        (None, None) => Bytes::new(),
+    Ok(match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.swap_remove(0),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            for frame in &frames {
+                all.extend_from_slice(frame);
+            }
+            all.freeze()
+        }
     })
 }
 

@@ -75,21 +75,30 @@ impl Service<Uri> for SharedConnector {
     }
 }
 
+/// The proxy's TLS client settings (rustls with ring): certificates verified
+/// against the webpki (Mozilla) roots plus `extra_roots`. Upstreams and the
+/// Postgres store alike.
+pub(crate) fn client_tls(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots.add(cert.clone())?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 impl Forwarder {
     /// A client with a connection pool and TLS via rustls (ring), trusting the
     /// webpki roots plus `extra_roots`. Fails only on an unusable extra root.
     pub fn new(opts: ForwarderOptions) -> Result<Self, rustls::Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in opts.extra_roots {
-            roots.add(cert)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client_tls(&opts.extra_roots)?;
 
         let mut http = HttpConnector::new();
         http.enforce_http(false);

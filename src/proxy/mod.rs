@@ -5,11 +5,11 @@
 //! model id ([`model`]), bodies ([`body`]) and the proxy's own answers
 //! ([`error`]).
 
-mod access_log;
+pub(crate) mod access_log;
 pub(crate) mod body;
 pub(crate) mod client_key;
 pub(crate) mod error;
-mod forward;
+pub(crate) mod forward;
 pub(crate) mod headers;
 mod layer;
 pub(crate) mod model;

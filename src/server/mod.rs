@@ -232,7 +232,7 @@ async fn open_store(config: &Config) -> Result<Arc<Store>, ServeError> {
     } else {
         None
     };
-    Store::open(&config.store.url, keyring)
+    Store::open(&config.store, keyring)
         .await
         .map(Arc::new)
         .map_err(|source| ServeError::Store {

@@ -42,8 +42,8 @@ pub(crate) use sqlite::SqliteStore;
 pub enum StoreError {
     /// The database is unreachable or failed (the driver's error; it names
     /// hosts and SQL states, never a password or a secret).
-    #[error("store unavailable: {0}")]
-    Unavailable(#[source] crate::BoxError),
+    #[error("store unavailable: {}", crate::proxy::access_log::ErrorChain(&**.0))]
+    Unavailable(crate::BoxError),
     /// A write to the read-only file store.
     #[error("the file store is read-only")]
     ReadOnly,
@@ -159,13 +159,13 @@ pub(crate) struct Contents {
 }
 
 impl Store {
-    /// Opens the store named by `url` (`file`, `sqlite://PATH`, `postgres://…`),
-    /// creating its tables if needed.
+    /// Opens the store `config.url` names (`file`, `sqlite://PATH`,
+    /// `postgres://…`), creating its tables if needed.
     pub(crate) async fn open(
-        url: &SecretString,
+        config: &crate::StoreConfig,
         keyring: Option<Keyring>,
     ) -> Result<Store, StoreError> {
-        let url = url.expose_secret();
+        let url = config.url.expose_secret();
         if url == "file" {
             return Ok(Store::File);
         }
@@ -176,7 +176,7 @@ impl Store {
             return SqliteStore::open(path, keyring).await.map(Store::Sqlite);
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return PgStore::open(url, keyring)
+            return PgStore::open(url, keyring, &config.ca_roots)
                 .await
                 .map(|s| Store::Postgres(Box::new(s)));
         }

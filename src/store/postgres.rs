@@ -11,8 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, Mutex, MutexGuard};
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::crypto::Keyring;
 use super::{
@@ -64,6 +66,7 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 /// A PostgreSQL store.
 pub(crate) struct PgStore {
     url: String,
+    tls: MakeRustlsConnect,
     client: Mutex<Option<Client>>,
     keyring: Arc<Keyring>,
 }
@@ -75,8 +78,28 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+/// The connection settings for `url`, with TLS as its `sslmode` says:
+/// `disable`, plain; `prefer` (the default), TLS when the server offers it;
+/// `require`, TLS or nothing. Where TLS is used, the server's certificate is
+/// always verified (webpki roots plus `store.ca_file`), with its host name:
+/// `verify-ca` and `verify-full` are read as `require`, which here does both.
+fn pg_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    // The driver's parse error never holds the URL (or its password).
+    url.parse().map_err(db)
+}
+
+/// The TLS connector for Postgres: rustls, verifying the server.
+fn tls(extra_roots: &[CertificateDer<'static>]) -> Result<MakeRustlsConnect, StoreError> {
+    crate::proxy::forward::client_tls(extra_roots)
+        .map(MakeRustlsConnect::new)
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))
+}
+
+async fn connect(url: &str, tls: &MakeRustlsConnect) -> Result<Client, StoreError> {
+    let (client, connection) = pg_config(url)?.connect(tls.clone()).await.map_err(db)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection ended");
@@ -87,11 +110,17 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
 
 impl PgStore {
     /// Connects and creates the tables if needed.
-    pub(crate) async fn open(url: &str, keyring: Keyring) -> Result<PgStore, StoreError> {
-        let client = connect(url).await?;
+    pub(crate) async fn open(
+        url: &str,
+        keyring: Keyring,
+        ca_roots: &[CertificateDer<'static>],
+    ) -> Result<PgStore, StoreError> {
+        let tls = tls(ca_roots)?;
+        let client = connect(url, &tls).await?;
         client.batch_execute(SCHEMA).await.map_err(db)?;
         Ok(PgStore {
             url: url.to_owned(),
+            tls,
             client: Mutex::new(Some(client)),
             keyring: Arc::new(keyring),
         })
@@ -102,7 +131,7 @@ impl PgStore {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
-            *guard = Some(connect(&self.url).await?);
+            *guard = Some(connect(&self.url, &self.tls).await?);
         }
         Ok(guard)
     }
@@ -342,7 +371,8 @@ impl PgStore {
         R: Fn() -> FR,
         FR: std::future::Future<Output = Result<(), StoreError>>,
     {
-        let (client, mut connection) = tokio_postgres::connect(&self.url, NoTls)
+        let (client, mut connection) = pg_config(&self.url)?
+            .connect(self.tls.clone())
             .await
             .map_err(db)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Option<String>>();

@@ -21,6 +21,7 @@ mod replicas;
 mod sqlite;
 #[path = "../support/mod.rs"]
 mod support;
+mod tls;
 
 use std::time::Duration;
 

@@ -86,6 +86,20 @@ impl PgCluster {
         cluster
     }
 
+    /// Like [`PgCluster::start`], with TLS on (`ssl = on`): the server shows
+    /// tests/fixtures' certificate for 127.0.0.1, signed by
+    /// tests/fixtures/ca.pem. Clients may still connect without TLS.
+    pub(crate) fn start_with_tls() -> PgCluster {
+        let host = host();
+        let dir = host.temp_dir();
+        let mut cluster = PgCluster { dir, port: 0, host };
+        cluster.init();
+        cluster.enable_tls();
+        cluster.start_on_free_port();
+        cluster.create_database();
+        cluster
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>/byok`: superuser, no password
     /// (`trust`), over TCP.
     pub(crate) fn url(&self) -> String {
@@ -181,6 +195,42 @@ impl PgCluster {
         if let Err(error) = appended {
             self.fail(
                 &format!("cannot append to {}: {error}", conf.display()),
+                None,
+            );
+        }
+    }
+
+    /// Puts the fixtures' certificate and key in the data directory (owned
+    /// by the server's user, the key 0600 as the server demands) and turns
+    /// `ssl` on.
+    fn enable_tls(&self) {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        for (from, to) in [
+            ("upstream.pem", "server.crt"),
+            ("upstream.key", "server.key"),
+        ] {
+            let dest = self.data_dir().join(to);
+            let placed = fs::copy(format!("{fixtures}/{from}"), &dest)
+                .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o600)))
+                .and_then(|()| match &self.host.run_as {
+                    Some(run_as) => chown(&dest, Some(run_as.uid), Some(run_as.gid)),
+                    None => Ok(()),
+                });
+            if let Err(error) = placed {
+                self.fail(&format!("cannot place {}: {error}", dest.display()), None);
+            }
+        }
+        let conf = self.data_dir().join("postgresql.conf");
+        let appended = fs::read_to_string(&conf)
+            .map(|text| {
+                format!(
+                    "{text}\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                )
+            })
+            .and_then(|text| fs::write(&conf, text));
+        if let Err(error) = appended {
+            self.fail(
+                &format!("cannot enable ssl in {}: {error}", conf.display()),
                 None,
             );
         }
