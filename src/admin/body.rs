@@ -372,6 +372,17 @@ mod tests {
         }
     }
 
+    /// Credential headers are a config-file setting: the API refuses them
+    /// (the database stores keep none) rather than drop them silently.
+    #[test]
+    fn the_api_refuses_headers() {
+        let body = r#"{"provider":"openai","key":"sk-test-0123456789","headers":{"x-org":"o"}}"#;
+        let err = serde_json::from_str::<CreateCredential>(body).unwrap_err();
+        assert!(err.to_string().contains("unknown field `headers`"), "{err}");
+        let err = serde_json::from_str::<UpdateCredential>(r#"{"headers":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `headers`"), "{err}");
+    }
+
     #[test]
     fn patch_distinguishes_absent_null_and_value() {
         let p: UpdateCredential =
