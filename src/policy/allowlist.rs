@@ -153,14 +153,7 @@ fn router_choice(model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cred(id: &str) -> Credential {
-        Credential::for_tests(id, "ws", "openai")
-    }
-
-    fn strs(v: &[&str]) -> Option<Vec<String>> {
-        Some(v.iter().map(|s| s.to_string()).collect())
-    }
+    use crate::policy::tests::{cred, strs};
 
     #[test]
     fn model_entries_table() {

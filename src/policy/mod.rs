@@ -110,11 +110,11 @@ pub(crate) fn deny(group: &[Candidate], ask: &Ask<'_>) -> Denial {
 mod tests {
     use super::*;
 
-    fn cred(id: &str) -> Credential {
+    pub(super) fn cred(id: &str) -> Credential {
         Credential::for_tests(id, "ws", "openai")
     }
 
-    fn strs(v: &[&str]) -> Option<Vec<String>> {
+    pub(super) fn strs(v: &[&str]) -> Option<Vec<String>> {
         Some(v.iter().map(|s| s.to_string()).collect())
     }
 

@@ -100,6 +100,29 @@ impl Node {
         )
     }
 
+    /// Every credential the registry holds, as (id, name, sort_order),
+    /// sorted: what the node serves, to hold beside the database.
+    pub(crate) async fn listed(&self) -> Vec<(String, Option<String>, i64)> {
+        let v = self
+            .admin("GET", "/api/v1/byok?limit=100", None)
+            .await
+            .json();
+        let mut seen: Vec<(String, Option<String>, i64)> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_owned(),
+                    c["name"].as_str().map(str::to_owned),
+                    c["sort_order"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    }
+
     /// A chat completion through the proxy with gateway key `key`.
     pub(crate) async fn chat(&self, key: &str, model: &str) -> Resp {
         chat(&self.proxy, key, model).await

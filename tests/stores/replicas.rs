@@ -466,23 +466,7 @@ async fn racing_patches_and_deletes_on_two_replicas_end_as_the_database() {
     in_db.sort();
     assert_eq!(in_db.len(), CREDS / 2);
     for node in [&a, &b] {
-        let v = node
-            .admin("GET", "/api/v1/byok?limit=100", None)
-            .await
-            .json();
-        let mut seen: Vec<(String, Option<String>, i64)> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["id"].as_str().unwrap().to_owned(),
-                    c["name"].as_str().map(str::to_owned),
-                    c["sort_order"].as_i64().unwrap(),
-                )
-            })
-            .collect();
-        seen.sort();
+        let seen = node.listed().await;
         assert_eq!(
             seen, in_db,
             "a replica's registry and the database disagree"

@@ -499,23 +499,7 @@ async fn racing_patches_and_deletes_leave_the_registry_as_the_database() {
         .collect();
     assert_eq!(in_db.len(), CREDS / 2, "every other credential was deleted");
     // The registry, through the API.
-    let v = node
-        .admin("GET", "/api/v1/byok?limit=100", None)
-        .await
-        .json();
-    let mut in_registry: Vec<(String, Option<String>, i64)> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().to_owned(),
-                c["name"].as_str().map(str::to_owned),
-                c["sort_order"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    in_registry.sort();
+    let in_registry = node.listed().await;
     assert_eq!(in_registry, in_db, "the registry and the database disagree");
     for (i, id) in ids.iter().enumerate() {
         let status = node
