@@ -22,7 +22,7 @@ pub(crate) use credential::header_list;
 pub use credential::{label_for, Credential, CredentialFields, MAX_LIST, MAX_NAME};
 pub use key_hash::KeyHash;
 pub(crate) use provider::valid_slug;
-pub use provider::{AuthScheme, Provider, Providers, Upstream};
+pub use provider::{AuthScheme, Dialect, Provider, Providers, Upstream};
 
 /// One broken rule: where (`allowed_models[1]`) and what (`must not be empty`).
 #[derive(Debug, Clone, PartialEq, Eq)]

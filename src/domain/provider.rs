@@ -151,7 +151,35 @@ pub struct Provider {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// The error shape a provider's own SDK reads (SPEC §6): the proxy's
+/// answers on that provider's routes carry its fields beside OpenRouter's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `error.type` and `error.param`: OpenAI and the OpenAI-compatible APIs.
+    OpenAi,
+    /// A top-level `"type": "error"`, `error.type`, and a `request-id` header.
+    Anthropic,
+    /// `error.status`: Google's canonical codes.
+    Google,
+    /// A top-level `message` and an `x-amzn-ErrorType` header.
+    Bedrock,
+}
+
 impl Provider {
+    /// The error shape its SDKs read: by the built-in slugs, else by the
+    /// auth scheme (`x-api-key` is Anthropic's, `x-goog-api-key` Google's),
+    /// else OpenAI's.
+    pub fn dialect(&self) -> Dialect {
+        match (self.slug.as_str(), self.auth) {
+            ("anthropic", _) | (_, AuthScheme::XApiKey) => Dialect::Anthropic,
+            ("google-ai-studio" | "google-vertex", _) | (_, AuthScheme::XGoogApiKey) => {
+                Dialect::Google
+            }
+            ("amazon-bedrock", _) => Dialect::Bedrock,
+            _ => Dialect::OpenAi,
+        }
+    }
+
     /// Whether a request body can name more models than its `model`
     /// (OpenRouter's `models` and `fallbacks` lists, which it falls back
     /// along): `openrouter`, or a provider whose upstream is OpenRouter's.

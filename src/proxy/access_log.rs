@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::domain::Credential;
+use crate::domain::{Credential, Dialect};
 use crate::metrics::{status_class, Metrics};
 use crate::policy::Candidate;
 use crate::registry::Principal;
@@ -51,6 +51,8 @@ pub(super) struct Trace {
     pub(super) body_wait: Duration,
     pub(super) upstream_wait: Duration,
     pub(super) provider: Option<Arc<str>>,
+    /// The error shape of the provider's SDKs, once the route named one.
+    pub(super) dialect: Option<Dialect>,
     pub(super) principal: Option<Principal>,
     pub(super) model: Option<String>,
     pub(super) attempts: Vec<(Arc<Credential>, AttemptResult)>,
@@ -65,6 +67,7 @@ impl Trace {
             body_wait: Duration::ZERO,
             upstream_wait: Duration::ZERO,
             provider: None,
+            dialect: None,
             principal: None,
             model: None,
             attempts: Vec::new(),

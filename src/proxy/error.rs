@@ -15,8 +15,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
+use crate::domain::Dialect;
 use crate::policy::{Denial, RefusedBy};
 
 /// A request the proxy answers itself instead of forwarding (or after the
@@ -160,10 +161,52 @@ impl Rejection {
         error_json(status, &self.to_string(), reason)
     }
 
+    /// Whether a retry of the same request cannot succeed: every 4xx the
+    /// proxy makes, and a credential the provider rejected. Answered with
+    /// `x-should-retry: false`, which the OpenAI and Anthropic SDKs honour.
+    pub fn is_final(&self) -> bool {
+        self.status().is_client_error() || matches!(self, Rejection::UpstreamRejectedCredential)
+    }
+
     /// A complete response carrying [`to_json`](Self::to_json), with any body type
     /// that can be built from bytes.
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
-        let mut res = json_response(self.status(), self.to_json());
+        self.into_response_for(None, None)
+    }
+
+    /// The response on a provider's route: OpenRouter's shape plus the fields
+    /// that provider's SDKs read (SPEC §6), and `x-should-retry: false` where
+    /// a retry cannot help. `request_id` goes in Anthropic's `request-id`.
+    pub fn into_response_for<B: From<Bytes>>(
+        self,
+        dialect: Option<Dialect>,
+        request_id: Option<&HeaderValue>,
+    ) -> Response<B> {
+        let (status, reason) = self.parts();
+        let message = self.to_string();
+        let body = match dialect {
+            None => error_json(status, &message, reason),
+            Some(d) => dialect_json(d, status, &message, reason),
+        };
+        let mut res = json_response(status, body);
+        let h = res.headers_mut();
+        if self.is_final() {
+            h.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
+        match dialect {
+            Some(Dialect::Anthropic) => {
+                if let Some(id) = request_id {
+                    h.insert(HeaderName::from_static("request-id"), id.clone());
+                }
+            }
+            Some(Dialect::Bedrock) => {
+                h.insert(
+                    HeaderName::from_static("x-amzn-errortype"),
+                    HeaderValue::from_static(bedrock_type(status)),
+                );
+            }
+            _ => {}
+        }
         if matches!(self, Rejection::AmbiguousFraming | Rejection::BodyTimeout) {
             // The connection's framing can no longer be trusted, or its
             // client has stopped sending: it is not kept.
@@ -185,6 +228,78 @@ pub(crate) fn error_json(status: StatusCode, message: &str, reason: &str) -> Byt
         }
     });
     Bytes::from(body.to_string())
+}
+
+/// Tells the OpenAI and Anthropic SDKs whether to retry.
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// OpenRouter's error shape with a provider's own fields added.
+fn dialect_json(dialect: Dialect, status: StatusCode, message: &str, reason: &str) -> Bytes {
+    let mut error = serde_json::json!({
+        "code": status.as_u16(),
+        "message": message,
+        "metadata": { "reason": reason },
+    });
+    let mut top = serde_json::Map::new();
+    match dialect {
+        Dialect::OpenAi => {
+            error["type"] = sdk_type(status).into();
+            error["param"] = serde_json::Value::Null;
+        }
+        Dialect::Anthropic => {
+            error["type"] = sdk_type(status).into();
+            top.insert("type".into(), "error".into());
+        }
+        Dialect::Google => error["status"] = google_status(status).into(),
+        Dialect::Bedrock => {
+            top.insert("message".into(), message.into());
+        }
+    }
+    top.insert("error".into(), error);
+    Bytes::from(serde_json::Value::Object(top).to_string())
+}
+
+/// The error type OpenAI's and Anthropic's APIs give for a status.
+fn sdk_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Google's canonical code for a status.
+fn google_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "UNAUTHENTICATED",
+        402 => "FAILED_PRECONDITION",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        405 => "UNIMPLEMENTED",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        429 => "RESOURCE_EXHAUSTED",
+        400..=499 => "INVALID_ARGUMENT",
+        502 | 503 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
+}
+
+/// Bedrock's `x-amzn-ErrorType` for a status.
+fn bedrock_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        408 | 504 => "ModelTimeoutException",
+        429 => "ThrottlingException",
+        400..=499 => "ValidationException",
+        503 => "ServiceUnavailableException",
+        _ => "InternalServerException",
+    }
 }
 
 /// A JSON response with `status` and `body`.
@@ -263,6 +378,135 @@ mod tests {
             assert!(v["error"]["message"]
                 .as_str()
                 .is_some_and(|m| !m.is_empty()));
+        }
+    }
+
+    #[test]
+    fn each_dialect_adds_its_sdks_fields_to_openrouters() {
+        let id = HeaderValue::from_static("req-1");
+        // (rejection, dialect, JSON pointer, value)
+        let cases: &[(Rejection, Option<Dialect>, &str, serde_json::Value)] = &[
+            (
+                Rejection::InvalidApiKey,
+                Some(Dialect::OpenAi),
+                "/error/type",
+                "authentication_error".into(),
+            ),
+            (
+                Rejection::InvalidApiKey,
+                Some(Dialect::OpenAi),
+                "/error/param",
+                serde_json::Value::Null,
+            ),
+            (
+                Rejection::UnknownProvider,
+                Some(Dialect::OpenAi),
+                "/error/type",
+                "not_found_error".into(),
+            ),
+            (
+                Rejection::BodyTooLarge { limit: 1 },
+                Some(Dialect::Anthropic),
+                "/error/type",
+                "request_too_large".into(),
+            ),
+            (
+                Rejection::MissingApiKey,
+                Some(Dialect::Anthropic),
+                "/type",
+                "error".into(),
+            ),
+            (
+                Rejection::UpstreamUnreachable,
+                Some(Dialect::Anthropic),
+                "/error/type",
+                "api_error".into(),
+            ),
+            (
+                Rejection::InvalidApiKey,
+                Some(Dialect::Google),
+                "/error/status",
+                "UNAUTHENTICATED".into(),
+            ),
+            (
+                Rejection::NoCredential {
+                    provider: "g".into(),
+                },
+                Some(Dialect::Google),
+                "/error/status",
+                "PERMISSION_DENIED".into(),
+            ),
+            (
+                Rejection::InvalidBody("x"),
+                Some(Dialect::Google),
+                "/error/status",
+                "INVALID_ARGUMENT".into(),
+            ),
+            (
+                Rejection::UpstreamTimeout,
+                Some(Dialect::Google),
+                "/error/status",
+                "DEADLINE_EXCEEDED".into(),
+            ),
+            (
+                Rejection::InvalidApiKey,
+                Some(Dialect::Bedrock),
+                "/message",
+                "invalid gateway API key".into(),
+            ),
+        ];
+        for (rejection, dialect, pointer, want) in cases {
+            let res: Response<http_body_util::Full<Bytes>> =
+                rejection.clone().into_response_for(*dialect, Some(&id));
+            let body = futures_body(res.into_body());
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                v.pointer(pointer),
+                Some(want),
+                "{rejection:?} {dialect:?}: {v}"
+            );
+            // OpenRouter's fields stay.
+            assert_eq!(v["error"]["code"], rejection.status().as_u16());
+            assert_eq!(v["error"]["metadata"]["reason"], rejection.reason());
+            assert!(v["error"]["message"].is_string());
+        }
+    }
+
+    #[test]
+    fn headers_say_what_to_retry_and_carry_the_sdks_ids() {
+        let id = HeaderValue::from_static("req-7");
+        let res: Response<http_body_util::Full<Bytes>> =
+            Rejection::InvalidApiKey.into_response_for(Some(Dialect::Anthropic), Some(&id));
+        assert_eq!(res.headers()["x-should-retry"], "false");
+        assert_eq!(res.headers()["request-id"], "req-7");
+        let res: Response<http_body_util::Full<Bytes>> = Rejection::NoCredential {
+            provider: "amazon-bedrock".into(),
+        }
+        .into_response_for(Some(Dialect::Bedrock), Some(&id));
+        assert_eq!(res.headers()["x-amzn-errortype"], "AccessDeniedException");
+        // Final: every 4xx, and a rejected credential; not what may pass.
+        for (r, fin) in [
+            (Rejection::BodyTooLarge { limit: 1 }, true),
+            (Rejection::BodyTimeout, true),
+            (Rejection::UnknownProvider, true),
+            (Rejection::UpstreamRejectedCredential, true),
+            (Rejection::UpstreamUnreachable, false),
+            (Rejection::UpstreamTimeout, false),
+        ] {
+            let res: Response<http_body_util::Full<Bytes>> = r.clone().into_response();
+            assert_eq!(res.headers().get("x-should-retry").is_some(), fin, "{r:?}");
+        }
+    }
+
+    /// The bytes of a `Full` body.
+    fn futures_body(body: http_body_util::Full<Bytes>) -> Bytes {
+        use http_body::Body;
+        let mut body = std::pin::pin!(body);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match body.as_mut().poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
         }
     }
 

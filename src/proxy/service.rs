@@ -123,11 +123,12 @@ where
                 Outcome::Forwarded(res) => res,
                 Outcome::Refused(rejection) => {
                     trace.outcome = rejection.reason();
-                    rejection.into_response()
+                    rejection.into_response_for(trace.dialect, Some(&trace.request_id))
                 }
                 Outcome::Failed { rejection, last } => {
                     trace.outcome = rejection.reason();
-                    let mut res: Response<ByokBody<RB>> = rejection.into_response();
+                    let mut res: Response<ByokBody<RB>> =
+                        rejection.into_response_for(trace.dialect, Some(&trace.request_id));
                     headers::annotate(res.headers_mut(), &last, trace.attempts.len());
                     res
                 }
@@ -318,6 +319,7 @@ fn route<'a>(
         return Err(Rejection::UnknownProvider);
     };
     trace.provider = Some(Arc::clone(label));
+    trace.dialect = Some(provider.dialect());
     Ok(Route { provider, rest })
 }
 

@@ -25,6 +25,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod model_rules;
+mod native_errors;
 mod reload;
 mod secrets;
 mod tls;

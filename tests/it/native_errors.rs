@@ -1,0 +1,110 @@
+//! Issue 11 / SPEC §6: on a provider's route, the proxy's own answers carry
+//! the fields that provider's SDK reads (beside OpenRouter's), and
+//! `x-should-retry: false` where a retry cannot help.
+
+use http_body_util::Full;
+
+use crate::support::*;
+
+async fn post_to(proxy: &Proxy, path: &str, key: Option<&str>, body: &str) -> Resp {
+    send(
+        req("POST", &proxy.url(path), key)
+            .header("content-type", "application/json")
+            .body(Full::new(body.to_owned().into()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_providers_sdk_finds_its_own_error_fields() {
+    let mock = Mock::ok().await;
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred(
+            "c1",
+            "openai",
+            "sk-native-000000000001",
+            r#"allowed_models = ["openai/gpt-4o"]"#,
+        ),
+    ))
+    .await;
+    let body = r#"{"model":"m"}"#;
+
+    // Anthropic: a top-level "type", error.type, and request-id.
+    let r = post_to(&proxy, "/anthropic/v1/messages", None, body).await;
+    assert_eq!(r.status, 401);
+    let v = r.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "authentication_error", "{v}");
+    assert_eq!(v["error"]["metadata"]["reason"], "missing_api_key");
+    assert_eq!(r.header("request-id"), r.header("x-byok-request-id"));
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+
+    // Google: error.status.
+    let path = "/google-ai-studio/v1beta/models/gemini-pro:generateContent";
+    let r = post_to(&proxy, path, Some("not-a-registered-key"), "{}").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["status"], "UNAUTHENTICATED");
+
+    // Bedrock: a top-level message and x-amzn-ErrorType.
+    let r = post_to(&proxy, "/amazon-bedrock/model/m/converse", Some(GW), "{}").await;
+    assert_eq!(r.status, 403);
+    let v = r.json();
+    assert_eq!(v["message"], v["error"]["message"], "{v}");
+    assert_eq!(r.header("x-amzn-errortype"), Some("AccessDeniedException"));
+
+    // OpenAI: error.type and error.param.
+    let r = post_to(
+        &proxy,
+        "/openai/v1/chat/completions",
+        Some(GW),
+        r#"{"model":"o1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "permission_error", "{v}");
+    assert!(v["error"].get("param").is_some_and(|p| p.is_null()), "{v}");
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    assert_eq!(mock.count(), 0);
+}
+
+#[tokio::test]
+async fn only_what_a_retry_cannot_fix_says_so() {
+    // The provider rejects the secret: final, and its words stay upstream.
+    let mock = Mock::start(|_| Reply::json(401, r#"{"error":{"message":"bad key sk-..."}}"#)).await;
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred("c1", "openai", "sk-native-000000000002", ""),
+    ))
+    .await;
+    let r = chat(&proxy, GW, "gpt-4o").await;
+    assert_eq!(
+        (r.status, r.reason()),
+        (502, "upstream_rejected_credential".into())
+    );
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    assert_eq!(r.json()["error"]["type"], "api_error");
+    assert_eq!(mock.count(), 1, "one attempt, no retry of the secret");
+
+    // The upstream cannot be reached: a retry may succeed, nothing is said.
+    let creds = cred("c1", "groq", "sk-native-000000000003", "");
+    let cfg = config(&mock, &creds).replace(
+        "[providers.openai]",
+        &format!(
+            "[providers.groq]\nbase_url = \"http://{}\"\n[providers.openai]",
+            dead_addr()
+        ),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let r = post_to(
+        &proxy,
+        "/groq/openai/v1/chat/completions",
+        Some(GW),
+        r#"{"model":"m"}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.reason()), (502, "upstream_unreachable".into()));
+    assert_eq!(r.header("x-should-retry"), None);
+}
