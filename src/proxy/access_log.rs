@@ -30,6 +30,9 @@ pub(crate) const X_BYOK_REQUEST_ID: HeaderName = HeaderName::from_static("x-byok
 #[derive(Debug, Clone, Copy)]
 pub(super) enum AttemptResult {
     Status(StatusCode),
+    /// An answer with this status that says the secret is invalid, in the
+    /// provider's own way (Google's 400 `API_KEY_INVALID`).
+    KeyRejected(StatusCode),
     Error,
     Timeout,
 }
@@ -37,7 +40,7 @@ pub(super) enum AttemptResult {
 impl AttemptResult {
     fn class(self) -> &'static str {
         match self {
-            AttemptResult::Status(s) => status_class(s.as_u16()),
+            AttemptResult::Status(s) | AttemptResult::KeyRejected(s) => status_class(s.as_u16()),
             AttemptResult::Error => "error",
             AttemptResult::Timeout => "timeout",
         }
@@ -134,6 +137,7 @@ impl fmt::Display for Attempts<'_> {
             }
             match result {
                 AttemptResult::Status(s) => write!(f, "{}:{}", cred.id, s.as_u16())?,
+                AttemptResult::KeyRejected(s) => write!(f, "{}:{}-key", cred.id, s.as_u16())?,
                 AttemptResult::Error => write!(f, "{}:error", cred.id)?,
                 AttemptResult::Timeout => write!(f, "{}:timeout", cred.id)?,
             }

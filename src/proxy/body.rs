@@ -220,6 +220,9 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Upstream {
+            // Bytes already read from the body (to classify an error
+            // answer), sent before the rest.
+            head: Option<Bytes>,
             #[pin]
             body: B,
             // Armed for the first silence; re-armed only when it fires early,
@@ -238,8 +241,15 @@ pin_project! {
 impl<B> ByokBody<B> {
     /// Streams `body`, failing it when no frame comes for `idle_timeout`.
     pub fn upstream(body: B, idle_timeout: Duration) -> Self {
+        Self::upstream_after(None, body, idle_timeout)
+    }
+
+    /// Streams `head` (bytes already read from `body`), then the rest of
+    /// `body`, as [`ByokBody::upstream`] does.
+    pub(crate) fn upstream_after(head: Option<Bytes>, body: B, idle_timeout: Duration) -> Self {
         ByokBody {
             kind: Kind::Upstream {
+                head: head.filter(|h| !h.is_empty()),
                 body,
                 idle: tokio::time::sleep(idle_timeout),
                 timeout: idle_timeout,
@@ -279,31 +289,35 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Upstream {
+                head,
                 body,
                 mut idle,
                 timeout,
                 last_frame,
-            } => match body.poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    // Only noted: the timer is not touched per frame.
-                    *last_frame = Instant::now();
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => loop {
-                    // A body that is never Pending never registers a timer.
-                    match idle.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(()) => {
-                            let due = *last_frame + *timeout;
-                            if Instant::now() >= due {
-                                return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
-                            }
-                            // A frame came since it was armed: re-arm from it.
-                            idle.as_mut().reset(due);
-                        }
+            } => match head.take() {
+                Some(read) => Poll::Ready(Some(Ok(Frame::data(read)))),
+                None => match body.poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Only noted: the timer is not touched per frame.
+                        *last_frame = Instant::now();
+                        Poll::Ready(Some(Ok(frame)))
                     }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => loop {
+                        // A body that is never Pending never registers a timer.
+                        match idle.as_mut().poll(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(()) => {
+                                let due = *last_frame + *timeout;
+                                if Instant::now() >= due {
+                                    return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                                }
+                                // A frame came since it was armed: re-arm from it.
+                                idle.as_mut().reset(due);
+                            }
+                        }
+                    },
                 },
             },
             KindProj::Own { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -312,14 +326,24 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream { head, body, .. } => head.is_none() && body.is_end_stream(),
             Kind::Own { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream { head, body, .. } => {
+                let read = head.as_ref().map_or(0, |h| h.len() as u64);
+                let rest = body.size_hint();
+                // Upper first: SizeHint refuses a lower bound above its upper.
+                let mut hint = SizeHint::new();
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint.set_lower(rest.lower().saturating_add(read));
+                hint
+            }
             Kind::Own { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -473,6 +497,20 @@ mod tests {
         assert_eq!(got, 5);
         assert!(matches!(end, Some(Err(e)) if e.is::<IdleTimeout>()));
         assert_eq!(started.elapsed(), Duration::from_millis(400 + 100));
+    }
+
+    #[tokio::test]
+    async fn bytes_read_ahead_go_out_first_and_count_in_the_size() {
+        let rest = http_body_util::Full::new(Bytes::from_static(b"cd"));
+        let body = ByokBody::upstream_after(Some(Bytes::from_static(b"ab")), rest, STALL);
+        assert_eq!(body.size_hint().exact(), Some(4));
+        assert!(!body.is_end_stream());
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcd");
+        // Read to its end already: the size is what was read.
+        let ended = http_body_util::Empty::<Bytes>::new();
+        let body = ByokBody::upstream_after(Some(Bytes::from_static(b"ab")), ended, STALL);
+        assert_eq!(body.size_hint().exact(), Some(2));
     }
 
     const STALL: Duration = Duration::from_secs(60);

@@ -40,7 +40,7 @@ use super::body::{self, ByokBody, ForwardBody};
 use super::client_key::client_key_hash;
 use super::error::Rejection;
 use super::{headers, model, route};
-use crate::domain::{Credential, Provider};
+use crate::domain::{Credential, Dialect, Provider};
 use crate::metrics::Metrics;
 use crate::policy::{self, Ask, Candidate};
 use crate::registry::{Principal, Settings, Snapshot};
@@ -73,7 +73,7 @@ where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + Send + 'static,
+    RB: Body<Data = Bytes> + Send + Unpin + 'static,
     RB::Error: Into<BoxError>,
 {
     type Response = Response<ByokBody<RB>>;
@@ -175,6 +175,7 @@ where
     S::Error: Into<BoxError>,
     B: Body,
     B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Unpin,
 {
     request_filter(&parts)?;
     // The provider is looked up first (the access log and the metrics name
@@ -246,6 +247,24 @@ where
             }
             Ok(Ok(res)) => (AttemptResult::Status(res.status()), Some(res)),
         };
+        // Google says a key is invalid with a 400: read (a bounded part of)
+        // such an answer to tell it from any other 400. Only then: a 2xx
+        // is never read.
+        let (result, response, peeked) = match response {
+            Some(res)
+                if res.status() == StatusCode::BAD_REQUEST
+                    && route.provider.dialect() == Dialect::Google =>
+            {
+                let (head, mut body) = res.into_parts();
+                let (read, rejects) = peek_rejection(&mut body, settings.idle_timeout).await;
+                if rejects {
+                    (AttemptResult::KeyRejected(head.status), None, None)
+                } else {
+                    (result, Some(Response::from_parts(head, body)), Some(read))
+                }
+            }
+            response => (result, response, None),
+        };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
         trace.attempt(metrics, cand, result);
         match classify(result, is_last) {
@@ -270,7 +289,7 @@ where
         headers::annotate(&mut head.headers, &cand.id_value, trace.attempts.len());
         return Ok(Outcome::Forwarded(Response::from_parts(
             head,
-            ByokBody::upstream(body, settings.idle_timeout),
+            ByokBody::upstream_after(peeked, body, settings.idle_timeout),
         )));
     }
     Err(Rejection::denied(
@@ -450,6 +469,66 @@ fn upstream_request(
     Ok(req)
 }
 
+/// How much of an error answer is read to tell a rejected key from any
+/// other refusal.
+const PEEK_LIMIT: usize = 16 * 1024;
+
+/// Reads the start of an error answer (at most [`PEEK_LIMIT`], each frame
+/// within `idle`) and says whether it is the provider's own way of saying
+/// the secret is invalid: Google's `error.details[].reason` of
+/// `API_KEY_INVALID`. Returns what was read, to be relayed first when not.
+async fn peek_rejection<RB>(body: &mut RB, idle: std::time::Duration) -> (Bytes, bool)
+where
+    RB: Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut read = bytes::BytesMut::new();
+    let mut complete = false;
+    while read.len() < PEEK_LIMIT {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+            Ok(None) => {
+                complete = true;
+                break;
+            }
+            // A broken or stalled body: relayed as it is, for the client's
+            // own idle timeout and error to apply.
+            _ => break,
+        }
+    }
+    let read = read.freeze();
+    let rejects = complete && google_key_invalid(&read);
+    (read, rejects)
+}
+
+/// Whether a Google error body says the API key is invalid.
+fn google_key_invalid(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: GoogleError,
+    }
+    #[derive(serde::Deserialize)]
+    struct GoogleError {
+        #[serde(default)]
+        details: Vec<Detail>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        reason: Option<String>,
+    }
+    serde_json::from_slice::<Envelope>(body).is_ok_and(|e| {
+        e.error
+            .details
+            .iter()
+            .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
+    })
+}
+
 /// What to do after an attempt.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -475,9 +554,8 @@ fn classify(result: AttemptResult, is_last: bool) -> Next {
             Rejection::UpstreamUnreachable
         }
         AttemptResult::Status(s) if !retryable(s) => return Next::Relay,
-        AttemptResult::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-            Rejection::UpstreamRejectedCredential
-        }
+        AttemptResult::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        | AttemptResult::KeyRejected(_) => Rejection::UpstreamRejectedCredential,
         AttemptResult::Status(_) if is_last => return Next::Relay,
         AttemptResult::Status(_) => return Next::Failover,
     };
@@ -570,11 +648,33 @@ mod tests {
             (Error, true, Next::Fail(Rejection::UpstreamUnreachable)),
             (Timeout, false, Next::Failover),
             (Timeout, true, Next::Fail(Rejection::UpstreamTimeout)),
+            (KeyRejected(StatusCode::BAD_REQUEST), false, Next::Failover),
+            (
+                KeyRejected(StatusCode::BAD_REQUEST),
+                true,
+                Next::Fail(Rejection::UpstreamRejectedCredential),
+            ),
             (s(101), false, Next::Failover),
             (s(101), true, Next::Fail(Rejection::UpstreamUnreachable)),
         ];
         for (result, is_last, want) in cases {
             assert_eq!(classify(result, is_last), want, "{result:?} last={is_last}");
+        }
+    }
+
+    #[test]
+    fn googles_invalid_key_answer_and_only_it() {
+        let invalid = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#;
+        assert!(google_key_invalid(invalid));
+        for other in [
+            &br#"{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}"#[..],
+            br#"{"error":{"code":400,"message":"API_KEY_INVALID","status":"INVALID_ARGUMENT","details":[{"reason":"BAD_REQUEST"}]}}"#,
+            br#"{"error":{"details":[{"reason":"API_KEY_INVALIDX"}]}}"#,
+            br#"{"contents":[{"parts":[{"text":"reason API_KEY_INVALID"}]}]}"#,
+            b"not json",
+            b"",
+        ] {
+            assert!(!google_key_invalid(other), "{}", String::from_utf8_lossy(other));
         }
     }
 

@@ -108,3 +108,83 @@ async fn only_what_a_retry_cannot_fix_says_so() {
     assert_eq!((r.status, r.reason()), (502, "upstream_unreachable".into()));
     assert_eq!(r.header("x-should-retry"), None);
 }
+
+const GOOGLE_INVALID_KEY: &str = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#;
+const GOOGLE_BAD_REQUEST: &str = r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"foo\".","status":"INVALID_ARGUMENT"}}"#;
+
+/// A Google mock: the secret says how it answers.
+async fn google_mock() -> Mock {
+    Mock::start(|r: &Recorded| match r.header("x-goog-api-key") {
+        Some(k) if k.starts_with("g-revoked") => Reply::json(400, GOOGLE_INVALID_KEY),
+        Some(k) if k.starts_with("g-picky") => Reply::json(400, GOOGLE_BAD_REQUEST),
+        _ => Reply::json(200, r#"{"candidates":[]}"#),
+    })
+    .await
+}
+
+const GEMINI: &str = "/google-ai-studio/v1beta/models/gemini-pro:generateContent";
+
+#[tokio::test]
+async fn googles_invalid_key_answer_fails_over_like_a_401() {
+    let mock = google_mock().await;
+    let creds = format!(
+        "{}{}",
+        cred(
+            "g1",
+            "google-ai-studio",
+            "g-revoked-key-000000001",
+            "sort_order = 1"
+        ),
+        cred(
+            "g2",
+            "google-ai-studio",
+            "g-good-key-000000000002",
+            "sort_order = 2"
+        ),
+    );
+    let proxy = Proxy::start(&config(&mock, &creds)).await;
+    let r = post_to(&proxy, GEMINI, Some(GW), "{}").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-byok-credential-id"), Some("g2"));
+    assert_eq!(r.header("x-byok-attempts"), Some("2"));
+
+    // Alone, the revoked key is a 502 that keeps Google's words upstream.
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred("g1", "google-ai-studio", "g-revoked-key-000000001", ""),
+    ))
+    .await;
+    let r = post_to(&proxy, GEMINI, Some(GW), "{}").await;
+    assert_eq!(
+        (r.status, r.reason()),
+        (502, "upstream_rejected_credential".into())
+    );
+    assert!(!r.text().contains("API key not valid"), "{}", r.text());
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+}
+
+#[tokio::test]
+async fn any_other_google_400_is_relayed_as_it_came() {
+    let mock = google_mock().await;
+    let creds = format!(
+        "{}{}",
+        cred(
+            "g1",
+            "google-ai-studio",
+            "g-picky-key-0000000001",
+            "sort_order = 1"
+        ),
+        cred(
+            "g2",
+            "google-ai-studio",
+            "g-good-key-000000000002",
+            "sort_order = 2"
+        ),
+    );
+    let proxy = Proxy::start(&config(&mock, &creds)).await;
+    let r = post_to(&proxy, GEMINI, Some(GW), "{}").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.text(), GOOGLE_BAD_REQUEST, "byte for byte");
+    assert_eq!(r.header("x-byok-attempts"), Some("1"), "no failover");
+    assert_eq!(mock.count(), 1);
+}
