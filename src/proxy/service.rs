@@ -588,8 +588,8 @@ fn model_rejection(e: model::ModelError) -> Rejection {
 /// attempt would carry (client credentials and hop-by-hop headers stripped,
 /// the credential's secret injected). For benches and dry runs.
 ///
-/// It runs the layer's own phases: [`principal`], [`route`]'s provider
-/// lookup, [`select`] and the header half of [`upstream_request`].
+/// It runs the layer's own phases: `principal`, `route`'s provider lookup,
+/// `select` and the header half of `upstream_request`.
 pub fn decide(
     snapshot: &Snapshot,
     mut headers: HeaderMap,

@@ -1,5 +1,5 @@
 //! The deployable proxy: [`ByokLayer`] over a [`Forwarder`], served by hyper,
-//! with `/healthz`, config reload (SIGHUP and file changes, [`reload`]) and a
+//! with `/healthz`, config reload (SIGHUP and file changes, `reload`) and a
 //! graceful drain on SIGTERM/SIGINT.
 
 use std::convert::Infallible;
