@@ -127,7 +127,20 @@ pub(crate) struct UpdateCredential {
 
 impl UpdateCredential {
     /// Applies the patch to the stored fields (to be validated after).
-    pub(crate) fn apply(self, rec: &mut CredentialFields) {
+    /// Refuses a new `base_url` without the key: the write-only secret is
+    /// never sent to an endpoint other than the one its owner gave it with.
+    pub(crate) fn apply(self, rec: &mut CredentialFields) -> Result<(), String> {
+        let moves = match &self.base_url {
+            Patch::Absent => false,
+            Patch::Null => rec.base_url.is_some(),
+            Patch::Value(url) => rec.base_url.as_deref() != Some(url.as_str()),
+        };
+        if moves && self.key.is_none() {
+            return Err(
+                "key: required with a new base_url (the secret goes only where its owner sent it)"
+                    .to_owned(),
+            );
+        }
         self.name.apply(&mut rec.name);
         if let Some(key) = self.key {
             rec.key = key;
@@ -146,6 +159,7 @@ impl UpdateCredential {
         self.allowed_models.apply(&mut rec.allowed_models);
         self.allowed_user_ids.apply(&mut rec.allowed_user_ids);
         self.base_url.apply(&mut rec.base_url);
+        Ok(())
     }
 }
 
@@ -384,6 +398,29 @@ mod tests {
     }
 
     #[test]
+    fn a_new_base_url_needs_the_key_again() {
+        let create: CreateCredential = serde_json::from_str(
+            r#"{"provider":"azure","key":"az-0123456789ab","workspace_id":"ws","base_url":"https://a.example"}"#,
+        )
+        .unwrap();
+        let rec = create.into_fields(None).unwrap();
+        for (patch, ok) in [
+            (r#"{"base_url":"https://evil.example"}"#, false),
+            (r#"{"base_url":null}"#, false),
+            (r#"{"base_url":"https://a.example"}"#, true),
+            (
+                r#"{"base_url":"https://b.example","key":"az-new-0123456789"}"#,
+                true,
+            ),
+            (r#"{"name":"n"}"#, true),
+        ] {
+            let p: UpdateCredential = serde_json::from_str(patch).unwrap();
+            let mut r = rec.clone();
+            assert_eq!(p.apply(&mut r).is_ok(), ok, "{patch}");
+        }
+    }
+
+    #[test]
     fn patch_distinguishes_absent_null_and_value() {
         let p: UpdateCredential =
             serde_json::from_str(r#"{"name":null,"allowed_models":["a"],"sort_order":3}"#).unwrap();
@@ -394,7 +431,7 @@ mod tests {
         let mut r = create.into_fields(None).unwrap();
         r.name = Some("old".into());
         r.allowed_user_ids = Some(vec!["u".into()]);
-        p.apply(&mut r);
+        p.apply(&mut r).unwrap();
         assert_eq!(r.name, None);
         assert_eq!(r.allowed_models, Some(vec!["a".to_owned()]));
         assert_eq!(

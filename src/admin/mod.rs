@@ -291,7 +291,7 @@ impl Admin {
         let _order = self.state.registry.ordered().await;
         let admin = self.clone();
         let edit = Box::new(move |rec: &mut CredentialFields| {
-            patch.apply(rec);
+            patch.apply(rec).map_err(StoreError::Invalid)?;
             admin
                 .credential(rec.clone())
                 .map(drop)

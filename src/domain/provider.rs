@@ -165,12 +165,17 @@ pub enum Dialect {
     Bedrock,
 }
 
-impl Provider {
-    /// The error shape its SDKs read: by the built-in slugs, else by the
-    /// auth scheme (`x-api-key` is Anthropic's, `x-goog-api-key` Google's),
-    /// else OpenAI's.
-    pub fn dialect(&self) -> Dialect {
-        match (self.slug.as_str(), self.auth) {
+impl Dialect {
+    /// The dialect of a built-in provider's slug, whatever the configuration
+    /// says: known to any client, so answering in it before the key is
+    /// checked tells nothing about what is configured.
+    pub fn of_builtin(slug: &str) -> Option<Dialect> {
+        let builtin = BUILTIN.iter().find(|b| b.slug == slug)?;
+        Some(Dialect::for_provider(builtin.slug, builtin.auth))
+    }
+
+    fn for_provider(slug: &str, auth: AuthScheme) -> Dialect {
+        match (slug, auth) {
             ("anthropic", _) | (_, AuthScheme::XApiKey) => Dialect::Anthropic,
             ("google-ai-studio" | "google-vertex", _) | (_, AuthScheme::XGoogApiKey) => {
                 Dialect::Google
@@ -179,16 +184,29 @@ impl Provider {
             _ => Dialect::OpenAi,
         }
     }
+}
 
-    /// Whether a request body can name more models than its `model`
-    /// (OpenRouter's `models` and `fallbacks` lists, which it falls back
-    /// along): `openrouter`, or a provider whose upstream is OpenRouter's.
-    pub fn reads_model_lists(&self) -> bool {
+impl Provider {
+    /// The error shape its SDKs read: by the built-in slugs, else by the
+    /// auth scheme (`x-api-key` is Anthropic's, `x-goog-api-key` Google's),
+    /// else OpenAI's.
+    pub fn dialect(&self) -> Dialect {
+        Dialect::for_provider(&self.slug, self.auth)
+    }
+
+    /// Whether requests to `upstream` through this provider can name more
+    /// models than their `model` (OpenRouter's `models` and `fallbacks`
+    /// lists, which it falls back along): the `openrouter` provider, or any
+    /// upstream on openrouter.ai (a credential's own `base_url` included).
+    pub fn reads_model_lists(&self, upstream: &Upstream) -> bool {
+        let host = upstream.host();
         self.slug == "openrouter"
-            || self.upstream.as_ref().is_some_and(|u| {
-                let host = u.host();
-                host == "openrouter.ai" || host.ends_with(".openrouter.ai")
-            })
+            || host.eq_ignore_ascii_case("openrouter.ai")
+            || host
+                .len()
+                .checked_sub(".openrouter.ai".len())
+                .and_then(|at| host.get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(".openrouter.ai"))
     }
 }
 

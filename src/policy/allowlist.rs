@@ -23,6 +23,9 @@ pub(crate) struct Allowlists {
     key_hashes: Option<HashSet<KeyHash>>,
     models: Option<ModelMatcher>,
     users: Option<HashSet<Box<str>>>,
+    /// Whether the upstream serves the other models a body names
+    /// (OpenRouter's `models`, `fallbacks`): then they must be admitted too.
+    reads_model_lists: bool,
 }
 
 impl Allowlists {
@@ -42,7 +45,14 @@ impl Allowlists {
                 .allowed_user_ids
                 .as_ref()
                 .map(|list| list.iter().map(|u| Box::from(u.as_str())).collect()),
+            reads_model_lists: false,
         }
+    }
+
+    /// The lists, for an upstream that serves the other models a body names.
+    pub(crate) fn reading_model_lists(mut self, reads: bool) -> Self {
+        self.reads_model_lists = reads;
+        self
     }
 
     /// Whether all three lists admit the request; otherwise the first that refused.
@@ -53,7 +63,7 @@ impl Allowlists {
             }
         }
         if let Some(models) = &self.models {
-            if !models.admits_all(ask) {
+            if !models.admits_all(ask, self.reads_model_lists) {
                 return Err(Refusal::Model);
             }
         }
@@ -71,7 +81,10 @@ impl Allowlists {
             .key_hashes
             .as_ref()
             .is_none_or(|set| ask.key_hash.is_some_and(|h| set.contains(h)));
-        let model_ok = self.models.as_ref().is_none_or(|m| m.admits_all(ask));
+        let model_ok = self
+            .models
+            .as_ref()
+            .is_none_or(|m| m.admits_all(ask, self.reads_model_lists));
         let user_ok = self
             .users
             .as_ref()
@@ -137,17 +150,19 @@ impl ModelMatcher {
             || self.prefixes.iter().any(|p| model.starts_with(&**p))
     }
 
-    /// Whether the request's model and every other model it names are
-    /// admitted (a request without a model is not).
-    fn admits_all(&self, ask: &Ask<'_>) -> bool {
-        ask.model.is_some_and(|m| self.admits(m)) && ask.also.iter().all(|m| self.admits(m))
+    /// Whether the request's model, and (where the upstream reads them)
+    /// every other model it names, are admitted; a request without a model
+    /// is not.
+    fn admits_all(&self, ask: &Ask<'_>, lists: bool) -> bool {
+        ask.model.is_some_and(|m| self.admits(m))
+            && (!lists || ask.also.iter().all(|m| self.admits(m)))
     }
 }
 
 /// A model id that lets the upstream choose the model: OpenRouter's
 /// `openrouter/auto` and its presets (`@preset/…`).
 fn router_choice(model: &str) -> bool {
-    model == "openrouter/auto" || model.starts_with('@')
+    model == "openrouter/auto" || model.starts_with('@') || model.contains("@preset/")
 }
 
 #[cfg(test)]

@@ -93,7 +93,8 @@ pub(crate) fn compile(
     }
     Ok(Some(Candidate {
         record: Arc::clone(cred),
-        allowlists: Allowlists::compile(cred),
+        allowlists: Allowlists::compile(cred)
+            .reading_model_lists(provider.reads_model_lists(&upstream)),
         upstream,
         auth_name: provider.auth.header_name(),
         auth_value,
@@ -129,6 +130,49 @@ impl Candidate {
             id_value: HeaderValue::from_str(&cred.id).unwrap_or_else(|_| unreachable!()),
             id_label: Arc::from(cred.id.as_str()),
             record: Arc::new(cred),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::KeyHash;
+    use crate::policy::Ask;
+
+    /// The other models a body names bind every candidate whose upstream is
+    /// OpenRouter's, whatever its provider is called; no other.
+    #[test]
+    fn model_lists_bind_every_openrouter_upstream() {
+        let also = vec!["anthropic/claude-opus-4".to_owned()];
+        let key = KeyHash::of(b"k");
+        let ask = Ask {
+            key_hash: Some(&key),
+            user_id: "u",
+            model: Some("gpt-4o-mini"),
+            also: &also,
+        };
+        // (provider, base_url, admitted)
+        let cases = [
+            ("openai", None, true),
+            ("openai", Some("https://openrouter.ai/api"), false),
+            ("openai", Some("https://OpenRouter.AI/api"), false),
+            ("openai", Some("https://eu.openrouter.ai/api"), false),
+            ("openai", Some("https://notopenrouter.ai/api"), true),
+            ("openrouter", None, false),
+        ];
+        for (provider, base_url, admitted) in cases {
+            let mut cred = Credential::for_tests("c", "ws", provider);
+            cred.allowed_models = Some(vec!["gpt-4o-mini".into()]);
+            cred.base_url = base_url.map(|u| Upstream::parse(u).unwrap());
+            let cand = compile(&Arc::new(cred), &Providers::builtins())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                cand.allowlists.check(&ask).is_ok(),
+                admitted,
+                "{provider} {base_url:?}"
+            );
         }
     }
 }

@@ -33,6 +33,18 @@ pub(crate) enum Encoding {
     Deflate,
 }
 
+impl Encoding {
+    /// The coding a `Content-Encoding` value names, read as [`encoding`]
+    /// reads a request's; `None` for one the proxy cannot decode.
+    pub(crate) fn of(value: Option<&http::HeaderValue>) -> Option<Encoding> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert(CONTENT_ENCODING, v.clone());
+        }
+        encoding(&headers).ok()
+    }
+}
+
 /// The request's content coding; anything but one of gzip/deflate (plus any
 /// number of `identity`) is refused, so an encoded body is never forwarded
 /// without the proxy having read the model in it.
@@ -297,9 +309,13 @@ where
             } => match head.take() {
                 Some(read) => Poll::Ready(Some(Ok(Frame::data(read)))),
                 None => match body.poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
+                    Poll::Ready(Some(Ok(mut frame))) => {
                         // Only noted: the timer is not touched per frame.
                         *last_frame = Instant::now();
+                        if let Some(trailers) = frame.trailers_mut() {
+                            // Trailers are headers too: no credential in them.
+                            super::headers::strip_credentials(trailers);
+                        }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -497,6 +513,35 @@ mod tests {
         assert_eq!(got, 5);
         assert!(matches!(end, Some(Err(e)) if e.is::<IdleTimeout>()));
         assert_eq!(started.elapsed(), Duration::from_millis(400 + 100));
+    }
+
+    /// A response body that ends with trailers.
+    struct WithTrailers(Option<http::HeaderMap>);
+
+    impl Body for WithTrailers {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.take().map(|t| Ok(Frame::trailers(t))))
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_lose_credential_headers() {
+        let mut t = http::HeaderMap::new();
+        t.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-echoed"),
+        );
+        t.insert("x-goog-api-key", HeaderValue::from_static("sk-echoed"));
+        t.insert("x-checksum", HeaderValue::from_static("1"));
+        let body = ByokBody::upstream(WithTrailers(Some(t)), STALL);
+        let trailers = body.collect().await.unwrap().trailers().cloned().unwrap();
+        let names: Vec<&str> = trailers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-checksum"]);
     }
 
     #[tokio::test]

@@ -17,6 +17,13 @@ const CREDENTIALS: [HeaderName; 4] = [
     HeaderName::from_static("x-goog-api-key"),
 ];
 
+/// Removes the credential headers (from an upstream's trailers).
+pub(crate) fn strip_credentials(headers: &mut HeaderMap) {
+    for name in &CREDENTIALS {
+        headers.remove(name);
+    }
+}
+
 /// An upstream response's headers, made safe to relay: hop-by-hop headers
 /// (and those `Connection` names) and credential headers removed, and a
 /// `Content-Length` beside a `Transfer-Encoding` dropped (RFC 9112 §6.3: the

@@ -10,8 +10,9 @@
 //!    exist;
 //! 4. [`read_body`]: the body, bounded and decoded;
 //! 5. [`model`]: the model, from the path and the body under the strict rules,
-//!    and, for OpenRouter, the other models the body names (`models`,
-//!    `fallbacks`), which must all be admitted too;
+//!    and the other models the body names (OpenRouter's `models`,
+//!    `fallbacks`), which every candidate whose upstream is OpenRouter must
+//!    admit too;
 //! 6. [`select`]: the workspace's candidates for the provider and what the
 //!    request asks of their allowlists (the policy decides);
 //! 7. [`upstream_request`]: one attempt — client credentials stripped, the
@@ -94,6 +95,10 @@ where
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let mut trace = Trace::start(req.headers());
+            let expects_continue = req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
             let (parts, body) = req.into_parts();
             let mut body = Some(body);
             let outcome = decide_and_forward(
@@ -107,7 +112,9 @@ where
             )
             .await
             .unwrap_or_else(Outcome::Refused);
-            let refused = matches!(outcome, Outcome::Refused(_));
+            // A client that asked `Expect: 100-continue` has not sent its
+            // body: reading it would invite the upload, so it is not drained.
+            let refused = matches!(outcome, Outcome::Refused(_)) && !expects_continue;
             if let (true, Some(unread)) = (refused, body) {
                 // Refused before the body was read: take what the client is
                 // still sending (up to twice max_body_bytes, as a 413 does),
@@ -188,14 +195,19 @@ where
     let principal = principal(snapshot, trust, &parts.headers, &parts.extensions)?;
     trace.principal = Some(principal.clone());
     let route = routed?;
+    // With a key, the provider's SDK dialect, configured ones included.
+    trace.dialect = Some(route.provider.dialect());
     route::check_rest(route.rest)?;
     let query = route::filter_query(parts.uri.query())?;
     let settings = snapshot.settings();
+    // An encoding the proxy cannot decode is refused before the body is
+    // taken, so the refusal drains it like any other.
+    let encoding = body::encoding(&parts.headers)?;
     let Some(body) = body.take() else {
         return Err(Rejection::InvalidBody("the request body could not be read"));
     };
-    let bytes = read_body(&parts.headers, body, settings, trace).await?;
-    let (model, also) = model(route.rest, &parts.headers, &bytes, route.provider)?;
+    let bytes = read_body(&parts.headers, body, encoding, settings, trace).await?;
+    let (model, also) = model(route.rest, &parts.headers, &bytes)?;
     let (group, mut ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
     ask.also = &also;
 
@@ -256,7 +268,9 @@ where
                     && route.provider.dialect() == Dialect::Google =>
             {
                 let (head, mut body) = res.into_parts();
-                let (read, rejects) = peek_rejection(&mut body, settings.idle_timeout).await;
+                let encoded = head.headers.get(http::header::CONTENT_ENCODING).cloned();
+                let (read, rejects) =
+                    peek_rejection(&mut body, encoded.as_ref(), settings.first_byte_timeout).await;
                 if rejects {
                     (AttemptResult::KeyRejected(head.status), None, None)
                 } else {
@@ -338,7 +352,9 @@ fn route<'a>(
         return Err(Rejection::UnknownProvider);
     };
     trace.provider = Some(Arc::clone(label));
-    trace.dialect = Some(provider.dialect());
+    // Before the key: only a built-in provider's dialect (every client
+    // knows those exist), so answers tell nothing about the configuration.
+    trace.dialect = Dialect::of_builtin(slug);
     Ok(Route { provider, rest })
 }
 
@@ -364,6 +380,7 @@ fn principal(
 async fn read_body<B>(
     headers: &HeaderMap,
     body: B,
+    encoding: body::Encoding,
     settings: Settings,
     trace: &mut Trace,
 ) -> Result<Bytes, Rejection>
@@ -372,7 +389,6 @@ where
     B::Error: Into<BoxError>,
 {
     let limit = settings.max_body_bytes;
-    let encoding = body::encoding(headers)?;
     let reading = Instant::now();
     let raw = body::read(headers, body, limit, settings.body_timeout).await;
     trace.body_wait = reading.elapsed();
@@ -390,7 +406,6 @@ fn model<'b>(
     rest: &str,
     headers: &HeaderMap,
     bytes: &'b Bytes,
-    provider: &Provider,
 ) -> Result<(Option<Cow<'b, str>>, Vec<String>), Rejection> {
     let path_model = model::path_model(rest).map_err(model_rejection)?;
     let (body_model, also) = if bytes.is_empty() {
@@ -398,7 +413,7 @@ fn model<'b>(
     } else {
         match model::read_body_model(bytes) {
             // OpenRouter's `models` and `fallbacks`: read only when present.
-            Ok(read) if read.lists && provider.reads_model_lists() => (
+            Ok(read) if read.lists => (
                 read.model,
                 model::named_models(bytes).map_err(model_rejection)?,
             ),
@@ -477,15 +492,20 @@ const PEEK_LIMIT: usize = 16 * 1024;
 /// within `idle`) and says whether it is the provider's own way of saying
 /// the secret is invalid: Google's `error.details[].reason` of
 /// `API_KEY_INVALID`. Returns what was read, to be relayed first when not.
-async fn peek_rejection<RB>(body: &mut RB, idle: std::time::Duration) -> (Bytes, bool)
+async fn peek_rejection<RB>(
+    body: &mut RB,
+    encoding: Option<&HeaderValue>,
+    within: std::time::Duration,
+) -> (Bytes, bool)
 where
     RB: Body<Data = Bytes> + Unpin,
 {
     use http_body_util::BodyExt;
     let mut read = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::now() + within;
     let mut complete = false;
     while read.len() < PEEK_LIMIT {
-        match tokio::time::timeout(idle, body.frame()).await {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     read.extend_from_slice(&data);
@@ -495,13 +515,20 @@ where
                 complete = true;
                 break;
             }
-            // A broken or stalled body: relayed as it is, for the client's
-            // own idle timeout and error to apply.
+            // A broken or slow body: relayed as it is, for the client's own
+            // idle timeout and error to apply.
             _ => break,
         }
     }
     let read = read.freeze();
-    let rejects = complete && google_key_invalid(&read);
+    // The client may have asked for gzip: the answer is read as sent.
+    let rejects = complete
+        && match body::Encoding::of(encoding) {
+            Some(body::Encoding::Identity) => google_key_invalid(&read),
+            Some(enc) => body::decode(enc, read.clone(), PEEK_LIMIT)
+                .is_ok_and(|plain| google_key_invalid(&plain)),
+            None => false,
+        };
     (read, rejects)
 }
 
@@ -521,12 +548,15 @@ fn google_key_invalid(body: &[u8]) -> bool {
         #[serde(default)]
         reason: Option<String>,
     }
-    serde_json::from_slice::<Envelope>(body).is_ok_and(|e| {
+    let invalid = |e: &Envelope| {
         e.error
             .details
             .iter()
             .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
-    })
+    };
+    // One error, or (streamGenerateContent without SSE) a list of them.
+    serde_json::from_slice::<Envelope>(body).is_ok_and(|e| invalid(&e))
+        || serde_json::from_slice::<Vec<Envelope>>(body).is_ok_and(|l| l.iter().any(invalid))
 }
 
 /// What to do after an attempt.
@@ -666,11 +696,14 @@ mod tests {
     fn googles_invalid_key_answer_and_only_it() {
         let invalid = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#;
         assert!(google_key_invalid(invalid));
+        let listed = [&b"["[..], invalid, b"]"].concat();
+        assert!(google_key_invalid(&listed), "streamGenerateContent's list");
         for other in [
             &br#"{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}"#[..],
             br#"{"error":{"code":400,"message":"API_KEY_INVALID","status":"INVALID_ARGUMENT","details":[{"reason":"BAD_REQUEST"}]}}"#,
             br#"{"error":{"details":[{"reason":"API_KEY_INVALIDX"}]}}"#,
             br#"{"contents":[{"parts":[{"text":"reason API_KEY_INVALID"}]}]}"#,
+            br#"[{"error":{"details":[{"reason":"BAD"}]}}]"#,
             b"not json",
             b"",
         ] {

@@ -82,14 +82,17 @@ pub(super) async fn load_snapshot(
                 std::mem::take(&mut config.credentials),
             ),
             Some(contents) => {
+                // A row this replica cannot use (an unknown provider after a
+                // rolling deploy, say) is left out and logged: it serves
+                // nothing here, and the rest still loads.
                 let keys = contents.api_keys.into_iter().map(store::api_key);
                 let creds = contents
                     .credentials
                     .into_iter()
                     .map(|c| store::credential(c, &config.providers));
                 (
-                    keys.collect::<Result<_, _>>().map_err(LoadError::Store)?,
-                    creds.collect::<Result<_, _>>().map_err(LoadError::Store)?,
+                    keys.filter_map(usable).collect(),
+                    creds.filter_map(usable).collect(),
                 )
             }
         };
@@ -102,6 +105,12 @@ pub(super) async fn load_snapshot(
     } else {
         build()
     }
+}
+
+/// A stored row's record, or `None` (logged) when this replica cannot use it.
+fn usable<T>(row: Result<T, StoreError>) -> Option<T> {
+    row.map_err(|e| tracing::error!(error = %e, "a stored row is left out"))
+        .ok()
 }
 
 /// Runs CPU-heavy work on the blocking pool: reading, parsing, building or
@@ -231,17 +240,32 @@ pub(super) async fn reload_loop(
         let outcome = match parsed {
             Ok(config) => load_snapshot(config, &targets.store, true)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(|e| Failed::Load(e.to_string())),
+            Err(e) => Err(Failed::File(e.to_string())),
         };
         match outcome {
             Ok((config, snapshot)) => {
                 in_force = seen;
                 targets.apply(config, snapshot, started);
             }
-            Err(e) => targets.failed(e),
+            Err(Failed::File(e)) => targets.failed(e),
+            Err(Failed::Load(e)) => {
+                // A valid file the store could not be read for: the next
+                // event (or a SIGHUP) tries the same bytes again.
+                last_seen = in_force;
+                last_identity = None;
+                targets.failed(e);
+            }
         }
     }
+}
+
+/// Why a reload did not apply.
+enum Failed {
+    /// The file is not a valid config.
+    File(String),
+    /// The config is valid, but its snapshot could not be built.
+    Load(String),
 }
 
 /// What a reload read.
@@ -369,8 +393,10 @@ pub(super) async fn follow_store(t: Reload) {
     let resync = || {
         let t = t.clone();
         async move {
-            let config = Config::clone(&t.current.load_full());
+            // The config in force is read in the turn, so a reload that
+            // finished while this waited is not undone.
             let _order = t.registry.ordered().await;
+            let config = Config::clone(&t.current.load_full());
             match load_snapshot(config, &t.store, true).await {
                 Ok((_, snapshot)) => {
                     let generation = swap_in(&t.registry, snapshot);

@@ -88,7 +88,13 @@ fn pg_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
         .replace("sslmode=verify-full", "sslmode=require")
         .replace("sslmode=verify-ca", "sslmode=require");
     // The driver's parse error never holds the URL (or its password).
-    url.parse().map_err(db)
+    let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
+    if config.get_connect_timeout().is_none() {
+        // A database that does not answer must not hold the store's turn
+        // (Registry::ordered) for ever.
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    Ok(config)
 }
 
 /// The TLS connector for Postgres: rustls, verifying the server.
@@ -115,6 +121,9 @@ impl PgStore {
         keyring: Keyring,
         ca_roots: &[CertificateDer<'static>],
     ) -> Result<PgStore, StoreError> {
+        if pg_config(url)?.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
+            tracing::warn!("store.url has sslmode=prefer (the default): a man in the middle can refuse TLS and read the connection; use sslmode=require");
+        }
         let tls = tls(ca_roots)?;
         let client = connect(url, &tls).await?;
         client.batch_execute(SCHEMA).await.map_err(db)?;

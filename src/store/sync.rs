@@ -43,13 +43,19 @@ async fn apply(
         Change::Credential(id) => match pg.credential(id).await? {
             Some(fields) => {
                 let providers = registry.snapshot().providers().clone();
-                credential(fields, &providers)
+                let applied = credential(fields, &providers)
                     .map_err(BoxError::from)
                     .and_then(|cred| {
                         registry
                             .apply(|s| s.upsert_credential(cred))
                             .map_err(BoxError::from)
-                    })
+                    });
+                if applied.is_err() {
+                    // Fail closed: the version this replica cannot use must
+                    // not leave the previous one in force.
+                    let _ = registry.apply(|s| s.remove_credential(id));
+                }
+                applied
             }
             None => registry
                 .apply(|s| s.remove_credential(id))
@@ -59,7 +65,11 @@ async fn apply(
         Change::ApiKey(hash) => match pg.api_key(*hash).await? {
             Some(fields) => api_key(fields)
                 .map(|key| registry.apply(|s| s.upsert_api_key(key)))
-                .map_err(BoxError::from),
+                .map_err(|e| {
+                    // Fail closed, as for a credential.
+                    registry.apply(|s| s.remove_api_key(hash));
+                    BoxError::from(e)
+                }),
             None => {
                 registry.apply(|s| s.remove_api_key(hash));
                 Ok(())

@@ -187,3 +187,46 @@ async fn without_a_key_a_known_and_an_unknown_provider_answer_alike() {
     assert_eq!((r.status, r.reason().as_str()), (404, "unknown_provider"));
     assert_eq!(up.hits.load(Ordering::SeqCst), 0, "nothing was forwarded");
 }
+
+/// The answer's shape tells no more than its status: without a key, a
+/// configured provider of the operator's own and an unknown one answer in
+/// the same (OpenRouter's) shape, with the same headers.
+#[tokio::test]
+async fn without_a_key_a_configured_provider_looks_like_an_unknown_one() {
+    let up = RawUpstream::start(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+    let cfg = config_at(&up.url(), "", "").replace(
+        "[providers.openai]",
+        &format!(
+            "[providers.in-house]\nbase_url = \"{}\"\nauth = \"x-api-key\"\n[providers.openai]",
+            up.url()
+        ),
+    );
+    let proxy = Proxy::start(&cfg).await;
+    let shape = |r: &Resp| {
+        let mut names: Vec<String> = r
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| !matches!(k.as_str(), "date" | "content-length"))
+            .collect();
+        names.sort();
+        let v = r.json();
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.extend(v["error"].as_object().unwrap().keys().cloned());
+        keys.sort();
+        (r.status, names, keys)
+    };
+    let mut shapes = Vec::new();
+    for path in ["/in-house/v1/messages", "/no-such-provider/v1/messages"] {
+        let r = send(
+            req("POST", &proxy.url(path), None)
+                .header("content-type", "application/json")
+                .body(r#"{"model":"m"}"#.to_owned().into())
+                .unwrap(),
+        )
+        .await;
+        shapes.push(shape(&r));
+    }
+    assert_eq!(shapes[0], shapes[1]);
+    assert_eq!(up.hits.load(Ordering::SeqCst), 0);
+}
