@@ -124,17 +124,12 @@ async fn google_mock() -> Mock {
 
 const GEMINI: &str = "/google-ai-studio/v1beta/models/gemini-pro:generateContent";
 
-#[tokio::test]
-async fn googles_invalid_key_answer_fails_over_like_a_401() {
-    let mock = google_mock().await;
+/// A proxy with two Google credentials: `first` (its secret picks the mock's
+/// answer), then a good one.
+async fn google_proxy(mock: &Mock, first: &str) -> Proxy {
     let creds = format!(
         "{}{}",
-        cred(
-            "g1",
-            "google-ai-studio",
-            "g-revoked-key-000000001",
-            "sort_order = 1"
-        ),
+        cred("g1", "google-ai-studio", first, "sort_order = 1"),
         cred(
             "g2",
             "google-ai-studio",
@@ -142,7 +137,13 @@ async fn googles_invalid_key_answer_fails_over_like_a_401() {
             "sort_order = 2"
         ),
     );
-    let proxy = Proxy::start(&config(&mock, &creds)).await;
+    Proxy::start(&config(mock, &creds)).await
+}
+
+#[tokio::test]
+async fn googles_invalid_key_answer_fails_over_like_a_401() {
+    let mock = google_mock().await;
+    let proxy = google_proxy(&mock, "g-revoked-key-000000001").await;
     let r = post_to(&proxy, GEMINI, Some(GW), "{}").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-byok-credential-id"), Some("g2"));
@@ -166,22 +167,7 @@ async fn googles_invalid_key_answer_fails_over_like_a_401() {
 #[tokio::test]
 async fn any_other_google_400_is_relayed_as_it_came() {
     let mock = google_mock().await;
-    let creds = format!(
-        "{}{}",
-        cred(
-            "g1",
-            "google-ai-studio",
-            "g-picky-key-0000000001",
-            "sort_order = 1"
-        ),
-        cred(
-            "g2",
-            "google-ai-studio",
-            "g-good-key-000000000002",
-            "sort_order = 2"
-        ),
-    );
-    let proxy = Proxy::start(&config(&mock, &creds)).await;
+    let proxy = google_proxy(&mock, "g-picky-key-0000000001").await;
     let r = post_to(&proxy, GEMINI, Some(GW), "{}").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.text(), GOOGLE_BAD_REQUEST, "byte for byte");
