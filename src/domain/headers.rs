@@ -16,13 +16,20 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Client headers that never go upstream: its credentials, its identity at the
-/// provider, and the framing the proxy recomputes for the forwarded body.
-pub(crate) const CLIENT_ONLY: [HeaderName; 11] = [
+/// The headers a key travels in, either way: a client's gateway key (any of
+/// the four, so every provider's SDK works unchanged) and a provider's
+/// secret. `Authorization` first; the other three are the SDKs' own.
+pub(crate) const CREDENTIALS: [HeaderName; 4] = [
     header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),
     HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Client headers that never go upstream besides its [`CREDENTIALS`]: its
+/// identity at the provider, and the framing the proxy recomputes for the
+/// forwarded body.
+pub(crate) const CLIENT_ONLY: [HeaderName; 7] = [
     header::COOKIE,
     HeaderName::from_static("openai-organization"),
     HeaderName::from_static("openai-project"),
@@ -38,6 +45,7 @@ pub(crate) const CLIENT_ONLY: [HeaderName; 11] = [
 /// client but may be configured: a credential can name its organization.)
 pub(crate) fn reserved(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
+        || CREDENTIALS.contains(name)
         || CLIENT_ONLY.contains(name)
             && !matches!(
                 name.as_str(),

@@ -5,17 +5,11 @@
 //! `api-key` and `x-goog-api-key`. Two different values are refused; the raw key is
 //! hashed at once and never stored, logged or echoed.
 
-use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
+use http::header::{HeaderMap, AUTHORIZATION};
 
+use crate::domain::headers::CREDENTIALS;
 use crate::domain::KeyHash;
 use crate::proxy::error::Rejection;
-
-/// The headers a client may carry its gateway key in, besides `Authorization`.
-pub(crate) const KEY_HEADERS: [HeaderName; 3] = [
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-];
 
 /// Finds the one gateway key the client sent and hashes it.
 ///
@@ -29,7 +23,8 @@ pub(crate) fn client_key_hash(headers: &HeaderMap) -> Result<Option<KeyHash>, Re
         let token = bearer_token(value.as_bytes()).ok_or(Rejection::InvalidApiKey)?;
         found = merge(found, token)?;
     }
-    for name in &KEY_HEADERS {
+    // The SDKs' own key headers, besides `Authorization`.
+    for name in &CREDENTIALS[1..] {
         for value in headers.get_all(name) {
             found = merge(found, value.as_bytes())?;
         }
@@ -63,7 +58,7 @@ pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

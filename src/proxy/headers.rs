@@ -4,20 +4,12 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::domain::headers::{CLIENT_ONLY, HOP_BY_HOP};
+use crate::domain::headers::{CLIENT_ONLY, CREDENTIALS, HOP_BY_HOP};
 use crate::domain::Provider;
 use crate::policy::Candidate;
 
-/// The credential headers an upstream must never hand to the client (one
-/// that echoes the injected secret would otherwise leak it).
-const CREDENTIALS: [HeaderName; 4] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-];
-
-/// Removes the credential headers (from an upstream's trailers).
+/// Removes the credential headers (from an upstream's trailers): an
+/// upstream that echoes the injected secret must not hand it to the client.
 pub(crate) fn strip_credentials(headers: &mut HeaderMap) {
     for name in &CREDENTIALS {
         headers.remove(name);
@@ -40,7 +32,7 @@ pub(crate) fn strip_response(headers: &mut HeaderMap) {
 /// The request headers with every client credential and hop-by-hop header gone.
 pub(crate) fn strip_request(headers: &mut HeaderMap) {
     remove_where(headers, |name| {
-        HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name)
+        HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name) || CLIENT_ONLY.contains(name)
     });
 }
 
