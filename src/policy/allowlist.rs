@@ -155,7 +155,7 @@ impl ModelMatcher {
     /// is not.
     fn admits_all(&self, ask: &Ask<'_>, lists: bool) -> bool {
         ask.model.is_some_and(|m| self.admits(m))
-            && (!lists || ask.also.iter().all(|m| self.admits(m)))
+            && (!lists || (!ask.lists_unreadable && ask.also.iter().all(|m| self.admits(m))))
     }
 }
 
@@ -241,6 +241,7 @@ mod tests {
                 user_id: user,
                 model,
                 also: &[],
+                lists_unreadable: false,
             };
         let k1s: &'static KeyHash = Box::leak(Box::new(k1));
         let k2s: &'static KeyHash = Box::leak(Box::new(k2));

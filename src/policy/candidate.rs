@@ -151,6 +151,7 @@ mod tests {
             user_id: "u",
             model: Some("gpt-4o-mini"),
             also: &also,
+            lists_unreadable: false,
         };
         // (provider, base_url, admitted)
         let cases = [
@@ -172,6 +173,17 @@ mod tests {
                 cand.allowlists.check(&ask).is_ok(),
                 admitted,
                 "{provider} {base_url:?}"
+            );
+            // Lists there but unreadable: only a list-reading upstream refuses.
+            let unreadable = Ask {
+                also: &[],
+                lists_unreadable: true,
+                ..ask
+            };
+            assert_eq!(
+                cand.allowlists.check(&unreadable).is_ok(),
+                admitted,
+                "{provider} {base_url:?} unreadable"
             );
         }
     }

@@ -71,6 +71,9 @@ pub struct Ask<'a> {
     /// `fallbacks` lists): a credential's `allowed_models` must admit every
     /// one of them too.
     pub also: &'a [String],
+    /// The body has such lists but they do not read as lists of models: a
+    /// credential whose upstream serves them admits nothing.
+    pub lists_unreadable: bool,
 }
 
 /// The one order of candidates: non-fallback before fallback; then `sort_order`,
@@ -157,6 +160,7 @@ mod tests {
             user_id: "u1",
             model: Some("o1"),
             also: &[],
+            lists_unreadable: false,
         };
         assert_eq!(admitted(&group, &ask).count(), 0);
         assert_eq!(

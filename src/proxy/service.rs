@@ -207,9 +207,15 @@ where
         return Err(Rejection::InvalidBody("the request body could not be read"));
     };
     let bytes = read_body(&parts.headers, body, encoding, settings, trace).await?;
-    let (model, also) = model(route.rest, &parts.headers, &bytes)?;
+    let (model, lists) = model(route.rest, &parts.headers, &bytes)?;
+    let (also, lists_unreadable) = match lists {
+        Ok(also) => (also, false),
+        Err(e) if route.provider.slug == "openrouter" => return Err(model_rejection(e)),
+        Err(_) => (Vec::new(), true),
+    };
     let (group, mut ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
     ask.also = &also;
+    ask.lists_unreadable = lists_unreadable;
 
     let mut base = parts.headers;
     headers::strip_request(&mut base);
@@ -402,24 +408,26 @@ where
 /// upstreams often parse JSON regardless of Content-Type. Only a body that
 /// declares a non-JSON type (a form, multipart, binary) and is not JSON at
 /// all has no model; it can then use only credentials without a model list.
+///
+/// The other models come back as read: an error when the lists are there but
+/// malformed, which only OpenRouter's own route refuses outright (elsewhere
+/// a `models` key is any other key, but a candidate whose upstream is
+/// OpenRouter's admits nothing then).
 fn model<'b>(
     rest: &str,
     headers: &HeaderMap,
     bytes: &'b Bytes,
-) -> Result<(Option<Cow<'b, str>>, Vec<String>), Rejection> {
+) -> Result<(Option<Cow<'b, str>>, NamedModels), Rejection> {
     let path_model = model::path_model(rest).map_err(model_rejection)?;
     let (body_model, also) = if bytes.is_empty() {
-        (None, Vec::new())
+        (None, Ok(Vec::new()))
     } else {
         match model::read_body_model(bytes) {
             // OpenRouter's `models` and `fallbacks`: read only when present.
-            Ok(read) if read.lists => (
-                read.model,
-                model::named_models(bytes).map_err(model_rejection)?,
-            ),
-            Ok(read) => (read.model, Vec::new()),
+            Ok(read) if read.lists => (read.model, model::named_models(bytes)),
+            Ok(read) => (read.model, Ok(Vec::new())),
             Err(model::ModelError::InvalidBody(_)) if !body::is_json_like(headers) => {
-                (None, Vec::new())
+                (None, Ok(Vec::new()))
             }
             Err(e) => return Err(model_rejection(e)),
         }
@@ -435,6 +443,9 @@ fn model<'b>(
     };
     Ok((model, also))
 }
+
+/// The other models a body names, or why its lists do not read as such.
+type NamedModels = Result<Vec<String>, model::ModelError>;
 
 /// Phase 6: the principal's workspace's candidates for the provider, in
 /// order, and what the request asks of their allowlists.
@@ -452,6 +463,7 @@ fn select<'a>(
         user_id: &principal.user_id,
         model,
         also: &[],
+        lists_unreadable: false,
     };
     (group, ask)
 }
