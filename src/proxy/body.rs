@@ -34,14 +34,10 @@ pub(crate) enum Encoding {
 }
 
 impl Encoding {
-    /// The coding a `Content-Encoding` value names, read as [`encoding`]
-    /// reads a request's; `None` for one the proxy cannot decode.
+    /// The coding a `Content-Encoding` value names (an upstream's answer), as
+    /// [`encoding`] reads a request's; `None` for one the proxy cannot decode.
     pub(crate) fn of(value: Option<&http::HeaderValue>) -> Option<Encoding> {
-        let mut headers = HeaderMap::new();
-        if let Some(v) = value {
-            headers.insert(CONTENT_ENCODING, v.clone());
-        }
-        encoding(&headers).ok()
+        codings(value).ok()
     }
 }
 
@@ -49,8 +45,15 @@ impl Encoding {
 /// number of `identity`) is refused, so an encoded body is never forwarded
 /// without the proxy having read the model in it.
 pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
+    codings(headers.get_all(CONTENT_ENCODING))
+}
+
+/// The one coding that `Content-Encoding` values name, together.
+fn codings<'a>(
+    values: impl IntoIterator<Item = &'a http::HeaderValue>,
+) -> Result<Encoding, Rejection> {
     let mut found = Encoding::Identity;
-    for value in headers.get_all(CONTENT_ENCODING) {
+    for value in values {
         let value = value.to_str().map_err(|_| Rejection::UnsupportedEncoding)?;
         for coding in value.split(',').map(str::trim) {
             let next = if coding.eq_ignore_ascii_case("identity") || coding.is_empty() {
@@ -76,9 +79,8 @@ pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
 /// declared `Content-Length` above the limit is refused before reading), and
 /// as soon as it stalls: no byte for `stall` is a 408.
 ///
-/// Before a 413 it [`drain`]s what the client is still sending (up to another
-/// `limit` bytes: twice `limit` in all), so that the answer reaches it
-/// rather than a reset.
+/// Before a 413 it [`drain`]s what the client is still sending (up to twice
+/// `limit` in all), so that the answer reaches it rather than a reset.
 pub(crate) async fn read<B>(
     headers: &HeaderMap,
     body: B,
@@ -94,10 +96,8 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut body = std::pin::pin!(body);
-    // What an oversized body may still be drained of, so that the 413 arrives.
-    let budget = limit.max(DRAIN_MIN);
     if declared.is_some_and(|n| n > limit as u64) {
-        drain(body, budget, stall).await;
+        drain(body, 0, limit, stall).await;
         return Err(Rejection::BodyTooLarge { limit });
     }
     // Frames are kept as they came (no copy) and joined once at the end; most
@@ -125,7 +125,7 @@ where
         };
         total = total.saturating_add(data.remaining());
         if total > limit {
-            drain(body, budget, stall).await;
+            drain(body, total, limit, stall).await;
             return Err(Rejection::BodyTooLarge { limit });
         }
         frames.push(data.copy_to_bytes(data.remaining()));
@@ -148,17 +148,23 @@ where
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The least an early answer drains of what the client still sends.
-pub(crate) const DRAIN_MIN: usize = 64 * 1024;
+const DRAIN_MIN: usize = 64 * 1024;
 
 /// Reads and discards what the client still sends of a body the proxy will
-/// not use — at most `budget` bytes, each frame within `stall`, all within
+/// not use — `read` bytes of it already taken, up to twice `limit` (the
+/// request's `max_body_bytes`) in all, each frame within `stall`, all within
 /// 5 s — so that an early answer (413, 401, …) reaches a client still
 /// sending, instead of a reset when the connection closes on unread data.
-pub(crate) async fn drain<B>(body: std::pin::Pin<&mut B>, budget: usize, stall: Duration)
-where
+pub(crate) async fn drain<B>(
+    body: std::pin::Pin<&mut B>,
+    read: usize,
+    limit: usize,
+    stall: Duration,
+) where
     B: Body,
 {
     let mut body = body;
+    let budget = limit.saturating_mul(2).saturating_sub(read).max(DRAIN_MIN);
     let discard = async {
         let mut left = budget;
         while let Ok(Some(Ok(frame))) = tokio::time::timeout(stall, body.as_mut().frame()).await {

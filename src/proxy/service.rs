@@ -4,10 +4,10 @@
 //! 1. [`request_filter`]: refuse what is never proxied (CONNECT, CL+TE framing,
 //!    protocol upgrades);
 //! 2. [`route`]: the provider from the first path segment, the rest of the path
-//!    and the query checked — an unknown provider answered only after
-//! 3. [`principal`]: who asks, from the gateway key (or a trusted extension),
-//!    so that a request without a key learns nothing about which providers
-//!    exist;
+//!    and the query checked — an unknown provider is answered only after the
+//!    next phase, so that a request without a key learns nothing about which
+//!    providers exist;
+//! 3. [`principal`]: who asks, from the gateway key (or a trusted extension);
 //! 4. [`read_body`]: the body, bounded and decoded;
 //! 5. [`model`]: the model, from the path and the body under the strict rules,
 //!    and the other models the body names (OpenRouter's `models`,
@@ -117,14 +117,11 @@ where
             let refused = matches!(outcome, Outcome::Refused(_)) && !expects_continue;
             if let (true, Some(unread)) = (refused, body) {
                 // Refused before the body was read: take what the client is
-                // still sending (up to twice max_body_bytes, as a 413 does),
-                // so the answer reaches it rather than a reset.
+                // still sending, as a 413 does, so the answer reaches it
+                // rather than a reset.
                 let settings = snapshot.settings();
-                let budget = settings
-                    .max_body_bytes
-                    .saturating_mul(2)
-                    .max(body::DRAIN_MIN);
-                body::drain(std::pin::pin!(unread), budget, settings.body_timeout).await;
+                let unread = std::pin::pin!(unread);
+                body::drain(unread, 0, settings.max_body_bytes, settings.body_timeout).await;
             }
             let mut res = match outcome {
                 Outcome::Forwarded(res) => res,
@@ -271,7 +268,7 @@ where
         let (result, response, peeked) = match response {
             Some(res)
                 if res.status() == StatusCode::BAD_REQUEST
-                    && route.provider.dialect() == Dialect::Google =>
+                    && trace.dialect == Some(Dialect::Google) =>
             {
                 let (head, mut body) = res.into_parts();
                 let encoded = head.headers.get(http::header::CONTENT_ENCODING).cloned();
