@@ -41,6 +41,7 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::OwnedMutexGuard;
 
 use secrecy::ExposeSecret;
 
@@ -225,13 +226,15 @@ impl Admin {
             .observe_snapshot(&self.state.registry.snapshot());
     }
 
-    fn writable(&self) -> Result<&Store, AdminError> {
+    /// The store to write to, and the turn (see `Registry::ordered`) held
+    /// until the write is applied to the registry: writes reach the
+    /// registry in the order the store committed them.
+    async fn writable(&self) -> Result<(&Store, OwnedMutexGuard<()>), AdminError> {
         let store = &*self.state.store;
-        if store.is_writable() {
-            Ok(store)
-        } else {
-            Err(AdminError::ReadOnlyStore)
+        if !store.is_writable() {
+            return Err(AdminError::ReadOnlyStore);
         }
+        Ok((store, self.state.registry.ordered().await))
     }
 
     fn list(&self, query: Option<&str>) -> AdminResult {
@@ -270,9 +273,7 @@ impl Admin {
     }
 
     async fn create(&self, body: CreateCredential) -> AdminResult {
-        let store = self.writable()?;
-        // The store write and the registry apply, in commit order.
-        let _order = self.state.registry.ordered().await;
+        let (store, _turn) = self.writable().await?;
         let fields = body.into_fields(self.state.default_workspace_id.as_deref())?;
         let cred = self.credential(fields)?;
         store.create_credential(cred.to_fields()).await?;
@@ -286,9 +287,7 @@ impl Admin {
     }
 
     async fn update(&self, id: &str, patch: UpdateCredential) -> AdminResult {
-        let store = self.writable()?;
-        // The store write and the registry apply, in commit order.
-        let _order = self.state.registry.ordered().await;
+        let (store, _turn) = self.writable().await?;
         let admin = self.clone();
         let edit = Box::new(move |rec: &mut CredentialFields| {
             patch.apply(rec).map_err(StoreError::Invalid)?;
@@ -309,9 +308,7 @@ impl Admin {
     }
 
     async fn delete(&self, id: &str) -> AdminResult {
-        let store = self.writable()?;
-        // The store write and the registry apply, in commit order.
-        let _order = self.state.registry.ordered().await;
+        let (store, _turn) = self.writable().await?;
         if !store.delete_credential(id).await? {
             return Err(AdminError::UnknownCredential);
         }
@@ -357,9 +354,7 @@ impl Admin {
     }
 
     async fn create_key(&self, body: CreateApiKey) -> AdminResult {
-        let store = self.writable()?;
-        // The store write and the registry apply, in commit order.
-        let _order = self.state.registry.ordered().await;
+        let (store, _turn) = self.writable().await?;
         let (raw, fields) = body.into_fields(self.state.default_workspace_id.as_deref())?;
         let key = ApiKey::validate(fields).map_err(|e| AdminError::fields(&e))?;
         store.create_api_key(key.to_fields()).await?;
@@ -370,9 +365,7 @@ impl Admin {
     }
 
     async fn update_key(&self, hash: KeyHash, patch: UpdateApiKey) -> AdminResult {
-        let store = self.writable()?;
-        // The store write and the registry apply, in commit order.
-        let _order = self.state.registry.ordered().await;
+        let (store, _turn) = self.writable().await?;
         let edit = Box::new(move |rec: &mut ApiKeyFields| {
             patch.apply(rec);
             ApiKey::validate(rec.clone())
@@ -394,9 +387,7 @@ impl Admin {
     }
 
     async fn delete_key(&self, hash: KeyHash) -> AdminResult {
-        let store = self.writable()?;
-        // The store write and the registry apply, in commit order.
-        let _order = self.state.registry.ordered().await;
+        let (store, _turn) = self.writable().await?;
         if !store.delete_api_key(hash).await? {
             return Err(AdminError::UnknownApiKey);
         }
