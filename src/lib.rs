@@ -66,7 +66,7 @@ pub mod server;
 #[cfg(feature = "server")]
 mod store;
 
-pub use config::{AdminConfig, Config, ConfigError, ServerConfig, StoreConfig};
+pub use config::{AdminConfig, Config, ConfigError, ServerConfig, StoreConfig, TlsConfig};
 pub use domain::{ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, Upstream};
 pub use metrics::Metrics;
 pub use policy::{Ask, CompileError, Denial, RefusedBy};

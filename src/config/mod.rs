@@ -20,6 +20,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+mod tls;
+
+#[cfg(feature = "server")]
+pub(crate) use tls::load as load_certificate;
+use tls::RawTls;
+pub use tls::TlsConfig;
+
 use crate::domain::{
     valid_slug, ApiKey, ApiKeyFields, AuthScheme, Credential, CredentialFields, FieldErrors,
     KeyHash, Provider, Providers, Upstream,
@@ -65,6 +72,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Extra roots for upstream TLS, from `upstream_ca_file`.
     pub upstream_roots: Vec<CertificateDer<'static>>,
+    /// `[server.tls]`: serve HTTPS with this certificate.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[store]`: where credentials and gateway keys live.
@@ -106,6 +115,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// SHA-256 hashes of the management keys.
     pub management_key_hashes: Vec<KeyHash>,
+    /// `[admin.tls]`: serve the management API over HTTPS.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Why a config could not be used.
@@ -209,6 +220,7 @@ struct RawServer {
     max_header_bytes: u64,
     max_connections: u64,
     upstream_ca_file: Option<PathBuf>,
+    tls: Option<RawTls>,
 }
 
 impl Default for RawServer {
@@ -224,6 +236,7 @@ impl Default for RawServer {
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             upstream_ca_file: None,
+            tls: None,
         }
     }
 }
@@ -242,6 +255,7 @@ struct RawAdmin {
     listen: String,
     #[serde(default)]
     management_key_hashes: Vec<String>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -469,6 +483,10 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
             .as_deref()
             .map(|path| roots("server.upstream_ca_file", path, errs))
             .unwrap_or_default(),
+        tls: raw
+            .tls
+            .as_ref()
+            .and_then(|t| certificate("server.tls", t, errs)),
     };
     Some(server)
 }
@@ -559,10 +577,22 @@ fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {
             "needs at least one hash, or nobody can use the admin API",
         );
     }
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|t| certificate("admin.tls", t, errs));
     Some(AdminConfig {
         listen: listen?,
         management_key_hashes: hashes,
+        tls,
     })
+}
+
+/// A `[….tls]` table's files, read and checked.
+fn certificate(table: &str, raw: &RawTls, errs: &mut Errors) -> Option<TlsConfig> {
+    raw.validate()
+        .map_err(|(field, message)| errs.at(format_args!("{table}.{field}"), message))
+        .ok()
 }
 
 fn non_empty(path: impl fmt::Display, value: &str, errs: &mut Errors) {

@@ -182,7 +182,15 @@ impl Rejection {
         dialect: Option<Dialect>,
         request_id: Option<&HeaderValue>,
     ) -> Response<B> {
-        let (status, reason) = self.parts();
+        let (mut status, reason) = self.parts();
+        if dialect == Some(Dialect::Bedrock)
+            && matches!(self, Rejection::UpstreamRejectedCredential)
+        {
+            // botocore retries every 5xx whatever the headers say, so a 502
+            // would send the rejected secret upstream again up to four times.
+            // Bedrock itself answers a bad key with 403 AccessDeniedException.
+            status = StatusCode::FORBIDDEN;
+        }
         let message = self.to_string();
         let body = match dialect {
             None => error_json(status, &message, reason),
@@ -484,6 +492,28 @@ mod tests {
         }
         .into_response_for(Some(Dialect::Bedrock), Some(&id));
         assert_eq!(res.headers()["x-amzn-errortype"], "AccessDeniedException");
+        // boto3 retries every 5xx: on Bedrock's route a rejected credential
+        // is Bedrock's own answer to a bad key, 403, and only there.
+        let res: Response<http_body_util::Full<Bytes>> = Rejection::UpstreamRejectedCredential
+            .into_response_for(Some(Dialect::Bedrock), Some(&id));
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(res.headers()["x-amzn-errortype"], "AccessDeniedException");
+        let v: serde_json::Value = serde_json::from_slice(&futures_body(res.into_body())).unwrap();
+        assert_eq!(v["error"]["code"], 403);
+        assert_eq!(
+            v["error"]["metadata"]["reason"],
+            "upstream_rejected_credential"
+        );
+        for dialect in [
+            None,
+            Some(Dialect::OpenAi),
+            Some(Dialect::Anthropic),
+            Some(Dialect::Google),
+        ] {
+            let res: Response<http_body_util::Full<Bytes>> =
+                Rejection::UpstreamRejectedCredential.into_response_for(dialect, Some(&id));
+            assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{dialect:?}");
+        }
         // Final: every 4xx, and a rejected credential; not what may pass.
         for (r, fin) in [
             (Rejection::BodyTooLarge { limit: 1 }, true),

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -22,7 +21,12 @@ use tower::{Layer, Service};
 
 use arc_swap::ArcSwap;
 
+mod conn;
 mod reload;
+mod tls;
+
+use conn::{serve_connection, Serving, Slot};
+use tls::Tls;
 
 use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError, Reload};
 
@@ -160,6 +164,7 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     let listener = bind(config.server.listen, "server.listen").await?;
     let local = local_addr(&listener)?;
     let front = front(&config, &registry, &metrics)?;
+    let serving = listener_serving(&config.server, config.server.tls.as_ref(), "server.tls")?;
     let admin = match &config.admin {
         Some(a) => {
             let listener = bind(a.listen, "admin.listen").await?;
@@ -170,8 +175,13 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
                 store.clone(),
                 config.store.default_workspace_id.clone(),
             );
-            tracing::info!("admin API listening on http://{}", local_addr(&listener)?);
-            Some((listener, service))
+            let serving = listener_serving(&config.server, a.tls.as_ref(), "admin.tls")?;
+            tracing::info!(
+                "admin API listening on {}://{}",
+                serving.scheme(),
+                local_addr(&listener)?
+            );
+            Some((listener, service, serving))
         }
         None => None,
     };
@@ -179,7 +189,7 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     let targets = Reload {
         registry: registry.clone(),
         metrics: metrics.clone(),
-        admin: admin.as_ref().map(|(_, svc)| svc.clone()),
+        admin: admin.as_ref().map(|(_, svc, _)| svc.clone()),
         started_with: config.clone(),
         current: Arc::new(ArcSwap::from_pointee(config.clone())),
         store: store.clone(),
@@ -208,12 +218,12 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     tracing::info!(
         api_keys,
         credentials,
-        "byok-proxy listening on http://{local}"
+        "byok-proxy listening on {}://{local}",
+        serving.scheme()
     );
     let graceful = GracefulShutdown::new();
     serve_until_signalled(
-        listener,
-        front,
+        (listener, front, serving),
         admin,
         signals.stop,
         &graceful,
@@ -301,6 +311,27 @@ fn front(
     })
 }
 
+/// How a listener serves: with TLS when `tls` is set, its certificate
+/// followed from then on.
+fn listener_serving(
+    server: &ServerConfig,
+    tls: Option<&config::TlsConfig>,
+    table: &'static str,
+) -> Result<Arc<Serving>, ServeError> {
+    let acceptor = match tls {
+        Some(files) => {
+            let tls = Tls::new(files).map_err(|e| ServeError::Io {
+                what: format!("cannot set up TLS ({table})"),
+                source: std::io::Error::other(e),
+            })?;
+            tls.follow(table);
+            Some(tls.acceptor)
+        }
+        None => None,
+    };
+    Ok(Arc::new(Serving::new(server.max_header_bytes, acceptor)))
+}
+
 /// SIGTERM and SIGINT stop the proxy; SIGHUP reloads it.
 struct Signals {
     stop: [Signal; 2],
@@ -328,23 +359,19 @@ impl Signals {
 /// Accepts on both listeners until SIGTERM or SIGINT; each connection is
 /// watched by `graceful`.
 async fn serve_until_signalled(
-    listener: TcpListener,
-    front: Front,
-    admin: Option<(TcpListener, Admin)>,
+    proxy: (TcpListener, Front, Arc<Serving>),
+    admin: Option<(TcpListener, Admin, Arc<Serving>)>,
     stop: [Signal; 2],
     graceful: &GracefulShutdown,
     server: &ServerConfig,
     metrics: &Arc<Metrics>,
 ) {
+    let (listener, front, serving) = proxy;
     // At most server.max_connections client connections; one more is closed
     // at once (counted, and logged at most once a second) rather than let
     // memory grow without bound.
     let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     let mut last_shed_log: Option<std::time::Instant> = None;
-    let admin_limits = || ConnLimits {
-        max_header_bytes: server.max_header_bytes,
-        slot: None,
-    };
     // tokio's timer driver parks without a timeout while no timer is due, so
     // a request that arms one (hyper's header-read timeout, the first-byte
     // timeout) has to wake it with an eventfd write. A coarse tick keeps a
@@ -357,7 +384,7 @@ async fn serve_until_signalled(
     });
     let accept_admin = || async {
         match &admin {
-            Some((listener, _)) => listener.accept().await,
+            Some((listener, _, _)) => listener.accept().await,
             None => std::future::pending().await,
         }
     };
@@ -367,11 +394,8 @@ async fn serve_until_signalled(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match Arc::clone(&slots).try_acquire_owned() {
                     Ok(permit) => {
-                        let limits = ConnLimits {
-                            max_header_bytes: server.max_header_bytes,
-                            slot: Some((permit, Arc::clone(metrics))),
-                        };
-                        serve_connection(stream, peer, front.clone(), graceful, limits)
+                        let slot = Slot::new(permit, Arc::clone(metrics));
+                        serve_connection(stream, peer, front.clone(), serving.clone(), graceful.watcher(), Some(slot));
                     }
                     Err(_) => {
                         metrics.connection_shed();
@@ -388,7 +412,9 @@ async fn serve_until_signalled(
                 }
             },
             accepted = accept_admin() => match (accepted, &admin) {
-                (Ok((stream, peer)), Some((_, svc))) => serve_connection(stream, peer, svc.clone(), graceful, admin_limits()),
+                (Ok((stream, peer)), Some((_, svc, serving))) => {
+                    serve_connection(stream, peer, svc.clone(), serving.clone(), graceful.watcher(), None);
+                }
                 (Err(e), _) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -412,50 +438,4 @@ async fn drain(graceful: GracefulShutdown, drain: Duration) {
         _ = graceful.shutdown() => tracing::info!("drained; bye"),
         _ = tokio::time::sleep(drain) => tracing::warn!("drain time is up; closing the remaining connections"),
     }
-}
-
-/// Per connection: the largest request head, and what ends with it (a slot
-/// of `server.max_connections` and the open-connections gauge).
-struct ConnLimits {
-    max_header_bytes: usize,
-    slot: Option<(tokio::sync::OwnedSemaphorePermit, Arc<Metrics>)>,
-}
-
-fn serve_connection<S, B>(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    service: S,
-    graceful: &GracefulShutdown,
-    limits: ConnLimits,
-) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<crate::BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
-{
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-    }
-    // hyper's read buffer holds the request head: bounding it bounds what an
-    // unfinished head can make a connection hold (hyper answers 431 beyond).
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(limits.max_header_bytes)
-        .serve_connection(TokioIo::new(stream), service);
-    let conn = graceful.watch(conn);
-    if let Some((_, metrics)) = &limits.slot {
-        metrics.connection(true);
-    }
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
-        if let Some((permit, metrics)) = limits.slot {
-            metrics.connection(false);
-            drop(permit);
-        }
-    });
 }

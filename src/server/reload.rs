@@ -280,7 +280,7 @@ enum Parsed {
 
 /// Waits until the file's size and mtime stop changing (100 ms apart), for at
 /// most 2 s: a writer that is still at work is not read half-way.
-async fn settle(path: &Path) {
+pub(super) async fn settle(path: &Path) {
     let mut last = file_identity(path);
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -352,6 +352,11 @@ fn warn_restart_only(before: &Config, config: &Config) {
         || config.admin.as_ref().map(|a| a.listen) != before.admin.as_ref().map(|a| a.listen)
     {
         tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
+    }
+    if config.server.tls != before.server.tls
+        || config.admin.as_ref().map(|a| &a.tls) != before.admin.as_ref().map(|a| &a.tls)
+    {
+        tracing::warn!("a change of server.tls or admin.tls takes effect on restart only (the files named now are still followed)");
     }
 }
 

@@ -21,6 +21,7 @@ mod cli;
 mod failover;
 mod forwarding;
 mod hostile_upstream;
+mod https;
 mod lifecycle;
 mod limits;
 mod metrics;

@@ -88,6 +88,22 @@ async fn only_what_a_retry_cannot_fix_says_so() {
     assert_eq!(r.json()["error"]["type"], "api_error");
     assert_eq!(mock.count(), 1, "one attempt, no retry of the secret");
 
+    // boto3 retries every 5xx whatever the headers say: on Bedrock's route
+    // the same refusal is Bedrock's own answer to a bad key, a 403.
+    let proxy = Proxy::start(&config(
+        &mock,
+        &cred("c1", "amazon-bedrock", "bedrock-native-000000000002", ""),
+    ))
+    .await;
+    let r = post_to(&proxy, "/amazon-bedrock/model/m/converse", Some(GW), "{}").await;
+    assert_eq!(
+        (r.status, r.reason()),
+        (403, "upstream_rejected_credential".into())
+    );
+    assert_eq!(r.header("x-amzn-errortype"), Some("AccessDeniedException"));
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    assert_eq!(mock.count(), 2);
+
     // The upstream cannot be reached: a retry may succeed, nothing is said.
     let creds = cred("c1", "groq", "sk-native-000000000003", "");
     let cfg = config(&mock, &creds).replace(

@@ -81,18 +81,19 @@ impl Proxy {
             dir,
             config_path,
         };
-        // Not just "listening on http://": with `[admin]` configured, the admin
+        // Not just "listening on": with `[admin]` configured, the admin
         // listener's line ("admin API listening on http://…") comes first.
-        let line = proxy.wait_log("byok-proxy listening on http://").await;
-        proxy.addr = addr_after(&line, "listening on http://");
+        // The scheme is https with `[server.tls]`.
+        let line = proxy.wait_log("byok-proxy listening on ").await;
+        proxy.addr = addr_after(&line, "://");
         proxy
     }
 
     /// The admin listener's address, from its log line (`[admin]` must be
     /// configured; the line precedes the proxy's, so it is already there).
     pub(crate) async fn admin_addr(&self) -> SocketAddr {
-        let line = self.wait_log("admin API listening on http://").await;
-        addr_after(&line, "admin API listening on http://")
+        let line = self.wait_log("admin API listening on ").await;
+        addr_after(&line, "://")
     }
 
     /// Waits for a log line (from now or earlier) containing `needle`, and returns it.
