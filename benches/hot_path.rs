@@ -81,7 +81,7 @@ fn registry() -> Registry {
         .map(|i| {
             let fields = CredentialFields {
                 id: format!("cred-{i}"),
-                workspace_id: format!("ws-{}", i / PER_WORKSPACE),
+                workspace_id: Some(format!("ws-{}", i / PER_WORKSPACE)),
                 provider: "openai".into(),
                 name: None,
                 key: SecretString::from(format!("sk-bench-secret-{i:06}")),
@@ -90,6 +90,9 @@ fn registry() -> Registry {
                 created_at: "2025-01-01T00:00:00Z".into(),
                 disabled: false,
                 is_fallback: false,
+                is_required: false,
+                is_byok_only: false,
+                declared_zdr: None,
                 sort_order: (i % PER_WORKSPACE) as i64,
                 allowed_api_key_hashes: None,
                 allowed_models: Some(vec![

@@ -60,12 +60,19 @@ fn workspace(given: Option<String>, default: Option<&str>) -> Result<String, Adm
 pub(crate) struct CreateCredential {
     provider: String,
     key: SecretString,
-    workspace_id: Option<String>,
+    /// Left out: the default workspace; `null`: a global credential.
+    #[serde(default)]
+    workspace_id: Patch<String>,
     name: Option<String>,
     #[serde(default)]
     disabled: bool,
     #[serde(default)]
     is_fallback: bool,
+    #[serde(default)]
+    is_required: bool,
+    #[serde(default)]
+    is_byok_only: bool,
+    declared_zdr: Option<bool>,
     #[serde(default)]
     sort_order: i64,
     allowed_api_key_hashes: Option<Vec<String>>,
@@ -76,14 +83,20 @@ pub(crate) struct CreateCredential {
 
 impl CreateCredential {
     /// The fields of the new credential: a fresh id and `created_at`;
-    /// `workspace_id` defaults to `default_workspace`.
+    /// `workspace_id` defaults to `default_workspace`, and `null` makes a
+    /// global credential.
     pub(crate) fn into_fields(
         self,
         default_workspace: Option<&str>,
     ) -> Result<CredentialFields, AdminError> {
+        let workspace_id = match self.workspace_id {
+            Patch::Absent => Some(workspace(None, default_workspace)?),
+            Patch::Null => None,
+            Patch::Value(ws) => Some(ws),
+        };
         Ok(CredentialFields {
             id: new_uuid(),
-            workspace_id: workspace(self.workspace_id, default_workspace)?,
+            workspace_id,
             provider: self.provider,
             name: self.name,
             key: self.key,
@@ -92,6 +105,9 @@ impl CreateCredential {
             created_at: now_rfc3339(),
             disabled: self.disabled,
             is_fallback: self.is_fallback,
+            is_required: self.is_required,
+            is_byok_only: self.is_byok_only,
+            declared_zdr: self.declared_zdr,
             sort_order: self.sort_order,
             allowed_api_key_hashes: self.allowed_api_key_hashes,
             allowed_models: self.allowed_models,
@@ -113,6 +129,12 @@ pub(crate) struct UpdateCredential {
     disabled: Option<bool>,
     #[serde(default)]
     is_fallback: Option<bool>,
+    #[serde(default)]
+    is_required: Option<bool>,
+    #[serde(default)]
+    is_byok_only: Option<bool>,
+    #[serde(default)]
+    declared_zdr: Patch<bool>,
     #[serde(default)]
     sort_order: Option<i64>,
     #[serde(default)]
@@ -151,6 +173,13 @@ impl UpdateCredential {
         if let Some(v) = self.is_fallback {
             rec.is_fallback = v;
         }
+        if let Some(v) = self.is_required {
+            rec.is_required = v;
+        }
+        if let Some(v) = self.is_byok_only {
+            rec.is_byok_only = v;
+        }
+        self.declared_zdr.apply(&mut rec.declared_zdr);
         if let Some(v) = self.sort_order {
             rec.sort_order = v;
         }
@@ -273,6 +302,17 @@ mod tests {
                 format!("\"{}\"", "n".repeat(256)),
                 "name: longer than 255 characters",
             ),
+            // With is_fallback = true (below).
+            (
+                "is_byok_only",
+                "true".into(),
+                "is_byok_only: cannot be set on a fallback credential",
+            ),
+            (
+                "workspace_id",
+                "\"\"".into(),
+                "workspace_id: must not be empty",
+            ),
         ];
         let keyring = Keyring::from_hex(&"1".repeat(64), None).unwrap();
         for (field, value, want) in cases {
@@ -285,6 +325,9 @@ mod tests {
             .into_iter()
             .collect();
             doc.insert(field, value);
+            if field == "is_byok_only" {
+                doc.insert("is_fallback", "true".into());
+            }
             // The config file.
             let toml: String = doc.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
             let from_config = match Config::parse(&format!("[[credentials]]\n{toml}")) {
@@ -313,9 +356,12 @@ mod tests {
                 provider: fields.provider.clone(),
                 name: fields.name.clone(),
                 created_at: fields.created_at.clone(),
-                disabled: false,
-                is_fallback: false,
-                sort_order: 0,
+                disabled: fields.disabled,
+                is_fallback: fields.is_fallback,
+                is_required: fields.is_required,
+                is_byok_only: fields.is_byok_only,
+                declared_zdr: fields.declared_zdr,
+                sort_order: fields.sort_order,
                 allowed_api_key_hashes: list(&fields.allowed_api_key_hashes),
                 allowed_models: list(&fields.allowed_models),
                 allowed_user_ids: list(&fields.allowed_user_ids),

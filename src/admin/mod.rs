@@ -59,6 +59,8 @@ use crate::{Metrics, Registry};
 
 /// The most items one list page holds.
 const MAX_LIMIT: usize = 100;
+/// A list's page size when the query gives none (OpenRouter's).
+const DEFAULT_LIMIT: usize = 50;
 
 /// The admin service; cheap to clone. Serve it with hyper on its own listener.
 #[derive(Clone, Debug)]
@@ -241,10 +243,9 @@ impl Admin {
         let q = ListQuery::parse(query)?;
         let snapshot = self.state.registry.snapshot();
         let all = snapshot.credentials();
+        let workspace = self.listed_workspace(&q);
         let matching = all.iter().filter(|c| {
-            q.workspace_id
-                .as_deref()
-                .is_none_or(|w| c.workspace_id == w)
+            workspace.is_none_or(|w| c.workspace_id.as_deref() == Some(w))
                 && q.provider.as_deref().is_none_or(|p| c.provider == p)
         });
         let (data, total_count) = page(matching.map(|c| ByokKey::from(&**c)), &q);
@@ -252,6 +253,17 @@ impl Admin {
             StatusCode::OK,
             &serde_json::json!({ "data": data, "total_count": total_count }),
         ))
+    }
+
+    /// The workspace a list shows: the query's; without one, the default
+    /// workspace; `*` (or no default workspace) lists every workspace and
+    /// the global credentials. `None`: no filter.
+    fn listed_workspace<'q>(&'q self, q: &'q ListQuery) -> Option<&'q str> {
+        match q.workspace_id.as_deref() {
+            Some("*") => None,
+            Some(ws) => Some(ws),
+            None => self.state.default_workspace_id.as_deref(),
+        }
     }
 
     fn get(&self, id: &str) -> AdminResult {
@@ -327,10 +339,9 @@ impl Admin {
         let q = ListQuery::parse(query)?;
         let snapshot = self.state.registry.snapshot();
         let all = snapshot.api_keys();
+        let workspace = self.listed_workspace(&q);
         let matching = all.iter().filter(|k| {
-            q.workspace_id
-                .as_deref()
-                .is_none_or(|w| &*k.workspace_id == w)
+            workspace.is_none_or(|w| &*k.workspace_id == w)
                 && q.user_id.as_deref().is_none_or(|u| &*k.user_id == u)
         });
         let (data, total_count) = page(matching.map(|k| key_json(k)), &q);
@@ -514,7 +525,8 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
 #[derive(Debug, Serialize)]
 pub(crate) struct ByokKey<'a> {
     id: &'a str,
-    workspace_id: &'a str,
+    /// `null`: a global credential.
+    workspace_id: Option<&'a str>,
     provider: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
@@ -522,6 +534,9 @@ pub(crate) struct ByokKey<'a> {
     created_at: &'a str,
     disabled: bool,
     is_fallback: bool,
+    is_required: bool,
+    is_byok_only: bool,
+    declared_zdr: Option<bool>,
     sort_order: i64,
     allowed_api_key_hashes: Option<&'a [String]>,
     allowed_models: Option<&'a [String]>,
@@ -532,13 +547,16 @@ impl<'a> From<&'a Credential> for ByokKey<'a> {
     fn from(c: &'a Credential) -> Self {
         ByokKey {
             id: &c.id,
-            workspace_id: &c.workspace_id,
+            workspace_id: c.workspace_id.as_deref(),
             provider: &c.provider,
             name: c.name.as_deref(),
             label: &c.label,
             created_at: &c.created_at,
             disabled: c.disabled,
             is_fallback: c.is_fallback,
+            is_required: c.is_required,
+            is_byok_only: c.is_byok_only,
+            declared_zdr: c.declared_zdr,
             sort_order: c.sort_order,
             allowed_api_key_hashes: c.allowed_api_key_hashes.as_deref(),
             allowed_models: c.allowed_models.as_deref(),
@@ -564,7 +582,7 @@ impl ListQuery {
             provider: None,
             user_id: None,
             offset: 0,
-            limit: MAX_LIMIT,
+            limit: DEFAULT_LIMIT,
         };
         for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let value = value.into_owned();
@@ -607,7 +625,7 @@ mod tests {
                 provider: None,
                 user_id: None,
                 offset: 0,
-                limit: 100
+                limit: 50
             }
         );
         let got = q("workspace_id=ws%2D1&provider=openai&offset=5&limit=1&x=y").unwrap();
@@ -640,18 +658,28 @@ mod tests {
                 "allowed_models",
                 "allowed_user_ids",
                 "created_at",
+                "declared_zdr",
                 "disabled",
                 "id",
+                "is_byok_only",
                 "is_fallback",
+                "is_required",
                 "label",
                 "provider",
                 "sort_order",
                 "workspace_id"
             ]
         );
+        assert_eq!(v["declared_zdr"], serde_json::Value::Null);
         c.name = Some("n".into());
+        c.workspace_id = None;
         let v = serde_json::to_value(ByokKey::from(&c)).unwrap();
         assert_eq!(v["name"], "n");
+        assert_eq!(
+            v["workspace_id"],
+            serde_json::Value::Null,
+            "a global credential"
+        );
         assert!(!v.to_string().contains("sk-test-secret"));
     }
 }

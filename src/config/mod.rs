@@ -282,7 +282,8 @@ struct RawApiKey {
 #[serde(deny_unknown_fields)]
 struct RawCredential {
     id: String,
-    workspace_id: String,
+    /// Left out: a global credential.
+    workspace_id: Option<String>,
     provider: String,
     name: Option<String>,
     key: Option<SecretString>,
@@ -295,6 +296,11 @@ struct RawCredential {
     disabled: bool,
     #[serde(default)]
     is_fallback: bool,
+    #[serde(default)]
+    is_required: bool,
+    #[serde(default)]
+    is_byok_only: bool,
+    declared_zdr: Option<bool>,
     #[serde(default)]
     sort_order: i64,
     allowed_api_key_hashes: Option<Vec<String>>,
@@ -730,6 +736,9 @@ fn validate_credentials(
                 .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned()),
             disabled: c.disabled,
             is_fallback: c.is_fallback,
+            is_required: c.is_required,
+            is_byok_only: c.is_byok_only,
+            declared_zdr: c.declared_zdr,
             sort_order: c.sort_order,
             allowed_api_key_hashes: c.allowed_api_key_hashes,
             allowed_models: c.allowed_models,

@@ -27,8 +27,9 @@ pub const MAX_NAME: usize = 255;
 pub struct CredentialFields {
     /// Stable public id.
     pub id: String,
-    /// The workspace it belongs to.
-    pub workspace_id: String,
+    /// The workspace it belongs to; `None`: global, a credential of every
+    /// workspace.
+    pub workspace_id: Option<String>,
     /// Lowercase provider slug.
     pub provider: String,
     /// Human name.
@@ -45,6 +46,13 @@ pub struct CredentialFields {
     pub disabled: bool,
     /// Tried after the non-fallback ones.
     pub is_fallback: bool,
+    /// The shared tier never serves the models its `allowed_models` admits.
+    pub is_required: bool,
+    /// The shared tier never serves its provider.
+    pub is_byok_only: bool,
+    /// The operator's zero-data-retention declaration; `None` inherits the
+    /// provider's.
+    pub declared_zdr: Option<bool>,
     /// Ascending try order within its group.
     pub sort_order: i64,
     /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
@@ -66,8 +74,9 @@ pub struct CredentialFields {
 pub struct Credential {
     /// Stable public id (UUID).
     pub id: String,
-    /// The workspace it belongs to.
-    pub workspace_id: String,
+    /// The workspace it belongs to; `None`: global, a credential of every
+    /// workspace.
+    pub workspace_id: Option<String>,
     /// Lowercase provider slug.
     pub provider: String,
     /// Human name.
@@ -80,8 +89,16 @@ pub struct Credential {
     pub created_at_nanos: i128,
     /// A disabled credential is never used.
     pub disabled: bool,
-    /// Used only after every non-fallback credential was tried.
+    /// Used only after every non-fallback credential and the shared tier.
     pub is_fallback: bool,
+    /// The shared tier is never used for the models `allowed_models` admits
+    /// (every model when `None`).
+    pub is_required: bool,
+    /// The shared tier is never used for this provider.
+    pub is_byok_only: bool,
+    /// The operator's declaration that the account retains no data; `None`
+    /// inherits the provider's `zdr`.
+    pub declared_zdr: Option<bool>,
     /// Ascending try order within its group.
     pub sort_order: i64,
     /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
@@ -138,8 +155,17 @@ impl Credential {
                 "must be visible ASCII (it is sent in x-byok-credential-id)",
             );
         }
-        if f.workspace_id.is_empty() {
-            errs.at("workspace_id", "must not be empty");
+        if f.workspace_id.as_ref().is_some_and(String::is_empty) {
+            errs.at(
+                "workspace_id",
+                "must not be empty (null, or leaving it out of a config file, makes a global credential)",
+            );
+        }
+        if f.is_byok_only && f.is_fallback {
+            errs.at(
+                "is_byok_only",
+                "cannot be set on a fallback credential (is_fallback): it would close the shared tier that comes before it",
+            );
         }
         let provider = providers.get(&f.provider);
         if provider.is_none() {
@@ -221,6 +247,9 @@ impl Credential {
             created_at_nanos,
             disabled: f.disabled,
             is_fallback: f.is_fallback,
+            is_required: f.is_required,
+            is_byok_only: f.is_byok_only,
+            declared_zdr: f.declared_zdr,
             sort_order: f.sort_order,
             allowed_api_key_hashes: f.allowed_api_key_hashes,
             allowed_models: f.allowed_models,
@@ -252,6 +281,9 @@ impl Credential {
             created_at: self.created_at.clone(),
             disabled: self.disabled,
             is_fallback: self.is_fallback,
+            is_required: self.is_required,
+            is_byok_only: self.is_byok_only,
+            declared_zdr: self.declared_zdr,
             sort_order: self.sort_order,
             allowed_api_key_hashes: self.allowed_api_key_hashes.clone(),
             allowed_models: self.allowed_models.clone(),
@@ -307,7 +339,7 @@ impl Credential {
     pub(crate) fn for_tests(id: &str, workspace_id: &str, provider: &str) -> Self {
         Credential {
             id: id.to_owned(),
-            workspace_id: workspace_id.to_owned(),
+            workspace_id: Some(workspace_id.to_owned()),
             provider: provider.to_owned(),
             name: None,
             label: "...".to_owned(),
@@ -315,6 +347,9 @@ impl Credential {
             created_at_nanos: 0,
             disabled: false,
             is_fallback: false,
+            is_required: false,
+            is_byok_only: false,
+            declared_zdr: None,
             sort_order: 0,
             allowed_api_key_hashes: None,
             allowed_models: None,
@@ -333,7 +368,7 @@ mod tests {
     fn fields() -> CredentialFields {
         CredentialFields {
             id: "c1".into(),
-            workspace_id: "ws".into(),
+            workspace_id: Some("ws".into()),
             provider: "openai".into(),
             name: None,
             key: SecretString::from("sk-canary-SECRET-123456"),
@@ -342,6 +377,9 @@ mod tests {
             created_at: "2025-01-01T00:00:00Z".into(),
             disabled: false,
             is_fallback: false,
+            is_required: false,
+            is_byok_only: false,
+            declared_zdr: None,
             sort_order: 0,
             allowed_api_key_hashes: None,
             allowed_models: None,
@@ -370,7 +408,11 @@ mod tests {
             ("id: must not be empty", |f| f.id.clear()),
             ("id: must be visible ASCII", |f| f.id = "a b".into()),
             ("workspace_id: must not be empty", |f| {
-                f.workspace_id.clear()
+                f.workspace_id = Some(String::new())
+            }),
+            ("is_byok_only: cannot be set on a fallback", |f| {
+                f.is_byok_only = true;
+                f.is_fallback = true;
             }),
             ("provider: unknown provider", |f| f.provider = "nope".into()),
             ("name: longer than 255", |f| f.name = Some("n".repeat(256))),

@@ -88,6 +88,9 @@ pub struct Snapshot {
     keys: DashMap<KeyHash, Arc<ApiKey>, RandomState>,
     providers: Providers,
     workspaces: DashMap<Box<str>, Arc<WorkspaceGroups>, RandomState>,
+    /// Per provider, the group of the global credentials alone: for the
+    /// workspaces with none of their own for that provider.
+    globals: DashMap<Box<str>, Arc<[Candidate]>, RandomState>,
     by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
     /// Serialises in-place changes: each rebuilds a group from `by_id`.
     writer: Mutex<()>,
@@ -153,7 +156,11 @@ impl Snapshot {
             keys.insert(k.hash, Arc::new(k));
         }
         let by_id = DashMap::with_capacity_and_hasher(credentials.len(), RandomState::default());
-        let mut grouped: HashMap<(String, String), Vec<Arc<Credential>>> = HashMap::default();
+        // Each workspace's group of a provider holds its own credentials and
+        // the global ones; a workspace with none of its own uses the global
+        // group alone.
+        let mut own: HashMap<(String, String), Vec<Arc<Credential>>> = HashMap::default();
+        let mut global: HashMap<String, Vec<Arc<Credential>>> = HashMap::default();
         for cred in credentials {
             let cred = Arc::new(cred);
             if by_id
@@ -164,13 +171,19 @@ impl Snapshot {
                     id: cred.id.clone(),
                 });
             }
-            grouped
-                .entry((cred.workspace_id.clone(), cred.provider.clone()))
-                .or_default()
-                .push(cred);
+            match &cred.workspace_id {
+                Some(ws) => own
+                    .entry((ws.clone(), cred.provider.clone()))
+                    .or_default()
+                    .push(cred),
+                None => global.entry(cred.provider.clone()).or_default().push(cred),
+            }
         }
         let mut by_workspace: HashMap<Box<str>, WorkspaceGroups> = HashMap::default();
-        for ((ws, provider), creds) in grouped {
+        for ((ws, provider), mut creds) in own {
+            if let Some(g) = global.get(&provider) {
+                creds.extend(g.iter().cloned());
+            }
             let list = policy::group(&creds, &providers)?;
             if !list.is_empty() {
                 by_workspace
@@ -184,6 +197,13 @@ impl Snapshot {
         for (ws, groups) in by_workspace {
             workspaces.insert(ws, Arc::new(groups));
         }
+        let globals = DashMap::with_hasher(RandomState::default());
+        for (provider, creds) in global {
+            let list = policy::group(&creds, &providers)?;
+            if !list.is_empty() {
+                globals.insert(provider.into_boxed_str(), list);
+            }
+        }
         Ok(Snapshot {
             generation: AtomicU64::new(0),
             loaded_at: SystemTime::now(),
@@ -191,6 +211,7 @@ impl Snapshot {
             keys,
             providers,
             workspaces,
+            globals,
             by_id,
             writer: Mutex::new(()),
         })
@@ -230,8 +251,14 @@ impl Snapshot {
         workspace_id: &str,
         provider: &str,
     ) -> Option<Arc<[Candidate]>> {
-        let groups = self.workspaces.get(workspace_id)?;
-        groups.get(provider).cloned()
+        if let Some(list) = self
+            .workspaces
+            .get(workspace_id)
+            .and_then(|groups| groups.get(provider).cloned())
+        {
+            return Some(list);
+        }
+        self.globals.get(provider).map(|g| Arc::clone(&g))
     }
 
     /// The per-request limits.
@@ -304,9 +331,9 @@ impl Snapshot {
         if let Some(old) =
             old.filter(|o| (&o.workspace_id, &o.provider) != (&cred.workspace_id, &cred.provider))
         {
-            self.rebuild(&old.workspace_id, &old.provider)?;
+            self.rebuild(old.workspace_id.as_deref(), &old.provider)?;
         }
-        self.rebuild(&cred.workspace_id, &cred.provider)
+        self.rebuild(cred.workspace_id.as_deref(), &cred.provider)
     }
 
     /// Removes one credential, in place; `false` if there was none.
@@ -314,7 +341,7 @@ impl Snapshot {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match self.by_id.remove(id) {
             Some((_, old)) => self
-                .rebuild(&old.workspace_id, &old.provider)
+                .rebuild(old.workspace_id.as_deref(), &old.provider)
                 .map(|()| true),
             None => Ok(false),
         }
@@ -331,29 +358,71 @@ impl Snapshot {
     }
 
     /// Rebuilds one (workspace, provider) group from `by_id`. Caller holds `writer`.
-    fn rebuild(&self, workspace_id: &str, provider: &str) -> Result<(), SnapshotError> {
-        let members: Vec<Arc<Credential>> = self
-            .by_id
-            .iter()
-            .filter(|e| e.workspace_id == workspace_id && e.provider == provider)
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        let list = policy::group(&members, &self.providers)?;
-        let mut groups: WorkspaceGroups = self
-            .workspaces
-            .get(workspace_id)
-            .map(|g| (**g).clone())
-            .unwrap_or_default();
-        if list.is_empty() {
-            groups.remove(provider);
-        } else {
-            groups.insert(provider.into(), list);
+    /// Rebuilds the groups a change of a credential of `workspace_id` (or a
+    /// global one: `None`) for `provider` touches: that workspace's, or for a
+    /// global credential every workspace's of that provider and the global
+    /// group. One pass over the credentials either way.
+    fn rebuild(&self, workspace_id: Option<&str>, provider: &str) -> Result<(), SnapshotError> {
+        let mut global: Vec<Arc<Credential>> = Vec::new();
+        let mut own: HashMap<Box<str>, Vec<Arc<Credential>>> = HashMap::default();
+        for e in self.by_id.iter().filter(|e| e.provider == provider) {
+            match (&e.workspace_id, workspace_id) {
+                (None, _) => global.push(Arc::clone(e.value())),
+                (Some(ws), Some(changed)) if ws != changed => {}
+                (Some(ws), _) => own
+                    .entry(ws.as_str().into())
+                    .or_default()
+                    .push(Arc::clone(e.value())),
+            }
         }
-        if groups.is_empty() {
-            self.workspaces.remove(workspace_id);
-        } else {
-            self.workspaces
-                .insert(workspace_id.into(), Arc::new(groups));
+        let mut touched: Vec<Box<str>> = match workspace_id {
+            Some(ws) => vec![ws.into()],
+            // Every workspace with a group of this provider (its own
+            // credentials are in `own`; its group also held the globals).
+            None => self
+                .workspaces
+                .iter()
+                .filter(|g| g.contains_key(provider))
+                .map(|g| g.key().clone())
+                .chain(own.keys().cloned())
+                .collect(),
+        };
+        touched.sort_unstable();
+        touched.dedup();
+        for ws in touched {
+            let mut members = own.remove(&ws).unwrap_or_default();
+            members.extend(global.iter().cloned());
+            // A workspace with no credential of its own is served by the
+            // global group: it keeps no copy.
+            let has_own = members.iter().any(|c| c.workspace_id.is_some());
+            let list = if has_own {
+                policy::group(&members, &self.providers)?
+            } else {
+                Arc::from(Vec::new())
+            };
+            let mut groups: WorkspaceGroups = self
+                .workspaces
+                .get(&*ws)
+                .map(|g| (**g).clone())
+                .unwrap_or_default();
+            if list.is_empty() {
+                groups.remove(provider);
+            } else {
+                groups.insert(provider.into(), list);
+            }
+            if groups.is_empty() {
+                self.workspaces.remove(&*ws);
+            } else {
+                self.workspaces.insert(ws, Arc::new(groups));
+            }
+        }
+        if workspace_id.is_none() {
+            let list = policy::group(&global, &self.providers)?;
+            if list.is_empty() {
+                self.globals.remove(provider);
+            } else {
+                self.globals.insert(provider.into(), list);
+            }
         }
         Ok(())
     }
@@ -457,6 +526,72 @@ mod tests {
         assert_eq!(ids, ["b", "a"]);
         assert!(snap.candidates("ws", "anthropic").is_none());
         assert_eq!(snap.credentials().len(), 4);
+    }
+
+    /// Writes in place keep every workspace's group equal to a snapshot
+    /// built from scratch, global credentials included.
+    #[test]
+    fn in_place_writes_with_global_credentials_match_a_fresh_build() {
+        fn global(id: &str, order: i64) -> Credential {
+            let mut c = Credential::for_tests(id, "-", "openai");
+            c.workspace_id = None;
+            c.sort_order = order;
+            c
+        }
+        fn own(id: &str, ws: &str, order: i64) -> Credential {
+            let mut c = Credential::for_tests(id, ws, "openai");
+            c.sort_order = order;
+            c
+        }
+        type Step = fn(&Snapshot, &mut Vec<Credential>);
+        let ids = |snap: &Snapshot, ws: &str| -> Vec<String> {
+            snap.candidates(ws, "openai")
+                .map(|g| g.iter().map(|c| c.record.id.clone()).collect())
+                .unwrap_or_default()
+        };
+        let build = |creds: Vec<Credential>| {
+            Snapshot::build(Settings::default(), Providers::builtins(), vec![], creds).unwrap()
+        };
+        let snap = build(vec![own("a1", "a", 1), own("b1", "b", 3)]);
+        let mut now = vec![own("a1", "a", 1), own("b1", "b", 3)];
+        let steps: [Step; 6] = [
+            |s, v| {
+                s.upsert_credential(global("g1", 2)).unwrap();
+                v.push(global("g1", 2));
+            },
+            |s, v| {
+                s.upsert_credential(global("g0", 0)).unwrap();
+                v.push(global("g0", 0));
+            },
+            // A workspace credential becomes global, and back.
+            |s, v| {
+                s.upsert_credential(global("a1", 5)).unwrap();
+                v.retain(|c| c.id != "a1");
+                v.push(global("a1", 5));
+            },
+            |s, v| {
+                s.upsert_credential(own("a1", "a", 1)).unwrap();
+                v.retain(|c| c.id != "a1");
+                v.push(own("a1", "a", 1));
+            },
+            |s, v| {
+                assert!(s.remove_credential("g1").unwrap());
+                v.retain(|c| c.id != "g1");
+            },
+            |s, v| {
+                assert!(s.remove_credential("b1").unwrap());
+                v.retain(|c| c.id != "b1");
+            },
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&snap, &mut now);
+            let fresh = build(now.clone());
+            for ws in ["a", "b", "c"] {
+                assert_eq!(ids(&snap, ws), ids(&fresh, ws), "step {i}, workspace {ws}");
+            }
+        }
+        assert_eq!(ids(&snap, "a"), ["g0", "a1"]);
+        assert_eq!(ids(&snap, "c"), ["g0"]);
     }
 
     #[test]

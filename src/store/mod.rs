@@ -296,12 +296,15 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 /// A credential row before its secret is opened.
 pub(crate) struct RawCredential {
     pub(crate) id: String,
-    pub(crate) workspace_id: String,
+    pub(crate) workspace_id: Option<String>,
     pub(crate) provider: String,
     pub(crate) name: Option<String>,
     pub(crate) created_at: String,
     pub(crate) disabled: bool,
     pub(crate) is_fallback: bool,
+    pub(crate) is_required: bool,
+    pub(crate) is_byok_only: bool,
+    pub(crate) declared_zdr: Option<bool>,
     pub(crate) sort_order: i64,
     pub(crate) allowed_api_key_hashes: Option<String>,
     pub(crate) allowed_models: Option<String>,
@@ -345,6 +348,9 @@ impl RawCredential {
             created_at: self.created_at,
             disabled: self.disabled,
             is_fallback: self.is_fallback,
+            is_required: self.is_required,
+            is_byok_only: self.is_byok_only,
+            declared_zdr: self.declared_zdr,
             sort_order: self.sort_order,
             base_url: self.base_url,
         };
@@ -355,7 +361,8 @@ impl RawCredential {
 /// The credential columns, in the order both backends bind them.
 pub(crate) const CRED_COLUMNS: &str =
     "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
-     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret";
+     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret, \
+     is_required, is_byok_only, declared_zdr";
 
 /// A credential ready to be written: lists as JSON text, the secret sealed.
 /// Bound in [`CRED_COLUMNS`] order by each backend, for INSERT and UPDATE alike.

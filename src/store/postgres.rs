@@ -30,7 +30,7 @@ BEGIN;
 SELECT pg_advisory_xact_lock(735201);
 CREATE TABLE IF NOT EXISTS byok_credentials (
     id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
+    workspace_id TEXT,
     provider TEXT NOT NULL,
     name TEXT,
     created_at TEXT NOT NULL,
@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS byok_credentials (
     secret BYTEA,
     deleted_at TEXT
 );
+-- Added after the first version; a database made by it is brought up to
+-- date here (NULL workspace_id: a global credential).
+ALTER TABLE byok_credentials ALTER COLUMN workspace_id DROP NOT NULL;
+ALTER TABLE byok_credentials ADD COLUMN IF NOT EXISTS is_required BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE byok_credentials ADD COLUMN IF NOT EXISTS is_byok_only BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE byok_credentials ADD COLUMN IF NOT EXISTS declared_zdr BOOLEAN;
 CREATE TABLE IF NOT EXISTS byok_api_keys (
     hash TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
@@ -432,8 +438,9 @@ impl PgStore {
     }
 }
 
-/// `$1, …, $15`: one placeholder per credential column.
-const PLACEHOLDERS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15";
+/// `$1, …, $18`: one placeholder per credential column.
+const PLACEHOLDERS: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18";
 
 /// Rewrites every column of the row with id `$1`.
 fn update_sql() -> String {
@@ -441,7 +448,7 @@ fn update_sql() -> String {
 }
 
 /// The row's values in [`CRED_COLUMNS`] order.
-fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 15] {
+fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 18] {
     let r = row.rec;
     [
         &r.id,
@@ -459,6 +466,9 @@ fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a (dyn tokio_postgres::types::ToSql + 
         &row.sealed.key_id,
         &row.sealed.nonce,
         &row.sealed.ciphertext,
+        &r.is_required,
+        &r.is_byok_only,
+        &r.declared_zdr,
     ]
 }
 
@@ -497,6 +507,9 @@ fn raw_credential(row: &Row) -> Result<RawCredential, StoreError> {
         key_id: row.try_get(12).map_err(get)?,
         nonce: row.try_get(13).map_err(get)?,
         secret: row.try_get(14).map_err(get)?,
+        is_required: row.try_get(15).map_err(get)?,
+        is_byok_only: row.try_get(16).map_err(get)?,
+        declared_zdr: row.try_get(17).map_err(get)?,
     })
 }
 

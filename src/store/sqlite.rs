@@ -12,12 +12,17 @@ use super::{
 };
 use crate::domain::KeyHash;
 
-const SCHEMA: &str = "
+const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA busy_timeout = 5000;
+";
+
+/// The credentials table as this version writes it (`workspace_id` NULL: a
+/// global credential).
+const CREDENTIALS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS byok_credentials (
     id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
+    workspace_id TEXT,
     provider TEXT NOT NULL,
     name TEXT,
     created_at TEXT NOT NULL,
@@ -31,8 +36,14 @@ CREATE TABLE IF NOT EXISTS byok_credentials (
     key_id TEXT,
     nonce BLOB,
     secret BLOB,
-    deleted_at TEXT
+    deleted_at TEXT,
+    is_required INTEGER NOT NULL DEFAULT 0,
+    is_byok_only INTEGER NOT NULL DEFAULT 0,
+    declared_zdr INTEGER
 );
+";
+
+const API_KEYS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS byok_api_keys (
     hash TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
@@ -42,6 +53,39 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     created_at TEXT NOT NULL
 );
 ";
+
+/// The columns of the first version's credentials table (`workspace_id`
+/// NOT NULL, without `is_required`, `is_byok_only`, `declared_zdr`).
+const V1_COLUMNS: &str = "id, workspace_id, provider, name, created_at, disabled, is_fallback, \
+    sort_order, allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, \
+    secret, deleted_at";
+
+/// Creates the tables, or brings a first-version database up to this one:
+/// SQLite cannot drop a NOT NULL, so the credentials table is copied into
+/// the new layout (the new flags false, `declared_zdr` NULL), in one
+/// transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(PRAGMAS)?;
+    let tx = conn.transaction()?;
+    let old: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('byok_credentials')) \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('byok_credentials') WHERE name = 'is_required')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old {
+        tx.execute_batch("ALTER TABLE byok_credentials RENAME TO byok_credentials_v1")?;
+        tx.execute_batch(CREDENTIALS_TABLE)?;
+        tx.execute_batch(&format!(
+            "INSERT INTO byok_credentials ({V1_COLUMNS}) SELECT {V1_COLUMNS} FROM byok_credentials_v1; \
+             DROP TABLE byok_credentials_v1;"
+        ))?;
+    } else {
+        tx.execute_batch(CREDENTIALS_TABLE)?;
+    }
+    tx.execute_batch(API_KEYS_TABLE)?;
+    tx.commit()
+}
 
 /// An embedded SQLite store.
 pub(crate) struct SqliteStore {
@@ -64,8 +108,8 @@ impl SqliteStore {
     pub(crate) async fn open(path: &str, keyring: Keyring) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let conn = Connection::open(&path).map_err(db)?;
-            conn.execute_batch(SCHEMA).map_err(db)?;
+            let mut conn = Connection::open(&path).map_err(db)?;
+            migrate(&mut conn).map_err(db)?;
             Ok(conn)
         })
         .await
@@ -240,8 +284,9 @@ impl SqliteStore {
     }
 }
 
-/// `?1, …, ?15`: one placeholder per credential column.
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15";
+/// `?1, …, ?18`: one placeholder per credential column.
+const PLACEHOLDERS: &str =
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18";
 
 /// Rewrites every column of a credential's row (the secret re-sealed).
 fn write(
@@ -258,7 +303,7 @@ fn write(
 }
 
 /// The row's values in [`CRED_COLUMNS`] order.
-fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a dyn rusqlite::ToSql; 15] {
+fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a dyn rusqlite::ToSql; 18] {
     let r = row.rec;
     [
         &r.id,
@@ -276,6 +321,9 @@ fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a dyn rusqlite::ToSql; 15] {
         &row.sealed.key_id,
         &row.sealed.nonce,
         &row.sealed.ciphertext,
+        &r.is_required,
+        &r.is_byok_only,
+        &r.declared_zdr,
     ]
 }
 
@@ -296,6 +344,9 @@ fn raw_credential(row: &Row<'_>) -> rusqlite::Result<RawCredential> {
         key_id: row.get(12)?,
         nonce: row.get(13)?,
         secret: row.get(14)?,
+        is_required: row.get(15)?,
+        is_byok_only: row.get(16)?,
+        declared_zdr: row.get(17)?,
     })
 }
 

@@ -64,7 +64,11 @@ fn examples() -> Value {
 }
 
 /// From the examples: each field's allowed JSON types, and the required fields.
-fn byok_key_schema(ex: &Value) -> (BTreeMap<String, BTreeSet<&'static str>>, BTreeSet<String>) {
+/// With `today`, the fields OpenRouter added since (SPEC §2) too.
+fn byok_key_schema(
+    ex: &Value,
+    today: bool,
+) -> (BTreeMap<String, BTreeSet<&'static str>>, BTreeSet<String>) {
     let samples = [
         &ex["byok_key_with_hash_allowlist"],
         &ex["list_response"]["data"][0],
@@ -94,16 +98,31 @@ fn byok_key_schema(ex: &Value) -> (BTreeMap<String, BTreeSet<&'static str>>, BTr
             t.clone_from(&pooled);
         }
     }
-    let required = required.unwrap();
+    let mut required = required.unwrap();
     let optional: Vec<&String> = types.keys().filter(|k| !required.contains(*k)).collect();
     assert_eq!(optional, ["name"], "the examples changed");
-    assert_eq!(types.len(), 12, "SPEC §2 has 12 fields");
+    assert_eq!(types.len(), 12, "the seed's examples have 12 fields");
+    if !today {
+        return (types, required);
+    }
+    // SPEC §2: the fields OpenRouter added since the seed's examples, in
+    // every response, and a global credential's `workspace_id: null`.
+    for (field, kinds) in [
+        ("is_required", &["bool"][..]),
+        ("is_byok_only", &["bool"]),
+        ("declared_zdr", &["bool", "null"]),
+    ] {
+        types.insert(field.into(), kinds.iter().copied().collect());
+        required.insert(field.into());
+    }
+    types.get_mut("workspace_id").unwrap().insert("null");
     (types, required)
 }
 
-/// Panics unless `item` has exactly OpenRouter's fields with OpenRouter's types.
-fn assert_byok_key_shape(item: &Value, ex: &Value) {
-    let (types, required) = byok_key_schema(ex);
+/// Panics unless `item` has exactly OpenRouter's fields with OpenRouter's
+/// types: today's, or with `today` false the seed examples' alone.
+fn assert_byok_key_shape(item: &Value, ex: &Value, today: bool) {
+    let (types, required) = byok_key_schema(ex, today);
     let obj = item
         .as_object()
         .unwrap_or_else(|| panic!("not an object: {item}"));
@@ -132,6 +151,7 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
             "sk-CANARY-shape-full-AbCd",
             &format!(
                 "name = \"Production OpenAI Key\"\nis_fallback = true\nsort_order = 3\n\
+                 is_required = true\ndeclared_zdr = true\n\
                  allowed_api_key_hashes = [\"{}\"]\nallowed_models = [\"openai/gpt-4o\", \"openai/*\"]\n\
                  allowed_user_ids = [\"user-1\"]",
                 hash(GW)
@@ -161,7 +181,7 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
     let items = list["data"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     for item in items {
-        assert_byok_key_shape(item, &ex);
+        assert_byok_key_shape(item, &ex, true);
         let id = item["id"].as_str().unwrap();
         // GET by id: {"data": the same object}.
         let one = admin_json(admin, &format!("/api/v1/byok/{id}")).await;
@@ -181,6 +201,9 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
             "created_at": "2025-08-24T10:30:00Z",
             "disabled": false,
             "is_fallback": true,
+            "is_required": true,
+            "is_byok_only": false,
+            "declared_zdr": true,
             "sort_order": 3,
             "allowed_api_key_hashes": [hash(GW)],
             "allowed_models": ["openai/gpt-4o", "openai/*"],
@@ -203,6 +226,9 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
             "created_at": "2024-02-29T23:59:59+02:00",
             "disabled": true,
             "is_fallback": false,
+            "is_required": false,
+            "is_byok_only": false,
+            "declared_zdr": null,
             "sort_order": -2,
             "allowed_api_key_hashes": null,
             "allowed_models": null,
@@ -215,8 +241,8 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
     assert!(short["allowed_user_ids"].is_null());
 
     // The examples themselves pass the same check (the check is not vacuous).
-    assert_byok_key_shape(&ex["byok_key_with_hash_allowlist"], &ex);
-    assert_byok_key_shape(&ex["list_response"]["data"][0], &ex);
+    assert_byok_key_shape(&ex["byok_key_with_hash_allowlist"], &ex, false);
+    assert_byok_key_shape(&ex["list_response"]["data"][0], &ex, false);
 
     let text = list.to_string();
     for secret in ["CANARY", "shape-full", "bare-", "sk-short"] {

@@ -14,6 +14,7 @@
     reason = "a test fails by panicking"
 )]
 
+mod migrate;
 mod node;
 mod pg;
 mod relay;
