@@ -69,6 +69,7 @@ fn api_keys() -> Vec<ApiKey> {
                 name: None,
                 disabled: false,
                 created_at: None,
+                require_zdr: false,
             })
             .expect("valid key")
         })

@@ -67,9 +67,11 @@ pub mod server;
 mod store;
 
 pub use config::{AdminConfig, Config, ConfigError, ServerConfig, StoreConfig, TlsConfig};
-pub use domain::{ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, Upstream};
+pub use domain::{
+    ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, SharedTier, Upstream,
+};
 pub use metrics::Metrics;
-pub use policy::{Ask, CompileError, Denial, RefusedBy};
+pub use policy::{Ask, CompileError, Denial, RefusedBy, Tier};
 pub use proxy::{
     decide, Attempt, ByokBody, ByokLayer, ByokService, ForwardBody, Forwarder, ForwarderOptions,
     IdleTimeout, Rejection,

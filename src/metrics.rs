@@ -27,6 +27,7 @@ struct RequestLabels {
 struct AttemptLabels {
     provider: Arc<str>,
     credential_id: Arc<str>,
+    tier: &'static str,
     status_class: &'static str,
 }
 
@@ -220,12 +221,14 @@ impl Metrics {
         &self,
         provider: &Arc<str>,
         credential_id: &Arc<str>,
+        tier: &'static str,
         status_class: &'static str,
     ) {
         self.attempts
             .get_or_create(&AttemptLabels {
                 provider: Arc::clone(provider),
                 credential_id: Arc::clone(credential_id),
+                tier,
                 status_class,
             })
             .inc();
@@ -276,7 +279,7 @@ mod tests {
         m.request(&openai, "forwarded");
         m.request(&openai, "forwarded");
         m.request(&unknown, "unknown_provider");
-        m.attempt(&openai, &"c1".into(), "5xx");
+        m.attempt(&openai, &"c1".into(), "byok", "5xx");
         m.failover(&openai);
         m.timings(&openai, 0.000_01, Some(0.2));
         m.reload(true);
@@ -285,7 +288,7 @@ mod tests {
         for needle in [
             r#"byok_requests_total{provider="openai",outcome="forwarded"} 2"#,
             r#"byok_requests_total{provider="unknown",outcome="unknown_provider"} 1"#,
-            r#"byok_upstream_attempts_total{provider="openai",credential_id="c1",status_class="5xx"} 1"#,
+            r#"byok_upstream_attempts_total{provider="openai",credential_id="c1",tier="byok",status_class="5xx"} 1"#,
             r#"byok_failovers_total{provider="openai"} 1"#,
             r#"byok_proxy_own_seconds_count{provider="openai"} 1"#,
             r#"byok_upstream_wait_seconds_count{provider="openai"} 1"#,

@@ -201,6 +201,8 @@ pub(crate) struct CreateApiKey {
     name: Option<String>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    require_zdr: bool,
 }
 
 impl CreateApiKey {
@@ -218,6 +220,7 @@ impl CreateApiKey {
             name: self.name,
             disabled: self.disabled,
             created_at: Some(now_rfc3339()),
+            require_zdr: self.require_zdr,
         };
         Ok((key, fields))
     }
@@ -231,12 +234,17 @@ pub(crate) struct UpdateApiKey {
     name: Patch<String>,
     #[serde(default)]
     disabled: Option<bool>,
+    #[serde(default)]
+    require_zdr: Option<bool>,
 }
 
 impl UpdateApiKey {
     /// Applies the patch.
     pub(crate) fn apply(self, rec: &mut ApiKeyFields) {
         self.name.apply(&mut rec.name);
+        if let Some(v) = self.require_zdr {
+            rec.require_zdr = v;
+        }
         if let Some(v) = self.disabled {
             rec.disabled = v;
         }
@@ -420,6 +428,7 @@ mod tests {
                 name: None,
                 disabled: false,
                 created_at: Some("2025-01-01T00:00:00Z".into()),
+                require_zdr: false,
             };
             let from_row = match store::api_key(row.clone()) {
                 Err(store::StoreError::BadRow { why, .. }) => why,

@@ -494,6 +494,7 @@ fn key_json(k: &ApiKey) -> serde_json::Value {
         "user_id": &*k.user_id,
         "name": k.name,
         "disabled": k.disabled,
+        "require_zdr": k.require_zdr,
     })
 }
 

@@ -29,7 +29,7 @@ pub use tls::TlsConfig;
 
 use crate::domain::{
     valid_slug, ApiKey, ApiKeyFields, AuthScheme, Credential, CredentialFields, FieldErrors,
-    KeyHash, Provider, Providers, Upstream,
+    KeyHash, Provider, Providers, SharedTier, Upstream,
 };
 
 /// A config that parsed and validated.
@@ -47,6 +47,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// `[[credentials]]`, validated.
     pub credentials: Vec<Credential>,
+    /// `[shared]`: the operator's shared tier, when configured.
+    pub shared: Option<SharedTier>,
 }
 
 /// `[server]`, validated.
@@ -205,6 +207,14 @@ struct RawConfig {
     api_keys: Vec<RawApiKey>,
     #[serde(default)]
     credentials: Vec<RawCredential>,
+    shared: Option<RawShared>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    workspace_id: String,
+    workspaces: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +273,7 @@ struct RawAdmin {
 struct RawProvider {
     base_url: Option<String>,
     auth: Option<AuthScheme>,
+    zdr: Option<bool>,
     #[serde(default)]
     headers: BTreeMap<String, SecretString>,
 }
@@ -276,6 +287,8 @@ struct RawApiKey {
     name: Option<String>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    require_zdr: bool,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +404,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let providers = validate_providers(raw.providers, &mut errs);
     let api_keys = validate_api_keys(raw.api_keys, &mut errs);
     let credentials = validate_credentials(raw.credentials, &providers, &mut errs);
+    let shared = raw.shared.map(|s| validate_shared(s, &mut errs));
     match (server, errs.0.is_empty()) {
         (Some(server), true) => Ok(Config {
             server,
@@ -399,6 +413,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             providers,
             api_keys,
             credentials,
+            shared,
         }),
         _ => Err(ConfigError::Invalid(errs.0)),
     }
@@ -644,7 +659,11 @@ fn validate_providers(raw: BTreeMap<String, RawProvider>, errs: &mut Errors) -> 
             upstream: None,
             auth: AuthScheme::Bearer,
             headers: Vec::new(),
+            zdr: false,
         });
+        if let Some(zdr) = p.zdr {
+            entry.zdr = zdr;
+        }
         if upstream.is_some() {
             entry.upstream = upstream;
         }
@@ -659,6 +678,35 @@ fn validate_providers(raw: BTreeMap<String, RawProvider>, errs: &mut Errors) -> 
     providers
 }
 
+/// `[shared]`: a workspace id, and `["*"]` or a list of workspace ids.
+fn validate_shared(raw: RawShared, errs: &mut Errors) -> SharedTier {
+    non_empty("shared.workspace_id", &raw.workspace_id, errs);
+    let all = raw.workspaces.iter().any(|w| w == "*");
+    if raw.workspaces.is_empty() {
+        errs.at(
+            "shared.workspaces",
+            "lists no workspace: use [\"*\"] for every workspace, or leave [shared] out",
+        );
+    } else if all && raw.workspaces.len() > 1 {
+        errs.at(
+            "shared.workspaces",
+            "\"*\" means every workspace: it stands alone",
+        );
+    }
+    for (i, w) in raw.workspaces.iter().enumerate() {
+        non_empty(format_args!("shared.workspaces[{i}]"), w, errs);
+    }
+    SharedTier {
+        workspace_id: raw.workspace_id.into(),
+        workspaces: (!all).then(|| {
+            raw.workspaces
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect()
+        }),
+    }
+}
+
 fn validate_api_keys(raw: Vec<RawApiKey>, errs: &mut Errors) -> Vec<ApiKey> {
     let mut seen: HashMap<KeyHash, usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -671,6 +719,7 @@ fn validate_api_keys(raw: Vec<RawApiKey>, errs: &mut Errors) -> Vec<ApiKey> {
             name: k.name,
             disabled: k.disabled,
             created_at: None,
+            require_zdr: k.require_zdr,
         };
         let duplicate = KeyHash::from_hex(&fields.hash).and_then(|h| seen.insert(h, i));
         if let Some(first) = duplicate {

@@ -23,6 +23,8 @@ pub struct ApiKeyFields {
     pub disabled: bool,
     /// RFC 3339, when known.
     pub created_at: Option<String>,
+    /// Only zero-data-retention credentials may serve it.
+    pub require_zdr: bool,
 }
 
 /// A gateway API key that obeys every rule (the raw key is never held).
@@ -41,6 +43,9 @@ pub struct ApiKey {
     pub disabled: bool,
     /// RFC 3339, when known.
     pub created_at: Option<String>,
+    /// Only credentials declared zero-data-retention (or of a ZDR
+    /// provider) may serve it (SPEC §5).
+    pub require_zdr: bool,
 }
 
 impl ApiKey {
@@ -74,6 +79,7 @@ impl ApiKey {
                 name: f.name,
                 disabled: f.disabled,
                 created_at: f.created_at,
+                require_zdr: f.require_zdr,
             }),
             _ => Err(errs),
         }
@@ -88,6 +94,7 @@ impl ApiKey {
             name: self.name.clone(),
             disabled: self.disabled,
             created_at: self.created_at.clone(),
+            require_zdr: self.require_zdr,
         }
     }
 }
@@ -105,6 +112,7 @@ mod tests {
             name: None,
             disabled: false,
             created_at: None,
+            require_zdr: false,
         };
         type Edit = fn(&mut ApiKeyFields);
         let cases: &[(&str, Edit)] = &[

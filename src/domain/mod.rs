@@ -14,6 +14,7 @@ mod credential;
 pub(crate) mod headers;
 mod key_hash;
 mod provider;
+mod shared;
 
 use std::fmt;
 
@@ -23,6 +24,7 @@ pub use credential::{label_for, Credential, CredentialFields, MAX_LIST, MAX_NAME
 pub use key_hash::KeyHash;
 pub(crate) use provider::valid_slug;
 pub use provider::{AuthScheme, Dialect, Provider, Providers, Upstream};
+pub use shared::SharedTier;
 
 /// One broken rule: where (`allowed_models[1]`) and what (`must not be empty`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -149,6 +149,9 @@ pub struct Provider {
     pub auth: AuthScheme,
     /// Headers added upstream when the client sent none of that name.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What a credential's `declared_zdr = null` inherits: whether the
+    /// operator's account with this provider retains no data.
+    pub zdr: bool,
 }
 
 /// The error shape a provider's own SDK reads (SPEC §6): the proxy's
@@ -228,6 +231,7 @@ impl Providers {
                     .iter()
                     .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
                     .collect(),
+                zdr: false,
             })
             .collect()
     }

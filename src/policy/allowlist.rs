@@ -75,6 +75,14 @@ impl Allowlists {
         Ok(())
     }
 
+    /// Whether `allowed_models` admits the request's model (`null` admits
+    /// every model, a known one or not).
+    pub(crate) fn models_admit(&self, ask: &Ask<'_>) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|m| ask.model.is_some_and(|model| m.admits(model)))
+    }
+
     /// Every list that refuses, for the denial message.
     pub(super) fn refusals(&self, ask: &Ask<'_>, into: &mut RefusedBy) {
         let key_ok = self
@@ -242,6 +250,7 @@ mod tests {
                 model,
                 also: &[],
                 lists_unreadable: false,
+                require_zdr: false,
             };
         let k1s: &'static KeyHash = Box::leak(Box::new(k1));
         let k2s: &'static KeyHash = Box::leak(Box::new(k2));

@@ -20,6 +20,8 @@ pub(crate) struct Candidate {
     pub(crate) id_value: HeaderValue,
     /// The id again, shared as a metrics label.
     pub(crate) id_label: Arc<str>,
+    /// Declared zero-data-retention (`declared_zdr`, else the provider's).
+    pub(crate) zdr: bool,
 }
 
 impl fmt::Debug for Candidate {
@@ -100,6 +102,7 @@ pub(crate) fn compile(
         auth_value,
         id_value,
         id_label: Arc::from(cred.id.as_str()),
+        zdr: cred.declared_zdr.unwrap_or(provider.zdr),
     }))
 }
 
@@ -129,6 +132,7 @@ impl Candidate {
             auth_value: HeaderValue::from_static("Bearer x"),
             id_value: HeaderValue::from_str(&cred.id).unwrap_or_else(|_| unreachable!()),
             id_label: Arc::from(cred.id.as_str()),
+            zdr: cred.declared_zdr.unwrap_or(false),
             record: Arc::new(cred),
         }
     }
@@ -152,6 +156,7 @@ mod tests {
             model: Some("gpt-4o-mini"),
             also: &also,
             lists_unreadable: false,
+            require_zdr: false,
         };
         // (provider, base_url, admitted)
         let cases = [

@@ -3,14 +3,17 @@
 //! Nothing here does I/O, nor knows about HTTP requests. A credential is
 //! compiled once, when the registry takes it in ([`compile`]), into a
 //! [`Candidate`]: allowlists as hash sets, auth header pre-built. Groups are
-//! stored pre-sorted by [`order`]; [`admitted`] filters them lazily and
-//! [`deny`] explains a refusal as a [`Denial`].
+//! stored pre-sorted by [`order`]. A request's [`Plan`] holds its
+//! workspace's group and, where it may use it, the shared tier's;
+//! [`admitted`] walks them lazily in tier order and [`deny`] explains a
+//! refusal as a [`Denial`].
 
 mod allowlist;
 mod candidate;
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 pub(crate) use allowlist::Allowlists;
 pub use candidate::CompileError;
@@ -27,6 +30,9 @@ pub struct RefusedBy {
     pub models: u32,
     /// Credentials whose `allowed_user_ids` did not admit the user.
     pub user_ids: u32,
+    /// Credentials not declared zero-data-retention, for a key that
+    /// requires it.
+    pub zdr: u32,
 }
 
 impl fmt::Display for RefusedBy {
@@ -42,6 +48,14 @@ impl fmt::Display for RefusedBy {
                 write!(f, "{sep}{list} of {n} credential{plural}")?;
                 sep = ", ";
             }
+        }
+        if self.zdr > 0 {
+            let n = self.zdr;
+            let (plural, verb) = if n == 1 { ("", "is") } else { ("s", "are") };
+            write!(
+                f,
+                "{sep}zero data retention: the key requires it and {n} credential{plural} {verb} not declared ZDR"
+            )?;
         }
         Ok(())
     }
@@ -74,6 +88,62 @@ pub struct Ask<'a> {
     /// The body has such lists but they do not read as lists of models: a
     /// credential whose upstream serves them admits nothing.
     pub lists_unreadable: bool,
+    /// The gateway key requires zero data retention: only credentials
+    /// declared ZDR (or of a ZDR provider) may serve it.
+    pub require_zdr: bool,
+}
+
+/// The tier a candidate comes from (SPEC §5), sent in `x-byok-tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The workspace's own credentials and the global ones, fallback or not.
+    Byok,
+    /// The operator's shared tier (`[shared]`).
+    Shared,
+}
+
+impl Tier {
+    /// `byok` or `shared`: the header value, log field and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Byok => "byok",
+            Tier::Shared => "shared",
+        }
+    }
+}
+
+/// What may serve one workspace's requests to one provider: its BYOK group
+/// (its own credentials and the global ones, non-fallback first), and the
+/// shared tier's group where the workspace may use it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    pub(crate) byok: Option<Arc<[Candidate]>>,
+    pub(crate) shared: Option<Arc<[Candidate]>>,
+}
+
+impl Plan {
+    fn byok(&self) -> &[Candidate] {
+        self.byok.as_deref().unwrap_or(&[])
+    }
+
+    fn shared(&self) -> &[Candidate] {
+        self.shared.as_deref().unwrap_or(&[])
+    }
+}
+
+/// Whether `c` may serve `ask`: its allowlists admit it, and it is ZDR
+/// where the key requires that.
+fn admits(c: &Candidate, ask: &Ask<'_>) -> bool {
+    c.allowlists.check(ask).is_ok() && (!ask.require_zdr || c.zdr)
+}
+
+/// Whether the BYOK group closes the shared tier to `ask` (SPEC §5): an
+/// enabled credential, fallback or not, with `is_byok_only`, or with
+/// `is_required` and an `allowed_models` admitting the model. Their other
+/// allowlists play no part.
+pub(crate) fn shared_closed(byok: &[Candidate], ask: &Ask<'_>) -> bool {
+    byok.iter()
+        .any(|c| c.record.is_byok_only || (c.record.is_required && c.allowlists.models_admit(ask)))
 }
 
 /// The one order of candidates: non-fallback before fallback; then `sort_order`,
@@ -87,24 +157,44 @@ pub(crate) fn order(a: &Credential, b: &Credential) -> Ordering {
     ))
 }
 
-/// The candidates that admit `ask`, in order, lazily.
+/// The candidates that may serve `ask`, in tier order, lazily: the BYOK
+/// non-fallback ones, the shared tier unless closed, the BYOK fallback ones.
 pub(crate) fn admitted<'c>(
-    group: &'c [Candidate],
+    plan: &'c Plan,
     ask: &'c Ask<'c>,
-) -> impl Iterator<Item = &'c Candidate> + 'c {
-    group
-        .iter()
-        .filter(move |c| c.allowlists.check(ask).is_ok())
+) -> impl Iterator<Item = (Tier, &'c Candidate)> + 'c {
+    let byok = plan.byok();
+    // Pre-sorted: the fallback ones come last.
+    let split = byok.partition_point(|c| !c.record.is_fallback);
+    let (first, fallback) = byok.split_at(split);
+    let shared = if plan.shared().is_empty() || shared_closed(byok, ask) {
+        &[][..]
+    } else {
+        plan.shared()
+    };
+    let tagged = |tier: Tier, list: &'c [Candidate]| list.iter().map(move |c| (tier, c));
+    tagged(Tier::Byok, first)
+        .chain(tagged(Tier::Shared, shared))
+        .chain(tagged(Tier::Byok, fallback))
+        .filter(move |(_, c)| admits(c, ask))
 }
 
-/// Why no candidate of `group` admitted `ask`.
-pub(crate) fn deny(group: &[Candidate], ask: &Ask<'_>) -> Denial {
-    if group.is_empty() {
+/// Why no candidate of `plan` admitted `ask`: no credential at all (none of
+/// the workspace's, none global, and no open shared tier), or which
+/// allowlists refused.
+pub(crate) fn deny(plan: &Plan, ask: &Ask<'_>) -> Denial {
+    let shared = if shared_closed(plan.byok(), ask) {
+        &[][..]
+    } else {
+        plan.shared()
+    };
+    if plan.byok().is_empty() && shared.is_empty() {
         return Denial::NoCredential;
     }
     let mut refused = RefusedBy::default();
-    for c in group {
+    for c in plan.byok().iter().chain(shared) {
         c.allowlists.refusals(ask, &mut refused);
+        refused.zdr += u32::from(ask.require_zdr && !c.zdr);
     }
     Denial::NoEligibleCredential(refused)
 }
@@ -154,23 +244,273 @@ mod tests {
         r1.allowed_user_ids = strs(&["u9"]);
         let mut r2 = cred("r2");
         r2.allowed_api_key_hashes = strs(&[&KeyHash::of(b"other").to_hex()]);
-        let group = vec![Candidate::for_tests(r1), Candidate::for_tests(r2)];
+        let plan = Plan {
+            byok: Some(Arc::from(vec![
+                Candidate::for_tests(r1),
+                Candidate::for_tests(r2),
+            ])),
+            shared: None,
+        };
         let ask = Ask {
             key_hash: Some(&k1),
             user_id: "u1",
             model: Some("o1"),
             also: &[],
             lists_unreadable: false,
+            require_zdr: false,
         };
-        assert_eq!(admitted(&group, &ask).count(), 0);
+        assert_eq!(admitted(&plan, &ask).count(), 0);
         assert_eq!(
-            deny(&group, &ask),
+            deny(&plan, &ask),
             Denial::NoEligibleCredential(RefusedBy {
                 api_key_hashes: 1,
                 models: 1,
-                user_ids: 1
+                user_ids: 1,
+                zdr: 0,
             })
         );
-        assert_eq!(deny(&[], &ask), Denial::NoCredential);
+        assert_eq!(deny(&Plan::default(), &ask), Denial::NoCredential);
+    }
+
+    /// One row of the tier table: the BYOK group's and the shared tier's
+    /// credentials (any order; disabled ones are dropped as the registry
+    /// drops them), the model, and the order of `(tier, id)` admitted.
+    struct Row {
+        name: &'static str,
+        byok: Vec<Credential>,
+        shared: Option<Vec<Credential>>,
+        model: &'static str,
+        require_zdr: bool,
+        want: &'static [(&'static str, &'static str)],
+    }
+
+    fn with(id: &str, edit: impl FnOnce(&mut Credential)) -> Credential {
+        let mut c = cred(id);
+        edit(&mut c);
+        c
+    }
+
+    fn list(creds: Vec<Credential>) -> Arc<[Candidate]> {
+        let creds: Vec<Arc<Credential>> = creds.into_iter().map(Arc::new).collect();
+        group(&creds, &crate::domain::Providers::builtins()).unwrap()
+    }
+
+    #[test]
+    fn tiers_table() {
+        let key = KeyHash::of(b"key");
+        let other_key = KeyHash::of(b"other").to_hex();
+        let fallback = |id| with(id, |c| c.is_fallback = true);
+        let shared = || Some(vec![cred("s")]);
+        let rows = vec![
+            Row {
+                name: "byok, then shared, then fallback",
+                byok: vec![fallback("f"), cred("a")],
+                shared: shared(),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("byok", "a"), ("shared", "s"), ("byok", "f")],
+            },
+            Row {
+                name: "no shared tier for the workspace",
+                byok: vec![cred("a"), fallback("f")],
+                shared: None,
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("byok", "a"), ("byok", "f")],
+            },
+            // OpenRouter's example: A allows gpt-4o and is required, B has
+            // no filter.
+            Row {
+                name: "required A: gpt-4o tries A then B, never shared",
+                byok: vec![
+                    with("A", |c| {
+                        c.is_required = true;
+                        c.allowed_models = strs(&["openai/gpt-4o"]);
+                    }),
+                    with("B", |c| c.sort_order = 1),
+                ],
+                shared: shared(),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("byok", "A"), ("byok", "B")],
+            },
+            Row {
+                name: "required A: another model tries B, then shared",
+                byok: vec![
+                    with("A", |c| {
+                        c.is_required = true;
+                        c.allowed_models = strs(&["openai/gpt-4o"]);
+                    }),
+                    with("B", |c| c.sort_order = 1),
+                ],
+                shared: shared(),
+                model: "gpt-4o-mini",
+                require_zdr: false,
+                want: &[("byok", "B"), ("shared", "s")],
+            },
+            Row {
+                name: "required with null models closes shared for every model",
+                byok: vec![with("r", |c| c.is_required = true)],
+                shared: shared(),
+                model: "anything",
+                require_zdr: false,
+                want: &[("byok", "r")],
+            },
+            Row {
+                name: "a required fallback closes shared too",
+                byok: vec![
+                    cred("a"),
+                    with("f", |c| {
+                        c.is_fallback = true;
+                        c.is_required = true;
+                    }),
+                ],
+                shared: shared(),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("byok", "a"), ("byok", "f")],
+            },
+            Row {
+                name: "required closes shared even where its other lists refuse",
+                byok: vec![with("r", |c| {
+                    c.is_required = true;
+                    c.allowed_api_key_hashes = Some(vec![other_key.clone()]);
+                })],
+                shared: shared(),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[],
+            },
+            Row {
+                name: "byok_only closes shared for the provider",
+                byok: vec![
+                    with("o", |c| {
+                        c.is_byok_only = true;
+                        c.allowed_models = strs(&["openai/o1"]);
+                    }),
+                    fallback("f"),
+                ],
+                shared: shared(),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("byok", "f")],
+            },
+            Row {
+                name: "a disabled credential constrains nothing",
+                byok: vec![
+                    with("off", |c| {
+                        c.disabled = true;
+                        c.is_byok_only = true;
+                    }),
+                    with("off2", |c| {
+                        c.disabled = true;
+                        c.is_required = true;
+                    }),
+                ],
+                shared: shared(),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("shared", "s")],
+            },
+            Row {
+                name: "shared credentials keep their own allowlists",
+                byok: vec![fallback("f")],
+                shared: Some(vec![
+                    with("s-mini", |c| c.allowed_models = strs(&["gpt-4o-mini"])),
+                    with("s-any", |c| c.sort_order = 1),
+                ]),
+                model: "gpt-4o",
+                require_zdr: false,
+                want: &[("shared", "s-any"), ("byok", "f")],
+            },
+            Row {
+                name: "require_zdr keeps only ZDR credentials, in every tier",
+                byok: vec![
+                    cred("a"),
+                    with("z", |c| c.declared_zdr = Some(true)),
+                    with("fz", |c| {
+                        c.is_fallback = true;
+                        c.declared_zdr = Some(true);
+                    }),
+                ],
+                shared: Some(vec![cred("s"), with("sz", |c| c.declared_zdr = Some(true))]),
+                model: "gpt-4o",
+                require_zdr: true,
+                want: &[("byok", "z"), ("shared", "sz"), ("byok", "fz")],
+            },
+            Row {
+                name: "ZDR declared false is not ZDR",
+                byok: vec![with("n", |c| c.declared_zdr = Some(false))],
+                shared: None,
+                model: "gpt-4o",
+                require_zdr: true,
+                want: &[],
+            },
+        ];
+        for row in rows {
+            let plan = Plan {
+                byok: Some(list(row.byok)),
+                shared: row.shared.map(list),
+            };
+            let ask = Ask {
+                key_hash: Some(&key),
+                user_id: "u",
+                model: Some(row.model),
+                also: &[],
+                lists_unreadable: false,
+                require_zdr: row.require_zdr,
+            };
+            let got: Vec<(&str, &str)> = admitted(&plan, &ask)
+                .map(|(tier, c)| (tier.as_str(), c.record.id.as_str()))
+                .collect();
+            assert_eq!(got, row.want, "{}", row.name);
+            if row.want.is_empty() {
+                assert!(
+                    matches!(deny(&plan, &ask), Denial::NoEligibleCredential(_)),
+                    "{}",
+                    row.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn denials_say_when_zdr_ruled_credentials_out() {
+        let key = KeyHash::of(b"key");
+        let plan = Plan {
+            byok: Some(list(vec![cred("a"), cred("b")])),
+            shared: None,
+        };
+        let ask = Ask {
+            key_hash: Some(&key),
+            user_id: "u",
+            model: Some("gpt-4o"),
+            also: &[],
+            lists_unreadable: false,
+            require_zdr: true,
+        };
+        let Denial::NoEligibleCredential(refused) = deny(&plan, &ask) else {
+            panic!("not a refusal")
+        };
+        assert_eq!(refused.zdr, 2);
+        assert_eq!(
+            refused.to_string(),
+            "zero data retention: the key requires it and 2 credentials are not declared ZDR"
+        );
+        // Only the shared tier, closed: nothing at all.
+        let closed = Plan {
+            byok: Some(list(vec![with("off", |c| c.disabled = true)])),
+            shared: Some(list(vec![cred("s")])),
+        };
+        let ask = Ask {
+            require_zdr: false,
+            ..ask
+        };
+        assert_eq!(
+            admitted(&closed, &ask).count(),
+            1,
+            "disabled closes nothing"
+        );
+        assert_eq!(deny(&Plan::default(), &ask), Denial::NoCredential);
     }
 }

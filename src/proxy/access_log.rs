@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::domain::{Credential, Dialect};
 use crate::metrics::{status_class, Metrics};
-use crate::policy::Candidate;
+use crate::policy::{Candidate, Tier};
 use crate::registry::Principal;
 
 /// The request id header: taken from the client when well-formed, else made
@@ -58,7 +58,7 @@ pub(super) struct Trace {
     pub(super) dialect: Option<Dialect>,
     pub(super) principal: Option<Principal>,
     pub(super) model: Option<String>,
-    pub(super) attempts: Vec<(Arc<Credential>, AttemptResult)>,
+    pub(super) attempts: Vec<(Arc<Credential>, Tier, AttemptResult)>,
     pub(super) outcome: &'static str,
 }
 
@@ -82,16 +82,17 @@ impl Trace {
         &mut self,
         metrics: Option<&Metrics>,
         cand: &Candidate,
+        tier: Tier,
         result: AttemptResult,
     ) {
         if let Some(m) = metrics {
             let provider = self.provider.get_or_insert_with(|| Arc::from("none"));
-            m.attempt(provider, &cand.id_label, result.class());
+            m.attempt(provider, &cand.id_label, tier.as_str(), result.class());
             if !self.attempts.is_empty() {
                 m.failover(provider);
             }
         }
-        self.attempts.push((Arc::clone(&cand.record), result));
+        self.attempts.push((Arc::clone(&cand.record), tier, result));
     }
 
     pub(super) fn finish(self, status: StatusCode, metrics: Option<&Metrics>) {
@@ -115,6 +116,7 @@ impl Trace {
             user = principal.map_or("-", |p| &p.user_id),
             key = %principal.and_then(|p| p.key_hash).map_or_else(|| "-".to_owned(), |h| h.short()),
             model = self.model.as_deref().unwrap_or("-"),
+            tier = self.attempts.last().map_or("-", |(_, tier, _)| tier.as_str()),
             attempts = %Attempts(&self.attempts),
             latency_ms = total.as_secs_f64() * 1e3,
             own_us = own.as_secs_f64() * 1e6,
@@ -123,23 +125,26 @@ impl Trace {
     }
 }
 
-/// `id:status,id:status`, e.g. `c1:429,c2:200` (`error` / `timeout` for failures).
-struct Attempts<'a>(&'a [(Arc<Credential>, AttemptResult)]);
+/// `id:status,id:status`, e.g. `c1:429,c2:200` (`error` / `timeout` for
+/// failures); a shared-tier credential's id is followed by `@shared`.
+struct Attempts<'a>(&'a [(Arc<Credential>, Tier, AttemptResult)]);
 
 impl fmt::Display for Attempts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
             return f.write_str("-");
         }
-        for (i, (cred, result)) in self.0.iter().enumerate() {
+        for (i, (cred, tier, result)) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
+            let shared = if *tier == Tier::Shared { "@shared" } else { "" };
+            write!(f, "{}{shared}:", cred.id)?;
             match result {
-                AttemptResult::Status(s) => write!(f, "{}:{}", cred.id, s.as_u16())?,
-                AttemptResult::KeyRejected(s) => write!(f, "{}:{}-key", cred.id, s.as_u16())?,
-                AttemptResult::Error => write!(f, "{}:error", cred.id)?,
-                AttemptResult::Timeout => write!(f, "{}:timeout", cred.id)?,
+                AttemptResult::Status(s) => write!(f, "{}", s.as_u16())?,
+                AttemptResult::KeyRejected(s) => write!(f, "{}-key", s.as_u16())?,
+                AttemptResult::Error => f.write_str("error")?,
+                AttemptResult::Timeout => f.write_str("timeout")?,
             }
         }
         Ok(())

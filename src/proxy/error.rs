@@ -549,12 +549,14 @@ mod tests {
                 api_key_hashes: 0,
                 models: 2,
                 user_ids: 1,
+                zdr: 1,
             },
         };
         assert_eq!(
             r.to_string(),
             "no credential for provider openai admits model openai/gpt-4o for this key \
-             (refused by allowed_models of 2 credentials, allowed_user_ids of 1 credential)"
+             (refused by allowed_models of 2 credentials, allowed_user_ids of 1 credential, \
+             zero data retention: the key requires it and 1 credential is not declared ZDR)"
         );
     }
 

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::domain::headers::{CLIENT_ONLY, CREDENTIALS, HOP_BY_HOP};
 use crate::domain::Provider;
-use crate::policy::Candidate;
+use crate::policy::{Candidate, Tier};
 
 /// Removes the credential headers (from an upstream's trailers): an
 /// upstream that echoes the injected secret must not hand it to the client.
@@ -80,8 +80,14 @@ pub(crate) fn inject(headers: &mut HeaderMap, provider: &Provider, cand: &Candid
 }
 
 /// The `x-byok-*` response headers: the credential that produced the answer
-/// (its pre-built id header value) and how many attempts it took.
-pub(crate) fn annotate(headers: &mut HeaderMap, credential_id: &HeaderValue, attempts: usize) {
+/// (its pre-built id header value), how many attempts it took, and the
+/// tier it came from.
+pub(crate) fn annotate(
+    headers: &mut HeaderMap,
+    credential_id: &HeaderValue,
+    attempts: usize,
+    tier: Tier,
+) {
     headers.insert(
         HeaderName::from_static("x-byok-credential-id"),
         credential_id.clone(),
@@ -89,6 +95,10 @@ pub(crate) fn annotate(headers: &mut HeaderMap, credential_id: &HeaderValue, att
     headers.insert(
         HeaderName::from_static("x-byok-attempts"),
         HeaderValue::from(attempts),
+    );
+    headers.insert(
+        HeaderName::from_static("x-byok-tier"),
+        HeaderValue::from_static(tier.as_str()),
     );
 }
 

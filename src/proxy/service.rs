@@ -43,7 +43,7 @@ use super::error::Rejection;
 use super::{headers, model, route};
 use crate::domain::{Credential, Dialect, Provider};
 use crate::metrics::Metrics;
-use crate::policy::{self, Ask, Candidate};
+use crate::policy::{self, Ask, Candidate, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
 use crate::{BoxError, Registry};
 
@@ -133,7 +133,12 @@ where
                     trace.outcome = rejection.reason();
                     let mut res: Response<ByokBody<RB>> =
                         rejection.into_response_for(trace.dialect, Some(&trace.request_id));
-                    headers::annotate(res.headers_mut(), &last, trace.attempts.len());
+                    // The tier of the last attempt, the one that failed.
+                    let tier = trace
+                        .attempts
+                        .last()
+                        .map_or(Tier::Byok, |(_, tier, _)| *tier);
+                    headers::annotate(res.headers_mut(), &last, trace.attempts.len(), tier);
                     res
                 }
             };
@@ -210,15 +215,15 @@ where
         Err(e) if route.provider.slug == "openrouter" => return Err(model_rejection(e)),
         Err(_) => (Vec::new(), true),
     };
-    let (group, mut ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
+    let (plan, mut ask) = select(snapshot, &principal, &route.provider.slug, model.as_deref());
     ask.also = &also;
     ask.lists_unreadable = lists_unreadable;
 
     let mut base = parts.headers;
     headers::strip_request(&mut base);
     base.insert(X_REQUEST_ID, trace.request_id.clone());
-    let mut candidates = policy::admitted(&group, &ask).peekable();
-    while let Some(cand) = candidates.next() {
+    let mut candidates = policy::admitted(&plan, &ask).peekable();
+    while let Some((tier, cand)) = candidates.next() {
         if trace.attempts.is_empty() {
             // Admitted: the model may now appear in the access log.
             trace.model = model.as_deref().map(str::to_owned);
@@ -283,7 +288,7 @@ where
             response => (result, response, None),
         };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
-        trace.attempt(metrics, cand, result);
+        trace.attempt(metrics, cand, tier, result);
         match classify(result, is_last) {
             Next::Failover => continue,
             Next::Fail(rejection) => {
@@ -303,14 +308,19 @@ where
         };
         let (mut head, body) = res.into_parts();
         headers::strip_response(&mut head.headers);
-        headers::annotate(&mut head.headers, &cand.id_value, trace.attempts.len());
+        headers::annotate(
+            &mut head.headers,
+            &cand.id_value,
+            trace.attempts.len(),
+            tier,
+        );
         return Ok(Outcome::Forwarded(Response::from_parts(
             head,
             ByokBody::upstream_after(peeked, body, settings.idle_timeout),
         )));
     }
     Err(Rejection::denied(
-        policy::deny(&group, &ask),
+        policy::deny(&plan, &ask),
         &route.provider.slug,
         ask.model,
         ask.also.len(),
@@ -444,25 +454,24 @@ fn model<'b>(
 /// The other models a body names, or why its lists do not read as such.
 type NamedModels = Result<Vec<String>, model::ModelError>;
 
-/// Phase 6: the principal's workspace's candidates for the provider, in
-/// order, and what the request asks of their allowlists.
+/// Phase 6: what may serve the principal's workspace for the provider (its
+/// BYOK group and the shared tier's), and what the request asks of them.
 fn select<'a>(
     snapshot: &Snapshot,
     principal: &'a Principal,
     provider: &str,
     model: Option<&'a str>,
-) -> (Arc<[Candidate]>, Ask<'a>) {
-    let group = snapshot
-        .candidates(&principal.workspace_id, provider)
-        .unwrap_or_else(|| Arc::from(Vec::new()));
+) -> (Plan, Ask<'a>) {
+    let plan = snapshot.plan(&principal.workspace_id, provider);
     let ask = Ask {
         key_hash: principal.key_hash.as_ref(),
         user_id: &principal.user_id,
         model,
         also: &[],
         lists_unreadable: false,
+        require_zdr: principal.require_zdr,
     };
-    (group, ask)
+    (plan, ask)
 }
 
 /// Phase 7: one attempt's request to `cand`'s upstream: `headers` (already
@@ -639,10 +648,10 @@ pub fn decide(
     let provider = snapshot
         .provider(provider)
         .ok_or(Rejection::UnknownProvider)?;
-    let (group, ask) = select(snapshot, &principal, &provider.slug, model);
-    let Some(cand) = policy::admitted(&group, &ask).next() else {
+    let (plan, ask) = select(snapshot, &principal, &provider.slug, model);
+    let Some((_, cand)) = policy::admitted(&plan, &ask).next() else {
         return Err(Rejection::denied(
-            policy::deny(&group, &ask),
+            policy::deny(&plan, &ask),
             &provider.slug,
             model,
             0,

@@ -21,8 +21,8 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 
 use crate::config::{Config, ServerConfig};
-use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers};
-use crate::policy::{self, Candidate, CompileError};
+use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
+use crate::policy::{self, Candidate, CompileError, Plan};
 
 /// Who is asking: the workspace and user behind a gateway key.
 ///
@@ -38,6 +38,8 @@ pub struct Principal {
     /// The gateway key's hash, checked against `allowed_api_key_hashes`; `None`
     /// admits only credentials without a hash allowlist.
     pub key_hash: Option<KeyHash>,
+    /// Only zero-data-retention credentials may serve it.
+    pub require_zdr: bool,
 }
 
 /// Per-request limits that a reload may change.
@@ -91,6 +93,10 @@ pub struct Snapshot {
     /// Per provider, the group of the global credentials alone: for the
     /// workspaces with none of their own for that provider.
     globals: DashMap<Box<str>, Arc<[Candidate]>, RandomState>,
+    /// `[shared]`, and per provider the group of its workspace's own
+    /// credentials (the global ones are everyone's BYOK tier already).
+    shared: Option<SharedTier>,
+    shared_groups: DashMap<Box<str>, Arc<[Candidate]>, RandomState>,
     by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
     /// Serialises in-place changes: each rebuilds a group from `by_id`.
     writer: Mutex<()>,
@@ -136,9 +142,10 @@ impl Snapshot {
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
-        Snapshot::build(
+        Snapshot::build_tiers(
             Settings::from(&config.server),
             config.providers.clone(),
+            config.shared.clone(),
             api_keys,
             credentials,
         )
@@ -148,6 +155,17 @@ impl Snapshot {
     pub fn build(
         settings: Settings,
         providers: Providers,
+        api_keys: Vec<ApiKey>,
+        credentials: Vec<Credential>,
+    ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_tiers(settings, providers, None, api_keys, credentials)
+    }
+
+    /// [`build`](Self::build), with the operator's shared tier.
+    pub fn build_tiers(
+        settings: Settings,
+        providers: Providers,
+        shared: Option<SharedTier>,
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
@@ -177,6 +195,17 @@ impl Snapshot {
                     .or_default()
                     .push(cred),
                 None => global.entry(cred.provider.clone()).or_default().push(cred),
+            }
+        }
+        let shared_groups = DashMap::with_hasher(RandomState::default());
+        if let Some(tier) = &shared {
+            for ((ws, provider), creds) in &own {
+                if **ws == *tier.workspace_id {
+                    let list = policy::group(creds, &providers)?;
+                    if !list.is_empty() {
+                        shared_groups.insert(provider.as_str().into(), list);
+                    }
+                }
             }
         }
         let mut by_workspace: HashMap<Box<str>, WorkspaceGroups> = HashMap::default();
@@ -212,6 +241,8 @@ impl Snapshot {
             providers,
             workspaces,
             globals,
+            shared,
+            shared_groups,
             by_id,
             writer: Mutex::new(()),
         })
@@ -227,6 +258,7 @@ impl Snapshot {
             workspace_id: Arc::clone(&key.workspace_id),
             user_id: Arc::clone(&key.user_id),
             key_hash: Some(*hash),
+            require_zdr: key.require_zdr,
         })
     }
 
@@ -259,6 +291,21 @@ impl Snapshot {
             return Some(list);
         }
         self.globals.get(provider).map(|g| Arc::clone(&g))
+    }
+
+    /// What may serve `workspace_id`'s requests to `provider`: its BYOK
+    /// group, and the shared tier's where the workspace may use it.
+    pub(crate) fn plan(&self, workspace_id: &str, provider: &str) -> Plan {
+        let shared = match &self.shared {
+            Some(tier) if tier.serves(workspace_id) => {
+                self.shared_groups.get(provider).map(|g| Arc::clone(&g))
+            }
+            _ => None,
+        };
+        Plan {
+            byok: self.candidates(workspace_id, provider),
+            shared,
+        }
     }
 
     /// The per-request limits.
@@ -414,6 +461,22 @@ impl Snapshot {
                 self.workspaces.remove(&*ws);
             } else {
                 self.workspaces.insert(ws, Arc::new(groups));
+            }
+        }
+        if let (Some(tier), Some(ws)) = (&self.shared, workspace_id) {
+            if *tier.workspace_id == *ws {
+                let own: Vec<Arc<Credential>> = self
+                    .by_id
+                    .iter()
+                    .filter(|e| e.provider == provider && e.workspace_id.as_deref() == Some(ws))
+                    .map(|e| Arc::clone(e.value()))
+                    .collect();
+                let list = policy::group(&own, &self.providers)?;
+                if list.is_empty() {
+                    self.shared_groups.remove(provider);
+                } else {
+                    self.shared_groups.insert(provider.into(), list);
+                }
             }
         }
         if workspace_id.is_none() {
@@ -595,6 +658,39 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_tier_is_its_workspaces_own_credentials_kept_current() {
+        let shared = SharedTier {
+            workspace_id: "platform".into(),
+            workspaces: Some(["a".into()].into_iter().collect()),
+        };
+        let mut global = Credential::for_tests("g", "-", "openai");
+        global.workspace_id = None;
+        let snap = Snapshot::build_tiers(
+            Settings::default(),
+            Providers::builtins(),
+            Some(shared),
+            vec![],
+            vec![Credential::for_tests("p1", "platform", "openai"), global],
+        )
+        .unwrap();
+        let shared_ids = |ws: &str| -> Vec<String> {
+            snap.plan(ws, "openai")
+                .shared
+                .map(|g| g.iter().map(|c| c.record.id.clone()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(shared_ids("a"), ["p1"], "its own, not the global one");
+        assert!(shared_ids("b").is_empty(), "b is not in shared.workspaces");
+        assert!(shared_ids("platform").is_empty(), "never its own workspace");
+        snap.upsert_credential(Credential::for_tests("p2", "platform", "openai"))
+            .unwrap();
+        assert_eq!(shared_ids("a"), ["p1", "p2"]);
+        assert!(snap.remove_credential("p1").unwrap());
+        assert!(snap.remove_credential("p2").unwrap());
+        assert!(shared_ids("a").is_empty());
+    }
+
+    #[test]
     fn snapshot_refuses_duplicates_and_unknown_providers() {
         let dup = vec![
             Credential::for_tests("a", "ws", "openai"),
@@ -628,6 +724,7 @@ mod tests {
                 name: None,
                 disabled,
                 created_at: None,
+                require_zdr: false,
             })
             .unwrap()
         };

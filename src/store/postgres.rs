@@ -60,10 +60,11 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     disabled BOOLEAN NOT NULL,
     created_at TEXT NOT NULL
 );
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS require_zdr BOOLEAN NOT NULL DEFAULT false;
 COMMIT;
 ";
 
-const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at";
+const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at, require_zdr";
 
 fn db(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(Box::new(e))
@@ -286,7 +287,9 @@ impl PgStore {
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
         tx.execute(
-            &format!("INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &format!(
+                "INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
             &[
                 &rec.hash,
                 &rec.workspace_id,
@@ -294,6 +297,7 @@ impl PgStore {
                 &rec.name,
                 &rec.disabled,
                 &created_at,
+                &rec.require_zdr,
             ],
         )
         .await
@@ -320,8 +324,8 @@ impl PgStore {
         let mut rec = raw_api_key(&row)?;
         edit(&mut rec)?;
         tx.execute(
-            "UPDATE byok_api_keys SET name = $2, disabled = $3 WHERE hash = $1",
-            &[&hash.to_hex(), &rec.name, &rec.disabled],
+            "UPDATE byok_api_keys SET name = $2, disabled = $3, require_zdr = $4 WHERE hash = $1",
+            &[&hash.to_hex(), &rec.name, &rec.disabled, &rec.require_zdr],
         )
         .await
         .map_err(db)?;
@@ -522,5 +526,6 @@ fn raw_api_key(row: &Row) -> Result<ApiKeyFields, StoreError> {
         name: row.try_get(3).map_err(get)?,
         disabled: row.try_get(4).map_err(get)?,
         created_at: Some(row.try_get(5).map_err(get)?),
+        require_zdr: row.try_get(6).map_err(get)?,
     })
 }

@@ -50,9 +50,13 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     user_id TEXT NOT NULL,
     name TEXT,
     disabled INTEGER NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    require_zdr INTEGER NOT NULL DEFAULT 0
 );
 ";
+
+/// The gateway-key columns, in the order rows are read.
+const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at, require_zdr";
 
 /// The columns of the first version's credentials table (`workspace_id`
 /// NOT NULL, without `is_required`, `is_byok_only`, `declared_zdr`).
@@ -84,6 +88,16 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(CREDENTIALS_TABLE)?;
     }
     tx.execute_batch(API_KEYS_TABLE)?;
+    let keys_v1: bool = tx.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM pragma_table_info('byok_api_keys') WHERE name = 'require_zdr')",
+        [],
+        |r| r.get(0),
+    )?;
+    if keys_v1 {
+        tx.execute_batch(
+            "ALTER TABLE byok_api_keys ADD COLUMN require_zdr INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
     tx.commit()
 }
 
@@ -141,7 +155,9 @@ impl SqliteStore {
             let mut stale = Vec::new();
             {
                 let mut stmt = tx
-                    .prepare(&format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"))
+                    .prepare(&format!(
+                        "SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"
+                    ))
                     .map_err(db)?;
                 let rows = stmt.query_map([], raw_credential).map_err(db)?;
                 for row in rows {
@@ -160,7 +176,7 @@ impl SqliteStore {
             let mut api_keys = Vec::new();
             {
                 let mut stmt = tx
-                    .prepare("SELECT hash, workspace_id, user_id, name, disabled, created_at FROM byok_api_keys")
+                    .prepare(&format!("SELECT {KEY_COLUMNS} FROM byok_api_keys"))
                     .map_err(db)?;
                 let rows = stmt.query_map([], raw_api_key).map_err(db)?;
                 for row in rows {
@@ -234,8 +250,18 @@ impl SqliteStore {
     pub(super) async fn create_api_key(&self, rec: ApiKeyFields) -> Result<(), StoreError> {
         self.with(move |conn, _| {
             conn.execute(
-                "INSERT INTO byok_api_keys (hash, workspace_id, user_id, name, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![rec.hash, rec.workspace_id, rec.user_id, rec.name, rec.disabled, rec.created_at.unwrap_or_else(now_rfc3339)],
+                &format!(
+                    "INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    rec.hash,
+                    rec.workspace_id,
+                    rec.user_id,
+                    rec.name,
+                    rec.disabled,
+                    rec.created_at.unwrap_or_else(now_rfc3339),
+                    rec.require_zdr
+                ],
             )
             .map_err(db)?;
             Ok(())
@@ -254,7 +280,7 @@ impl SqliteStore {
                 .map_err(db)?;
             let mut rec = tx
                 .query_row(
-                    "SELECT hash, workspace_id, user_id, name, disabled, created_at FROM byok_api_keys WHERE hash = ?1",
+                    &format!("SELECT {KEY_COLUMNS} FROM byok_api_keys WHERE hash = ?1"),
                     [hash.to_hex()],
                     raw_api_key,
                 )
@@ -263,8 +289,8 @@ impl SqliteStore {
                 .ok_or(StoreError::NotFound)?;
             edit(&mut rec)?;
             tx.execute(
-                "UPDATE byok_api_keys SET name = ?2, disabled = ?3 WHERE hash = ?1",
-                params![hash.to_hex(), rec.name, rec.disabled],
+                "UPDATE byok_api_keys SET name = ?2, disabled = ?3, require_zdr = ?4 WHERE hash = ?1",
+                params![hash.to_hex(), rec.name, rec.disabled, rec.require_zdr],
             )
             .map_err(db)?;
             tx.commit().map_err(db)?;
@@ -358,5 +384,6 @@ fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyFields> {
         name: row.get(3)?,
         disabled: row.get(4)?,
         created_at: Some(row.get(5)?),
+        require_zdr: row.get(6)?,
     })
 }

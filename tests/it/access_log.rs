@@ -111,6 +111,7 @@ async fn one_access_line_per_request_with_its_fields_and_no_secret() {
         ("workspace", "ws-1"),
         ("user", "user-1"),
         ("model", "gpt-4o"),
+        ("tier", "byok"),
         ("attempts", "oa-1:200"),
     ])
     .into_iter()
@@ -140,6 +141,7 @@ async fn one_access_line_per_request_with_its_fields_and_no_secret() {
         ("workspace", "ws-1"),
         ("user", "user-2"),
         ("model", "-"),
+        ("tier", "-"),
         ("attempts", "-"),
     ] {
         assert_eq!(f[k], v, "{k}: {f:?}");

@@ -30,4 +30,5 @@ mod model_rules;
 mod native_errors;
 mod reload;
 mod secrets;
+mod tiers;
 mod tls;

@@ -140,18 +140,21 @@ async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
         family(&s, "byok_upstream_attempts_total"),
         expect(&[
             (
-                "credential_id=an-200,provider=anthropic,status_class=2xx",
+                "credential_id=an-200,provider=anthropic,status_class=2xx,tier=byok",
                 1.0
             ),
             (
-                "credential_id=an-429,provider=anthropic,status_class=4xx",
+                "credential_id=an-429,provider=anthropic,status_class=4xx,tier=byok",
                 1.0
             ),
             (
-                "credential_id=gq-dead,provider=groq,status_class=error",
+                "credential_id=gq-dead,provider=groq,status_class=error,tier=byok",
                 1.0
             ),
-            ("credential_id=oa-1,provider=openai,status_class=2xx", 2.0),
+            (
+                "credential_id=oa-1,provider=openai,status_class=2xx,tier=byok",
+                2.0
+            ),
         ]),
         "{text}"
     );
@@ -236,6 +239,7 @@ async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
                 "credential_id" => credential_ids.contains(&v.as_str()),
                 "outcome" => outcomes.contains(&v.as_str()),
                 "status_class" => classes.contains(&v.as_str()),
+                "tier" => ["byok", "shared"].contains(&v.as_str()),
                 "result" => ["ok", "failed"].contains(&v.as_str()),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,

@@ -15,6 +15,7 @@ fn principal(workspace: &str, user: &str, key: Option<&str>) -> Principal {
         workspace_id: workspace.into(),
         user_id: user.into(),
         key_hash: key.map(|k| KeyHash::of(k.as_bytes())),
+        require_zdr: false,
     }
 }
 

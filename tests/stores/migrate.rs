@@ -1,5 +1,6 @@
 //! Databases made by the first version (credentials without `is_required`,
-//! `is_byok_only`, `declared_zdr`, and with `workspace_id NOT NULL`) are
+//! `is_byok_only`, `declared_zdr`, and with `workspace_id NOT NULL`; gateway
+//! keys without `require_zdr`) are
 //! brought up to date on start: every credential stays, served and listed
 //! with the new fields at their defaults, and global credentials can be
 //! written afterwards.
@@ -36,6 +37,7 @@ INSERT INTO byok_credentials_v1 SELECT id, workspace_id, provider, name, created
     key_id, nonce, secret, deleted_at FROM byok_credentials;
 DROP TABLE byok_credentials;
 ALTER TABLE byok_credentials_v1 RENAME TO byok_credentials;
+ALTER TABLE byok_api_keys DROP COLUMN require_zdr;
 ";
 
 /// The same in PostgreSQL's.
@@ -44,6 +46,7 @@ ALTER TABLE byok_credentials DROP COLUMN is_required;
 ALTER TABLE byok_credentials DROP COLUMN is_byok_only;
 ALTER TABLE byok_credentials DROP COLUMN declared_zdr;
 ALTER TABLE byok_credentials ALTER COLUMN workspace_id SET NOT NULL;
+ALTER TABLE byok_api_keys DROP COLUMN require_zdr;
 ";
 
 /// Writes a credential and a key on a fresh database; returns the key.
@@ -64,7 +67,14 @@ async fn first_version_rows(node: &Node) -> String {
 /// serves the other workspace.
 async fn upgraded(node: &Node, key: &str, mock: &Mock) {
     let r = node.chat(key, "gpt-4o").await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.status,
+        200,
+        "the first version's key and credential: {}",
+        r.text()
+    );
+    let keys = node.admin("GET", "/api/v1/keys", None).await.json();
+    assert_eq!(keys["data"][0]["require_zdr"], false);
     assert_eq!(
         mock.requests().last().unwrap().header("authorization"),
         Some("Bearer sk-migrate-SECRET-0001")

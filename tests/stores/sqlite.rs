@@ -276,8 +276,35 @@ async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
     assert_eq!(v["total_count"], 1);
     assert_eq!(
         v["data"][0],
-        json!({"hash": hash, "workspace_id": "ws-1", "user_id": "user-9", "name": null, "disabled": false})
+        json!({"hash": hash, "workspace_id": "ws-1", "user_id": "user-9", "name": null, "disabled": false, "require_zdr": false})
     );
+
+    // Requiring zero data retention: the one credential is not declared ZDR.
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/keys/{hash}"),
+            Some(json!({"require_zdr": true})),
+        )
+        .await;
+    assert_eq!(r.json()["data"]["require_zdr"], true);
+    let refused = node.chat(&key, "gpt-4o").await;
+    assert_eq!(
+        (refused.status, refused.reason()),
+        (403, "no_eligible_credential".into())
+    );
+    assert!(
+        refused.message().contains("zero data retention"),
+        "{}",
+        refused.message()
+    );
+    node.admin(
+        "PATCH",
+        &format!("/api/v1/keys/{hash}"),
+        Some(json!({"require_zdr": false})),
+    )
+    .await;
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
 
     let r = node
         .admin(
