@@ -66,7 +66,9 @@ pub mod server;
 #[cfg(feature = "server")]
 mod store;
 
-pub use config::{AdminConfig, Config, ConfigError, ServerConfig, StoreConfig, TlsConfig};
+pub use config::{
+    AdminConfig, Config, ConfigError, ScopedKey, ServerConfig, StoreConfig, TlsConfig,
+};
 pub use domain::{
     ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, SharedTier, Upstream,
 };

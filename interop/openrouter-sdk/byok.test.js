@@ -743,12 +743,7 @@ for (const store of STORES) {
             });
         });
 
-        // Scoped management keys ([[admin.management_keys]]) are not built
-        // yet (issue 12, item 4): the binary refuses the config. Unskip when
-        // they land.
-        describe("workspace-scoped management key (SPEC §7)", {
-            skip: "scoped management keys are not built yet (issue 12, item 4)",
-        }, () => {
+        describe("workspace-scoped management key (SPEC §7)", () => {
             const wsA = `ws-scoped-a-${randomHex(4)}`;
             const wsB = `ws-scoped-b-${randomHex(4)}`;
             let proxy;

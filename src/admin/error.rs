@@ -36,6 +36,9 @@ pub(crate) enum AdminError {
         "the credential store is read-only (the config file): edit the file and reload it (SIGHUP)"
     )]
     ReadOnlyStore,
+    /// A workspace-scoped management key asked to write outside its scope.
+    #[error("{0}")]
+    OutsideScope(&'static str),
     /// A method the route does not have.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -56,6 +59,7 @@ impl AdminError {
             NotFound | UnknownCredential | UnknownApiKey => (StatusCode::NOT_FOUND, "not_found"),
             InvalidQuery(_) | InvalidField(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ReadOnlyStore => (StatusCode::METHOD_NOT_ALLOWED, "read_only_store"),
+            OutsideScope(_) => (StatusCode::FORBIDDEN, "forbidden"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             StoreFailed => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
@@ -106,6 +110,7 @@ mod tests {
             AdminError::InvalidQuery("x"),
             AdminError::InvalidField("x".into()),
             AdminError::ReadOnlyStore,
+            AdminError::OutsideScope("x"),
             AdminError::MethodNotAllowed,
             AdminError::StoreUnavailable,
             AdminError::StoreFailed,

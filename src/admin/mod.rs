@@ -26,7 +26,6 @@
 //! A write goes to the store first, then into the registry, so it is in force
 //! for the next request on this replica (other replicas follow the store).
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -47,9 +46,12 @@ use secrecy::ExposeSecret;
 
 mod body;
 mod error;
+mod scope;
 
 use body::{CreateApiKey, CreateCredential, UpdateApiKey, UpdateCredential};
 use error::AdminError;
+pub(crate) use scope::Access;
+use scope::Caller;
 
 use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash};
 use crate::proxy::client_key::bearer_token;
@@ -72,7 +74,7 @@ pub(crate) struct Admin {
 struct State {
     registry: Registry,
     metrics: Arc<Metrics>,
-    management_keys: ArcSwap<HashSet<KeyHash>>,
+    access: ArcSwap<Access>,
     store: Arc<Store>,
     default_workspace_id: Option<String>,
 }
@@ -87,7 +89,7 @@ impl Admin {
     pub(crate) fn new(
         registry: Registry,
         metrics: Arc<Metrics>,
-        management_keys: impl IntoIterator<Item = KeyHash>,
+        access: Access,
         store: Arc<Store>,
         default_workspace_id: Option<String>,
     ) -> Self {
@@ -95,18 +97,16 @@ impl Admin {
             state: Arc::new(State {
                 registry,
                 metrics,
-                management_keys: ArcSwap::from_pointee(management_keys.into_iter().collect()),
+                access: ArcSwap::from_pointee(access),
                 store,
                 default_workspace_id,
             }),
         }
     }
 
-    /// Replaces the accepted management keys (on reload).
-    pub(crate) fn set_management_keys(&self, keys: impl IntoIterator<Item = KeyHash>) {
-        self.state
-            .management_keys
-            .store(Arc::new(keys.into_iter().collect()));
+    /// Replaces the accepted management keys and their scopes (on reload).
+    pub(crate) fn set_access(&self, access: Access) {
+        self.state.access.store(Arc::new(access));
     }
 
     /// Answers one request. Never fails: errors are JSON responses.
@@ -136,10 +136,16 @@ impl Admin {
             "/readyz" if read => return Ok(self.readyz()),
             _ => {}
         }
-        self.authorize(&req)?;
+        let caller = self.authorize(&req)?;
         let query = req.uri().query().map(str::to_owned);
         let body = req.into_body();
         if path == "/metrics" && read {
+            // Every workspace's figures: the operator's only.
+            if !caller.is_operator() {
+                return Err(AdminError::OutsideScope(
+                    "the metrics are every workspace's: they need an operator management key",
+                ));
+            }
             let mut res = Response::new(Full::new(Bytes::from(self.state.metrics.encode())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -151,29 +157,31 @@ impl Admin {
         }
         if let Some(rest) = path.strip_prefix("/api/v1/byok") {
             return match (rest, method) {
-                ("", Method::GET | Method::HEAD) => self.list(query.as_deref()),
-                ("", Method::POST) => self.create(read_json(body).await?).await,
+                ("", Method::GET | Method::HEAD) => self.list(&caller, query.as_deref()),
+                ("", Method::POST) => self.create(&caller, read_json(body).await?).await,
                 ("", _) => Err(AdminError::MethodNotAllowed),
                 (id, m) => match (segment(id)?, m) {
-                    (id, Method::GET | Method::HEAD) => self.get(&id),
-                    (id, Method::PATCH) => self.update(&id, read_json(body).await?).await,
-                    (id, Method::DELETE) => self.delete(&id).await,
+                    (id, Method::GET | Method::HEAD) => self.get(&caller, &id),
+                    (id, Method::PATCH) => self.update(&caller, &id, read_json(body).await?).await,
+                    (id, Method::DELETE) => self.delete(&caller, &id).await,
                     _ => Err(AdminError::MethodNotAllowed),
                 },
             };
         }
         if let Some(rest) = path.strip_prefix("/api/v1/keys") {
             return match (rest, method) {
-                ("", Method::GET | Method::HEAD) => self.list_keys(query.as_deref()),
-                ("", Method::POST) => self.create_key(read_json(body).await?).await,
+                ("", Method::GET | Method::HEAD) => self.list_keys(&caller, query.as_deref()),
+                ("", Method::POST) => self.create_key(&caller, read_json(body).await?).await,
                 ("", _) => Err(AdminError::MethodNotAllowed),
                 (hash, m) => {
                     let hash = segment(hash)?;
                     let hash = KeyHash::from_hex(&hash).ok_or(AdminError::UnknownApiKey)?;
                     match m {
-                        Method::GET | Method::HEAD => self.get_key(hash),
-                        Method::PATCH => self.update_key(hash, read_json(body).await?).await,
-                        Method::DELETE => self.delete_key(hash).await,
+                        Method::GET | Method::HEAD => self.get_key(&caller, hash),
+                        Method::PATCH => {
+                            self.update_key(&caller, hash, read_json(body).await?).await
+                        }
+                        Method::DELETE => self.delete_key(&caller, hash).await,
                         _ => Err(AdminError::MethodNotAllowed),
                     }
                 }
@@ -182,17 +190,15 @@ impl Admin {
         Err(AdminError::NotFound)
     }
 
-    fn authorize<B>(&self, req: &Request<B>) -> Result<(), AdminError> {
-        let keys = self.state.management_keys.load();
+    /// The caller behind the one `Authorization: Bearer` management key.
+    fn authorize<B>(&self, req: &Request<B>) -> Result<Caller, AdminError> {
+        let access = self.state.access.load();
         let mut presented = req.headers().get_all(header::AUTHORIZATION).iter();
         match (presented.next(), presented.next()) {
-            (Some(value), None) => {
-                let token = bearer_token(value.as_bytes()).filter(|t| !t.is_empty());
-                match token {
-                    Some(t) if keys.contains(&KeyHash::of(t)) => Ok(()),
-                    _ => Err(AdminError::ManagementKeyRequired),
-                }
-            }
+            (Some(value), None) => bearer_token(value.as_bytes())
+                .filter(|t| !t.is_empty())
+                .and_then(|t| access.caller(&KeyHash::of(t)))
+                .ok_or(AdminError::ManagementKeyRequired),
             _ => Err(AdminError::ManagementKeyRequired),
         }
     }
@@ -239,13 +245,14 @@ impl Admin {
         Ok((store, self.state.registry.ordered().await))
     }
 
-    fn list(&self, query: Option<&str>) -> AdminResult {
+    fn list(&self, caller: &Caller, query: Option<&str>) -> AdminResult {
         let q = ListQuery::parse(query)?;
         let snapshot = self.state.registry.snapshot();
         let all = snapshot.credentials();
-        let workspace = self.listed_workspace(&q);
+        let workspace = self.listed_workspace(caller, &q);
         let matching = all.iter().filter(|c| {
-            workspace.is_none_or(|w| c.workspace_id.as_deref() == Some(w))
+            caller.sees(c.workspace_id.as_deref())
+                && workspace.is_none_or(|w| c.workspace_id.as_deref() == Some(w))
                 && q.provider.as_deref().is_none_or(|p| c.provider == p)
         });
         let (data, total_count) = page(matching.map(|c| ByokKey::from(&**c)), &q);
@@ -255,22 +262,42 @@ impl Admin {
         ))
     }
 
-    /// The workspace a list shows: the query's; without one, the default
-    /// workspace; `*` (or no default workspace) lists every workspace and
-    /// the global credentials. `None`: no filter.
-    fn listed_workspace<'q>(&'q self, q: &'q ListQuery) -> Option<&'q str> {
-        match q.workspace_id.as_deref() {
-            Some("*") => None,
-            Some(ws) => Some(ws),
-            None => self.state.default_workspace_id.as_deref(),
-        }
+    /// The workspace a list shows: the query's; without one, the caller's
+    /// default workspace; `*` (or, for the operator, no default workspace)
+    /// lists every workspace the caller sees (the operator: the global
+    /// credentials too). `None`: no filter beyond what the caller sees.
+    fn listed_workspace<'q>(&'q self, caller: &'q Caller, q: &'q ListQuery) -> Option<&'q str> {
+        caller.listed(
+            q.workspace_id.as_deref(),
+            self.state.default_workspace_id.as_deref(),
+        )
     }
 
-    fn get(&self, id: &str) -> AdminResult {
-        let snapshot = self.state.registry.snapshot();
-        let cred = snapshot
+    /// A credential the caller may see: another workspace's answers as a
+    /// missing one does.
+    fn visible(&self, caller: &Caller, id: &str) -> Result<Arc<Credential>, AdminError> {
+        self.state
+            .registry
+            .snapshot()
             .credential(id)
-            .ok_or(AdminError::UnknownCredential)?;
+            .filter(|c| caller.sees(c.workspace_id.as_deref()))
+            .ok_or(AdminError::UnknownCredential)
+    }
+
+    /// A gateway key the caller may see, likewise.
+    fn visible_key(&self, caller: &Caller, hash: KeyHash) -> Result<Arc<ApiKey>, AdminError> {
+        self.state
+            .registry
+            .snapshot()
+            .api_keys()
+            .into_iter()
+            .find(|k| k.hash == hash)
+            .filter(|k| caller.sees(Some(&k.workspace_id)))
+            .ok_or(AdminError::UnknownApiKey)
+    }
+
+    fn get(&self, caller: &Caller, id: &str) -> AdminResult {
+        let cred = self.visible(caller, id)?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": ByokKey::from(&*cred) }),
@@ -284,9 +311,11 @@ impl Admin {
         Credential::validate(fields, snapshot.providers()).map_err(|e| AdminError::fields(&e))
     }
 
-    async fn create(&self, body: CreateCredential) -> AdminResult {
+    async fn create(&self, caller: &Caller, body: CreateCredential) -> AdminResult {
         let (store, _turn) = self.writable().await?;
-        let fields = body.into_fields(self.state.default_workspace_id.as_deref())?;
+        let fields =
+            body.into_fields(caller.default_workspace(self.state.default_workspace_id.as_deref()))?;
+        caller.may_write(fields.workspace_id.as_deref())?;
         let cred = self.credential(fields)?;
         store.create_credential(cred.to_fields()).await?;
         let view = serde_json::json!({ "data": ByokKey::from(&cred) });
@@ -298,10 +327,16 @@ impl Admin {
         Ok(json(StatusCode::CREATED, &view))
     }
 
-    async fn update(&self, id: &str, patch: UpdateCredential) -> AdminResult {
+    async fn update(&self, caller: &Caller, id: &str, patch: UpdateCredential) -> AdminResult {
         let (store, _turn) = self.writable().await?;
+        self.visible(caller, id)?;
         let admin = self.clone();
+        let caller = caller.clone();
         let edit = Box::new(move |rec: &mut CredentialFields| {
+            // The row as stored decides, not the registry's copy.
+            if !caller.sees(rec.workspace_id.as_deref()) {
+                return Err(StoreError::NotFound);
+            }
             patch.apply(rec).map_err(StoreError::Invalid)?;
             admin
                 .credential(rec.clone())
@@ -319,8 +354,10 @@ impl Admin {
         Ok(json(StatusCode::OK, &view))
     }
 
-    async fn delete(&self, id: &str) -> AdminResult {
+    async fn delete(&self, caller: &Caller, id: &str) -> AdminResult {
         let (store, _turn) = self.writable().await?;
+        // A credential never changes workspace: the registry's copy decides.
+        self.visible(caller, id)?;
         if !store.delete_credential(id).await? {
             return Err(AdminError::UnknownCredential);
         }
@@ -335,13 +372,14 @@ impl Admin {
         ))
     }
 
-    fn list_keys(&self, query: Option<&str>) -> AdminResult {
+    fn list_keys(&self, caller: &Caller, query: Option<&str>) -> AdminResult {
         let q = ListQuery::parse(query)?;
         let snapshot = self.state.registry.snapshot();
         let all = snapshot.api_keys();
-        let workspace = self.listed_workspace(&q);
+        let workspace = self.listed_workspace(caller, &q);
         let matching = all.iter().filter(|k| {
-            workspace.is_none_or(|w| &*k.workspace_id == w)
+            caller.sees(Some(&k.workspace_id))
+                && workspace.is_none_or(|w| &*k.workspace_id == w)
                 && q.user_id.as_deref().is_none_or(|u| &*k.user_id == u)
         });
         let (data, total_count) = page(matching.map(|k| key_json(k)), &q);
@@ -351,22 +389,19 @@ impl Admin {
         ))
     }
 
-    fn get_key(&self, hash: KeyHash) -> AdminResult {
-        let snapshot = self.state.registry.snapshot();
-        let key = snapshot
-            .api_keys()
-            .into_iter()
-            .find(|k| k.hash == hash)
-            .ok_or(AdminError::UnknownApiKey)?;
+    fn get_key(&self, caller: &Caller, hash: KeyHash) -> AdminResult {
+        let key = self.visible_key(caller, hash)?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": key_json(&key) }),
         ))
     }
 
-    async fn create_key(&self, body: CreateApiKey) -> AdminResult {
+    async fn create_key(&self, caller: &Caller, body: CreateApiKey) -> AdminResult {
         let (store, _turn) = self.writable().await?;
-        let (raw, fields) = body.into_fields(self.state.default_workspace_id.as_deref())?;
+        let (raw, fields) =
+            body.into_fields(caller.default_workspace(self.state.default_workspace_id.as_deref()))?;
+        caller.may_write(Some(&fields.workspace_id))?;
         let key = ApiKey::validate(fields).map_err(|e| AdminError::fields(&e))?;
         store.create_api_key(key.to_fields()).await?;
         let view = serde_json::json!({ "data": key_json(&key), "key": raw.expose_secret() });
@@ -375,9 +410,14 @@ impl Admin {
         Ok(json(StatusCode::CREATED, &view))
     }
 
-    async fn update_key(&self, hash: KeyHash, patch: UpdateApiKey) -> AdminResult {
+    async fn update_key(&self, caller: &Caller, hash: KeyHash, patch: UpdateApiKey) -> AdminResult {
         let (store, _turn) = self.writable().await?;
+        self.visible_key(caller, hash)?;
+        let caller = caller.clone();
         let edit = Box::new(move |rec: &mut ApiKeyFields| {
+            if !caller.sees(Some(&rec.workspace_id)) {
+                return Err(StoreError::NotFound);
+            }
             patch.apply(rec);
             ApiKey::validate(rec.clone())
                 .map(drop)
@@ -397,8 +437,9 @@ impl Admin {
         Ok(json(StatusCode::OK, &view))
     }
 
-    async fn delete_key(&self, hash: KeyHash) -> AdminResult {
+    async fn delete_key(&self, caller: &Caller, hash: KeyHash) -> AdminResult {
         let (store, _turn) = self.writable().await?;
+        self.visible_key(caller, hash)?;
         if !store.delete_api_key(hash).await? {
             return Err(AdminError::UnknownApiKey);
         }

@@ -115,10 +115,22 @@ impl StoreConfig {
 pub struct AdminConfig {
     /// Where the management API listens.
     pub listen: SocketAddr,
-    /// SHA-256 hashes of the management keys.
+    /// SHA-256 hashes of the operator's management keys (every workspace).
     pub management_key_hashes: Vec<KeyHash>,
+    /// `[[admin.management_keys]]`: keys scoped to some workspaces.
+    pub scoped_keys: Vec<ScopedKey>,
     /// `[admin.tls]`: serve the management API over HTTPS.
     pub tls: Option<TlsConfig>,
+}
+
+/// A management key that reads and writes only some workspaces' records
+/// (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedKey {
+    /// SHA-256 of the key.
+    pub hash: KeyHash,
+    /// Its workspaces; the first is its default.
+    pub workspaces: Vec<String>,
 }
 
 /// Why a config could not be used.
@@ -265,7 +277,16 @@ struct RawAdmin {
     listen: String,
     #[serde(default)]
     management_key_hashes: Vec<String>,
+    #[serde(default)]
+    management_keys: Vec<RawScopedKey>,
     tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScopedKey {
+    hash: String,
+    workspaces: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -592,11 +613,43 @@ fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {
         &raw.management_key_hashes,
         errs,
     );
-    if raw.management_key_hashes.is_empty() {
+    if raw.management_key_hashes.is_empty() && raw.management_keys.is_empty() {
         errs.at(
             "admin.management_key_hashes",
-            "needs at least one hash, or nobody can use the admin API",
+            "needs at least one hash (or an [[admin.management_keys]] entry), or nobody can use the admin API",
         );
+    }
+    let mut scoped_keys = Vec::with_capacity(raw.management_keys.len());
+    for (i, k) in raw.management_keys.iter().enumerate() {
+        let path = format!("admin.management_keys[{i}]");
+        let hash = KeyHash::from_hex(&k.hash);
+        match hash {
+            None => errs.at(format_args!("{path}.hash"), "not 64 lowercase hex chars"),
+            Some(h)
+                if hashes.contains(&h) || scoped_keys.iter().any(|s: &ScopedKey| s.hash == h) =>
+            {
+                errs.at(
+                    format_args!("{path}.hash"),
+                    "the same key is listed twice (a key has one scope)",
+                )
+            }
+            Some(_) => {}
+        }
+        if k.workspaces.is_empty() {
+            errs.at(
+                format_args!("{path}.workspaces"),
+                "lists no workspace: such a key could do nothing",
+            );
+        }
+        for (j, w) in k.workspaces.iter().enumerate() {
+            non_empty(format_args!("{path}.workspaces[{j}]"), w, errs);
+        }
+        if let Some(hash) = hash {
+            scoped_keys.push(ScopedKey {
+                hash,
+                workspaces: k.workspaces.clone(),
+            });
+        }
     }
     let tls = raw
         .tls
@@ -605,6 +658,7 @@ fn validate_admin(raw: &RawAdmin, errs: &mut Errors) -> Option<AdminConfig> {
     Some(AdminConfig {
         listen: listen?,
         management_key_hashes: hashes,
+        scoped_keys,
         tls,
     })
 }
@@ -869,6 +923,12 @@ key = "sk-canary-SECRET-123456"
             ("[providers.Bad]\nbase_url = \"https://x\"\n".into(), "providers.Bad: a provider name"),
             ("[providers.mine]\nauth = \"basic\"\n".into(), "providers.mine.auth: unknown variant"),
             ("[admin]\nlisten = \"127.0.0.1:9\"\nmanagement_key_hashes = [\"x\"]\n".into(), "admin.management_key_hashes[0]: not 64"),
+            (format!("[admin]\nlisten = \"127.0.0.1:9\"\n[[admin.management_keys]]\nhash = \"{H1}\"\nworkspaces = []\n"), "admin.management_keys[0].workspaces: lists no workspace"),
+            ("[admin]\nlisten = \"127.0.0.1:9\"\n[[admin.management_keys]]\nhash = \"X\"\nworkspaces = [\"w\"]\n".into(), "admin.management_keys[0].hash: not 64"),
+            (format!("[admin]\nlisten = \"127.0.0.1:9\"\nmanagement_key_hashes = [\"{H1}\"]\n[[admin.management_keys]]\nhash = \"{H1}\"\nworkspaces = [\"w\", \"\"]\n"), "admin.management_keys[0].hash: the same key is listed twice"),
+            (format!("[admin]\nlisten = \"127.0.0.1:9\"\n[[admin.management_keys]]\nhash = \"{H1}\"\nworkspaces = [\"w\", \"\"]\n"), "admin.management_keys[0].workspaces[1]: must not be empty"),
+            ("[admin]\nlisten = \"127.0.0.1:9\"\n".into(), "admin.management_key_hashes: needs at least one hash"),
+            ("[shared]\nworkspace_id = \"p\"\nworkspaces = [\"\"]\n".into(), "shared.workspaces[0]: must not be empty"),
         ];
         for (text, want) in cases {
             let errs = errors(text);

@@ -30,7 +30,7 @@ use tls::Tls;
 
 use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError, Reload};
 
-use crate::admin::Admin;
+use crate::admin::{Access, Admin};
 use crate::config::{self, Config, ConfigError, ServerConfig};
 pub use crate::store::crypto::CryptoError;
 use crate::store::crypto::Keyring;
@@ -171,7 +171,7 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
             let service = Admin::new(
                 registry.clone(),
                 metrics.clone(),
-                a.management_key_hashes.iter().copied(),
+                Access::new(Some(a), config.shared.as_ref().map(|s| &*s.workspace_id)),
                 store.clone(),
                 config.store.default_workspace_id.clone(),
             );

@@ -311,11 +311,10 @@ impl Reload {
         if let Some(admin) = &self.admin {
             // Removing [admin] revokes every management key at once;
             // the listener itself goes with the next restart.
-            let keys = config
-                .admin
-                .as_ref()
-                .map(|a| a.management_key_hashes.clone());
-            admin.set_management_keys(keys.unwrap_or_default());
+            admin.set_access(crate::admin::Access::new(
+                config.admin.as_ref(),
+                config.shared.as_ref().map(|s| &*s.workspace_id),
+            ));
         }
         let snapshot = self.registry.snapshot();
         tracing::info!(

@@ -19,6 +19,7 @@ mod node;
 mod pg;
 mod relay;
 mod replicas;
+mod scoped;
 mod sqlite;
 #[path = "../support/mod.rs"]
 mod support;
