@@ -68,8 +68,7 @@ fn api_keys() -> Vec<ApiKey> {
                 user_id: format!("user-{i}"),
                 name: None,
                 disabled: false,
-                created_at: None,
-                require_zdr: false,
+                ..ApiKeyFields::default()
             })
             .expect("valid key")
         })

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::AdminError;
-use crate::domain::{ApiKeyFields, CredentialFields, KeyHash};
+use crate::domain::{key_label, ApiKeyFields, CredentialFields, KeyHash};
 use crate::store::{new_gateway_key, new_uuid, now_rfc3339};
 
 /// A field of a PATCH body: absent (unchanged), `null` (cleared) or a value.
@@ -203,6 +203,8 @@ pub(crate) struct CreateApiKey {
     disabled: bool,
     #[serde(default)]
     require_zdr: bool,
+    /// RFC 3339; from then on the key answers like an unknown one.
+    expires_at: Option<String>,
 }
 
 impl CreateApiKey {
@@ -213,14 +215,18 @@ impl CreateApiKey {
     ) -> Result<(SecretString, ApiKeyFields), AdminError> {
         let workspace_id = workspace(self.workspace_id, default_workspace)?;
         let key = new_gateway_key();
+        let now = now_rfc3339();
         let fields = ApiKeyFields {
             hash: KeyHash::of(key.expose_secret().as_bytes()).to_hex(),
             workspace_id,
             user_id: self.user_id,
             name: self.name,
             disabled: self.disabled,
-            created_at: Some(now_rfc3339()),
+            created_at: Some(now.clone()),
             require_zdr: self.require_zdr,
+            label: Some(key_label(key.expose_secret())),
+            updated_at: Some(now),
+            expires_at: self.expires_at,
         };
         Ok((key, fields))
     }
@@ -236,12 +242,16 @@ pub(crate) struct UpdateApiKey {
     disabled: Option<bool>,
     #[serde(default)]
     require_zdr: Option<bool>,
+    #[serde(default)]
+    expires_at: Patch<String>,
 }
 
 impl UpdateApiKey {
-    /// Applies the patch.
+    /// Applies the patch, and renews `updated_at`.
     pub(crate) fn apply(self, rec: &mut ApiKeyFields) {
+        rec.updated_at = Some(now_rfc3339());
         self.name.apply(&mut rec.name);
+        self.expires_at.apply(&mut rec.expires_at);
         if let Some(v) = self.require_zdr {
             rec.require_zdr = v;
         }
@@ -428,7 +438,7 @@ mod tests {
                 name: None,
                 disabled: false,
                 created_at: Some("2025-01-01T00:00:00Z".into()),
-                require_zdr: false,
+                ..ApiKeyFields::default()
             };
             let from_row = match store::api_key(row.clone()) {
                 Err(store::StoreError::BadRow { why, .. }) => why,

@@ -527,14 +527,19 @@ fn snapshot_rejection(e: SnapshotError) -> AdminError {
     })
 }
 
-/// A gateway key on the wire: never the key, only its hash.
+/// A gateway key on the wire, in OpenRouter's API-key shape as far as it
+/// applies (SPEC §2): never the key, only its hash and its masked label.
 fn key_json(k: &ApiKey) -> serde_json::Value {
     serde_json::json!({
         "hash": k.hash.to_hex(),
+        "label": k.label,
+        "name": k.name,
         "workspace_id": &*k.workspace_id,
         "user_id": &*k.user_id,
-        "name": k.name,
         "disabled": k.disabled,
+        "created_at": k.created_at,
+        "updated_at": k.updated_at,
+        "expires_at": k.expires_at,
         "require_zdr": k.require_zdr,
     })
 }

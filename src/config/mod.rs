@@ -310,6 +310,7 @@ struct RawApiKey {
     disabled: bool,
     #[serde(default)]
     require_zdr: bool,
+    expires_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -772,8 +773,9 @@ fn validate_api_keys(raw: Vec<RawApiKey>, errs: &mut Errors) -> Vec<ApiKey> {
             user_id: k.user_id,
             name: k.name,
             disabled: k.disabled,
-            created_at: None,
             require_zdr: k.require_zdr,
+            expires_at: k.expires_at,
+            ..ApiKeyFields::default()
         };
         let duplicate = KeyHash::from_hex(&fields.hash).and_then(|h| seen.insert(h, i));
         if let Some(first) = duplicate {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::{FieldErrors, KeyHash};
 
 /// A gateway key's fields as a source read them, before any rule is checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiKeyFields {
     /// SHA-256 of the raw key, 64 lowercase hex.
     pub hash: String,
@@ -25,6 +25,13 @@ pub struct ApiKeyFields {
     pub created_at: Option<String>,
     /// Only zero-data-retention credentials may serve it.
     pub require_zdr: bool,
+    /// The masked raw key (`byok-ab...c123`), when the raw key was ever
+    /// seen (a key made by the API); never more of it.
+    pub label: Option<String>,
+    /// RFC 3339: when the record last changed.
+    pub updated_at: Option<String>,
+    /// RFC 3339: from then on the key answers like an unknown one.
+    pub expires_at: Option<String>,
 }
 
 /// A gateway API key that obeys every rule (the raw key is never held).
@@ -46,6 +53,15 @@ pub struct ApiKey {
     /// Only credentials declared zero-data-retention (or of a ZDR
     /// provider) may serve it (SPEC §5).
     pub require_zdr: bool,
+    /// The masked raw key (`byok-ab...c123`); `...` when the raw key was
+    /// never seen (a key of the config file, known by its hash only).
+    pub label: String,
+    /// RFC 3339: when the record last changed.
+    pub updated_at: Option<String>,
+    /// RFC 3339: from then on the key answers like an unknown one.
+    pub expires_at: Option<String>,
+    /// `expires_at` as seconds since the Unix epoch.
+    pub expires_at_unix: Option<i64>,
 }
 
 impl ApiKey {
@@ -63,13 +79,27 @@ impl ApiKey {
         if f.user_id.is_empty() {
             errs.at("user_id", "must not be empty");
         }
-        if let Some(at) = &f.created_at {
-            if OffsetDateTime::parse(at, &Rfc3339).is_err() {
-                errs.at(
-                    "created_at",
-                    "not an RFC 3339 timestamp like 2025-08-24T10:30:00Z",
-                );
+        for (field, at) in [("created_at", &f.created_at), ("updated_at", &f.updated_at)] {
+            if at
+                .as_ref()
+                .is_some_and(|at| OffsetDateTime::parse(at, &Rfc3339).is_err())
+            {
+                errs.at(field, "not an RFC 3339 timestamp like 2025-08-24T10:30:00Z");
             }
+        }
+        let expires_at_unix = f.expires_at.as_ref().and_then(|at| {
+            OffsetDateTime::parse(at, &Rfc3339)
+                .map(|t| t.unix_timestamp())
+                .map_err(|_| {
+                    errs.at(
+                        "expires_at",
+                        "not an RFC 3339 timestamp like 2027-01-01T00:00:00Z",
+                    )
+                })
+                .ok()
+        });
+        if f.label.as_ref().is_some_and(|l| l.chars().count() > 32) {
+            errs.at("label", "longer than 32 characters");
         }
         match hash {
             Some(hash) if errs.is_empty() => Ok(ApiKey {
@@ -80,6 +110,10 @@ impl ApiKey {
                 disabled: f.disabled,
                 created_at: f.created_at,
                 require_zdr: f.require_zdr,
+                label: f.label.unwrap_or_else(|| "...".to_owned()),
+                updated_at: f.updated_at,
+                expires_at: f.expires_at,
+                expires_at_unix,
             }),
             _ => Err(errs),
         }
@@ -95,8 +129,28 @@ impl ApiKey {
             disabled: self.disabled,
             created_at: self.created_at.clone(),
             require_zdr: self.require_zdr,
+            label: (self.label != "...").then(|| self.label.clone()),
+            updated_at: self.updated_at.clone(),
+            expires_at: self.expires_at.clone(),
         }
     }
+
+    /// Whether the key has expired at `now` (seconds since the Unix epoch).
+    pub fn expired_at(&self, now: i64) -> bool {
+        self.expires_at_unix.is_some_and(|at| now >= at)
+    }
+}
+
+/// The label of a raw gateway key: its first 7 characters, `...`, its last
+/// 4 (`byok-ab...c123`); a key shorter than 16 characters shows only `...`.
+pub fn key_label(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() < 16 {
+        return "...".to_owned();
+    }
+    let head: String = chars[..7].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
 }
 
 #[cfg(test)]
@@ -110,9 +164,7 @@ mod tests {
             workspace_id: "ws".into(),
             user_id: "u".into(),
             name: None,
-            disabled: false,
-            created_at: None,
-            require_zdr: false,
+            ..ApiKeyFields::default()
         };
         type Edit = fn(&mut ApiKeyFields);
         let cases: &[(&str, Edit)] = &[
@@ -127,6 +179,12 @@ mod tests {
             ("created_at: not an RFC 3339", |f| {
                 f.created_at = Some("x".into())
             }),
+            ("expires_at: not an RFC 3339", |f| {
+                f.expires_at = Some("tomorrow".into())
+            }),
+            ("updated_at: not an RFC 3339", |f| {
+                f.updated_at = Some("now".into())
+            }),
         ];
         for (want, edit) in cases {
             let mut f = good();
@@ -136,5 +194,16 @@ mod tests {
         }
         let k = ApiKey::validate(good()).unwrap();
         assert_eq!(ApiKey::validate(k.to_fields()).unwrap(), k);
+        assert_eq!(k.label, "...");
+        let mut f = good();
+        f.expires_at = Some("2027-01-01T00:00:00+01:00".into());
+        f.label = Some(key_label("byok-ab12cd34ef56ab78cd90"));
+        let k = ApiKey::validate(f).unwrap();
+        assert_eq!(k.label, "byok-ab...cd90");
+        assert_eq!(ApiKey::validate(k.to_fields()).unwrap(), k);
+        let at = 1_798_758_000; // 2026-12-31T23:00:00Z
+        assert!(!k.expired_at(at - 1));
+        assert!(k.expired_at(at));
+        assert_eq!(key_label("byok-short"), "...");
     }
 }

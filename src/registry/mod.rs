@@ -251,7 +251,9 @@ impl Snapshot {
     /// The principal behind a key hash; `None` for unknown and disabled keys alike.
     pub fn principal(&self, hash: &KeyHash) -> Option<Principal> {
         let key = self.keys.get(hash)?;
-        if key.disabled {
+        // An expired key answers exactly like an unknown one; the clock is
+        // read only for a key that can expire.
+        if key.disabled || key.expires_at_unix.is_some_and(key_expired) {
             return None;
         }
         Some(Principal {
@@ -491,6 +493,14 @@ impl Snapshot {
     }
 }
 
+/// Whether `expires_at` (seconds since the Unix epoch) has come.
+fn key_expired(expires_at: i64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    now >= expires_at
+}
+
 /// The shared handle to the current [`Snapshot`]; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
@@ -723,8 +733,7 @@ mod tests {
                 user_id: "u".into(),
                 name: None,
                 disabled,
-                created_at: None,
-                require_zdr: false,
+                ..Default::default()
             })
             .unwrap()
         };

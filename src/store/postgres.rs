@@ -61,10 +61,14 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     created_at TEXT NOT NULL
 );
 ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS require_zdr BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS label TEXT;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS updated_at TEXT;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS expires_at TEXT;
 COMMIT;
 ";
 
-const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at, require_zdr";
+const KEY_COLUMNS: &str =
+    "hash, workspace_id, user_id, name, disabled, created_at, require_zdr, label, updated_at, expires_at";
 
 fn db(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(Box::new(e))
@@ -288,7 +292,7 @@ impl PgStore {
         let tx = transaction(&mut guard).await?;
         tx.execute(
             &format!(
-                "INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                "INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ),
             &[
                 &rec.hash,
@@ -298,6 +302,9 @@ impl PgStore {
                 &rec.disabled,
                 &created_at,
                 &rec.require_zdr,
+                &rec.label,
+                &rec.updated_at,
+                &rec.expires_at,
             ],
         )
         .await
@@ -324,8 +331,16 @@ impl PgStore {
         let mut rec = raw_api_key(&row)?;
         edit(&mut rec)?;
         tx.execute(
-            "UPDATE byok_api_keys SET name = $2, disabled = $3, require_zdr = $4 WHERE hash = $1",
-            &[&hash.to_hex(), &rec.name, &rec.disabled, &rec.require_zdr],
+            "UPDATE byok_api_keys SET name = $2, disabled = $3, require_zdr = $4, updated_at = $5, \
+             expires_at = $6 WHERE hash = $1",
+            &[
+                &hash.to_hex(),
+                &rec.name,
+                &rec.disabled,
+                &rec.require_zdr,
+                &rec.updated_at,
+                &rec.expires_at,
+            ],
         )
         .await
         .map_err(db)?;
@@ -527,5 +542,8 @@ fn raw_api_key(row: &Row) -> Result<ApiKeyFields, StoreError> {
         disabled: row.try_get(4).map_err(get)?,
         created_at: Some(row.try_get(5).map_err(get)?),
         require_zdr: row.try_get(6).map_err(get)?,
+        label: row.try_get(7).map_err(get)?,
+        updated_at: row.try_get(8).map_err(get)?,
+        expires_at: row.try_get(9).map_err(get)?,
     })
 }

@@ -51,12 +51,24 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     name TEXT,
     disabled INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    require_zdr INTEGER NOT NULL DEFAULT 0
+    require_zdr INTEGER NOT NULL DEFAULT 0,
+    label TEXT,
+    updated_at TEXT,
+    expires_at TEXT
 );
 ";
 
 /// The gateway-key columns, in the order rows are read.
-const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at, require_zdr";
+const KEY_COLUMNS: &str =
+    "hash, workspace_id, user_id, name, disabled, created_at, require_zdr, label, updated_at, expires_at";
+
+/// The gateway-key columns added after the first version, each with its type.
+const KEY_COLUMNS_ADDED: [(&str, &str); 4] = [
+    ("require_zdr", "INTEGER NOT NULL DEFAULT 0"),
+    ("label", "TEXT"),
+    ("updated_at", "TEXT"),
+    ("expires_at", "TEXT"),
+];
 
 /// The columns of the first version's credentials table (`workspace_id`
 /// NOT NULL, without `is_required`, `is_byok_only`, `declared_zdr`).
@@ -88,15 +100,17 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(CREDENTIALS_TABLE)?;
     }
     tx.execute_batch(API_KEYS_TABLE)?;
-    let keys_v1: bool = tx.query_row(
-        "SELECT NOT EXISTS (SELECT 1 FROM pragma_table_info('byok_api_keys') WHERE name = 'require_zdr')",
-        [],
-        |r| r.get(0),
-    )?;
-    if keys_v1 {
-        tx.execute_batch(
-            "ALTER TABLE byok_api_keys ADD COLUMN require_zdr INTEGER NOT NULL DEFAULT 0",
+    for (column, kind) in KEY_COLUMNS_ADDED {
+        let missing: bool = tx.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM pragma_table_info('byok_api_keys') WHERE name = ?1)",
+            [column],
+            |r| r.get(0),
         )?;
+        if missing {
+            tx.execute_batch(&format!(
+                "ALTER TABLE byok_api_keys ADD COLUMN {column} {kind}"
+            ))?;
+        }
     }
     tx.commit()
 }
@@ -251,7 +265,8 @@ impl SqliteStore {
         self.with(move |conn, _| {
             conn.execute(
                 &format!(
-                    "INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO byok_api_keys ({KEY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ),
                 params![
                     rec.hash,
@@ -260,7 +275,10 @@ impl SqliteStore {
                     rec.name,
                     rec.disabled,
                     rec.created_at.unwrap_or_else(now_rfc3339),
-                    rec.require_zdr
+                    rec.require_zdr,
+                    rec.label,
+                    rec.updated_at,
+                    rec.expires_at
                 ],
             )
             .map_err(db)?;
@@ -289,8 +307,8 @@ impl SqliteStore {
                 .ok_or(StoreError::NotFound)?;
             edit(&mut rec)?;
             tx.execute(
-                "UPDATE byok_api_keys SET name = ?2, disabled = ?3, require_zdr = ?4 WHERE hash = ?1",
-                params![hash.to_hex(), rec.name, rec.disabled, rec.require_zdr],
+                "UPDATE byok_api_keys SET name = ?2, disabled = ?3, require_zdr = ?4, updated_at = ?5, expires_at = ?6 WHERE hash = ?1",
+                params![hash.to_hex(), rec.name, rec.disabled, rec.require_zdr, rec.updated_at, rec.expires_at],
             )
             .map_err(db)?;
             tx.commit().map_err(db)?;
@@ -385,5 +403,8 @@ fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyFields> {
         disabled: row.get(4)?,
         created_at: Some(row.get(5)?),
         require_zdr: row.get(6)?,
+        label: row.get(7)?,
+        updated_at: row.get(8)?,
+        expires_at: row.get(9)?,
     })
 }

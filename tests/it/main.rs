@@ -20,6 +20,7 @@ mod admin_byok;
 mod cli;
 mod failover;
 mod forwarding;
+mod gateway_keys;
 mod global;
 mod hostile_upstream;
 mod https;

@@ -1,6 +1,6 @@
 //! Databases made by the first version (credentials without `is_required`,
 //! `is_byok_only`, `declared_zdr`, and with `workspace_id NOT NULL`; gateway
-//! keys without `require_zdr`) are
+//! keys without `require_zdr`, `label`, `updated_at`, `expires_at`) are
 //! brought up to date on start: every credential stays, served and listed
 //! with the new fields at their defaults, and global credentials can be
 //! written afterwards.
@@ -38,6 +38,9 @@ INSERT INTO byok_credentials_v1 SELECT id, workspace_id, provider, name, created
 DROP TABLE byok_credentials;
 ALTER TABLE byok_credentials_v1 RENAME TO byok_credentials;
 ALTER TABLE byok_api_keys DROP COLUMN require_zdr;
+ALTER TABLE byok_api_keys DROP COLUMN label;
+ALTER TABLE byok_api_keys DROP COLUMN updated_at;
+ALTER TABLE byok_api_keys DROP COLUMN expires_at;
 ";
 
 /// The same in PostgreSQL's.
@@ -47,6 +50,9 @@ ALTER TABLE byok_credentials DROP COLUMN is_byok_only;
 ALTER TABLE byok_credentials DROP COLUMN declared_zdr;
 ALTER TABLE byok_credentials ALTER COLUMN workspace_id SET NOT NULL;
 ALTER TABLE byok_api_keys DROP COLUMN require_zdr;
+ALTER TABLE byok_api_keys DROP COLUMN label;
+ALTER TABLE byok_api_keys DROP COLUMN updated_at;
+ALTER TABLE byok_api_keys DROP COLUMN expires_at;
 ";
 
 /// Writes a credential and a key on a fresh database; returns the key.
@@ -74,7 +80,13 @@ async fn upgraded(node: &Node, key: &str, mock: &Mock) {
         r.text()
     );
     let keys = node.admin("GET", "/api/v1/keys", None).await.json();
-    assert_eq!(keys["data"][0]["require_zdr"], false);
+    let old_key = &keys["data"][0];
+    assert_eq!(old_key["require_zdr"], false);
+    assert_eq!(
+        (&old_key["label"], &old_key["expires_at"]),
+        (&json!("..."), &Value::Null),
+        "a first-version key has no label: its raw key is gone"
+    );
     assert_eq!(
         mock.requests().last().unwrap().header("authorization"),
         Some("Bearer sk-migrate-SECRET-0001")

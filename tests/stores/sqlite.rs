@@ -1,7 +1,7 @@
 //! The embedded SQLite store through the real binary: the write API as
 //! OpenRouter defines it, gateway keys, persistence, secrets at rest.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::node::*;
 use crate::support::*;
@@ -274,9 +274,53 @@ async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
     );
     let v = list.json();
     assert_eq!(v["total_count"], 1);
+    let listed = &v["data"][0];
+    let created = listed["created_at"].as_str().unwrap();
     assert_eq!(
-        v["data"][0],
-        json!({"hash": hash, "workspace_id": "ws-1", "user_id": "user-9", "name": null, "disabled": false, "require_zdr": false})
+        listed,
+        &json!({"hash": hash, "label": format!("{}...{}", &key[..7], &key[key.len() - 4..]),
+                "name": null, "workspace_id": "ws-1", "user_id": "user-9", "disabled": false,
+                "created_at": created, "updated_at": created, "expires_at": null, "require_zdr": false})
+    );
+
+    // Expired: answered exactly like an unknown key; un-expired by a PATCH.
+    let unknown = node.chat("byok-never-issued-key", "gpt-4o").await;
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/keys/{hash}"),
+            Some(json!({"expires_at": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.json()["data"]["expires_at"], "2020-01-01T00:00:00Z");
+    // Renewed by the PATCH (to the second: it may equal created_at).
+    assert!(r.json()["data"]["updated_at"].as_str().unwrap() >= created);
+    let expired = node.chat(&key, "gpt-4o").await;
+    assert_eq!(
+        (expired.status, expired.text()),
+        (unknown.status, unknown.text())
+    );
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/keys/{hash}"),
+            Some(json!({"expires_at": null})),
+        )
+        .await;
+    assert_eq!(r.json()["data"]["expires_at"], Value::Null);
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
+    let r = node
+        .admin(
+            "PATCH",
+            &format!("/api/v1/keys/{hash}"),
+            Some(json!({"expires_at": "soon"})),
+        )
+        .await;
+    assert_eq!((r.status, r.reason()), (400, "invalid_request".into()));
+    assert!(
+        r.message().contains("expires_at: not an RFC 3339"),
+        "{}",
+        r.message()
     );
 
     // Requiring zero data retention: the one credential is not declared ZDR.
