@@ -474,6 +474,72 @@ mod tests {
         }
     }
 
+    /// Every combination of one BYOK credential's flags (required, byok-only,
+    /// fallback, disabled) and model list, beside one shared credential,
+    /// against SPEC §5 read literally.
+    #[test]
+    fn tiers_every_combination_of_one_credentials_flags() {
+        let key = KeyHash::of(b"key");
+        let ask = Ask {
+            key_hash: Some(&key),
+            user_id: "u",
+            model: Some("gpt-4o"),
+            also: &[],
+            lists_unreadable: false,
+            require_zdr: false,
+        };
+        let bools = [false, true];
+        let lists: [Option<&[&str]>; 3] = [None, Some(&["openai/gpt-4o"]), Some(&["openai/o1"])];
+        let mut checked = 0;
+        for required in bools {
+            for byok_only in bools {
+                for fallback in bools {
+                    for disabled in bools {
+                        for models in lists {
+                            if byok_only && fallback {
+                                continue; // refused by validation
+                            }
+                            let c = with("c", |c| {
+                                c.is_required = required;
+                                c.is_byok_only = byok_only;
+                                c.is_fallback = fallback;
+                                c.disabled = disabled;
+                                c.allowed_models = models.map(strs).unwrap_or(None);
+                            });
+                            let plan = Plan {
+                                byok: Some(list(vec![c])),
+                                shared: Some(list(vec![cred("s")])),
+                            };
+                            // SPEC §5, literally.
+                            let admits = models.is_none_or(|m| m.contains(&"openai/gpt-4o"));
+                            let live = !disabled;
+                            let closed = live && (byok_only || (required && admits));
+                            let mut want = Vec::new();
+                            if live && admits && !fallback {
+                                want.push(("byok", "c"));
+                            }
+                            if !closed {
+                                want.push(("shared", "s"));
+                            }
+                            if live && admits && fallback {
+                                want.push(("byok", "c"));
+                            }
+                            let got: Vec<(&str, &str)> = admitted(&plan, &ask)
+                                .map(|(t, c)| (t.as_str(), c.record.id.as_str()))
+                                .collect();
+                            assert_eq!(
+                                got, want,
+                                "required {required}, byok_only {byok_only}, fallback {fallback}, disabled {disabled}, models {models:?}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 36);
+    }
+
     #[test]
     fn denials_say_when_zdr_ruled_credentials_out() {
         let key = KeyHash::of(b"key");
