@@ -144,13 +144,7 @@ impl ApiKey {
 /// The label of a raw gateway key: its first 7 characters, `...`, its last
 /// 4 (`byok-ab...c123`); a key shorter than 16 characters shows only `...`.
 pub fn key_label(raw: &str) -> String {
-    let chars: Vec<char> = raw.chars().collect();
-    if chars.len() < 16 {
-        return "...".to_owned();
-    }
-    let head: String = chars[..7].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
+    super::mask(raw, 7, 16)
 }
 
 #[cfg(test)]

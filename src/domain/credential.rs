@@ -119,14 +119,7 @@ pub struct Credential {
 /// (`sk-...AbCd`). A secret shorter than 12 characters shows only `...`, so the
 /// label never gives away more than 7 characters, nor most of a short secret.
 pub fn label_for(secret: &SecretString) -> String {
-    let s = secret.expose_secret();
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() < 12 {
-        return "...".to_owned();
-    }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
+    super::mask(secret.expose_secret(), 3, 12)
 }
 
 impl Credential {

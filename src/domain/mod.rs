@@ -26,6 +26,18 @@ pub(crate) use provider::valid_slug;
 pub use provider::{AuthScheme, Dialect, Provider, Providers, Upstream};
 pub use shared::SharedTier;
 
+/// `value`'s first `head` characters, `...`, its last 4; only `...` when it
+/// is shorter than `min` characters (a short value is not half given away).
+fn mask(value: &str, head: usize, min: usize) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() < min {
+        return "...".to_owned();
+    }
+    let first: String = chars[..head].iter().collect();
+    let last: String = chars[chars.len() - 4..].iter().collect();
+    format!("{first}...{last}")
+}
+
 /// One broken rule: where (`allowed_models[1]`) and what (`must not be empty`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

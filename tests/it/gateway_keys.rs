@@ -42,16 +42,8 @@ async fn an_expired_key_answers_like_an_unknown_one() {
 
 #[test]
 fn a_bad_expiry_names_the_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("byok.toml");
-    std::fs::write(&path, key("k", "expires_at = \"next week\"")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = check_config(&key("k", "expires_at = \"next week\""));
+    assert!(!ok);
     assert!(
         err.contains("api_keys[0].expires_at: not an RFC 3339"),
         "{err}"

@@ -57,21 +57,11 @@ async fn a_global_credential_serves_every_workspace_in_its_order() {
 
 #[test]
 fn an_empty_workspace_id_is_refused_and_names_the_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("byok.toml");
-    std::fs::write(
-        &path,
+    let (ok, err) = check_config(
         "[[credentials]]\nid = \"c\"\nworkspace_id = \"\"\nprovider = \"openai\"\nkey = \"sk-x-000000000001\"\n\
          [[credentials]]\nid = \"d\"\nprovider = \"openai\"\nkey = \"sk-x-000000000002\"\nis_fallback = true\nis_byok_only = true\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     assert!(
         err.contains("credentials[0].workspace_id: must not be empty"),
         "{err}"

@@ -308,16 +308,8 @@ fn check_names_the_tls_file_that_is_wrong() {
             "key_file",
         ),
     ] {
-        let path = dir.path().join("byok.toml");
-        std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:0\"\n{server}")).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"))
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{server}");
+        let (ok, err) = check_config(&format!("[server]\nlisten = \"127.0.0.1:0\"\n{server}"));
+        assert!(!ok, "{server}");
         assert!(err.contains(says), "{says}: {err}");
         assert!(!err.contains("BEGIN"), "{err}");
     }

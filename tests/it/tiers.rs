@@ -186,8 +186,6 @@ async fn a_key_that_requires_zdr_is_served_by_zdr_credentials_only() {
 
 #[test]
 fn check_names_a_bad_shared_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("byok.toml");
     for (table, says) in [
         (
             "[shared]\nworkspace_id = \"\"\nworkspaces = [\"*\"]\n",
@@ -206,14 +204,8 @@ fn check_names_a_bad_shared_table() {
             "missing field `workspaces`",
         ),
     ] {
-        std::fs::write(&path, table).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"))
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{table}");
+        let (ok, err) = check_config(table);
+        assert!(!ok, "{table}");
         assert!(err.contains(says), "{says}: {err}");
     }
 }

@@ -39,7 +39,7 @@ pub(crate) use config::{
     config, config_at, config_with_server, cred, GW, GW2, GW_DISABLED, GW_OTHER_WS,
 };
 pub(crate) use mock::{Mock, Reply};
-pub(crate) use proxy::{dead_addr, Proxy};
+pub(crate) use proxy::{check_config, dead_addr, Proxy};
 pub(crate) use recording::{Recorded, Recording};
 pub(crate) use response::{collect, Resp};
 

@@ -237,3 +237,24 @@ impl Drop for Proxy {
         let _ = self.child.wait();
     }
 }
+
+/// `byok-proxy check` on a config holding `text`: whether it passed, and
+/// what it printed on stderr.
+pub(crate) fn check_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("byok.toml");
+    std::fs::write(&path, text).unwrap();
+    let binary =
+        option_env!("CARGO_BIN_EXE_byok-proxy").unwrap_or("byok-proxy-needs-the-server-feature");
+    let out = Command::new(binary)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("BYOK_PROXY_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
