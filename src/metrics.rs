@@ -41,6 +41,11 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
 type Histograms = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
 /// The proxy's metrics; share one behind an `Arc` between the layer, the
@@ -58,6 +63,7 @@ pub struct Metrics {
     generation: Gauge,
     connections_open: Gauge,
     connections_shed: Counter,
+    credential_states: Family<StateLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -152,6 +158,12 @@ impl Metrics {
             "Client connections closed at once because server.max_connections were open",
             connections_shed.clone(),
         );
+        let credential_states = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "credentials",
+            "Enabled credentials by health state (healthy, cooling, quarantined), as of the scrape",
+            credential_states.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -165,6 +177,7 @@ impl Metrics {
             generation,
             connections_open,
             connections_shed,
+            credential_states,
         }
     }
 
@@ -198,6 +211,16 @@ impl Metrics {
             .set(gauge_value(snapshot.credential_count()));
         self.generation
             .set(i64::try_from(snapshot.generation()).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the count of credentials per health state, now (at a scrape).
+    pub fn observe_health(&self, snapshot: &Snapshot) {
+        let counts = snapshot.health_counts(crate::policy::health::now_ms());
+        for (state, n) in counts {
+            self.credential_states
+                .get_or_create(&StateLabels { state })
+                .set(gauge_value(n));
+        }
     }
 
     /// Counts a reload, successful or not.

@@ -146,6 +146,9 @@ impl Admin {
                     "the metrics are every workspace's: they need an operator management key",
                 ));
             }
+            self.state
+                .metrics
+                .observe_health(&self.state.registry.snapshot());
             let mut res = Response::new(Full::new(Bytes::from(self.state.metrics.encode())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -154,6 +157,15 @@ impl Admin {
                 ),
             );
             return Ok(res);
+        }
+        if let Some(id) = path
+            .strip_prefix("/api/v1/byok/")
+            .and_then(|rest| rest.strip_suffix("/health"))
+        {
+            return match method {
+                Method::GET | Method::HEAD => self.health(&caller, &segment(&format!("/{id}"))?),
+                _ => Err(AdminError::MethodNotAllowed),
+            };
         }
         if let Some(rest) = path.strip_prefix("/api/v1/byok") {
             return match (rest, method) {
@@ -294,6 +306,31 @@ impl Admin {
             .find(|k| k.hash == hash)
             .filter(|k| caller.sees(Some(&k.workspace_id)))
             .ok_or(AdminError::UnknownApiKey)
+    }
+
+    /// `GET /api/v1/byok/{id}/health` (SPEC §10).
+    fn health(&self, caller: &Caller, id: &str) -> AdminResult {
+        let cred = self.visible(caller, id)?;
+        let now = crate::policy::health::now_ms();
+        let health = self.state.registry.snapshot().health(&cred.id);
+        let (state, until) = health
+            .as_ref()
+            .map_or((crate::policy::health::State::Healthy, None), |h| {
+                h.state(now)
+            });
+        let (last_status, failures, last_used) =
+            health.as_ref().map_or((None, 0, None), |h| h.counters());
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "data": {
+                "id": cred.id,
+                "state": state.as_str(),
+                "until": until.map(rfc3339_ms),
+                "last_status": last_status,
+                "consecutive_failures": failures,
+                "last_used_at": last_used.map(rfc3339_ms),
+            }}),
+        ))
     }
 
     fn get(&self, caller: &Caller, id: &str) -> AdminResult {
@@ -525,6 +562,15 @@ fn snapshot_rejection(e: SnapshotError) -> AdminError {
         }
         SnapshotError::DuplicateId { id } => format!("id: {id} exists already"),
     })
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (to the second).
+fn rfc3339_ms(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 /// A gateway key on the wire, in OpenRouter's API-key shape as far as it

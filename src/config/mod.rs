@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Longest silence inside a request body.
     pub body_timeout: Duration,
+    /// The longest a rate-limited credential rests.
+    pub max_cooldown: Duration,
     /// The largest request head (request line and headers) a client may send.
     pub max_header_bytes: usize,
     /// The most client connections served at once; more are closed at once.
@@ -239,6 +241,7 @@ struct RawServer {
     first_byte_timeout_secs: f64,
     idle_timeout_secs: f64,
     body_timeout_secs: f64,
+    max_cooldown_secs: f64,
     max_header_bytes: u64,
     max_connections: u64,
     upstream_ca_file: Option<PathBuf>,
@@ -255,6 +258,7 @@ impl Default for RawServer {
             first_byte_timeout_secs: 120.0,
             idle_timeout_secs: 300.0,
             body_timeout_secs: 60.0,
+            max_cooldown_secs: 300.0,
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             upstream_ca_file: None,
@@ -509,6 +513,7 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
         ),
         idle_timeout: duration("server.idle_timeout_secs", &raw.idle_timeout_secs, errs),
         body_timeout: duration("server.body_timeout_secs", &raw.body_timeout_secs, errs),
+        max_cooldown: duration("server.max_cooldown_secs", &raw.max_cooldown_secs, errs),
         max_header_bytes: bounded(
             "server.max_header_bytes",
             raw.max_header_bytes,

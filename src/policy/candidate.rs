@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
+use super::health::{Health, HealthBook};
 use super::{order, Allowlists};
 use crate::domain::{Credential, Providers, Upstream};
 
@@ -22,6 +23,8 @@ pub(crate) struct Candidate {
     pub(crate) id_label: Arc<str>,
     /// Declared zero-data-retention (`declared_zdr`, else the provider's).
     pub(crate) zdr: bool,
+    /// Its health, shared with every snapshot that holds it.
+    pub(crate) health: Arc<Health>,
 }
 
 impl fmt::Debug for Candidate {
@@ -103,6 +106,7 @@ pub(crate) fn compile(
         id_value,
         id_label: Arc::from(cred.id.as_str()),
         zdr: cred.declared_zdr.unwrap_or(provider.zdr),
+        health: Arc::default(),
     }))
 }
 
@@ -110,10 +114,12 @@ pub(crate) fn compile(
 pub(crate) fn group(
     creds: &[Arc<Credential>],
     providers: &Providers,
+    health: &HealthBook,
 ) -> Result<Arc<[Candidate]>, CompileError> {
     let mut list = Vec::with_capacity(creds.len());
     for c in creds {
-        if let Some(cand) = compile(c, providers)? {
+        if let Some(mut cand) = compile(c, providers)? {
+            cand.health = health.get(&c.id);
             list.push(cand);
         }
     }
@@ -133,6 +139,7 @@ impl Candidate {
             id_value: HeaderValue::from_str(&cred.id).unwrap_or_else(|_| unreachable!()),
             id_label: Arc::from(cred.id.as_str()),
             zdr: cred.declared_zdr.unwrap_or(false),
+            health: Arc::default(),
             record: Arc::new(cred),
         }
     }

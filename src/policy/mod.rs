@@ -10,6 +10,7 @@
 
 mod allowlist;
 mod candidate;
+pub(crate) mod health;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub(crate) use allowlist::Allowlists;
 pub use candidate::CompileError;
 pub(crate) use candidate::{compile, group, Candidate};
+use health::Clock;
 
 use crate::domain::{Credential, KeyHash};
 
@@ -158,10 +160,16 @@ pub(crate) fn order(a: &Credential, b: &Credential) -> Ordering {
 }
 
 /// The candidates that may serve `ask`, in tier order, lazily: the BYOK
-/// non-fallback ones, the shared tier unless closed, the BYOK fallback ones.
+/// non-fallback ones, the shared tier unless closed, the BYOK fallback ones;
+/// within each tier the healthy ones first, then those resting (cooling
+/// down or quarantined), never dropped (SPEC §5, §10). Which ones rest is
+/// read once, when the request begins: each candidate comes once, whatever
+/// its attempts (or other requests) make of its health meanwhile. `clock` is
+/// read only when some candidate has rested.
 pub(crate) fn admitted<'c>(
     plan: &'c Plan,
     ask: &'c Ask<'c>,
+    clock: &'c Clock,
 ) -> impl Iterator<Item = (Tier, &'c Candidate)> + 'c {
     let byok = plan.byok();
     // Pre-sorted: the fallback ones come last.
@@ -172,11 +180,110 @@ pub(crate) fn admitted<'c>(
     } else {
         plan.shared()
     };
-    let tagged = |tier: Tier, list: &'c [Candidate]| list.iter().map(move |c| (tier, c));
-    tagged(Tier::Byok, first)
-        .chain(tagged(Tier::Shared, shared))
-        .chain(tagged(Tier::Byok, fallback))
-        .filter(move |(_, c)| admits(c, ask))
+    TierOrder::new(Tier::Byok, first, ask, clock)
+        .chain(TierOrder::new(Tier::Shared, shared, ask, clock))
+        .chain(TierOrder::new(Tier::Byok, fallback, ask, clock))
+}
+
+/// The admitted candidates of `plan` resting now (for the access log); one
+/// atomic load per candidate when none rests.
+pub(crate) fn resting<'c>(
+    plan: &'c Plan,
+    ask: &'c Ask<'c>,
+    clock: &'c Clock,
+) -> impl Iterator<Item = &'c Candidate> + 'c {
+    let shared = if shared_closed(plan.byok(), ask) {
+        &[][..]
+    } else {
+        plan.shared()
+    };
+    plan.byok()
+        .iter()
+        .chain(shared)
+        .filter(move |c| c.health.resting(clock) && admits(c, ask))
+}
+
+/// One tier's admitted candidates: the healthy ones, then the resting ones,
+/// each in the group's order.
+struct TierOrder<'c> {
+    tier: Tier,
+    list: &'c [Candidate],
+    ask: &'c Ask<'c>,
+    resting: Resting,
+    /// 0: the healthy pass, 1: the resting pass.
+    pass: u8,
+    next: usize,
+}
+
+impl<'c> TierOrder<'c> {
+    fn new(tier: Tier, list: &'c [Candidate], ask: &'c Ask<'c>, clock: &Clock) -> Self {
+        TierOrder {
+            tier,
+            list,
+            ask,
+            resting: Resting::of(list, clock),
+            pass: 0,
+            next: 0,
+        }
+    }
+}
+
+impl<'c> Iterator for TierOrder<'c> {
+    type Item = (Tier, &'c Candidate);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.next == self.list.len() {
+                if self.pass == 1 || self.resting.none() {
+                    return None;
+                }
+                self.pass = 1;
+                self.next = 0;
+            }
+            let i = self.next;
+            self.next += 1;
+            let c = &self.list[i];
+            if self.resting.get(i) == (self.pass == 1) && admits(c, self.ask) {
+                return Some((self.tier, c));
+            }
+        }
+    }
+}
+
+/// Which candidates of a list rested when the request began.
+enum Resting {
+    /// Bit `i` for candidate `i` (lists of up to 64: no allocation).
+    Bits(u64),
+    /// Longer lists.
+    Many(Vec<bool>),
+}
+
+impl Resting {
+    fn of(list: &[Candidate], clock: &Clock) -> Self {
+        if list.len() <= 64 {
+            let mut bits = 0u64;
+            for (i, c) in list.iter().enumerate() {
+                bits |= u64::from(c.health.resting(clock)) << i;
+            }
+            Resting::Bits(bits)
+        } else {
+            Resting::Many(list.iter().map(|c| c.health.resting(clock)).collect())
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Resting::Bits(bits) => bits >> i & 1 == 1,
+            Resting::Many(v) => v[i],
+        }
+    }
+
+    fn none(&self) -> bool {
+        match self {
+            Resting::Bits(bits) => *bits == 0,
+            Resting::Many(v) => !v.contains(&true),
+        }
+    }
 }
 
 /// Why no candidate of `plan` admitted `ask`: no credential at all (none of
@@ -259,7 +366,7 @@ mod tests {
             lists_unreadable: false,
             require_zdr: false,
         };
-        assert_eq!(admitted(&plan, &ask).count(), 0);
+        assert_eq!(admitted(&plan, &ask, &Clock::default()).count(), 0);
         assert_eq!(
             deny(&plan, &ask),
             Denial::NoEligibleCredential(RefusedBy {
@@ -292,7 +399,12 @@ mod tests {
 
     fn list(creds: Vec<Credential>) -> Arc<[Candidate]> {
         let creds: Vec<Arc<Credential>> = creds.into_iter().map(Arc::new).collect();
-        group(&creds, &crate::domain::Providers::builtins()).unwrap()
+        group(
+            &creds,
+            &crate::domain::Providers::builtins(),
+            &health::HealthBook::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -460,7 +572,8 @@ mod tests {
                 lists_unreadable: false,
                 require_zdr: row.require_zdr,
             };
-            let got: Vec<(&str, &str)> = admitted(&plan, &ask)
+            let clock = Clock::default();
+            let got: Vec<(&str, &str)> = admitted(&plan, &ask, &clock)
                 .map(|(tier, c)| (tier.as_str(), c.record.id.as_str()))
                 .collect();
             assert_eq!(got, row.want, "{}", row.name);
@@ -524,7 +637,8 @@ mod tests {
                             if live && admits && fallback {
                                 want.push(("byok", "c"));
                             }
-                            let got: Vec<(&str, &str)> = admitted(&plan, &ask)
+                            let clock = Clock::default();
+                            let got: Vec<(&str, &str)> = admitted(&plan, &ask, &clock)
                                 .map(|(t, c)| (t.as_str(), c.record.id.as_str()))
                                 .collect();
                             assert_eq!(
@@ -573,7 +687,7 @@ mod tests {
             ..ask
         };
         assert_eq!(
-            admitted(&closed, &ask).count(),
+            admitted(&closed, &ask, &Clock::default()).count(),
             1,
             "disabled closes nothing"
         );

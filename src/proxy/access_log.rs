@@ -60,6 +60,9 @@ pub(super) struct Trace {
     pub(super) model: Option<String>,
     pub(super) attempts: Vec<(Arc<Credential>, Tier, AttemptResult)>,
     pub(super) outcome: &'static str,
+    /// The admitted candidates that were resting (cooling down or
+    /// quarantined) when the request began: tried after the others, if at all.
+    pub(super) resting: Vec<Arc<str>>,
 }
 
 impl Trace {
@@ -75,6 +78,7 @@ impl Trace {
             model: None,
             attempts: Vec::new(),
             outcome: "forwarded",
+            resting: Vec::new(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Trace {
             model = self.model.as_deref().unwrap_or("-"),
             tier = self.attempts.last().map_or("-", |(_, tier, _)| tier.as_str()),
             attempts = %Attempts(&self.attempts),
+            resting = %Resting(&self.resting),
             latency_ms = total.as_secs_f64() * 1e3,
             own_us = own.as_secs_f64() * 1e6,
             "request"
@@ -146,6 +151,24 @@ impl fmt::Display for Attempts<'_> {
                 AttemptResult::Error => f.write_str("error")?,
                 AttemptResult::Timeout => f.write_str("timeout")?,
             }
+        }
+        Ok(())
+    }
+}
+
+/// `id,id`: the credentials passed over for their health; `-` for none.
+struct Resting<'a>(&'a [Arc<str>]);
+
+impl fmt::Display for Resting<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, id) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(id)?;
         }
         Ok(())
     }

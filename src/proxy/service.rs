@@ -43,6 +43,7 @@ use super::error::Rejection;
 use super::{headers, model, route};
 use crate::domain::{Credential, Dialect, Provider};
 use crate::metrics::Metrics;
+use crate::policy::health::{self, Clock, Verdict};
 use crate::policy::{self, Ask, Candidate, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
 use crate::{BoxError, Registry};
@@ -222,7 +223,11 @@ where
     let mut base = parts.headers;
     headers::strip_request(&mut base);
     base.insert(X_REQUEST_ID, trace.request_id.clone());
-    let mut candidates = policy::admitted(&plan, &ask).peekable();
+    let clock = Clock::default();
+    trace.resting = policy::resting(&plan, &ask, &clock)
+        .map(|c| Arc::clone(&c.id_label))
+        .collect();
+    let mut candidates = policy::admitted(&plan, &ask, &clock).peekable();
     while let Some((tier, cand)) = candidates.next() {
         if trace.attempts.is_empty() {
             // Admitted: the model may now appear in the access log.
@@ -289,6 +294,10 @@ where
         };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
         trace.attempt(metrics, cand, tier, result);
+        cand.health.record(
+            verdict(result, response.as_ref(), &clock, settings.max_cooldown),
+            clock.now(),
+        );
         match classify(result, is_last) {
             Next::Failover => continue,
             Next::Fail(rejection) => {
@@ -502,6 +511,28 @@ fn upstream_request(
     Ok(req)
 }
 
+/// What one attempt says about its credential's health (SPEC §10).
+fn verdict<B>(
+    result: AttemptResult,
+    response: Option<&Response<B>>,
+    clock: &Clock,
+    max_cooldown: std::time::Duration,
+) -> Verdict {
+    match result {
+        AttemptResult::Status(StatusCode::TOO_MANY_REQUESTS) => {
+            let rest = response.map_or(health::DEFAULT_COOLDOWN, |res| {
+                health::cooldown(res.headers(), clock.now(), max_cooldown)
+            });
+            Verdict::RateLimited(rest.min(max_cooldown))
+        }
+        AttemptResult::Status(s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN))
+        | AttemptResult::KeyRejected(s) => Verdict::Rejected(s.as_u16()),
+        AttemptResult::Status(s) if s.is_server_error() => Verdict::Failed(Some(s.as_u16())),
+        AttemptResult::Status(s) => Verdict::Fine(s.as_u16()),
+        AttemptResult::Error | AttemptResult::Timeout => Verdict::Failed(None),
+    }
+}
+
 /// How much of an error answer is read to tell a rejected key from any
 /// other refusal.
 const PEEK_LIMIT: usize = 16 * 1024;
@@ -649,7 +680,8 @@ pub fn decide(
         .provider(provider)
         .ok_or(Rejection::UnknownProvider)?;
     let (plan, ask) = select(snapshot, &principal, &provider.slug, model);
-    let Some((_, cand)) = policy::admitted(&plan, &ask).next() else {
+    let clock = Clock::default();
+    let Some((_, cand)) = policy::admitted(&plan, &ask, &clock).next() else {
         return Err(Rejection::denied(
             policy::deny(&plan, &ask),
             &provider.slug,

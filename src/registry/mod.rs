@@ -22,6 +22,7 @@ use foldhash::HashMap;
 
 use crate::config::{Config, ServerConfig};
 use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
+use crate::policy::health::{Health, HealthBook};
 use crate::policy::{self, Candidate, CompileError, Plan};
 
 /// Who is asking: the workspace and user behind a gateway key.
@@ -53,6 +54,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Longest silence inside a request body; then 408 and the connection closes.
     pub body_timeout: Duration,
+    /// The longest a rate-limited credential rests (SPEC §10).
+    pub max_cooldown: Duration,
 }
 
 impl From<&ServerConfig> for Settings {
@@ -62,6 +65,7 @@ impl From<&ServerConfig> for Settings {
             first_byte_timeout: server.first_byte_timeout,
             idle_timeout: server.idle_timeout,
             body_timeout: server.body_timeout,
+            max_cooldown: server.max_cooldown,
         }
     }
 }
@@ -73,6 +77,7 @@ impl Default for Settings {
             first_byte_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(60),
+            max_cooldown: Duration::from_secs(300),
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct Snapshot {
     /// credentials (the global ones are everyone's BYOK tier already).
     shared: Option<SharedTier>,
     shared_groups: DashMap<Box<str>, Arc<[Candidate]>, RandomState>,
+    /// Every credential's health, carried from snapshot to snapshot.
+    health: Arc<HealthBook>,
     by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
     /// Serialises in-place changes: each rebuilds a group from `by_id`.
     writer: Mutex<()>,
@@ -169,6 +176,44 @@ impl Snapshot {
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_all(
+            settings,
+            providers,
+            shared,
+            api_keys,
+            credentials,
+            Arc::default(),
+        )
+    }
+
+    /// The snapshot that follows `before`: built from the entries given, the
+    /// health of the credentials that stay carried over.
+    pub fn following(
+        before: &Snapshot,
+        config: &Config,
+        api_keys: Vec<ApiKey>,
+        credentials: Vec<Credential>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let next = Snapshot::build_all(
+            Settings::from(&config.server),
+            config.providers.clone(),
+            config.shared.clone(),
+            api_keys,
+            credentials,
+            Arc::clone(&before.health),
+        )?;
+        next.health.retain(|id| next.by_id.contains_key(id));
+        Ok(next)
+    }
+
+    fn build_all(
+        settings: Settings,
+        providers: Providers,
+        shared: Option<SharedTier>,
+        api_keys: Vec<ApiKey>,
+        credentials: Vec<Credential>,
+        health: Arc<HealthBook>,
+    ) -> Result<Snapshot, SnapshotError> {
         let keys = DashMap::with_capacity_and_hasher(api_keys.len(), RandomState::default());
         for k in api_keys {
             keys.insert(k.hash, Arc::new(k));
@@ -201,7 +246,7 @@ impl Snapshot {
         if let Some(tier) = &shared {
             for ((ws, provider), creds) in &own {
                 if **ws == *tier.workspace_id {
-                    let list = policy::group(creds, &providers)?;
+                    let list = policy::group(creds, &providers, &health)?;
                     if !list.is_empty() {
                         shared_groups.insert(provider.as_str().into(), list);
                     }
@@ -213,7 +258,7 @@ impl Snapshot {
             if let Some(g) = global.get(&provider) {
                 creds.extend(g.iter().cloned());
             }
-            let list = policy::group(&creds, &providers)?;
+            let list = policy::group(&creds, &providers, &health)?;
             if !list.is_empty() {
                 by_workspace
                     .entry(ws.into())
@@ -228,7 +273,7 @@ impl Snapshot {
         }
         let globals = DashMap::with_hasher(RandomState::default());
         for (provider, creds) in global {
-            let list = policy::group(&creds, &providers)?;
+            let list = policy::group(&creds, &providers, &health)?;
             if !list.is_empty() {
                 globals.insert(provider.into_boxed_str(), list);
             }
@@ -244,6 +289,7 @@ impl Snapshot {
             shared,
             shared_groups,
             by_id,
+            health,
             writer: Mutex::new(()),
         })
     }
@@ -308,6 +354,29 @@ impl Snapshot {
             byok: self.candidates(workspace_id, provider),
             shared,
         }
+    }
+
+    /// How many enabled credentials are in each health state at `now_ms`.
+    pub(crate) fn health_counts(&self, now_ms: u64) -> [(&'static str, usize); 3] {
+        use crate::policy::health::State;
+        let mut counts = [0usize; 3];
+        for e in self.by_id.iter().filter(|e| !e.disabled) {
+            let state = self
+                .health
+                .peek(e.key())
+                .map_or(State::Healthy, |h| h.state(now_ms).0);
+            counts[state as usize] += 1;
+        }
+        [State::Healthy, State::Cooling, State::Quarantined]
+            .map(|s| (s.as_str(), counts[s as usize]))
+    }
+
+    /// Credential `id`'s health, when it is known.
+    pub(crate) fn health(&self, id: &str) -> Option<Arc<Health>> {
+        self.by_id
+            .contains_key(id)
+            .then(|| self.health.peek(id))
+            .flatten()
     }
 
     /// The per-request limits.
@@ -377,6 +446,11 @@ impl Snapshot {
         let old = self
             .by_id
             .insert(Box::from(cred.id.as_str()), Arc::clone(&cred));
+        // A write of the credential (a rotated key, say) lifts its rest, on
+        // the replica that made it and on those that follow the store.
+        if let Some(health) = self.health.peek(&cred.id) {
+            health.lift();
+        }
         if let Some(old) =
             old.filter(|o| (&o.workspace_id, &o.provider) != (&cred.workspace_id, &cred.provider))
         {
@@ -389,9 +463,11 @@ impl Snapshot {
     pub fn remove_credential(&self, id: &str) -> Result<bool, SnapshotError> {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match self.by_id.remove(id) {
-            Some((_, old)) => self
-                .rebuild(old.workspace_id.as_deref(), &old.provider)
-                .map(|()| true),
+            Some((_, old)) => {
+                self.health.remove(id);
+                self.rebuild(old.workspace_id.as_deref(), &old.provider)
+                    .map(|()| true)
+            }
             None => Ok(false),
         }
     }
@@ -445,7 +521,7 @@ impl Snapshot {
             // global group: it keeps no copy.
             let has_own = members.iter().any(|c| c.workspace_id.is_some());
             let list = if has_own {
-                policy::group(&members, &self.providers)?
+                policy::group(&members, &self.providers, &self.health)?
             } else {
                 Arc::from(Vec::new())
             };
@@ -473,7 +549,7 @@ impl Snapshot {
                     .filter(|e| e.provider == provider && e.workspace_id.as_deref() == Some(ws))
                     .map(|e| Arc::clone(e.value()))
                     .collect();
-                let list = policy::group(&own, &self.providers)?;
+                let list = policy::group(&own, &self.providers, &self.health)?;
                 if list.is_empty() {
                     self.shared_groups.remove(provider);
                 } else {
@@ -482,7 +558,7 @@ impl Snapshot {
             }
         }
         if workspace_id.is_none() {
-            let list = policy::group(&global, &self.providers)?;
+            let list = policy::group(&global, &self.providers, &self.health)?;
             if list.is_empty() {
                 self.globals.remove(provider);
             } else {

@@ -258,7 +258,7 @@ async fn first_snapshot(
     store: &Store,
 ) -> Result<(Config, crate::Snapshot), ServeError> {
     let store_kind = config.store.kind();
-    load_snapshot(config, store, false)
+    load_snapshot(config, store, None)
         .await
         .map_err(|source| match source {
             LoadError::Snapshot(source) => ServeError::Snapshot {

@@ -61,14 +61,17 @@ impl std::fmt::Display for LoadError {
 
 /// The registry snapshot for `config`: its own keys and credentials on the
 /// file store (taken, not copied), the database's otherwise. Comes back with
-/// the config, which keeps its settings only. `serving`: requests are being
-/// served, so the build runs off the worker threads; before that it runs
-/// here, where the parse's garbage is (freed memory it can reuse).
+/// the config, which keeps its settings only. `before`: the snapshot in
+/// force, on a reload: the new one keeps its credentials' health, and the
+/// build runs off the worker threads (requests are being served); at
+/// start-up it runs here, where the parse's garbage is (freed memory it can
+/// reuse).
 pub(super) async fn load_snapshot(
     config: Config,
     store: &Store,
-    serving: bool,
+    before: Option<Arc<Snapshot>>,
 ) -> Result<(Config, Snapshot), LoadError> {
+    let serving = before.is_some();
     let contents = if store.is_writable() {
         Some(store.load().await.map_err(LoadError::Store)?)
     } else {
@@ -97,7 +100,12 @@ pub(super) async fn load_snapshot(
             }
         };
         let config = config.into_settings();
-        let snapshot = Snapshot::with_entries(&config, keys, creds).map_err(LoadError::Snapshot)?;
+        // A reload keeps the health of the credentials that stay.
+        let snapshot = match &before {
+            Some(before) => Snapshot::following(before, &config, keys, creds),
+            None => Snapshot::with_entries(&config, keys, creds),
+        }
+        .map_err(LoadError::Snapshot)?;
         Ok((config, snapshot))
     };
     if serving {
@@ -238,7 +246,7 @@ pub(super) async fn reload_loop(
         // API's writes (see Registry::ordered).
         let _order = targets.registry.ordered().await;
         let outcome = match parsed {
-            Ok(config) => load_snapshot(config, &targets.store, true)
+            Ok(config) => load_snapshot(config, &targets.store, Some(targets.registry.snapshot()))
                 .await
                 .map_err(|e| Failed::Load(e.to_string())),
             Err(e) => Err(Failed::File(e.to_string())),
@@ -401,7 +409,7 @@ pub(super) async fn follow_store(t: Reload) {
             // finished while this waited is not undone.
             let _order = t.registry.ordered().await;
             let config = Config::clone(&t.current.load_full());
-            match load_snapshot(config, &t.store, true).await {
+            match load_snapshot(config, &t.store, Some(t.registry.snapshot())).await {
                 Ok((_, snapshot)) => {
                     let generation = swap_in(&t.registry, snapshot);
                     t.metrics.observe_snapshot(&t.registry.snapshot());

@@ -113,6 +113,7 @@ async fn one_access_line_per_request_with_its_fields_and_no_secret() {
         ("model", "gpt-4o"),
         ("tier", "byok"),
         ("attempts", "oa-1:200"),
+        ("resting", "-"),
     ])
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -22,6 +22,7 @@ mod failover;
 mod forwarding;
 mod gateway_keys;
 mod global;
+mod health;
 mod hostile_upstream;
 mod https;
 mod lifecycle;

@@ -158,6 +158,17 @@ async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
         ]),
         "{text}"
     );
+    // an-429 rests after its 429; the dead groq credential failed once
+    // (five in a row cool it).
+    assert_eq!(
+        family(&s, "byok_credentials"),
+        expect(&[
+            ("state=cooling", 1.0),
+            ("state=healthy", 3.0),
+            ("state=quarantined", 0.0)
+        ]),
+        "{text}"
+    );
     assert_eq!(
         family(&s, "byok_failovers_total"),
         expect(&[("provider=anthropic", 1.0)]),
@@ -240,6 +251,7 @@ async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
                 "outcome" => outcomes.contains(&v.as_str()),
                 "status_class" => classes.contains(&v.as_str()),
                 "tier" => ["byok", "shared"].contains(&v.as_str()),
+                "state" => ["healthy", "cooling", "quarantined"].contains(&v.as_str()),
                 "result" => ["ok", "failed"].contains(&v.as_str()),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,

@@ -580,3 +580,51 @@ async fn racing_patches_and_deletes_leave_the_registry_as_the_database() {
         assert_eq!(status, if i % 2 == 0 { 404 } else { 200 }, "{id}");
     }
 }
+
+#[tokio::test]
+async fn a_patch_lifts_a_quarantine() {
+    // The provider rejects the first secret; the rotated one works.
+    let mock = Mock::start(|r: &Recorded| {
+        if r.header("authorization") == Some("Bearer sk-revoked-000000001") {
+            Reply::json(401, "{}")
+        } else {
+            Reply::json(200, "{}")
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = store_config(&mock, &format!("sqlite://{}/byok.db", dir.path().display()));
+    let node = Node::start(&config, MASTER).await;
+    let (key, _) = node.create_key("user-1").await;
+    let first = node
+        .create(json!({"provider": "openai", "key": "sk-revoked-000000001", "sort_order": 0}))
+        .await;
+    node.create(json!({"provider": "openai", "key": "sk-second-0000000001", "sort_order": 1}))
+        .await;
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
+    let health = node
+        .admin("GET", &format!("/api/v1/byok/{id}/health"), None)
+        .await
+        .json();
+    assert_eq!(health["data"]["state"], "quarantined");
+    // Rotated: in force, and first again, at once.
+    node.admin(
+        "PATCH",
+        &format!("/api/v1/byok/{id}"),
+        Some(json!({"key": "sk-rotated-00000001"})),
+    )
+    .await;
+    let health = node
+        .admin("GET", &format!("/api/v1/byok/{id}/health"), None)
+        .await
+        .json();
+    assert_eq!(health["data"]["state"], "healthy");
+    let before = mock.count();
+    assert_eq!(node.chat(&key, "gpt-4o").await.status, 200);
+    assert_eq!(mock.count(), before + 1);
+    assert_eq!(
+        mock.requests().last().unwrap().header("authorization"),
+        Some("Bearer sk-rotated-00000001")
+    );
+}
