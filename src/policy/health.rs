@@ -351,6 +351,7 @@ impl Health {
     }
 
     /// The last status, failures in a row, and the last use (ms).
+    #[cfg(any(test, feature = "server"))]
     pub(crate) fn counters(&self) -> (Option<u16>, u32, Option<u64>) {
         let status = self.last_status.load(Relaxed);
         let used = self.last_used_ms.load(Relaxed);

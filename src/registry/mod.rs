@@ -371,7 +371,8 @@ impl Snapshot {
             .map(|s| (s.as_str(), counts[s as usize]))
     }
 
-    /// Credential `id`'s health, when it is known.
+    /// Credential `id`'s health, when it is known (for the admin API).
+    #[cfg(feature = "server")]
     pub(crate) fn health(&self, id: &str) -> Option<Arc<Health>> {
         self.by_id
             .contains_key(id)
