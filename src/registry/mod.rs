@@ -22,7 +22,7 @@ use foldhash::HashMap;
 
 use crate::config::{Config, ServerConfig};
 use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
-use crate::policy::health::{Health, HealthBook};
+use crate::policy::health::HealthBook;
 use crate::policy::{self, Candidate, CompileError, Plan};
 
 /// Who is asking: the workspace and user behind a gateway key.
@@ -373,7 +373,7 @@ impl Snapshot {
 
     /// Credential `id`'s health, when it is known (for the admin API).
     #[cfg(feature = "server")]
-    pub(crate) fn health(&self, id: &str) -> Option<Arc<Health>> {
+    pub(crate) fn health(&self, id: &str) -> Option<Arc<crate::policy::health::Health>> {
         self.by_id
             .contains_key(id)
             .then(|| self.health.peek(id))
