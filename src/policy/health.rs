@@ -35,30 +35,51 @@ pub(crate) const QUARANTINE_MAX: Duration = Duration::from_secs(3600);
 /// Every credential's [`Health`] by id, shared by the snapshots that follow
 /// one another (a reload keeps the health of the credentials that stay).
 #[derive(Debug, Default)]
-pub(crate) struct HealthBook(DashMap<Box<str>, Arc<Health>, RandomState>);
+pub(crate) struct HealthBook {
+    by_id: DashMap<Box<str>, Arc<Health>, RandomState>,
+    /// Where this replica's changes go, to be told to the others (a
+    /// Postgres store); unset otherwise.
+    changes: std::sync::OnceLock<tokio::sync::mpsc::Sender<(Arc<str>, Rest)>>,
+}
 
 impl HealthBook {
+    /// Sends this replica's changes of rest to `tx` from now on.
+    #[cfg(feature = "server")]
+    pub(crate) fn publish_to(&self, tx: tokio::sync::mpsc::Sender<(Arc<str>, Rest)>) {
+        let _ = self.changes.set(tx);
+    }
+
+    /// Tells the other replicas (when there are any) that `id` rests so.
+    /// Never waits: when the queue is full the change stays local.
+    pub(crate) fn changed(&self, id: &Arc<str>, rest: Rest) {
+        if let Some(tx) = self.changes.get() {
+            if tx.try_send((Arc::clone(id), rest)).is_err() {
+                tracing::debug!(credential_id = %id, "health change not published: queue full");
+            }
+        }
+    }
+
     /// The health of credential `id`, made healthy on first sight.
     pub(crate) fn get(&self, id: &str) -> Arc<Health> {
-        if let Some(h) = self.0.get(id) {
+        if let Some(h) = self.by_id.get(id) {
             return Arc::clone(&h);
         }
-        Arc::clone(&self.0.entry(id.into()).or_default())
+        Arc::clone(&self.by_id.entry(id.into()).or_default())
     }
 
     /// The health of `id`, when it has one.
     pub(crate) fn peek(&self, id: &str) -> Option<Arc<Health>> {
-        self.0.get(id).map(|h| Arc::clone(&h))
+        self.by_id.get(id).map(|h| Arc::clone(&h))
     }
 
     /// Forgets the credentials `keep` says are gone.
     pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.0.retain(|id, _| keep(id));
+        self.by_id.retain(|id, _| keep(id));
     }
 
     /// Forgets one credential.
     pub(crate) fn remove(&self, id: &str) {
-        self.0.remove(id);
+        self.by_id.remove(id);
     }
 }
 
@@ -221,6 +242,25 @@ fn go_duration(v: &str) -> Option<Duration> {
     saturating_secs(total)
 }
 
+/// A credential's rest, as replicas tell one another: until when (ms
+/// since the epoch; 0: none), whether a quarantine, and the quarantines in
+/// a row (for the doubling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rest {
+    pub(crate) until_ms: u64,
+    pub(crate) quarantined: bool,
+    pub(crate) quarantines: u32,
+}
+
+impl Rest {
+    /// No rest: healthy.
+    pub(crate) const NONE: Rest = Rest {
+        until_ms: 0,
+        quarantined: false,
+        quarantines: 0,
+    };
+}
+
 /// What one attempt says about its credential's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -282,15 +322,22 @@ impl Health {
     /// fine answer writes nothing but, once a second, its last use: every
     /// worker serves the same credentials, and a store to a shared line on
     /// every request would make them take turns.
-    pub(crate) fn record(&self, verdict: Verdict, now_ms: u64) {
+    /// Returns the new rest when the attempt changed it (for the other
+    /// replicas), `None` when it stays as it was.
+    pub(crate) fn record(&self, verdict: Verdict, now_ms: u64) -> Option<Rest> {
         if now_ms.saturating_sub(self.last_used_ms.load(Relaxed)) >= 1000 {
             self.last_used_ms.store(now_ms, Relaxed);
         }
         let rest = |d: Duration, quarantine: bool| {
             let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let until_ms = now_ms.saturating_add(ms).max(1);
             self.quarantined.store(quarantine, Relaxed);
-            self.until_ms
-                .store(now_ms.saturating_add(ms).max(1), Relaxed);
+            self.until_ms.store(until_ms, Relaxed);
+            Some(Rest {
+                until_ms,
+                quarantined: quarantine,
+                quarantines: self.quarantines.load(Relaxed),
+            })
         };
         match verdict {
             Verdict::Fine(status) => {
@@ -306,27 +353,38 @@ impl Health {
                 clear(&self.quarantines);
                 if self.until_ms.load(Relaxed) != 0 {
                     self.until_ms.store(0, Relaxed);
+                    return Some(Rest::NONE);
                 }
+                None
             }
             Verdict::RateLimited(d) => {
                 self.last_status.store(429, Relaxed);
                 self.failures.store(0, Relaxed);
-                rest(d, false);
+                rest(d, false)
             }
             Verdict::Rejected(status) => {
                 self.last_status.store(status, Relaxed);
                 let n = self.quarantines.fetch_add(1, Relaxed).min(16);
                 let d = QUARANTINE_FIRST.saturating_mul(1 << n).min(QUARANTINE_MAX);
-                rest(d, true);
+                rest(d, true)
             }
             Verdict::Failed(status) => {
                 self.last_status.store(status.unwrap_or(0), Relaxed);
                 if self.failures.fetch_add(1, Relaxed) + 1 >= STRIKES {
                     self.failures.store(0, Relaxed);
-                    rest(STRIKE_COOLDOWN, false);
+                    return rest(STRIKE_COOLDOWN, false);
                 }
+                None
             }
         }
+    }
+
+    /// Takes in a rest another replica decided (it publishes nothing).
+    #[cfg(feature = "server")]
+    pub(crate) fn adopt(&self, rest: Rest) {
+        self.quarantines.store(rest.quarantines, Relaxed);
+        self.quarantined.store(rest.quarantined, Relaxed);
+        self.until_ms.store(rest.until_ms, Relaxed);
     }
 
     /// Lifts any rest (a PATCH of the credential: a rotated key may work).

@@ -294,10 +294,10 @@ where
         };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
         trace.attempt(metrics, cand, tier, result);
-        cand.health.record(
-            verdict(result, response.as_ref(), &clock, settings.max_cooldown),
-            clock.now(),
-        );
+        let verdict = verdict(result, response.as_ref(), &clock, settings.max_cooldown);
+        if let Some(rest) = cand.health.record(verdict, clock.now()) {
+            snapshot.health_changed(&cand.record.id, &cand.id_label, rest);
+        }
         match classify(result, is_last) {
             Next::Failover => continue,
             Next::Fail(rejection) => {

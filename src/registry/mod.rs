@@ -22,7 +22,7 @@ use foldhash::HashMap;
 
 use crate::config::{Config, ServerConfig};
 use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
-use crate::policy::health::HealthBook;
+use crate::policy::health::{HealthBook, Rest};
 use crate::policy::{self, Candidate, CompileError, Plan};
 
 /// Who is asking: the workspace and user behind a gateway key.
@@ -353,6 +353,25 @@ impl Snapshot {
         Plan {
             byok: self.candidates(workspace_id, provider),
             shared,
+        }
+    }
+
+    /// Tells the other replicas that `id`'s rest changed (a Postgres store).
+    pub(crate) fn health_changed(&self, _id: &str, label: &Arc<str>, rest: Rest) {
+        self.health.changed(label, rest);
+    }
+
+    /// Sends this replica's health changes to `tx` (for the other replicas).
+    #[cfg(feature = "server")]
+    pub(crate) fn publish_health_to(&self, tx: tokio::sync::mpsc::Sender<(Arc<str>, Rest)>) {
+        self.health.publish_to(tx);
+    }
+
+    /// Takes in a rest another replica decided for credential `id`.
+    #[cfg(feature = "server")]
+    pub(crate) fn adopt_health(&self, id: &str, rest: Rest) {
+        if self.by_id.contains_key(id) {
+            self.health.get(id).adopt(rest);
         }
     }
 

@@ -196,6 +196,10 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     };
     if matches!(*store, Store::Postgres(_)) {
         tokio::spawn(follow_store(targets.clone()));
+        // Health changes go to the other replicas as they happen.
+        let (tx, rx) = mpsc::channel(1024);
+        registry.snapshot().publish_health_to(tx);
+        tokio::spawn(publish_health(store.clone(), rx));
     }
     // The watch starts before the proxy says it is listening, so a change
     // written right after start-up is never missed.
@@ -233,6 +237,24 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     .await;
     drain(graceful, config.server.drain).await;
     Ok(())
+}
+
+/// Tells the other replicas of this one's health changes, as they come
+/// (SPEC §10: in force on every replica within 100 ms). A change that cannot
+/// be told (the database is away) stays this replica's.
+async fn publish_health(
+    store: Arc<Store>,
+    mut changes: mpsc::Receiver<(Arc<str>, crate::policy::health::Rest)>,
+) {
+    let Store::Postgres(pg) = &*store else {
+        return;
+    };
+    while let Some((id, rest)) = changes.recv().await {
+        let change = crate::store::Change::Health(id.to_string(), rest);
+        if let Err(e) = pg.publish(&change).await {
+            tracing::debug!(credential_id = %id, error = %e, "health change not told to the other replicas");
+        }
+    }
 }
 
 /// The configured store, opened (and its tables made).

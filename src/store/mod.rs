@@ -34,6 +34,8 @@ use crate::domain::{
 };
 use crypto::{CryptoError, Keyring, Sealed};
 
+use crate::policy::health::Rest;
+
 pub(crate) use postgres::PgStore;
 pub(crate) use sqlite::SqliteStore;
 
@@ -102,6 +104,8 @@ pub(crate) enum Change {
     Credential(String),
     /// A gateway key was created, updated or deleted.
     ApiKey(KeyHash),
+    /// A replica changed a credential's rest (SPEC §10): no row to read.
+    Health(String, Rest),
 }
 
 impl Change {
@@ -110,6 +114,12 @@ impl Change {
         match self {
             Change::Credential(id) => format!("c:{id}"),
             Change::ApiKey(hash) => format!("k:{hash}"),
+            Change::Health(id, r) => format!(
+                "h:{}:{}:{}:{id}",
+                r.until_ms,
+                u8::from(r.quarantined),
+                r.quarantines
+            ),
         }
     }
 
@@ -117,6 +127,25 @@ impl Change {
         match payload.split_once(':')? {
             ("c", id) => Some(Change::Credential(id.to_owned())),
             ("k", hash) => KeyHash::from_hex(hash).map(Change::ApiKey),
+            ("h", rest) => {
+                let mut parts = rest.splitn(4, ':');
+                let until_ms = parts.next()?.parse().ok()?;
+                let quarantined = match parts.next()? {
+                    "0" => false,
+                    "1" => true,
+                    _ => return None,
+                };
+                let quarantines = parts.next()?.parse().ok()?;
+                let id = parts.next().filter(|id| !id.is_empty())?;
+                Some(Change::Health(
+                    id.to_owned(),
+                    Rest {
+                        until_ms,
+                        quarantined,
+                        quarantines,
+                    },
+                ))
+            }
             _ => None,
         }
     }
@@ -418,8 +447,21 @@ mod tests {
     #[test]
     fn change_payloads_round_trip() {
         let h = KeyHash::of(b"k");
-        for c in [Change::Credential("abc-1".into()), Change::ApiKey(h)] {
+        let rest = Rest {
+            until_ms: 1_700_000_000_123,
+            quarantined: true,
+            quarantines: 3,
+        };
+        for c in [
+            Change::Credential("abc-1".into()),
+            Change::ApiKey(h),
+            Change::Health("id:with:colons".into(), rest),
+            Change::Health("c".into(), Rest::NONE),
+        ] {
             assert_eq!(Change::parse(&c.payload()), Some(c));
+        }
+        for bad in ["h:1:2:3:c", "h:x:0:0:c", "h:1:0:0:", "h:1:0"] {
+            assert_eq!(Change::parse(bad), None, "{bad}");
         }
         assert_eq!(Change::parse("x:1"), None);
         assert_eq!(Change::parse("k:nothex"), None);

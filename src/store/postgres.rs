@@ -364,6 +364,20 @@ impl PgStore {
         Ok(n > 0)
     }
 
+    /// Tells the other replicas of a change that has no row (a credential's
+    /// health), on the query connection.
+    pub(crate) async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        let guard = self.client().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change.payload()])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     /// Follows other replicas' writes forever: applies each change with
     /// `on_change`, and after every (re)connection reloads everything with
     /// `on_resync`. Reconnects with backoff (0.1 s doubling to 5 s).

@@ -16,6 +16,12 @@ where
     FR: Future<Output = Result<(), StoreError>>,
 {
     let on_change = |change: Change| async move {
+        // A rest decided by a replica (this one's own included): no row to
+        // read, nothing to order with the writes.
+        if let Change::Health(id, rest) = &change {
+            registry.snapshot().adopt_health(id, *rest);
+            return Ok(());
+        }
         // The row is re-read and applied in one turn with this replica's own
         // writes, so the registry ends as the store did.
         let _order = registry.ordered().await;
@@ -75,5 +81,9 @@ async fn apply(
                 Ok(())
             }
         },
+        Change::Health(id, rest) => {
+            registry.snapshot().adopt_health(id, *rest);
+            Ok(())
+        }
     })
 }

@@ -473,3 +473,129 @@ async fn racing_patches_and_deletes_on_two_replicas_end_as_the_database() {
         );
     }
 }
+
+/// Two replicas whose first credential the provider rate-limits; returns
+/// them, the gateway key and the first credential's id.
+async fn rate_limited_pair(db: &PgCluster, mock: &Mock) -> (Node, Node, String, String) {
+    let cfg = store_config(mock, &db.url());
+    let a = Node::start_following(&cfg, MASTER).await;
+    let b = Node::start_following(&cfg, MASTER).await;
+    let first = a
+        .create(json!({"provider": "openai", "key": "sk-pg-limited-0001", "sort_order": 0}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.create(json!({"provider": "openai", "key": "sk-pg-healthy-0001", "sort_order": 1}))
+        .await;
+    let (key, _) = a.create_key("user-1").await;
+    // Both replicas hold both credentials and the key.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while b.admin("GET", "/api/v1/byok", None).await.json()["total_count"] != 2
+        || b.admin("GET", "/api/v1/keys", None).await.json()["total_count"] != 1
+    {
+        assert!(std::time::Instant::now() < deadline, "B never caught up");
+    }
+    (a, b, key, first)
+}
+
+fn limiting_mock() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    |r: &Recorded| {
+        if r.header("authorization") == Some("Bearer sk-pg-limited-0001") {
+            Reply::Full(429, vec![("retry-after", "60".into())], "{}".into())
+        } else {
+            Reply::json(200, "{}")
+        }
+    }
+}
+
+/// Polls B's health API until `id` is `state` (bounded by PATIENCE).
+async fn until_state(b: &Node, id: &str, state: &str) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let v = b
+            .admin("GET", &format!("/api/v1/byok/{id}/health"), None)
+            .await
+            .json();
+        if v["data"]["state"] == state {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{id} never became {state} on B: {v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_on_one_replica_is_in_force_on_the_other() {
+    let db = PgCluster::start();
+    let mock = Mock::start(limiting_mock()).await;
+    let (a, b, key, first) = rate_limited_pair(&db, &mock).await;
+    let before = mock.count();
+    // A meets the 429: its next request goes to the second credential.
+    assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
+    assert_eq!(mock.count(), before + 2);
+    until_state(&b, &first, "cooling").await;
+    // B, which never saw the 429, goes to the second at once: one hit.
+    let r = b.chat(&key, "gpt-4o").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(mock.count(), before + 3);
+    assert_eq!(
+        mock.requests().last().unwrap().header("authorization"),
+        Some("Bearer sk-pg-healthy-0001")
+    );
+    // A PATCH on B lifts it on A too.
+    b.admin(
+        "PATCH",
+        &format!("/api/v1/byok/{first}"),
+        Some(json!({"name": "rotated"})),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let v = a
+            .admin("GET", &format!("/api/v1/byok/{first}/health"), None)
+            .await
+            .json();
+        if v["data"]["state"] == "healthy" {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "never lifted on A: {v}");
+    }
+}
+
+/// Not a check (nothing timed is asserted): prints how long a cooldown on
+/// one replica takes to be in force on another.
+/// `cargo test --release --test stores -- --ignored --nocapture health_propagation`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it by name with --ignored --nocapture"]
+async fn health_propagation_latency() {
+    let db = PgCluster::start();
+    let mock = Mock::start(limiting_mock()).await;
+    let (a, b, key, first) = rate_limited_pair(&db, &mock).await;
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
+        until_state(&b, &first, "cooling").await;
+        samples.push(started.elapsed());
+        // Lifted again (a write of the credential), on both.
+        a.admin(
+            "PATCH",
+            &format!("/api/v1/byok/{first}"),
+            Some(json!({"sort_order": 0})),
+        )
+        .await;
+        until_state(&b, &first, "healthy").await;
+    }
+    samples.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "health A -> B over {} cooldowns (from A's request to B's health API): p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        samples.len(),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 9 / 10]),
+        ms(samples[samples.len() - 1]),
+    );
+}
