@@ -36,18 +36,6 @@ fn two_credentials() -> String {
     .concat()
 }
 
-fn secrets(mock: &Mock, from: usize) -> Vec<String> {
-    mock.requests()[from..]
-        .iter()
-        .map(|r| {
-            r.header("authorization")
-                .unwrap()
-                .trim_start_matches("Bearer ")
-                .to_owned()
-        })
-        .collect()
-}
-
 async fn health(proxy: &Proxy, id: &str) -> Value {
     let r = admin_get(
         proxy.admin_addr().await,
@@ -64,13 +52,13 @@ async fn a_rate_limited_credential_rests_behind_the_healthy_one() {
     let proxy = Proxy::start(&config(&mock, &two_credentials())).await;
     assert_eq!(chat(&proxy, GW, "gpt-4o").await.status, 200);
     assert_eq!(
-        secrets(&mock, 0),
+        mock.secrets_from(0),
         ["sk-health-first-00001", "sk-health-second-0001"]
     );
     // The next request goes to the second at once: one upstream hit.
     let r = chat(&proxy, GW, "gpt-4o").await;
     assert_eq!(r.header("x-byok-credential-id"), Some("second"));
-    assert_eq!(secrets(&mock, 2), ["sk-health-second-0001"]);
+    assert_eq!(mock.secrets_from(2), ["sk-health-second-0001"]);
     // The access log says which credential was passed over for its health.
     let line = proxy.wait_log("resting=first").await;
     assert!(line.contains("attempts=second:200"), "{line}");
@@ -105,7 +93,7 @@ async fn a_rejected_credential_is_quarantined_and_a_reload_keeps_it_so() {
     proxy.wait_log_after(mark, "config reloaded").await;
     let r = chat(&proxy, GW, "gpt-4o").await;
     assert_eq!(r.header("x-byok-credential-id"), Some("second"));
-    assert_eq!(secrets(&mock, 2), ["sk-health-second-0001"]);
+    assert_eq!(mock.secrets_from(2), ["sk-health-second-0001"]);
     let first = health(&proxy, "first").await;
     assert_eq!(
         (&first["state"], &first["last_status"]),
@@ -123,7 +111,7 @@ async fn resting_credentials_still_serve_when_all_rest() {
     let r = chat(&proxy, GW, "gpt-4o").await;
     assert_eq!(r.status, 429);
     assert_eq!(
-        secrets(&mock, 2),
+        mock.secrets_from(2),
         ["sk-health-first-00001", "sk-health-second-0001"]
     );
 }

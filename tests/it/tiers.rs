@@ -28,18 +28,6 @@ async fn serving(secret: &'static str) -> Mock {
     .await
 }
 
-fn secrets(mock: &Mock, from: usize) -> Vec<String> {
-    mock.requests()[from..]
-        .iter()
-        .map(|r| {
-            r.header("authorization")
-                .unwrap()
-                .trim_start_matches("Bearer ")
-                .to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn openrouters_example_required_key_keeps_its_model_off_the_shared_tier() {
     // Key A allows openai/gpt-4o with is_required; key B has no filter.
@@ -62,7 +50,7 @@ async fn openrouters_example_required_key_keeps_its_model_off_the_shared_tier() 
     let r = chat(&proxy, GW, "gpt-4o").await;
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(
-        secrets(&mock, 0),
+        mock.secrets_from(0),
         ["sk-byok-A-0000000001", "sk-byok-B-0000000001"]
     );
     assert_eq!(r.header("x-byok-tier"), Some("byok"));
@@ -71,7 +59,7 @@ async fn openrouters_example_required_key_keeps_its_model_off_the_shared_tier() 
     let r = chat(&proxy, GW, "gpt-4o-mini").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        secrets(&mock, 2),
+        mock.secrets_from(2),
         ["sk-byok-B-0000000001", "sk-shared-S-000000001"]
     );
     assert_eq!(r.header("x-byok-tier"), Some("shared"));
@@ -103,7 +91,7 @@ async fn byok_only_closes_the_shared_tier_and_fallbacks_come_after_it() {
     let r = chat(&proxy, GW, "gpt-4o").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        secrets(&mock, 0),
+        mock.secrets_from(0),
         [
             "sk-byok-A-0000000001",
             "sk-shared-S-000000001",
@@ -120,7 +108,7 @@ async fn byok_only_closes_the_shared_tier_and_fallbacks_come_after_it() {
     let proxy = Proxy::start(&config(&mock, &closed)).await;
     let r = chat(&proxy, GW, "gpt-4o").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(secrets(&mock, 3), ["sk-byok-F-0000000001"]);
+    assert_eq!(mock.secrets_from(3), ["sk-byok-F-0000000001"]);
 }
 
 #[tokio::test]

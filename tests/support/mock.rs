@@ -137,6 +137,20 @@ impl Mock {
         self.recording.count()
     }
 
+    /// The bearer secrets of the requests from the `from`-th on, in order:
+    /// which credentials a request tried.
+    pub(crate) fn secrets_from(&self, from: usize) -> Vec<String> {
+        self.requests()[from..]
+            .iter()
+            .map(|r| {
+                r.header("authorization")
+                    .unwrap_or_default()
+                    .trim_start_matches("Bearer ")
+                    .to_owned()
+            })
+            .collect()
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
