@@ -301,9 +301,7 @@ impl Admin {
         self.state
             .registry
             .snapshot()
-            .api_keys()
-            .into_iter()
-            .find(|k| k.hash == hash)
+            .api_key(&hash)
             .filter(|k| caller.sees(Some(&k.workspace_id)))
             .ok_or(AdminError::UnknownApiKey)
     }

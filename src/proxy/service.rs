@@ -296,7 +296,7 @@ where
         trace.attempt(metrics, cand, tier, result);
         let verdict = verdict(result, response.as_ref(), &clock, settings.max_cooldown);
         if let Some(rest) = cand.health.record(verdict, clock.now()) {
-            snapshot.health_changed(&cand.record.id, &cand.id_label, rest);
+            snapshot.health_changed(&cand.id_label, rest);
         }
         match classify(result, is_last) {
             Next::Failover => continue,

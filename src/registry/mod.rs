@@ -357,8 +357,8 @@ impl Snapshot {
     }
 
     /// Tells the other replicas that `id`'s rest changed (a Postgres store).
-    pub(crate) fn health_changed(&self, _id: &str, label: &Arc<str>, rest: Rest) {
-        self.health.changed(label, rest);
+    pub(crate) fn health_changed(&self, id: &Arc<str>, rest: Rest) {
+        self.health.changed(id, rest);
     }
 
     /// Sends this replica's health changes to `tx` (for the other replicas).
@@ -425,6 +425,11 @@ impl Snapshot {
     /// How many credentials there are, disabled ones included.
     pub fn credential_count(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// One gateway key by hash, disabled or expired ones included.
+    pub fn api_key(&self, hash: &KeyHash) -> Option<Arc<ApiKey>> {
+        self.keys.get(hash).map(|k| Arc::clone(k.value()))
     }
 
     /// Every gateway key, ordered by workspace, user and hash.
@@ -534,6 +539,15 @@ impl Snapshot {
         };
         touched.sort_unstable();
         touched.dedup();
+        // The shared tier is its workspace's own credentials, gathered in
+        // the pass above.
+        if let (Some(tier), Some(ws)) = (&self.shared, workspace_id) {
+            if *tier.workspace_id == *ws {
+                let members = own.get(ws).map_or(&[][..], Vec::as_slice);
+                let list = policy::group(members, &self.providers, &self.health)?;
+                put_group(&self.shared_groups, provider, list);
+            }
+        }
         for ws in touched {
             let mut members = own.remove(&ws).unwrap_or_default();
             members.extend(global.iter().cloned());
@@ -561,31 +575,25 @@ impl Snapshot {
                 self.workspaces.insert(ws, Arc::new(groups));
             }
         }
-        if let (Some(tier), Some(ws)) = (&self.shared, workspace_id) {
-            if *tier.workspace_id == *ws {
-                let own: Vec<Arc<Credential>> = self
-                    .by_id
-                    .iter()
-                    .filter(|e| e.provider == provider && e.workspace_id.as_deref() == Some(ws))
-                    .map(|e| Arc::clone(e.value()))
-                    .collect();
-                let list = policy::group(&own, &self.providers, &self.health)?;
-                if list.is_empty() {
-                    self.shared_groups.remove(provider);
-                } else {
-                    self.shared_groups.insert(provider.into(), list);
-                }
-            }
-        }
         if workspace_id.is_none() {
             let list = policy::group(&global, &self.providers, &self.health)?;
-            if list.is_empty() {
-                self.globals.remove(provider);
-            } else {
-                self.globals.insert(provider.into(), list);
-            }
+            put_group(&self.globals, provider, list);
         }
         Ok(())
+    }
+}
+
+/// Puts `list` in `groups` as `provider`'s, or removes the entry when it is
+/// empty.
+fn put_group(
+    groups: &DashMap<Box<str>, Arc<[Candidate]>, RandomState>,
+    provider: &str,
+    list: Arc<[Candidate]>,
+) {
+    if list.is_empty() {
+        groups.remove(provider);
+    } else {
+        groups.insert(provider.into(), list);
     }
 }
 
