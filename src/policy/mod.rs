@@ -128,8 +128,12 @@ impl Plan {
         self.byok.as_deref().unwrap_or(&[])
     }
 
-    fn shared(&self) -> &[Candidate] {
-        self.shared.as_deref().unwrap_or(&[])
+    /// The shared tier's group, unless `ask` finds it closed (SPEC §5).
+    fn open_shared(&self, ask: &Ask<'_>) -> &[Candidate] {
+        match self.shared.as_deref() {
+            Some(shared) if !shared.is_empty() && !shared_closed(self.byok(), ask) => shared,
+            _ => &[],
+        }
     }
 }
 
@@ -143,7 +147,7 @@ fn admits(c: &Candidate, ask: &Ask<'_>) -> bool {
 /// enabled credential, fallback or not, with `is_byok_only`, or with
 /// `is_required` and an `allowed_models` admitting the model. Their other
 /// allowlists play no part.
-pub(crate) fn shared_closed(byok: &[Candidate], ask: &Ask<'_>) -> bool {
+fn shared_closed(byok: &[Candidate], ask: &Ask<'_>) -> bool {
     byok.iter()
         .any(|c| c.record.is_byok_only || (c.record.is_required && c.allowlists.models_admit(ask)))
 }
@@ -166,41 +170,53 @@ pub(crate) fn order(a: &Credential, b: &Credential) -> Ordering {
 /// read once, when the request begins: each candidate comes once, whatever
 /// its attempts (or other requests) make of its health meanwhile. `clock` is
 /// read only when some candidate has rested.
-pub(crate) fn admitted<'c>(
-    plan: &'c Plan,
-    ask: &'c Ask<'c>,
-    clock: &'c Clock,
-) -> impl Iterator<Item = (Tier, &'c Candidate)> + 'c {
+pub(crate) fn admitted<'c>(plan: &'c Plan, ask: &'c Ask<'c>, clock: &'c Clock) -> Admitted<'c> {
     let byok = plan.byok();
     // Pre-sorted: the fallback ones come last.
     let split = byok.partition_point(|c| !c.record.is_fallback);
     let (first, fallback) = byok.split_at(split);
-    let shared = if plan.shared().is_empty() || shared_closed(byok, ask) {
-        &[][..]
-    } else {
-        plan.shared()
-    };
-    TierOrder::new(Tier::Byok, first, ask, clock)
-        .chain(TierOrder::new(Tier::Shared, shared, ask, clock))
-        .chain(TierOrder::new(Tier::Byok, fallback, ask, clock))
+    Admitted {
+        tiers: [
+            TierOrder::new(Tier::Byok, first, ask, clock),
+            TierOrder::new(Tier::Shared, plan.open_shared(ask), ask, clock),
+            TierOrder::new(Tier::Byok, fallback, ask, clock),
+        ],
+        at: 0,
+    }
 }
 
-/// The admitted candidates of `plan` resting now (for the access log); one
-/// atomic load per candidate when none rests.
-pub(crate) fn resting<'c>(
-    plan: &'c Plan,
-    ask: &'c Ask<'c>,
-    clock: &'c Clock,
-) -> impl Iterator<Item = &'c Candidate> + 'c {
-    let shared = if shared_closed(plan.byok(), ask) {
-        &[][..]
-    } else {
-        plan.shared()
-    };
-    plan.byok()
-        .iter()
-        .chain(shared)
-        .filter(move |c| c.health.resting(clock) && admits(c, ask))
+/// [`admitted`]'s candidates: its three tiers, one after the other.
+pub(crate) struct Admitted<'c> {
+    tiers: [TierOrder<'c>; 3],
+    at: usize,
+}
+
+impl<'c> Admitted<'c> {
+    /// The admitted candidates that were resting when the request began
+    /// (for the access log), as the order read them.
+    pub(crate) fn resting(&self) -> impl Iterator<Item = &'c Candidate> + '_ {
+        self.tiers.iter().flat_map(|t| {
+            t.list
+                .iter()
+                .enumerate()
+                .filter(move |(i, c)| t.resting.get(*i) && admits(c, t.ask))
+                .map(|(_, c)| c)
+        })
+    }
+}
+
+impl<'c> Iterator for Admitted<'c> {
+    type Item = (Tier, &'c Candidate);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some(tier) = self.tiers.get_mut(self.at) {
+            if let Some(next) = tier.next() {
+                return Some(next);
+            }
+            self.at += 1;
+        }
+        None
+    }
 }
 
 /// One tier's admitted candidates: the healthy ones, then the resting ones,
@@ -290,11 +306,7 @@ impl Resting {
 /// the workspace's, none global, and no open shared tier), or which
 /// allowlists refused.
 pub(crate) fn deny(plan: &Plan, ask: &Ask<'_>) -> Denial {
-    let shared = if shared_closed(plan.byok(), ask) {
-        &[][..]
-    } else {
-        plan.shared()
-    };
+    let shared = plan.open_shared(ask);
     if plan.byok().is_empty() && shared.is_empty() {
         return Denial::NoCredential;
     }

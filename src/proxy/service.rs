@@ -224,10 +224,12 @@ where
     headers::strip_request(&mut base);
     base.insert(X_REQUEST_ID, trace.request_id.clone());
     let clock = Clock::default();
-    trace.resting = policy::resting(&plan, &ask, &clock)
+    let candidates = policy::admitted(&plan, &ask, &clock);
+    trace.resting = candidates
+        .resting()
         .map(|c| Arc::clone(&c.id_label))
         .collect();
-    let mut candidates = policy::admitted(&plan, &ask, &clock).peekable();
+    let mut candidates = candidates.peekable();
     while let Some((tier, cand)) = candidates.next() {
         if trace.attempts.is_empty() {
             // Admitted: the model may now appear in the access log.
