@@ -112,38 +112,59 @@ pub(super) fn serve_connection<S, B>(
         let _slot = slot;
         let result = match &serving.tls {
             Some(acceptor) => {
-                let tls =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                let Some(tls) = within(
+                    HANDSHAKE_TIMEOUT,
+                    acceptor.accept(stream),
+                    peer,
+                    "TLS handshake",
+                )
+                .await
+                else {
+                    return;
+                };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 serving.serve(tls, h2, service, watcher).await
             }
-            None => match tokio::time::timeout(HEAD_TIMEOUT, prior_knowledge(&stream)).await {
-                Ok(Ok(Some(h2))) => serving.serve(stream, h2, service, watcher).await,
-                Ok(Ok(None)) => return,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "connection failed before a request");
+            None => {
+                // None inside: the client closed before sending anything.
+                let Some(Some(h2)) = within(
+                    HEAD_TIMEOUT,
+                    prior_knowledge(&stream),
+                    peer,
+                    "first request bytes",
+                )
+                .await
+                else {
                     return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "no request within the time allowed");
-                    return;
-                }
-            },
+                };
+                serving.serve(stream, h2, service, watcher).await
+            }
         };
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
+}
+
+/// What `step` gives within `limit`; `None` (logged at debug, naming
+/// `what`) when it fails or takes longer.
+async fn within<T>(
+    limit: Duration,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+    peer: SocketAddr,
+    what: &str,
+) -> Option<T> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "{what} failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "{what} timed out");
+            None
+        }
+    }
 }
 
 impl Serving {

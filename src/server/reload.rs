@@ -370,14 +370,22 @@ fn warn_restart_only(before: &Config, config: &Config) {
 /// Watches the config's directory; `None` (with a warning) where that fails, in
 /// which case SIGHUP still reloads.
 pub(super) fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    watch_dirs(&[path], |_| true, tx, "the config file")
+}
+
+/// Watches the directories of `files` (so that a file renamed into place, or
+/// a Kubernetes ConfigMap's symlink swap, is seen), sending on `tx` for each
+/// event `ours` keeps; `None` (with a warning naming `what`) where watching
+/// fails: SIGHUP still reloads.
+pub(super) fn watch_dirs(
+    files: &[&Path],
+    ours: impl Fn(&notify::Event) -> bool + Send + 'static,
+    tx: mpsc::Sender<()>,
+    what: &str,
+) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let tx = Arc::new(tx);
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        if event.is_ok_and(|e| !e.kind.is_access() && ours(&e)) {
             // A full channel already holds a pending reload.
             let _ = tx.try_send(());
         }
@@ -385,15 +393,28 @@ pub(super) fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::Recomme
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+            tracing::warn!(error = %e, "cannot watch {what}; reload with SIGHUP");
             return None;
         }
     };
-    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; reload with SIGHUP");
-        return None;
+    let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent(f)).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the directory of {what}; reload with SIGHUP");
+            return None;
+        }
     }
     Some(watcher)
+}
+
+/// A file's directory (`.` for a bare file name).
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Postgres: follows other replicas' writes ([`store::sync`]); after every

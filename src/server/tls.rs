@@ -104,51 +104,23 @@ fn reload(current: &Current, cert: &Path, key: &Path, table: &str, forced: bool)
     }
 }
 
-/// Watches the directories of `files`, sending on `tx` when any of them
-/// changes. `None` (with a warning) where that fails: SIGHUP still reloads.
+/// Watches the certificate files (their directories), sending on `tx` when
+/// either changes. Events for other files of the directories are ignored; a
+/// Kubernetes secret swaps a symlinked `..data` directory, seen as an event
+/// without one of the names, so that (and a path-less event) counts too.
 fn watch_files(
-    files: &[&PathBuf],
+    files: &[&Path],
     tx: mpsc::Sender<()>,
     table: &'static str,
 ) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let names: Vec<PathBuf> = files.iter().map(|f| (*f).clone()).collect();
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        // Events for other files of the directories are ignored; a
-        // Kubernetes secret swaps a symlinked directory, seen as an event
-        // without one of the names, so a path-less event counts too.
-        let ours = event.paths.is_empty()
+    let names: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    let ours = move |event: &notify::Event| {
+        event.paths.is_empty()
             || event.paths.iter().any(|p| {
                 names.iter().any(|n| p == n)
                     || p.file_name()
                         .is_some_and(|f| f.to_string_lossy().starts_with(".."))
-            });
-        if ours && !event.kind.is_access() {
-            let _ = tx.try_send(());
-        }
+            })
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(table, error = %e, "cannot watch the certificate files; reload them with SIGHUP");
-            return None;
-        }
-    };
-    let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent(f)).collect();
-    dirs.dedup();
-    for dir in dirs {
-        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(table, error = %e, dir = %dir.display(), "cannot watch a certificate directory; reload with SIGHUP");
-            return None;
-        }
-    }
-    Some(watcher)
-}
-
-fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    }
+    super::reload::watch_dirs(files, ours, tx, &format!("the {table} files"))
 }
