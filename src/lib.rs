@@ -67,7 +67,8 @@ pub mod server;
 mod store;
 
 pub use config::{
-    AdminConfig, Config, ConfigError, ScopedKey, ServerConfig, StoreConfig, TlsConfig,
+    AdminConfig, Config, ConfigError, Price, Prices, ScopedKey, ServerConfig, StoreConfig,
+    TlsConfig,
 };
 pub use domain::{
     ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, SharedTier, Upstream,

@@ -42,6 +42,34 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    provider: Arc<str>,
+    tier: &'static str,
+    credential_id: Arc<str>,
+    model: Arc<str>,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpendLabels {
+    provider: Arc<str>,
+    tier: &'static str,
+    credential_id: Arc<str>,
+    model: Arc<str>,
+}
+
+/// Where one response's usage is counted: its labels, bounded (the model
+/// is a price-table key or `other`, never the client's string).
+#[derive(Debug, Clone)]
+pub(crate) struct UsageLabels {
+    pub(crate) provider: Arc<str>,
+    pub(crate) tier: &'static str,
+    pub(crate) credential_id: Arc<str>,
+    pub(crate) model: Arc<str>,
+    pub(crate) price: Option<crate::config::Price>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -64,6 +92,10 @@ pub struct Metrics {
     connections_open: Gauge,
     connections_shed: Counter,
     credential_states: Family<StateLabels, Gauge>,
+    tokens: Family<TokenLabels, Counter>,
+    spend: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    unpriced: Family<ProviderLabels, Counter>,
+    usage_unread: Family<ProviderLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -164,7 +196,35 @@ impl Metrics {
             "Enabled credentials by health state (healthy, cooling, quarantined), as of the scrape",
             credential_states.clone(),
         );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens the providers reported, by provider, tier, credential id, model (a price-table key, or other) and kind (input, output, cache_read, cache_write)",
+            tokens.clone(),
+        );
+        let spend = Family::<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "spend_usd",
+            "Spend in USD: reported tokens times the price table, by provider, tier, credential id and model",
+            spend.clone(),
+        );
+        let unpriced = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "unpriced_responses",
+            "Responses whose model has no price in the table: tokens counted, no USD",
+            unpriced.clone(),
+        );
+        let usage_unread = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "usage_unread_responses",
+            "Successful JSON or event-stream responses that ended without a usage report the proxy could read",
+            usage_unread.clone(),
+        );
         Metrics {
+            tokens,
+            spend,
+            unpriced,
+            usage_unread,
             registry,
             requests,
             attempts,
@@ -220,6 +280,55 @@ impl Metrics {
             self.credential_states
                 .get_or_create(&StateLabels { state })
                 .set(gauge_value(n));
+        }
+    }
+
+    /// Counts one response's usage (or that it had none to read).
+    pub(crate) fn usage(&self, labels: &UsageLabels, usage: Option<crate::proxy::usage::Usage>) {
+        let provider = ProviderLabels {
+            provider: Arc::clone(&labels.provider),
+        };
+        let Some(u) = usage else {
+            self.usage_unread.get_or_create(&provider).inc();
+            return;
+        };
+        for (kind, n) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("cache_read", u.cache_read),
+            ("cache_write", u.cache_write),
+        ] {
+            if n > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        provider: Arc::clone(&labels.provider),
+                        tier: labels.tier,
+                        credential_id: Arc::clone(&labels.credential_id),
+                        model: Arc::clone(&labels.model),
+                        kind,
+                    })
+                    .inc_by(n);
+            }
+        }
+        match labels.price {
+            Some(p) => {
+                let usd = (u.input as f64 * p.input
+                    + u.output as f64 * p.output
+                    + u.cache_read as f64 * p.cache_read
+                    + u.cache_write as f64 * p.cache_write)
+                    / 1e6;
+                self.spend
+                    .get_or_create(&SpendLabels {
+                        provider: Arc::clone(&labels.provider),
+                        tier: labels.tier,
+                        credential_id: Arc::clone(&labels.credential_id),
+                        model: Arc::clone(&labels.model),
+                    })
+                    .inc_by(usd);
+            }
+            None => {
+                self.unpriced.get_or_create(&provider).inc();
+            }
         }
     }
 

@@ -49,7 +49,25 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     /// `[shared]`: the operator's shared tier, when configured.
     pub shared: Option<SharedTier>,
+    /// `[prices."provider/model"]`: USD per million tokens.
+    pub prices: Prices,
 }
+
+/// One model's prices, in USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    /// Input (prompt) tokens.
+    pub input: f64,
+    /// Output (completion) tokens.
+    pub output: f64,
+    /// Input tokens read from the provider's cache.
+    pub cache_read: f64,
+    /// Input tokens written to the provider's cache.
+    pub cache_write: f64,
+}
+
+/// The price table: model slug (`provider/model`) → price.
+pub type Prices = BTreeMap<String, Price>;
 
 /// `[server]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +240,21 @@ struct RawConfig {
     #[serde(default)]
     credentials: Vec<RawCredential>,
     shared: Option<RawShared>,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    #[serde(default)]
+    input: f64,
+    #[serde(default)]
+    output: f64,
+    #[serde(default)]
+    cache_read: f64,
+    #[serde(default)]
+    cache_write: f64,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +464,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let api_keys = validate_api_keys(raw.api_keys, &mut errs);
     let credentials = validate_credentials(raw.credentials, &providers, &mut errs);
     let shared = raw.shared.map(|s| validate_shared(s, &mut errs));
+    let prices = validate_prices(raw.prices, &mut errs);
     match (server, errs.0.is_empty()) {
         (Some(server), true) => Ok(Config {
             server,
@@ -440,6 +474,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             api_keys,
             credentials,
             shared,
+            prices,
         }),
         _ => Err(ConfigError::Invalid(errs.0)),
     }
@@ -736,6 +771,42 @@ fn validate_providers(raw: BTreeMap<String, RawProvider>, errs: &mut Errors) -> 
         }
     }
     providers
+}
+
+/// `[prices."provider/model"]`: finite, non-negative USD per million tokens.
+fn validate_prices(raw: BTreeMap<String, RawPrice>, errs: &mut Errors) -> Prices {
+    let mut out = Prices::new();
+    for (model, p) in raw {
+        if model.is_empty() || !model.contains('/') {
+            errs.at(
+                format_args!("prices.{model:?}"),
+                "a price is for a model slug like \"openai/gpt-4o\"",
+            );
+        }
+        for (field, v) in [
+            ("input", p.input),
+            ("output", p.output),
+            ("cache_read", p.cache_read),
+            ("cache_write", p.cache_write),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                errs.at(
+                    format_args!("prices.{model:?}.{field}"),
+                    "must be a non-negative number (USD per million tokens)",
+                );
+            }
+        }
+        out.insert(
+            model,
+            Price {
+                input: p.input,
+                output: p.output,
+                cache_read: p.cache_read,
+                cache_write: p.cache_write,
+            },
+        );
+    }
+    out
 }
 
 /// `[shared]`: a workspace id, and `["*"]` or a list of workspace ids.

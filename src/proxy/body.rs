@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::error::Rejection;
+use super::usage::Accounting;
 use crate::BoxError;
 
 /// The request body type the inner service receives: the client's body bytes,
@@ -249,6 +250,9 @@ pin_project! {
             idle: Sleep,
             timeout: Duration,
             last_frame: Instant,
+            // Reads the usage report as the body goes by (boxed: most
+            // bodies of the layer alone carry none).
+            usage: Option<Box<Accounting>>,
         },
         Own {
             data: Option<Bytes>,
@@ -272,8 +276,18 @@ impl<B> ByokBody<B> {
                 idle: tokio::time::sleep(idle_timeout),
                 timeout: idle_timeout,
                 last_frame: Instant::now(),
+                usage: None,
             },
         }
+    }
+
+    /// Reads the provider's usage report from the body as it streams, and
+    /// counts it when the body ends.
+    pub(crate) fn with_usage(mut self, accounting: Accounting) -> Self {
+        if let Kind::Upstream { usage, .. } = &mut self.kind {
+            *usage = Some(Box::new(accounting));
+        }
+        self
     }
 
     /// A complete body of the proxy's own.
@@ -308,16 +322,32 @@ where
         match self.project().kind.project() {
             KindProj::Upstream {
                 head,
-                body,
+                mut body,
                 mut idle,
                 timeout,
                 last_frame,
+                usage,
             } => match head.take() {
-                Some(read) => Poll::Ready(Some(Ok(Frame::data(read)))),
-                None => match body.poll_frame(cx) {
+                Some(read) => {
+                    if let Some(acc) = usage {
+                        acc.tap.feed(&read);
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(read))))
+                }
+                None => match body.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(Ok(mut frame))) => {
                         // Only noted: the timer is not touched per frame.
                         *last_frame = Instant::now();
+                        if let (Some(acc), Some(data)) = (usage.as_mut(), frame.data_ref()) {
+                            acc.tap.feed(data);
+                        }
+                        // hyper stops polling a body that says it has ended
+                        // (all of a Content-Length read): count it now.
+                        if usage.is_some() && body.as_ref().get_ref().is_end_stream() {
+                            if let Some(acc) = usage.take() {
+                                acc.finish();
+                            }
+                        }
                         if let Some(trailers) = frame.trailers_mut() {
                             // Trailers are headers too: no credential in them.
                             super::headers::strip_credentials(trailers);
@@ -325,7 +355,12 @@ where
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        if let Some(acc) = usage.take() {
+                            acc.finish();
+                        }
+                        Poll::Ready(None)
+                    }
                     Poll::Pending => loop {
                         // A body that is never Pending never registers a timer.
                         match idle.as_mut().poll(cx) {

@@ -15,6 +15,7 @@ mod layer;
 pub(crate) mod model;
 mod route;
 mod service;
+pub(crate) mod usage;
 
 pub use body::{ByokBody, ForwardBody, IdleTimeout};
 pub use error::Rejection;

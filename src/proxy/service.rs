@@ -40,9 +40,10 @@ use super::access_log::{AttemptResult, ErrorChain, Trace, X_BYOK_REQUEST_ID, X_R
 use super::body::{self, ByokBody, ForwardBody};
 use super::client_key::client_key_hash;
 use super::error::Rejection;
+use super::usage::{Accounting, UsageTap};
 use super::{headers, model, route};
 use crate::domain::{Credential, Dialect, Provider};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UsageLabels};
 use crate::policy::health::{self, Clock, Verdict};
 use crate::policy::{self, Ask, Candidate, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
@@ -109,7 +110,7 @@ where
                 parts,
                 &mut body,
                 &mut trace,
-                metrics.as_deref(),
+                metrics.as_ref(),
             )
             .await
             .unwrap_or_else(Outcome::Refused);
@@ -178,7 +179,7 @@ async fn decide_and_forward<S, B, RB>(
     parts: Parts,
     body: &mut Option<B>,
     trace: &mut Trace,
-    metrics: Option<&Metrics>,
+    metrics: Option<&Arc<Metrics>>,
 ) -> Result<Outcome<RB>, Rejection>
 where
     S: Service<Request<ForwardBody>, Response = Response<RB>>,
@@ -295,7 +296,7 @@ where
             response => (result, response, None),
         };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
-        trace.attempt(metrics, cand, tier, result);
+        trace.attempt(metrics.map(Arc::as_ref), cand, tier, result);
         let verdict = verdict(result, response.as_ref(), &clock, settings.max_cooldown);
         if let Some(rest) = cand.health.record(verdict, clock.now()) {
             snapshot.health_changed(&cand.id_label, rest);
@@ -325,10 +326,30 @@ where
             trace.attempts.len(),
             tier,
         );
-        return Ok(Outcome::Forwarded(Response::from_parts(
-            head,
-            ByokBody::upstream_after(peeked, body, settings.idle_timeout),
-        )));
+        let mut out = ByokBody::upstream_after(peeked, body, settings.idle_timeout);
+        if let Some(m) = metrics.filter(|_| head.status.is_success()) {
+            let tap = head
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|ct| UsageTap::for_content_type(ct.as_bytes()));
+            if let Some(tap) = tap {
+                let price = model
+                    .as_deref()
+                    .and_then(|m| snapshot.price(&route.provider.slug, m));
+                out = out.with_usage(Accounting {
+                    tap,
+                    labels: UsageLabels {
+                        provider: trace.provider.clone().unwrap_or_else(|| Arc::from("none")),
+                        tier: tier.as_str(),
+                        credential_id: Arc::clone(&cand.id_label),
+                        model: price.map_or_else(other_model, |(key, _)| Arc::clone(key)),
+                        price: price.map(|(_, p)| *p),
+                    },
+                    metrics: Arc::clone(m),
+                });
+            }
+        }
+        return Ok(Outcome::Forwarded(Response::from_parts(head, out)));
     }
     Err(Rejection::denied(
         policy::deny(&plan, &ask),
@@ -511,6 +532,13 @@ fn upstream_request(
     *req.headers_mut() = headers;
     req.extensions_mut().insert(attempt);
     Ok(req)
+}
+
+/// The metrics label of a model without a price: client model strings
+/// never become labels.
+fn other_model() -> Arc<str> {
+    static OTHER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(OTHER.get_or_init(|| Arc::from("other")))
 }
 
 /// What one attempt says about its credential's health (SPEC §10).

@@ -20,7 +20,7 @@ use dashmap::DashMap;
 use foldhash::fast::RandomState;
 use foldhash::HashMap;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, Price, Prices, ServerConfig};
 use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
 use crate::policy::health::{HealthBook, Rest};
 use crate::policy::{self, Candidate, CompileError, Plan};
@@ -104,6 +104,8 @@ pub struct Snapshot {
     shared_groups: DashMap<Box<str>, Arc<[Candidate]>, RandomState>,
     /// Every credential's health, carried from snapshot to snapshot.
     health: Arc<HealthBook>,
+    /// `[prices]`: what tokens cost, by model slug.
+    prices: PriceTable,
     by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
     /// Serialises in-place changes: each rebuilds a group from `by_id`.
     writer: Mutex<()>,
@@ -149,13 +151,15 @@ impl Snapshot {
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
-        Snapshot::build_tiers(
+        let mut snapshot = Snapshot::build_tiers(
             Settings::from(&config.server),
             config.providers.clone(),
             config.shared.clone(),
             api_keys,
             credentials,
-        )
+        )?;
+        snapshot.prices = PriceTable::new(&config.prices);
+        Ok(snapshot)
     }
 
     /// Builds a snapshot: compiles every enabled credential and sorts each group.
@@ -194,7 +198,7 @@ impl Snapshot {
         api_keys: Vec<ApiKey>,
         credentials: Vec<Credential>,
     ) -> Result<Snapshot, SnapshotError> {
-        let next = Snapshot::build_all(
+        let mut next = Snapshot::build_all(
             Settings::from(&config.server),
             config.providers.clone(),
             config.shared.clone(),
@@ -202,6 +206,7 @@ impl Snapshot {
             credentials,
             Arc::clone(&before.health),
         )?;
+        next.prices = PriceTable::new(&config.prices);
         next.health.retain(|id| next.by_id.contains_key(id));
         Ok(next)
     }
@@ -290,6 +295,7 @@ impl Snapshot {
             shared_groups,
             by_id,
             health,
+            prices: PriceTable::default(),
             writer: Mutex::new(()),
         })
     }
@@ -397,6 +403,17 @@ impl Snapshot {
             .contains_key(id)
             .then(|| self.health.peek(id))
             .flatten()
+    }
+
+    /// The price of `model` on `provider`, with the price table's key for it
+    /// (a bounded metrics label): `provider/model`, else the model as named
+    /// (a slug already, as OpenRouter's are). No allocation.
+    pub(crate) fn price(&self, provider: &str, model: &str) -> Option<&(Arc<str>, Price)> {
+        self.prices
+            .split
+            .get(provider)
+            .and_then(|models| models.get(model))
+            .or_else(|| self.prices.whole.get(model))
     }
 
     /// The per-request limits.
@@ -594,6 +611,35 @@ fn put_group(
         groups.remove(provider);
     } else {
         groups.insert(provider.into(), list);
+    }
+}
+
+/// The price table, for lookups without allocation: by provider then model
+/// (`openai` / `gpt-4o` for the key `openai/gpt-4o`), and by the whole key.
+#[derive(Debug, Default)]
+struct PriceTable {
+    split: HashMap<Box<str>, ModelPrices>,
+    whole: ModelPrices,
+}
+
+/// Prices by model, each with its price-table key (a metrics label).
+type ModelPrices = HashMap<Box<str>, (Arc<str>, Price)>;
+
+impl PriceTable {
+    fn new(prices: &Prices) -> Self {
+        let mut table = PriceTable::default();
+        for (key, price) in prices {
+            let entry = (Arc::<str>::from(key.as_str()), *price);
+            if let Some((provider, model)) = key.split_once('/') {
+                table
+                    .split
+                    .entry(provider.into())
+                    .or_default()
+                    .insert(model.into(), entry.clone());
+            }
+            table.whole.insert(key.as_str().into(), entry);
+        }
+        table
     }
 }
 

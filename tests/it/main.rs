@@ -34,3 +34,4 @@ mod reload;
 mod secrets;
 mod tiers;
 mod tls;
+mod usage;

@@ -1,0 +1,454 @@
+//! Reading the provider's usage report from a response as it streams past
+//! (SPEC §8), without holding the body back or changing a byte: a server-
+//! sent event stream is scanned line by line for `data:` lines that carry a
+//! usage object; a JSON body keeps only its last [`TAIL`] bytes, read at the
+//! end. Every provider family reports the same four counts under its own
+//! names; the largest seen of each wins (every stream reports running
+//! totals).
+
+use std::sync::Arc;
+
+use memchr::memmem;
+use serde_json::Value;
+
+use crate::metrics::{Metrics, UsageLabels};
+
+/// How much of the end of a JSON body is kept to find its usage.
+const TAIL: usize = 16 * 1024;
+/// The longest SSE line kept whole; a longer one is skipped.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Tokens a response reports, as the provider counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+}
+
+impl Usage {
+    /// The counts of one usage object, under any provider's names:
+    /// OpenAI chat (`prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens`), Responses and Anthropic
+    /// (`input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`,
+    /// `cache_read_input_tokens`, `cache_creation_input_tokens`), Google
+    /// (`promptTokenCount`, `candidatesTokenCount`, `cachedContentTokenCount`),
+    /// Bedrock (`inputTokens`, `outputTokens`, `cacheReadInputTokens`,
+    /// `cacheWriteInputTokens`).
+    fn of(v: &Value) -> Option<Usage> {
+        let obj = v.as_object()?;
+        let n = |path: &[&str]| -> u64 {
+            let mut at = v;
+            for key in path {
+                match at.get(key) {
+                    Some(next) => at = next,
+                    None => return 0,
+                }
+            }
+            at.as_u64().unwrap_or(0)
+        };
+        let first = |paths: &[&[&str]]| paths.iter().map(|p| n(p)).max().unwrap_or(0);
+        let usage = Usage {
+            input: first(&[
+                &["prompt_tokens"],
+                &["input_tokens"],
+                &["promptTokenCount"],
+                &["inputTokens"],
+            ]),
+            output: first(&[
+                &["completion_tokens"],
+                &["output_tokens"],
+                &["candidatesTokenCount"],
+                &["outputTokens"],
+            ]),
+            cache_read: first(&[
+                &["prompt_tokens_details", "cached_tokens"],
+                &["input_tokens_details", "cached_tokens"],
+                &["cache_read_input_tokens"],
+                &["cachedContentTokenCount"],
+                &["cacheReadInputTokens"],
+            ]),
+            cache_write: first(&[&["cache_creation_input_tokens"], &["cacheWriteInputTokens"]]),
+        };
+        (!obj.is_empty()).then_some(usage)
+    }
+
+    /// The larger of each count.
+    fn merge(self, other: Usage) -> Usage {
+        Usage {
+            input: self.input.max(other.input),
+            output: self.output.max(other.output),
+            cache_read: self.cache_read.max(other.cache_read),
+            cache_write: self.cache_write.max(other.cache_write),
+        }
+    }
+}
+
+/// The usage object of one JSON document (an SSE event or a whole body):
+/// at the top (`usage`, `usageMetadata`), or in Anthropic's `message_start`
+/// (`message.usage`) or OpenAI's `response.completed` (`response.usage`).
+fn usage_in(doc: &Value) -> Option<Usage> {
+    ["usage", "usageMetadata"]
+        .iter()
+        .find_map(|k| doc.get(k))
+        .or_else(|| doc.get("message").and_then(|m| m.get("usage")))
+        .or_else(|| doc.get("response").and_then(|r| r.get("usage")))
+        .and_then(Usage::of)
+}
+
+/// What kind of body is being read.
+#[derive(Debug)]
+enum Reading {
+    /// `text/event-stream`: the line being read (bytes since the last `\n`).
+    Sse { line: Vec<u8>, skipping: bool },
+    /// JSON: the last [`TAIL`] bytes.
+    Json { tail: Vec<u8> },
+}
+
+/// Reads one response's usage as its body goes by.
+#[derive(Debug)]
+pub(crate) struct UsageTap {
+    reading: Reading,
+    usage: Option<Usage>,
+}
+
+impl UsageTap {
+    /// A tap for a response of `content_type`; `None` for a body that
+    /// carries no usage report the proxy reads.
+    pub(crate) fn for_content_type(content_type: &[u8]) -> Option<UsageTap> {
+        let ct = content_type.to_ascii_lowercase();
+        let reading = if ct.starts_with(b"text/event-stream") {
+            Reading::Sse {
+                line: Vec::new(),
+                skipping: false,
+            }
+        } else if ct.starts_with(b"application/json") || memmem::find(&ct, b"+json").is_some() {
+            Reading::Json { tail: Vec::new() }
+        } else {
+            return None;
+        };
+        Some(UsageTap {
+            reading,
+            usage: None,
+        })
+    }
+
+    /// Takes in the next bytes of the body.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.reading {
+            Reading::Json { tail } => {
+                if chunk.len() >= TAIL {
+                    tail.clear();
+                    tail.extend_from_slice(&chunk[chunk.len() - TAIL..]);
+                } else {
+                    let excess = (tail.len() + chunk.len()).saturating_sub(TAIL);
+                    tail.drain(..excess);
+                    tail.extend_from_slice(chunk);
+                }
+            }
+            Reading::Sse { line, skipping } => {
+                let mut rest = chunk;
+                while let Some(end) = memchr::memchr(b'\n', rest) {
+                    if !*skipping {
+                        line.extend_from_slice(&rest[..end]);
+                        if let Some(u) = sse_line(line) {
+                            self.usage = Some(self.usage.unwrap_or_default().merge(u));
+                        }
+                    }
+                    line.clear();
+                    *skipping = false;
+                    rest = &rest[end + 1..];
+                }
+                if !*skipping {
+                    if line.len() + rest.len() > MAX_LINE {
+                        line.clear();
+                        *skipping = true;
+                    } else {
+                        line.extend_from_slice(rest);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The usage the body reported, once it has ended.
+    pub(crate) fn finish(&mut self) -> Option<Usage> {
+        match &mut self.reading {
+            Reading::Json { tail } => json_tail(tail),
+            Reading::Sse { line, skipping } => {
+                if !*skipping {
+                    if let Some(u) = sse_line(line) {
+                        self.usage = Some(self.usage.unwrap_or_default().merge(u));
+                    }
+                }
+                line.clear();
+                self.usage
+            }
+        }
+    }
+}
+
+/// One response's accounting: its tap, and where its usage is counted.
+#[derive(Debug)]
+pub(crate) struct Accounting {
+    pub(crate) tap: UsageTap,
+    pub(crate) labels: UsageLabels,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Accounting {
+    /// Counts what the body reported, now that it has ended.
+    pub(crate) fn finish(mut self) {
+        let usage = self.tap.finish();
+        self.metrics.usage(&self.labels, usage);
+    }
+}
+
+/// The usage in one SSE line, when it is a `data:` line naming one.
+fn sse_line(line: &[u8]) -> Option<Usage> {
+    let data = line.strip_prefix(b"data:")?;
+    memmem::find(data, b"\"usage")?;
+    let doc: Value = serde_json::from_slice(data.trim_ascii()).ok()?;
+    usage_in(&doc)
+}
+
+/// The usage in the end of a JSON body: the last `"usage"` (or
+/// `"usageMetadata"`) key followed by an object that reads as one.
+fn json_tail(tail: &[u8]) -> Option<Usage> {
+    let finder = memmem::FinderRev::new(b"\"usage");
+    let mut end = tail.len();
+    // A few tries: the word may also stand in the text of the answer.
+    for _ in 0..8 {
+        let at = finder.rfind(&tail[..end])?;
+        end = at;
+        let after = &tail[at + 1..];
+        let Some(close) = memchr::memchr(b'"', after) else {
+            continue;
+        };
+        let rest = after[close + 1..].trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let mut values =
+            serde_json::Deserializer::from_slice(value.trim_ascii_start()).into_iter::<Value>();
+        if let Some(Ok(v)) = values.next() {
+            if let Some(u) = Usage::of(&v) {
+                return Some(u);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real-shaped captures: (content type, body, usage).
+    fn captures() -> Vec<(&'static str, String, Usage)> {
+        let u = |input, output, cache_read, cache_write| Usage {
+            input,
+            output,
+            cache_read,
+            cache_write,
+        };
+        vec![
+            (
+                "application/json",
+                r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"the usage of \"usage\": {} here"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3}}}"#.into(),
+                u(19, 10, 3, 0),
+            ),
+            (
+                "text/event-stream",
+                "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+                 data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":2,\"total_tokens\":10}}\n\n\
+                 data: [DONE]\n\n"
+                    .into(),
+                u(8, 2, 0, 0),
+            ),
+            (
+                "application/json",
+                r#"{"object":"list","data":[{"object":"embedding","embedding":[0.1,0.2],"index":0}],"model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#.into(),
+                u(5, 0, 0, 0),
+            ),
+            (
+                "text/event-stream",
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n\
+                 event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":7,\"total_tokens\":19}}}\n\n"
+                    .into(),
+                u(12, 7, 4, 0),
+            ),
+            (
+                "application/json",
+                r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"model":"claude-sonnet-4","stop_reason":"end_turn","usage":{"input_tokens":25,"cache_creation_input_tokens":100,"cache_read_input_tokens":50,"output_tokens":11}}"#.into(),
+                u(25, 11, 50, 100),
+            ),
+            (
+                "text/event-stream",
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":7,\"output_tokens\":1}}}\n\n\
+                 event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+                 event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n\
+                 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+                    .into(),
+                u(25, 15, 7, 0),
+            ),
+            (
+                "application/json; charset=UTF-8",
+                r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"}}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6,"cachedContentTokenCount":2,"totalTokenCount":10},"modelVersion":"gemini-2.0-flash"}"#.into(),
+                u(4, 6, 2, 0),
+            ),
+            (
+                "text/event-stream",
+                "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"H\"}]}}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":1}}\r\n\r\n\
+                 data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"i\"}]}}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2}}\r\n\r\n"
+                    .into(),
+                u(4, 2, 0, 0),
+            ),
+            (
+                "application/json",
+                r#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":30,"outputTokens":9,"totalTokens":39,"cacheReadInputTokens":5,"cacheWriteInputTokens":6},"metrics":{"latencyMs":100}}"#.into(),
+                u(30, 9, 5, 6),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_capture_split_at_every_byte_gives_the_same_usage() {
+        for (ct, body, want) in captures() {
+            let bytes = body.as_bytes();
+            for at in 0..=bytes.len() {
+                let mut tap = UsageTap::for_content_type(ct.as_bytes()).unwrap();
+                tap.feed(&bytes[..at]);
+                tap.feed(&bytes[at..]);
+                assert_eq!(tap.finish(), Some(want), "{ct} split at {at}: {body}");
+            }
+            // And byte by byte.
+            let mut tap = UsageTap::for_content_type(ct.as_bytes()).unwrap();
+            for b in bytes {
+                tap.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(tap.finish(), Some(want), "{ct} byte by byte");
+        }
+    }
+
+    #[test]
+    fn bodies_without_a_usage_report_read_as_none() {
+        for (ct, body) in [
+            (
+                "text/event-stream",
+                "data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}]}\n\ndata: [DONE]\n\n",
+            ),
+            (
+                "application/json",
+                r#"{"error":{"message":"no usage here"}}"#,
+            ),
+            ("application/json", r#"{"text":"\"usage\": not an object"}"#),
+            ("text/event-stream", "data: {\"usage\": broken\n\n"),
+        ] {
+            let mut tap = UsageTap::for_content_type(ct.as_bytes()).unwrap();
+            tap.feed(body.as_bytes());
+            assert_eq!(tap.finish(), None, "{body}");
+        }
+        assert!(UsageTap::for_content_type(b"application/vnd.amazon.eventstream").is_none());
+        assert!(UsageTap::for_content_type(b"text/plain").is_none());
+    }
+
+    /// A body that yields these chunks, in order.
+    struct Chunks(std::collections::VecDeque<bytes::Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    proptest::proptest! {
+        /// The client gets the same bytes, chunk for chunk, with and without
+        /// accounting, whatever the body and its chunking; and the usage read
+        /// does not depend on the chunking.
+        #[test]
+        fn accounting_changes_no_byte(
+            pick in 0usize..9,
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            use http_body_util::BodyExt;
+            let (ct, body, _) = captures().swap_remove(pick);
+            let mut bytes = body.into_bytes();
+            bytes.extend_from_slice(&noise);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.push(0);
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let chunks: std::collections::VecDeque<bytes::Bytes> = cuts
+                .windows(2)
+                .map(|w| bytes::Bytes::copy_from_slice(&bytes[w[0]..w[1]]))
+                .collect();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let (plain, counted) = rt.block_on(async {
+                let idle = std::time::Duration::from_secs(5);
+                let plain = crate::ByokBody::upstream(Chunks(chunks.clone()), idle);
+                let labels = UsageLabels {
+                    provider: Arc::from("openai"),
+                    tier: "byok",
+                    credential_id: Arc::from("c"),
+                    model: Arc::from("other"),
+                    price: None,
+                };
+                let counted = crate::ByokBody::upstream(Chunks(chunks), idle).with_usage(Accounting {
+                    tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
+                    labels,
+                    metrics: Arc::clone(&metrics),
+                });
+                let frames = |b: crate::ByokBody<Chunks>| async move {
+                    let mut b = std::pin::pin!(b);
+                    let mut out = Vec::new();
+                    while let Some(f) = b.frame().await {
+                        out.push(f.unwrap().into_data().unwrap());
+                    }
+                    out
+                };
+                (frames(plain).await, frames(counted).await)
+            });
+            proptest::prop_assert_eq!(plain, counted);
+            // Read whole, the usage is the same as read in these chunks.
+            let mut whole = UsageTap::for_content_type(ct.as_bytes()).unwrap();
+            whole.feed(&bytes);
+            let mut split = UsageTap::for_content_type(ct.as_bytes()).unwrap();
+            for w in cuts.windows(2) {
+                split.feed(&bytes[w[0]..w[1]]);
+            }
+            proptest::prop_assert_eq!(whole.finish(), split.finish());
+        }
+    }
+
+    #[test]
+    fn a_large_json_body_keeps_only_its_tail() {
+        let mut tap = UsageTap::for_content_type(b"application/json").unwrap();
+        tap.feed(b"{\"choices\":[{\"message\":{\"content\":\"");
+        for _ in 0..200 {
+            tap.feed(&[b'x'; 10_000]);
+        }
+        tap.feed(br#""}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#);
+        match &tap.reading {
+            Reading::Json { tail } => assert!(tail.len() <= TAIL),
+            Reading::Sse { .. } => unreachable!(),
+        }
+        assert_eq!(
+            tap.finish(),
+            Some(Usage {
+                input: 1,
+                output: 2,
+                ..Usage::default()
+            })
+        );
+    }
+}
