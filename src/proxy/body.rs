@@ -338,14 +338,16 @@ where
                     Poll::Ready(Some(Ok(mut frame))) => {
                         // Only noted: the timer is not touched per frame.
                         *last_frame = Instant::now();
-                        if let (Some(acc), Some(data)) = (usage.as_mut(), frame.data_ref()) {
-                            acc.tap.feed(data);
-                        }
-                        // hyper stops polling a body that says it has ended
-                        // (all of a Content-Length read): count it now.
-                        if usage.is_some() && body.as_ref().get_ref().is_end_stream() {
-                            if let Some(acc) = usage.take() {
-                                acc.finish();
+                        if let (Some(_), Some(data)) = (usage.as_ref(), frame.data_ref()) {
+                            // hyper stops polling a body that says it has
+                            // ended (all of a Content-Length read): count it
+                            // with its last frame, read where it lies.
+                            if body.as_ref().get_ref().is_end_stream() {
+                                if let Some(acc) = usage.take() {
+                                    acc.finish_with(data);
+                                }
+                            } else if let Some(acc) = usage.as_mut() {
+                                acc.tap.feed(data);
                             }
                         }
                         if let Some(trailers) = frame.trailers_mut() {

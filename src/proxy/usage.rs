@@ -116,14 +116,16 @@ pub(crate) struct UsageTap {
 impl UsageTap {
     /// A tap for a response of `content_type`; `None` for a body that
     /// carries no usage report the proxy reads.
-    pub(crate) fn for_content_type(content_type: &[u8]) -> Option<UsageTap> {
-        let ct = content_type.to_ascii_lowercase();
-        let reading = if ct.starts_with(b"text/event-stream") {
+    pub(crate) fn for_content_type(ct: &[u8]) -> Option<UsageTap> {
+        let starts = |prefix: &[u8]| {
+            ct.len() >= prefix.len() && ct[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        let reading = if starts(b"text/event-stream") {
             Reading::Sse {
                 line: Vec::new(),
                 skipping: false,
             }
-        } else if ct.starts_with(b"application/json") || memmem::find(&ct, b"+json").is_some() {
+        } else if starts(b"application/json") || memmem::find(ct, b"+json").is_some() {
             Reading::Json { tail: Vec::new() }
         } else {
             return None;
@@ -172,6 +174,18 @@ impl UsageTap {
         }
     }
 
+    /// The usage the body reported, its last bytes being `last`: a JSON
+    /// body that came whole in one frame is read where it lies, uncopied.
+    pub(crate) fn finish_with(&mut self, last: &[u8]) -> Option<Usage> {
+        if let Reading::Json { tail } = &self.reading {
+            if tail.is_empty() {
+                return json_tail(&last[last.len().saturating_sub(TAIL)..]);
+            }
+        }
+        self.feed(last);
+        self.finish()
+    }
+
     /// The usage the body reported, once it has ended.
     pub(crate) fn finish(&mut self) -> Option<Usage> {
         match &mut self.reading {
@@ -201,6 +215,12 @@ impl Accounting {
     /// Counts what the body reported, now that it has ended.
     pub(crate) fn finish(mut self) {
         let usage = self.tap.finish();
+        self.metrics.usage(&self.labels, usage);
+    }
+
+    /// Counts what the body reported, `last` being its last bytes (not fed).
+    pub(crate) fn finish_with(mut self, last: &[u8]) {
+        let usage = self.tap.finish_with(last);
         self.metrics.usage(&self.labels, usage);
     }
 }
