@@ -54,6 +54,7 @@
 pub mod domain;
 
 mod config;
+mod ledger;
 mod metrics;
 mod policy;
 mod proxy;
@@ -73,6 +74,7 @@ pub use config::{
 pub use domain::{
     ApiKey, AuthScheme, Credential, KeyHash, Provider, Providers, SharedTier, Upstream,
 };
+pub use ledger::{Day, KeyUsage, Ledger, Spend};
 pub use metrics::Metrics;
 pub use policy::{Ask, CompileError, Denial, RefusedBy, Tier};
 pub use proxy::{

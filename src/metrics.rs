@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::ledger::{Entry, Sums};
 use crate::registry::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,17 +59,6 @@ struct SpendLabels {
     model: Arc<str>,
 }
 
-/// Where one response's usage is counted: its labels, bounded (the model
-/// is a price-table key or `other`, never the client's string).
-#[derive(Debug, Clone)]
-pub(crate) struct UsageLabels {
-    pub(crate) provider: Arc<str>,
-    pub(crate) tier: &'static str,
-    pub(crate) credential_id: Arc<str>,
-    pub(crate) model: Arc<str>,
-    pub(crate) price: Option<crate::config::Price>,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
@@ -96,6 +86,8 @@ pub struct Metrics {
     spend: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     unpriced: Family<ProviderLabels, Counter>,
     usage_unread: Family<ProviderLabels, Counter>,
+    /// The ledgers drained into these metrics at each scrape.
+    ledgers: std::sync::Mutex<Vec<std::sync::Weak<crate::Ledger>>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -221,6 +213,7 @@ impl Metrics {
             usage_unread.clone(),
         );
         Metrics {
+            ledgers: std::sync::Mutex::default(),
             tokens,
             spend,
             unpriced,
@@ -258,6 +251,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.drain_ledgers();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -283,52 +277,74 @@ impl Metrics {
         }
     }
 
-    /// Counts one response's usage (or that it had none to read).
-    pub(crate) fn usage(&self, labels: &UsageLabels, usage: Option<crate::proxy::usage::Usage>) {
+    /// Counts `ledger`'s usage too: what it holds is drained into these
+    /// metrics at each scrape (and at each of the server's flushes), so a
+    /// response costs no metrics update of its own.
+    pub fn watch_ledger(&self, ledger: &Arc<crate::Ledger>) {
+        let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
+        ledgers.retain(|l| l.strong_count() > 0);
+        if !ledgers
+            .iter()
+            .any(|l| std::ptr::eq(l.as_ptr(), Arc::as_ptr(ledger)))
+        {
+            ledgers.push(Arc::downgrade(ledger));
+        }
+    }
+
+    fn drain_ledgers(&self) {
+        let ledgers: Vec<_> = self
+            .ledgers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for ledger in ledgers {
+            ledger.drain(|entry, sums| self.usage(entry, sums));
+        }
+    }
+
+    /// Counts what the responses of one ledger entry added up to.
+    pub(crate) fn usage(&self, entry: &Entry, sums: &Sums) {
         let provider = ProviderLabels {
-            provider: Arc::clone(&labels.provider),
+            provider: Arc::clone(&entry.provider),
         };
-        let Some(u) = usage else {
-            self.usage_unread.get_or_create(&provider).inc();
-            return;
-        };
+        if sums.estimated > 0 {
+            self.usage_unread
+                .get_or_create(&provider)
+                .inc_by(sums.estimated);
+        }
+        if sums.unpriced > 0 {
+            self.unpriced.get_or_create(&provider).inc_by(sums.unpriced);
+        }
+        let tier = entry.tier.as_str();
         for (kind, n) in [
-            ("input", u.input),
-            ("output", u.output),
-            ("cache_read", u.cache_read),
-            ("cache_write", u.cache_write),
+            ("input", sums.input),
+            ("output", sums.output),
+            ("cache_read", sums.cache_read),
+            ("cache_write", sums.cache_write),
         ] {
             if n > 0 {
                 self.tokens
                     .get_or_create(&TokenLabels {
-                        provider: Arc::clone(&labels.provider),
-                        tier: labels.tier,
-                        credential_id: Arc::clone(&labels.credential_id),
-                        model: Arc::clone(&labels.model),
+                        provider: Arc::clone(&entry.provider),
+                        tier,
+                        credential_id: Arc::clone(&entry.credential),
+                        model: Arc::clone(&entry.model),
                         kind,
                     })
                     .inc_by(n);
             }
         }
-        match labels.price {
-            Some(p) => {
-                let usd = (u.input as f64 * p.input
-                    + u.output as f64 * p.output
-                    + u.cache_read as f64 * p.cache_read
-                    + u.cache_write as f64 * p.cache_write)
-                    / 1e6;
-                self.spend
-                    .get_or_create(&SpendLabels {
-                        provider: Arc::clone(&labels.provider),
-                        tier: labels.tier,
-                        credential_id: Arc::clone(&labels.credential_id),
-                        model: Arc::clone(&labels.model),
-                    })
-                    .inc_by(usd);
-            }
-            None => {
-                self.unpriced.get_or_create(&provider).inc();
-            }
+        if sums.usd > 0.0 {
+            self.spend
+                .get_or_create(&SpendLabels {
+                    provider: Arc::clone(&entry.provider),
+                    tier,
+                    credential_id: Arc::clone(&entry.credential),
+                    model: Arc::clone(&entry.model),
+                })
+                .inc_by(sums.usd);
         }
     }
 

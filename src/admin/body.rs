@@ -192,12 +192,16 @@ impl UpdateCredential {
     }
 }
 
-/// `POST /api/v1/keys`.
+/// `POST /api/v1/keys`, as OpenRouter defines it (with this proxy's
+/// `user_id`, `require_zdr` beside): the key's user is `user_id` or
+/// `creator_user_id` (OpenRouter's name for it); a key made with neither is
+/// its own user, its hash, which no other key shares.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateApiKey {
     workspace_id: Option<String>,
-    user_id: String,
+    user_id: Option<String>,
+    creator_user_id: Option<String>,
     name: Option<String>,
     #[serde(default)]
     disabled: bool,
@@ -205,6 +209,19 @@ pub(crate) struct CreateApiKey {
     require_zdr: bool,
     /// RFC 3339; from then on the key answers like an unknown one.
     expires_at: Option<String>,
+    limit: Option<f64>,
+    limit_reset: Option<String>,
+    #[serde(default)]
+    include_byok_in_limit: bool,
+    external: Option<External>,
+}
+
+/// OpenRouter's `external` on create: the platform's own user of the key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct External {
+    user: String,
+    api_key: Option<serde::de::IgnoredAny>,
 }
 
 impl CreateApiKey {
@@ -214,12 +231,32 @@ impl CreateApiKey {
         default_workspace: Option<&str>,
     ) -> Result<(SecretString, ApiKeyFields), AdminError> {
         let workspace_id = workspace(self.workspace_id, default_workspace)?;
+        let user = match (self.user_id, self.creator_user_id) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(AdminError::InvalidField(
+                    "user_id and creator_user_id name different users".into(),
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        let external_user = match self.external {
+            Some(External {
+                api_key: Some(_), ..
+            }) => {
+                return Err(AdminError::InvalidField(
+                    "external.api_key: not supported by this proxy".into(),
+                ))
+            }
+            Some(e) => Some(e.user),
+            None => None,
+        };
         let key = new_gateway_key();
+        let hash = KeyHash::of(key.expose_secret().as_bytes()).to_hex();
         let now = now_rfc3339();
         let fields = ApiKeyFields {
-            hash: KeyHash::of(key.expose_secret().as_bytes()).to_hex(),
+            user_id: user.unwrap_or_else(|| hash.clone()),
+            hash,
             workspace_id,
-            user_id: self.user_id,
             name: self.name,
             disabled: self.disabled,
             created_at: Some(now.clone()),
@@ -227,6 +264,10 @@ impl CreateApiKey {
             label: Some(key_label(key.expose_secret())),
             updated_at: Some(now),
             expires_at: self.expires_at,
+            limit: self.limit,
+            limit_reset: self.limit_reset,
+            include_byok_in_limit: self.include_byok_in_limit,
+            external_user,
         };
         Ok((key, fields))
     }
@@ -244,6 +285,12 @@ pub(crate) struct UpdateApiKey {
     require_zdr: Option<bool>,
     #[serde(default)]
     expires_at: Patch<String>,
+    #[serde(default)]
+    limit: Patch<f64>,
+    #[serde(default)]
+    limit_reset: Patch<String>,
+    #[serde(default)]
+    include_byok_in_limit: Option<bool>,
 }
 
 impl UpdateApiKey {
@@ -252,11 +299,16 @@ impl UpdateApiKey {
         rec.updated_at = Some(now_rfc3339());
         self.name.apply(&mut rec.name);
         self.expires_at.apply(&mut rec.expires_at);
+        self.limit.apply(&mut rec.limit);
+        self.limit_reset.apply(&mut rec.limit_reset);
         if let Some(v) = self.require_zdr {
             rec.require_zdr = v;
         }
         if let Some(v) = self.disabled {
             rec.disabled = v;
+        }
+        if let Some(v) = self.include_byok_in_limit {
+            rec.include_byok_in_limit = v;
         }
     }
 }

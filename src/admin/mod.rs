@@ -53,7 +53,8 @@ use error::AdminError;
 pub(crate) use scope::Access;
 use scope::Caller;
 
-use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash};
+use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash, LimitReset};
+use crate::ledger::{self, Ledger};
 use crate::proxy::client_key::bearer_token;
 use crate::registry::SnapshotError;
 use crate::store::{self, Store, StoreError};
@@ -267,7 +268,8 @@ impl Admin {
                 && workspace.is_none_or(|w| c.workspace_id.as_deref() == Some(w))
                 && q.provider.as_deref().is_none_or(|p| c.provider == p)
         });
-        let (data, total_count) = page(matching.map(|c| ByokKey::from(&**c)), &q);
+        let ledger = snapshot.ledger();
+        let (data, total_count) = page(matching.map(|c| ByokKey::of(c, ledger)), &q);
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": data, "total_count": total_count }),
@@ -335,7 +337,7 @@ impl Admin {
         let cred = self.visible(caller, id)?;
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "data": ByokKey::from(&*cred) }),
+            &serde_json::json!({ "data": ByokKey::of(&cred, self.state.registry.snapshot().ledger()) }),
         ))
     }
 
@@ -353,7 +355,7 @@ impl Admin {
         caller.may_write(fields.workspace_id.as_deref())?;
         let cred = self.credential(fields)?;
         store.create_credential(cred.to_fields()).await?;
-        let view = serde_json::json!({ "data": ByokKey::from(&cred) });
+        let view = serde_json::json!({ "data": ByokKey::of(&cred, self.state.registry.snapshot().ledger()) });
         self.state
             .registry
             .apply(|s| s.upsert_credential(cred))
@@ -380,7 +382,7 @@ impl Admin {
         });
         let fields = store.update_credential(id, edit).await?;
         let cred = self.credential(fields)?;
-        let view = serde_json::json!({ "data": ByokKey::from(&cred) });
+        let view = serde_json::json!({ "data": ByokKey::of(&cred, self.state.registry.snapshot().ledger()) });
         self.state
             .registry
             .apply(|s| s.upsert_credential(cred))
@@ -416,8 +418,10 @@ impl Admin {
             caller.sees(Some(&k.workspace_id))
                 && workspace.is_none_or(|w| &*k.workspace_id == w)
                 && q.user_id.as_deref().is_none_or(|u| &*k.user_id == u)
+                && (q.include_disabled || !k.disabled)
         });
-        let (data, total_count) = page(matching.map(|k| key_json(k)), &q);
+        let ledger = snapshot.ledger();
+        let (data, total_count) = page(matching.map(|k| key_json(k, ledger)), &q);
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "data": data, "total_count": total_count }),
@@ -428,7 +432,7 @@ impl Admin {
         let key = self.visible_key(caller, hash)?;
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "data": key_json(&key) }),
+            &serde_json::json!({ "data": key_json(&key, self.state.registry.snapshot().ledger()) }),
         ))
     }
 
@@ -439,7 +443,10 @@ impl Admin {
         caller.may_write(Some(&fields.workspace_id))?;
         let key = ApiKey::validate(fields).map_err(|e| AdminError::fields(&e))?;
         store.create_api_key(key.to_fields()).await?;
-        let view = serde_json::json!({ "data": key_json(&key), "key": raw.expose_secret() });
+        let view = serde_json::json!({
+            "data": key_json(&key, self.state.registry.snapshot().ledger()),
+            "key": raw.expose_secret(),
+        });
         self.state.registry.apply(|s| s.upsert_api_key(key));
         self.observe();
         Ok(json(StatusCode::CREATED, &view))
@@ -466,7 +473,8 @@ impl Admin {
                 e => e.into(),
             })?;
         let key = store::api_key(fields)?;
-        let view = serde_json::json!({ "data": key_json(&key) });
+        let view =
+            serde_json::json!({ "data": key_json(&key, self.state.registry.snapshot().ledger()) });
         self.state.registry.apply(|s| s.upsert_api_key(key));
         self.observe();
         Ok(json(StatusCode::OK, &view))
@@ -571,20 +579,42 @@ fn rfc3339_ms(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// A gateway key on the wire, in OpenRouter's API-key shape as far as it
-/// applies (SPEC §2): never the key, only its hash and its masked label.
-fn key_json(k: &ApiKey) -> serde_json::Value {
+/// A gateway key on the wire, in OpenRouter's API-key shape (SPEC §2, §8)
+/// with this proxy's `user_id`, `require_zdr` and `last_used_at` beside:
+/// never the key, only its hash and its masked label. Spend is USD, as of
+/// this replica's view (the last flush, and its own responses since).
+fn key_json(k: &ApiKey, ledger: &Ledger) -> serde_json::Value {
+    let today = ledger::day_of_ms(ledger::now_ms());
+    let (usage, limit_remaining) = ledger.key_usage(k, today);
+    let hash = k.hash.to_hex();
+    // A key made without a user is its own (its hash): no creator.
+    let creator = (*k.user_id != *hash).then_some(&*k.user_id);
     serde_json::json!({
-        "hash": k.hash.to_hex(),
+        "hash": hash,
         "label": k.label,
-        "name": k.name,
+        "name": k.name.as_deref().unwrap_or(""),
         "workspace_id": &*k.workspace_id,
         "user_id": &*k.user_id,
+        "creator_user_id": creator,
+        "external_user": k.external_user,
         "disabled": k.disabled,
-        "created_at": k.created_at,
+        "created_at": k.created_at.as_deref().unwrap_or(""),
         "updated_at": k.updated_at,
         "expires_at": k.expires_at,
         "require_zdr": k.require_zdr,
+        "limit": k.limit,
+        "limit_remaining": limit_remaining,
+        "limit_reset": k.limit_reset.map(LimitReset::as_str),
+        "include_byok_in_limit": k.include_byok_in_limit,
+        "usage": usage.total.shared,
+        "usage_daily": usage.daily.shared,
+        "usage_weekly": usage.weekly.shared,
+        "usage_monthly": usage.monthly.shared,
+        "byok_usage": usage.total.byok,
+        "byok_usage_daily": usage.daily.byok,
+        "byok_usage_weekly": usage.weekly.byok,
+        "byok_usage_monthly": usage.monthly.byok,
+        "last_used_at": ledger.key_last_used_ms(&k.hash).map(rfc3339_ms),
     })
 }
 
@@ -632,6 +662,18 @@ pub(crate) struct ByokKey<'a> {
     allowed_api_key_hashes: Option<&'a [String]>,
     allowed_models: Option<&'a [String]>,
     allowed_user_ids: Option<&'a [String]>,
+    /// An extra field (OpenRouter's SDK ignores it): when the credential
+    /// last served a response, as of the last flush (SPEC §8).
+    last_used_at: Option<String>,
+}
+
+impl<'a> ByokKey<'a> {
+    /// The view of `c`, with its last use from `ledger`.
+    fn of(c: &'a Credential, ledger: &Ledger) -> Self {
+        let mut view = ByokKey::from(c);
+        view.last_used_at = ledger.credential_last_used_ms(&c.id).map(rfc3339_ms);
+        view
+    }
 }
 
 impl<'a> From<&'a Credential> for ByokKey<'a> {
@@ -652,6 +694,7 @@ impl<'a> From<&'a Credential> for ByokKey<'a> {
             allowed_api_key_hashes: c.allowed_api_key_hashes.as_deref(),
             allowed_models: c.allowed_models.as_deref(),
             allowed_user_ids: c.allowed_user_ids.as_deref(),
+            last_used_at: None,
         }
     }
 }
@@ -662,6 +705,9 @@ struct ListQuery {
     workspace_id: Option<String>,
     provider: Option<String>,
     user_id: Option<String>,
+    /// Gateway keys only, as OpenRouter's: disabled keys are listed only
+    /// when asked for.
+    include_disabled: bool,
     offset: usize,
     limit: usize,
 }
@@ -672,6 +718,7 @@ impl ListQuery {
             workspace_id: None,
             provider: None,
             user_id: None,
+            include_disabled: false,
             offset: 0,
             limit: DEFAULT_LIMIT,
         };
@@ -681,6 +728,17 @@ impl ListQuery {
                 "workspace_id" => q.workspace_id = Some(value),
                 "provider" => q.provider = Some(value),
                 "user_id" => q.user_id = Some(value),
+                "include_disabled" => {
+                    q.include_disabled = match &*value {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(AdminError::InvalidQuery(
+                                "include_disabled must be true or false",
+                            ))
+                        }
+                    }
+                }
                 "offset" => {
                     q.offset = value
                         .parse()
@@ -715,10 +773,12 @@ mod tests {
                 workspace_id: None,
                 provider: None,
                 user_id: None,
+                include_disabled: false,
                 offset: 0,
                 limit: 50
             }
         );
+        assert!(q("include_disabled=true").unwrap().include_disabled);
         let got = q("workspace_id=ws%2D1&provider=openai&offset=5&limit=1&x=y").unwrap();
         assert_eq!(got.workspace_id.as_deref(), Some("ws-1"));
         assert_eq!(got.provider.as_deref(), Some("openai"));
@@ -730,6 +790,7 @@ mod tests {
             "limit=x",
             "offset=-1",
             "offset=1.5",
+            "include_disabled=1",
             "limit=",
         ] {
             assert_eq!(q(bad).unwrap_err(), "invalid_request", "{bad}");
@@ -756,6 +817,7 @@ mod tests {
                 "is_fallback",
                 "is_required",
                 "label",
+                "last_used_at",
                 "provider",
                 "sort_order",
                 "workspace_id"

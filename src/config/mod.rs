@@ -348,6 +348,11 @@ struct RawApiKey {
     #[serde(default)]
     require_zdr: bool,
     expires_at: Option<String>,
+    limit: Option<f64>,
+    limit_reset: Option<String>,
+    #[serde(default)]
+    include_byok_in_limit: bool,
+    external_user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -851,6 +856,10 @@ fn validate_api_keys(raw: Vec<RawApiKey>, errs: &mut Errors) -> Vec<ApiKey> {
             disabled: k.disabled,
             require_zdr: k.require_zdr,
             expires_at: k.expires_at,
+            limit: k.limit,
+            limit_reset: k.limit_reset,
+            include_byok_in_limit: k.include_byok_in_limit,
+            external_user: k.external_user,
             ..ApiKeyFields::default()
         };
         let duplicate = KeyHash::from_hex(&fields.hash).and_then(|h| seen.insert(h, i));

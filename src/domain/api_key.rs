@@ -32,10 +32,52 @@ pub struct ApiKeyFields {
     pub updated_at: Option<String>,
     /// RFC 3339: from then on the key answers like an unknown one.
     pub expires_at: Option<String>,
+    /// Spend limit in USD for each period (SPEC §8); `None`: no limit.
+    pub limit: Option<f64>,
+    /// `daily`, `weekly`, `monthly`; `None`: the limit is for the key's life.
+    pub limit_reset: Option<String>,
+    /// Whether spend on BYOK credentials counts toward the limit (shared-tier
+    /// spend always does).
+    pub include_byok_in_limit: bool,
+    /// OpenRouter's `external_user`: the platform's own user of the key.
+    pub external_user: Option<String>,
+}
+
+/// When a gateway key's limit starts anew (SPEC §8): UTC midnight, Monday,
+/// the 1st of the month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitReset {
+    /// Every UTC day.
+    Daily,
+    /// Every Monday, 00:00 UTC.
+    Weekly,
+    /// Every 1st of the month, 00:00 UTC.
+    Monthly,
+}
+
+impl LimitReset {
+    /// Parses OpenRouter's `limit_reset` word.
+    pub fn parse(s: &str) -> Option<LimitReset> {
+        match s {
+            "daily" => Some(LimitReset::Daily),
+            "weekly" => Some(LimitReset::Weekly),
+            "monthly" => Some(LimitReset::Monthly),
+            _ => None,
+        }
+    }
+
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitReset::Daily => "daily",
+            LimitReset::Weekly => "weekly",
+            LimitReset::Monthly => "monthly",
+        }
+    }
 }
 
 /// A gateway API key that obeys every rule (the raw key is never held).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ApiKey {
     /// SHA-256 of the raw key.
@@ -62,6 +104,14 @@ pub struct ApiKey {
     pub expires_at: Option<String>,
     /// `expires_at` as seconds since the Unix epoch.
     pub expires_at_unix: Option<i64>,
+    /// Spend limit in USD per period; `None`: no limit.
+    pub limit: Option<f64>,
+    /// The limit's period; `None`: the key's whole life.
+    pub limit_reset: Option<LimitReset>,
+    /// Whether BYOK spend counts toward the limit.
+    pub include_byok_in_limit: bool,
+    /// The platform's own user of the key (OpenRouter's `external_user`).
+    pub external_user: Option<String>,
 }
 
 impl ApiKey {
@@ -101,6 +151,19 @@ impl ApiKey {
         if f.label.as_ref().is_some_and(|l| l.chars().count() > 32) {
             errs.at("label", "longer than 32 characters");
         }
+        if f.limit.is_some_and(|l| !l.is_finite() || l < 0.0) {
+            errs.at("limit", "must be a non-negative number of USD, or null");
+        }
+        let limit_reset = f.limit_reset.as_deref().and_then(|r| {
+            let reset = LimitReset::parse(r);
+            if reset.is_none() {
+                errs.at(
+                    "limit_reset",
+                    "must be \"daily\", \"weekly\", \"monthly\" or null",
+                );
+            }
+            reset
+        });
         match hash {
             Some(hash) if errs.is_empty() => Ok(ApiKey {
                 hash,
@@ -114,6 +177,10 @@ impl ApiKey {
                 updated_at: f.updated_at,
                 expires_at: f.expires_at,
                 expires_at_unix,
+                limit: f.limit,
+                limit_reset,
+                include_byok_in_limit: f.include_byok_in_limit,
+                external_user: f.external_user,
             }),
             _ => Err(errs),
         }
@@ -132,6 +199,10 @@ impl ApiKey {
             label: (self.label != "...").then(|| self.label.clone()),
             updated_at: self.updated_at.clone(),
             expires_at: self.expires_at.clone(),
+            limit: self.limit,
+            limit_reset: self.limit_reset.map(|r| r.as_str().to_owned()),
+            include_byok_in_limit: self.include_byok_in_limit,
+            external_user: self.external_user.clone(),
         }
     }
 
@@ -178,6 +249,13 @@ mod tests {
             }),
             ("updated_at: not an RFC 3339", |f| {
                 f.updated_at = Some("now".into())
+            }),
+            ("limit: must be a non-negative", |f| f.limit = Some(-1.0)),
+            ("limit: must be a non-negative", |f| {
+                f.limit = Some(f64::NAN)
+            }),
+            ("limit_reset: must be", |f| {
+                f.limit_reset = Some("yearly".into())
             }),
         ];
         for (want, edit) in cases {

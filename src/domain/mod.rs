@@ -18,7 +18,7 @@ mod shared;
 
 use std::fmt;
 
-pub use api_key::{key_label, ApiKey, ApiKeyFields};
+pub use api_key::{key_label, ApiKey, ApiKeyFields, LimitReset};
 pub(crate) use credential::header_list;
 pub use credential::{label_for, Credential, CredentialFields, MAX_LIST, MAX_NAME};
 pub use key_hash::KeyHash;

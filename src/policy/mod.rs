@@ -96,7 +96,7 @@ pub struct Ask<'a> {
 }
 
 /// The tier a candidate comes from (SPEC §5), sent in `x-byok-tier`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
     /// The workspace's own credentials and the global ones, fallback or not.
     Byok,

@@ -98,6 +98,14 @@ pub enum Rejection {
     /// The last attempt timed out before the response head.
     #[error("upstream timed out before responding")]
     UpstreamTimeout,
+    /// The gateway key's spend in its limit's period has reached the limit
+    /// (SPEC §8).
+    #[error("this gateway key has reached its spend limit {period}")]
+    KeyLimitExceeded {
+        /// `for today (UTC)`, `for this week (UTC)`, `for this month (UTC)`,
+        /// `for its lifetime`.
+        period: &'static str,
+    },
 }
 
 impl Rejection {
@@ -142,6 +150,7 @@ impl Rejection {
             UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             UpstreamRejectedCredential => (StatusCode::BAD_GATEWAY, "upstream_rejected_credential"),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            KeyLimitExceeded { .. } => (StatusCode::PAYMENT_REQUIRED, "key_limit_exceeded"),
         }
     }
 

@@ -40,6 +40,7 @@ impl ByokLayer {
     /// [`Metrics::encode`] for the exposition). Without it the layer still
     /// writes its access log (`byok_proxy::access`, level info).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.watch_ledger(self.registry.snapshot().ledger());
         self.metrics = Some(metrics);
         self
     }

@@ -42,8 +42,9 @@ use super::client_key::client_key_hash;
 use super::error::Rejection;
 use super::usage::{Accounting, UsageTap};
 use super::{headers, model, route};
-use crate::domain::{Credential, Dialect, Provider};
-use crate::metrics::{Metrics, UsageLabels};
+use crate::domain::{ApiKey, Credential, Dialect, LimitReset, Provider};
+use crate::ledger::{self, Entry, KeyBook, Ledger};
+use crate::metrics::Metrics;
 use crate::policy::health::{self, Clock, Verdict};
 use crate::policy::{self, Ask, Candidate, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
@@ -196,9 +197,10 @@ where
     if let Err(Rejection::NotFound) = routed {
         return Err(Rejection::NotFound); // not a /{provider}/… path at all
     }
-    let principal = principal(snapshot, trust, &parts.headers, &parts.extensions)?;
+    let (principal, key) = principal(snapshot, trust, &parts.headers, &parts.extensions)?;
     trace.principal = Some(principal.clone());
     let route = routed?;
+    let book = spend_check(snapshot, key.as_deref())?;
     // With a key, the provider's SDK dialect, configured ones included.
     trace.dialect = Some(route.provider.dialect());
     route::check_rest(route.rest)?;
@@ -327,27 +329,32 @@ where
             tier,
         );
         let mut out = ByokBody::upstream_after(peeked, body, settings.idle_timeout);
-        if let Some(m) = metrics.filter(|_| head.status.is_success()) {
-            let tap = head
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|ct| UsageTap::for_content_type(ct.as_bytes()));
-            if let Some(tap) = tap {
-                let price = model
-                    .as_deref()
-                    .and_then(|m| snapshot.price(&route.provider.slug, m));
-                out = out.with_usage(Accounting {
-                    tap,
-                    labels: UsageLabels {
-                        provider: trace.provider.clone().unwrap_or_else(|| Arc::from("none")),
-                        tier: tier.as_str(),
-                        credential_id: Arc::clone(&cand.id_label),
-                        model: price.map_or_else(other_model, |(key, _)| Arc::clone(key)),
-                        price: price.map(|(_, p)| *p),
-                    },
-                    metrics: Arc::clone(m),
-                });
-            }
+        let tap = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .filter(|_| head.status.is_success())
+            .and_then(|ct| UsageTap::for_content_type(ct.as_bytes()));
+        if let Some(tap) = tap {
+            let price = model
+                .as_deref()
+                .and_then(|m| snapshot.price(&route.provider.slug, m));
+            out = out.with_usage(Accounting {
+                tap,
+                ledger: Arc::clone(snapshot.ledger()),
+                book: book.clone(),
+                entry: Entry {
+                    day: 0,
+                    workspace: Arc::clone(&principal.workspace_id),
+                    key: principal.key_hash,
+                    credential: Arc::clone(&cand.id_label),
+                    provider: trace.provider.clone().unwrap_or_else(|| Arc::from("none")),
+                    tier,
+                    model: price.map_or_else(other_model, |(key, _)| Arc::clone(key)),
+                },
+                price: price.map(|(_, p)| *p),
+                request_bytes: bytes.len() as u64,
+                done: false,
+            });
         }
         return Ok(Outcome::Forwarded(Response::from_parts(head, out)));
     }
@@ -410,14 +417,38 @@ fn principal(
     trust: bool,
     headers: &HeaderMap,
     extensions: &Extensions,
-) -> Result<Principal, Rejection> {
+) -> Result<(Principal, Option<Arc<ApiKey>>), Rejection> {
     if trust {
         if let Some(p) = extensions.get::<Principal>() {
-            return Ok(p.clone());
+            let key = p.key_hash.and_then(|h| snapshot.api_key(&h));
+            return Ok((p.clone(), key));
         }
     }
     let hash = client_key_hash(headers)?.ok_or(Rejection::MissingApiKey)?;
-    snapshot.principal(&hash).ok_or(Rejection::InvalidApiKey)
+    let (principal, key) = snapshot.resolve(&hash).ok_or(Rejection::InvalidApiKey)?;
+    Ok((principal, Some(key)))
+}
+
+/// Phase 3b: the key's book, and a refusal when its spend has reached its
+/// limit (SPEC §8), before anything goes upstream.
+fn spend_check(
+    snapshot: &Snapshot,
+    key: Option<&ApiKey>,
+) -> Result<Option<Arc<KeyBook>>, Rejection> {
+    let Some(key) = key else { return Ok(None) };
+    let book = snapshot.ledger().book(key.hash);
+    let now = ledger::now_ms();
+    Ledger::touch(&book, now);
+    if Ledger::over_limit(&book, key, ledger::day_of_ms(now)).is_some() {
+        let period = match key.limit_reset {
+            Some(LimitReset::Daily) => "for today (UTC)",
+            Some(LimitReset::Weekly) => "for this week (UTC)",
+            Some(LimitReset::Monthly) => "for this month (UTC)",
+            None => "for its lifetime",
+        };
+        return Err(Rejection::KeyLimitExceeded { period });
+    }
+    Ok(Some(book))
 }
 
 /// Phase 4: the whole body, at most `max_body_bytes` once decoded, refused
@@ -697,7 +728,7 @@ fn model_rejection(e: model::ModelError) -> Rejection {
 /// attempt would carry (client credentials and hop-by-hop headers stripped,
 /// the credential's secret injected). For benches and dry runs.
 ///
-/// It runs the layer's own phases: `principal`, `route`'s provider lookup,
+/// It runs the layer's own phases: `principal`, the key's limit, `route`'s provider lookup,
 /// `select` and the header half of `upstream_request`.
 pub fn decide(
     snapshot: &Snapshot,
@@ -705,7 +736,8 @@ pub fn decide(
     provider: &str,
     model: Option<&str>,
 ) -> Result<(Arc<Credential>, HeaderMap), Rejection> {
-    let principal = principal(snapshot, false, &headers, &Extensions::new())?;
+    let (principal, key) = principal(snapshot, false, &headers, &Extensions::new())?;
+    spend_check(snapshot, key.as_deref())?;
     let provider = snapshot
         .provider(provider)
         .ok_or(Rejection::UnknownProvider)?;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use memchr::memmem;
 use serde_json::Value;
 
-use crate::metrics::{Metrics, UsageLabels};
+use crate::config::Price;
+use crate::ledger::{self, Entry, KeyBook, Ledger, Tokens};
 
 /// How much of the end of a JSON body is kept to find its usage.
 const TAIL: usize = 16 * 1024;
@@ -25,9 +26,27 @@ pub(crate) struct Usage {
     pub(crate) output: u64,
     pub(crate) cache_read: u64,
     pub(crate) cache_write: u64,
+    /// Whether `input` counts the cached tokens too (OpenAI's and Google's
+    /// reports; Anthropic's and Bedrock's count them apart).
+    pub(crate) input_has_cache: bool,
 }
 
 impl Usage {
+    /// The tokens to price: input without the cached part.
+    pub(crate) fn tokens(&self) -> Tokens {
+        let input = if self.input_has_cache {
+            self.input.saturating_sub(self.cache_read)
+        } else {
+            self.input
+        };
+        Tokens {
+            input,
+            output: self.output,
+            cache_read: self.cache_read,
+            cache_write: self.cache_write,
+        }
+    }
+
     /// The counts of one usage object, under any provider's names:
     /// OpenAI chat (`prompt_tokens`, `completion_tokens`,
     /// `prompt_tokens_details.cached_tokens`), Responses and Anthropic
@@ -49,6 +68,12 @@ impl Usage {
             at.as_u64().unwrap_or(0)
         };
         let first = |paths: &[&[&str]]| paths.iter().map(|p| n(p)).max().unwrap_or(0);
+        let cached_within = first(&[
+            &["prompt_tokens_details", "cached_tokens"],
+            &["input_tokens_details", "cached_tokens"],
+            &["cachedContentTokenCount"],
+        ]);
+        let cached_apart = first(&[&["cache_read_input_tokens"], &["cacheReadInputTokens"]]);
         let usage = Usage {
             input: first(&[
                 &["prompt_tokens"],
@@ -62,14 +87,9 @@ impl Usage {
                 &["candidatesTokenCount"],
                 &["outputTokens"],
             ]),
-            cache_read: first(&[
-                &["prompt_tokens_details", "cached_tokens"],
-                &["input_tokens_details", "cached_tokens"],
-                &["cache_read_input_tokens"],
-                &["cachedContentTokenCount"],
-                &["cacheReadInputTokens"],
-            ]),
+            cache_read: cached_within.max(cached_apart),
             cache_write: first(&[&["cache_creation_input_tokens"], &["cacheWriteInputTokens"]]),
+            input_has_cache: cached_within > 0,
         };
         (!obj.is_empty()).then_some(usage)
     }
@@ -81,6 +101,7 @@ impl Usage {
             output: self.output.max(other.output),
             cache_read: self.cache_read.max(other.cache_read),
             cache_write: self.cache_write.max(other.cache_write),
+            input_has_cache: self.input_has_cache || other.input_has_cache,
         }
     }
 }
@@ -111,6 +132,8 @@ enum Reading {
 pub(crate) struct UsageTap {
     reading: Reading,
     usage: Option<Usage>,
+    /// Body bytes seen: what an unread report's output is estimated from.
+    bytes: u64,
 }
 
 impl UsageTap {
@@ -125,7 +148,12 @@ impl UsageTap {
                 line: Vec::new(),
                 skipping: false,
             }
-        } else if starts(b"application/json") || memmem::find(ct, b"+json").is_some() {
+        } else if starts(b"application/json")
+            || memmem::find(ct, b"+json").is_some()
+            // Bedrock's ConverseStream: binary frames whose payloads are
+            // JSON; its last event, `metadata`, carries the usage.
+            || starts(b"application/vnd.amazon.eventstream")
+        {
             Reading::Json { tail: Vec::new() }
         } else {
             return None;
@@ -133,11 +161,13 @@ impl UsageTap {
         Some(UsageTap {
             reading,
             usage: None,
+            bytes: 0,
         })
     }
 
     /// Takes in the next bytes of the body.
     pub(crate) fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
         match &mut self.reading {
             Reading::Json { tail } => {
                 if chunk.len() >= TAIL {
@@ -179,6 +209,7 @@ impl UsageTap {
     pub(crate) fn finish_with(&mut self, last: &[u8]) -> Option<Usage> {
         if let Reading::Json { tail } = &self.reading {
             if tail.is_empty() {
+                self.bytes += last.len() as u64;
                 return json_tail(&last[last.len().saturating_sub(TAIL)..]);
             }
         }
@@ -203,25 +234,70 @@ impl UsageTap {
     }
 }
 
-/// One response's accounting: its tap, and where its usage is counted.
+/// One response's accounting: its tap, and where its usage is kept. It
+/// counts when the body ends, or when it is dropped unfinished (a client
+/// that goes away mid-stream is counted too, with what was read by then).
 #[derive(Debug)]
 pub(crate) struct Accounting {
     pub(crate) tap: UsageTap,
-    pub(crate) labels: UsageLabels,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) book: Option<Arc<KeyBook>>,
+    /// Where it counts; the day is the one it ends on.
+    pub(crate) entry: Entry,
+    pub(crate) price: Option<Price>,
+    /// The request body's size: an unread report's input is estimated
+    /// from it.
+    pub(crate) request_bytes: u64,
+    pub(crate) done: bool,
 }
 
 impl Accounting {
     /// Counts what the body reported, now that it has ended.
     pub(crate) fn finish(mut self) {
         let usage = self.tap.finish();
-        self.metrics.usage(&self.labels, usage);
+        self.record(usage);
     }
 
     /// Counts what the body reported, `last` being its last bytes (not fed).
     pub(crate) fn finish_with(mut self, last: &[u8]) {
         let usage = self.tap.finish_with(last);
-        self.metrics.usage(&self.labels, usage);
+        self.record(usage);
+    }
+
+    /// Into the ledger: the reported tokens, or without a report an
+    /// estimate of four bytes a token, so no response goes uncounted.
+    fn record(&mut self, usage: Option<Usage>) {
+        self.done = true;
+        let estimated = usage.is_none();
+        let tokens = match usage {
+            Some(u) => u.tokens(),
+            None => Tokens {
+                input: self.request_bytes.div_ceil(4),
+                output: self.tap.bytes.div_ceil(4),
+                ..Tokens::default()
+            },
+        };
+        let usd = self.price.as_ref().map_or(0.0, |p| tokens.cost(p));
+        let now = ledger::now_ms();
+        let mut entry = self.entry.clone();
+        entry.day = ledger::day_of_ms(now);
+        self.ledger.record(
+            entry,
+            self.book.as_deref(),
+            tokens,
+            usd,
+            (estimated, self.price.is_none()),
+            now,
+        );
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        if !self.done {
+            let usage = self.tap.finish();
+            self.record(usage);
+        }
     }
 }
 
@@ -266,8 +342,60 @@ mod tests {
     use super::*;
 
     /// Real-shaped captures: (content type, body, usage).
-    fn captures() -> Vec<(&'static str, String, Usage)> {
-        let u = |input, output, cache_read, cache_write| Usage {
+    /// Real-shaped captures: (content type, body, tokens to price: the
+    /// input without its cached part).
+    fn captures() -> Vec<(&'static str, Vec<u8>, Tokens)> {
+        let u = |input, output, cache_read, cache_write| Tokens {
+            input,
+            output,
+            cache_read,
+            cache_write,
+        };
+        let mut all: Vec<(&'static str, Vec<u8>, Tokens)> = texts()
+            .into_iter()
+            .map(|(ct, body, want)| (ct, body.into_bytes(), want))
+            .collect();
+        all.push((
+            "application/vnd.amazon.eventstream",
+            [
+                event_frame("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"usage"},"p":"abcd"}"#),
+                event_frame("messageStop", br#"{"stopReason":"end_turn","p":"ab"}"#),
+                event_frame("metadata", br#"{"metrics":{"latencyMs":120},"p":"abcdefghij","usage":{"inputTokens":30,"outputTokens":9,"totalTokens":39,"cacheReadInputTokens":5,"cacheWriteInputTokens":6}}"#),
+            ]
+            .concat(),
+            u(30, 9, 5, 6),
+        ));
+        all
+    }
+
+    /// One frame of AWS's event-stream encoding (the checksums are not
+    /// read by the tap and are left zero).
+    fn event_frame(event: &str, payload: &[u8]) -> Vec<u8> {
+        let mut headers = Vec::new();
+        for (name, value) in [
+            (":event-type", event),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ] {
+            headers.push(u8::try_from(name.len()).unwrap());
+            headers.extend_from_slice(name.as_bytes());
+            headers.push(7);
+            headers.extend_from_slice(&u16::try_from(value.len()).unwrap().to_be_bytes());
+            headers.extend_from_slice(value.as_bytes());
+        }
+        let total = 12 + headers.len() + payload.len() + 4;
+        let mut frame = Vec::with_capacity(total);
+        frame.extend_from_slice(&u32::try_from(total).unwrap().to_be_bytes());
+        frame.extend_from_slice(&u32::try_from(headers.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&headers);
+        frame.extend_from_slice(payload);
+        frame.extend_from_slice(&[0; 4]);
+        frame
+    }
+
+    fn texts() -> Vec<(&'static str, String, Tokens)> {
+        let u = |input, output, cache_read, cache_write| Tokens {
             input,
             output,
             cache_read,
@@ -277,7 +405,7 @@ mod tests {
             (
                 "application/json",
                 r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"the usage of \"usage\": {} here"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3}}}"#.into(),
-                u(19, 10, 3, 0),
+                u(16, 10, 3, 0),
             ),
             (
                 "text/event-stream",
@@ -297,7 +425,7 @@ mod tests {
                 "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n\
                  event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":7,\"total_tokens\":19}}}\n\n"
                     .into(),
-                u(12, 7, 4, 0),
+                u(8, 7, 4, 0),
             ),
             (
                 "application/json",
@@ -316,7 +444,7 @@ mod tests {
             (
                 "application/json; charset=UTF-8",
                 r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"}}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6,"cachedContentTokenCount":2,"totalTokenCount":10},"modelVersion":"gemini-2.0-flash"}"#.into(),
-                u(4, 6, 2, 0),
+                u(2, 6, 2, 0),
             ),
             (
                 "text/event-stream",
@@ -336,19 +464,26 @@ mod tests {
     #[test]
     fn every_capture_split_at_every_byte_gives_the_same_usage() {
         for (ct, body, want) in captures() {
-            let bytes = body.as_bytes();
+            let bytes = &body[..];
+            let shown = String::from_utf8_lossy(bytes);
             for at in 0..=bytes.len() {
                 let mut tap = UsageTap::for_content_type(ct.as_bytes()).unwrap();
                 tap.feed(&bytes[..at]);
                 tap.feed(&bytes[at..]);
-                assert_eq!(tap.finish(), Some(want), "{ct} split at {at}: {body}");
+                let got = tap.finish().map(|u| u.tokens());
+                assert_eq!(got, Some(want), "{ct} split at {at}: {shown}");
+                assert_eq!(tap.bytes, bytes.len() as u64);
             }
             // And byte by byte.
             let mut tap = UsageTap::for_content_type(ct.as_bytes()).unwrap();
             for b in bytes {
                 tap.feed(std::slice::from_ref(b));
             }
-            assert_eq!(tap.finish(), Some(want), "{ct} byte by byte");
+            assert_eq!(
+                tap.finish().map(|u| u.tokens()),
+                Some(want),
+                "{ct} byte by byte"
+            );
         }
     }
 
@@ -370,7 +505,7 @@ mod tests {
             tap.feed(body.as_bytes());
             assert_eq!(tap.finish(), None, "{body}");
         }
-        assert!(UsageTap::for_content_type(b"application/vnd.amazon.eventstream").is_none());
+        assert!(UsageTap::for_content_type(b"application/vnd.amazon.eventstream").is_some());
         assert!(UsageTap::for_content_type(b"text/plain").is_none());
     }
 
@@ -395,13 +530,13 @@ mod tests {
         /// does not depend on the chunking.
         #[test]
         fn accounting_changes_no_byte(
-            pick in 0usize..9,
+            pick in 0usize..10,
             noise in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
             cuts in proptest::collection::vec(0usize..400, 0..8),
         ) {
             use http_body_util::BodyExt;
             let (ct, body, _) = captures().swap_remove(pick);
-            let mut bytes = body.into_bytes();
+            let mut bytes = body;
             bytes.extend_from_slice(&noise);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
             cuts.push(0);
@@ -412,21 +547,18 @@ mod tests {
                 .map(|w| bytes::Bytes::copy_from_slice(&bytes[w[0]..w[1]]))
                 .collect();
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let metrics = Arc::new(Metrics::new());
+            let ledger = Arc::new(Ledger::default());
             let (plain, counted) = rt.block_on(async {
                 let idle = std::time::Duration::from_secs(5);
                 let plain = crate::ByokBody::upstream(Chunks(chunks.clone()), idle);
-                let labels = UsageLabels {
-                    provider: Arc::from("openai"),
-                    tier: "byok",
-                    credential_id: Arc::from("c"),
-                    model: Arc::from("other"),
-                    price: None,
-                };
                 let counted = crate::ByokBody::upstream(Chunks(chunks), idle).with_usage(Accounting {
                     tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
-                    labels,
-                    metrics: Arc::clone(&metrics),
+                    ledger: Arc::clone(&ledger),
+                    book: None,
+                    entry: test_entry(),
+                    price: None,
+                    request_bytes: 0,
+                    done: false,
                 });
                 let frames = |b: crate::ByokBody<Chunks>| async move {
                     let mut b = std::pin::pin!(b);
@@ -439,6 +571,9 @@ mod tests {
                 (frames(plain).await, frames(counted).await)
             });
             proptest::prop_assert_eq!(plain, counted);
+            let mut requests = 0;
+            ledger.drain(|_, sums| requests += sums.requests);
+            proptest::prop_assert_eq!(requests, 1, "counted once");
             // Read whole, the usage is the same as read in these chunks.
             let mut whole = UsageTap::for_content_type(ct.as_bytes()).unwrap();
             whole.feed(&bytes);
@@ -470,5 +605,50 @@ mod tests {
                 ..Usage::default()
             })
         );
+    }
+
+    fn test_entry() -> Entry {
+        Entry {
+            day: 0,
+            workspace: Arc::from("ws"),
+            key: None,
+            credential: Arc::from("c"),
+            provider: Arc::from("openai"),
+            tier: crate::policy::Tier::Byok,
+            model: Arc::from("other"),
+        }
+    }
+
+    /// A response without a usage report is estimated at four bytes a
+    /// token; one dropped mid-stream is counted with what was read.
+    #[test]
+    fn unread_and_unfinished_responses_are_still_counted() {
+        let ledger = Arc::new(Ledger::default());
+        let acc = |ct: &str, request_bytes| Accounting {
+            tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
+            ledger: Arc::clone(&ledger),
+            book: None,
+            entry: test_entry(),
+            price: Some(Price {
+                input: 1e6,
+                output: 2e6,
+                ..Price::default()
+            }),
+            request_bytes,
+            done: false,
+        };
+        let mut a = acc("text/event-stream", 41);
+        a.tap.feed(&[b'x'; 21]);
+        a.finish();
+        let mut b = acc("text/event-stream", 0);
+        b.tap.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\ndata: {\"type\":\"content");
+        drop(b); // the client went away
+        let mut all = Vec::new();
+        ledger.drain(|_, sums| all.push(*sums));
+        let sums = all[0];
+        assert_eq!(sums.requests, 2);
+        assert_eq!(sums.estimated, 1);
+        assert_eq!((sums.input, sums.output), (11 + 25, 6 + 1));
+        assert_eq!(sums.usd, 11.0 + 12.0 + 25.0 + 2.0);
     }
 }

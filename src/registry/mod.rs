@@ -22,6 +22,7 @@ use foldhash::HashMap;
 
 use crate::config::{Config, Price, Prices, ServerConfig};
 use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
+use crate::ledger::Ledger;
 use crate::policy::health::{HealthBook, Rest};
 use crate::policy::{self, Candidate, CompileError, Plan};
 
@@ -106,6 +107,8 @@ pub struct Snapshot {
     health: Arc<HealthBook>,
     /// `[prices]`: what tokens cost, by model slug.
     prices: PriceTable,
+    /// Usage and spend, carried from snapshot to snapshot.
+    ledger: Arc<Ledger>,
     by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
     /// Serialises in-place changes: each rebuilds a group from `by_id`.
     writer: Mutex<()>,
@@ -207,6 +210,7 @@ impl Snapshot {
             Arc::clone(&before.health),
         )?;
         next.prices = PriceTable::new(&config.prices);
+        next.ledger = Arc::clone(&before.ledger);
         next.health.retain(|id| next.by_id.contains_key(id));
         Ok(next)
     }
@@ -296,24 +300,31 @@ impl Snapshot {
             by_id,
             health,
             prices: PriceTable::default(),
+            ledger: Arc::default(),
             writer: Mutex::new(()),
         })
     }
 
     /// The principal behind a key hash; `None` for unknown and disabled keys alike.
     pub fn principal(&self, hash: &KeyHash) -> Option<Principal> {
-        let key = self.keys.get(hash)?;
+        self.resolve(hash).map(|(p, _)| p)
+    }
+
+    /// The principal behind a live key hash, and its key (its limit).
+    pub(crate) fn resolve(&self, hash: &KeyHash) -> Option<(Principal, Arc<ApiKey>)> {
+        let key = Arc::clone(self.keys.get(hash)?.value());
         // An expired key answers exactly like an unknown one; the clock is
         // read only for a key that can expire.
         if key.disabled || key.expires_at_unix.is_some_and(key_expired) {
             return None;
         }
-        Some(Principal {
+        let principal = Principal {
             workspace_id: Arc::clone(&key.workspace_id),
             user_id: Arc::clone(&key.user_id),
             key_hash: Some(*hash),
             require_zdr: key.require_zdr,
-        })
+        };
+        Some((principal, key))
     }
 
     /// A provider by slug.
@@ -414,6 +425,11 @@ impl Snapshot {
             .get(provider)
             .and_then(|models| models.get(model))
             .or_else(|| self.prices.whole.get(model))
+    }
+
+    /// Usage and spend (SPEC §8), shared by every snapshot of a registry.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The per-request limits.

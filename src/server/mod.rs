@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 use arc_swap::ArcSwap;
 
 mod conn;
+mod ledger;
 mod reload;
 mod tls;
 
@@ -160,6 +161,13 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     tracing::info!(store = config.store.kind(), "credential store opened");
     let metrics = Arc::new(Metrics::new());
     metrics.observe_snapshot(&registry.snapshot());
+    metrics.watch_ledger(registry.snapshot().ledger());
+    ledger::load(registry.snapshot().ledger(), &store).await;
+    tokio::spawn(ledger::keep(
+        registry.clone(),
+        metrics.clone(),
+        store.clone(),
+    ));
 
     let listener = bind(config.server.listen, "server.listen").await?;
     let local = local_addr(&listener)?;
@@ -236,6 +244,8 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     )
     .await;
     drain(graceful, config.server.drain).await;
+    // What the last responses used is saved before the process ends.
+    ledger::flush(registry.snapshot().ledger(), &metrics, &store).await;
     Ok(())
 }
 

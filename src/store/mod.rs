@@ -22,6 +22,7 @@ pub(crate) mod crypto;
 mod postgres;
 mod sqlite;
 pub(crate) mod sync;
+mod usage;
 
 use std::fmt;
 
@@ -34,7 +35,9 @@ use crate::domain::{
 };
 use crypto::{CryptoError, Keyring, Sealed};
 
+use crate::ledger::{Batch, Day};
 use crate::policy::health::Rest;
+pub(crate) use usage::Stored;
 
 pub(crate) use postgres::PgStore;
 pub(crate) use sqlite::SqliteStore;
@@ -106,6 +109,8 @@ pub(crate) enum Change {
     ApiKey(KeyHash),
     /// A replica changed a credential's rest (SPEC §10): no row to read.
     Health(String, Rest),
+    /// A replica added to the usage rows: each reads its keys' spend anew.
+    Usage,
 }
 
 impl Change {
@@ -114,6 +119,7 @@ impl Change {
         match self {
             Change::Credential(id) => format!("c:{id}"),
             Change::ApiKey(hash) => format!("k:{hash}"),
+            Change::Usage => "u:".to_owned(),
             Change::Health(id, r) => format!(
                 "h:{}:{}:{}:{id}",
                 r.until_ms,
@@ -127,6 +133,7 @@ impl Change {
         match payload.split_once(':')? {
             ("c", id) => Some(Change::Credential(id.to_owned())),
             ("k", hash) => KeyHash::from_hex(hash).map(Change::ApiKey),
+            ("u", "") => Some(Change::Usage),
             ("h", rest) => {
                 let mut parts = rest.splitn(4, ':');
                 let until_ms = parts.next()?.parse().ok()?;
@@ -289,6 +296,30 @@ impl Store {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_api_key(hash).await,
             Store::Postgres(s) => s.delete_api_key(hash).await,
+        }
+    }
+
+    /// Whether usage is kept here (a database), not only in memory.
+    pub(crate) fn keeps_usage(&self) -> bool {
+        !matches!(self, Store::File)
+    }
+
+    /// Adds a drained batch of usage to the store's rows.
+    pub(crate) async fn save_usage(&self, batch: &Batch) -> Result<(), StoreError> {
+        match self {
+            Store::File => Ok(()),
+            Store::Sqlite(s) => s.save_usage(batch.clone()).await,
+            Store::Postgres(s) => s.save_usage(batch).await,
+        }
+    }
+
+    /// Every key's stored spend from `since` on; with `all`, before it too
+    /// and the credentials' last uses.
+    pub(crate) async fn read_usage(&self, since: Day, all: bool) -> Result<Stored, StoreError> {
+        match self {
+            Store::File => Ok(Stored::default()),
+            Store::Sqlite(s) => s.read_usage(since, all).await,
+            Store::Postgres(s) => s.read_usage(since, all).await,
         }
     }
 }
@@ -457,6 +488,7 @@ mod tests {
             Change::ApiKey(h),
             Change::Health("id:with:colons".into(), rest),
             Change::Health("c".into(), Rest::NONE),
+            Change::Usage,
         ] {
             assert_eq!(Change::parse(&c.payload()), Some(c));
         }

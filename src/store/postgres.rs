@@ -17,11 +17,13 @@ use tokio_postgres::{AsyncMessage, Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::crypto::Keyring;
+use super::usage::{self, Stored};
 use super::{
     now_rfc3339, sealed_row, ApiKeyEdit, ApiKeyFields, Change, Contents, CredentialEdit,
     CredentialFields, RawCredential, SealedRow, StoreError, CRED_COLUMNS,
 };
 use crate::domain::KeyHash;
+use crate::ledger::{Batch, Day, Spend};
 
 const CHANNEL: &str = "byok_changes";
 
@@ -64,11 +66,15 @@ ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS require_zdr BOOLEAN NOT NULL 
 ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS label TEXT;
 ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS updated_at TEXT;
 ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS expires_at TEXT;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS limit_usd DOUBLE PRECISION;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS limit_reset TEXT;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS include_byok_in_limit BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE byok_api_keys ADD COLUMN IF NOT EXISTS external_user TEXT;
 COMMIT;
 ";
 
-const KEY_COLUMNS: &str =
-    "hash, workspace_id, user_id, name, disabled, created_at, require_zdr, label, updated_at, expires_at";
+const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at, require_zdr, \
+    label, updated_at, expires_at, limit_usd, limit_reset, include_byok_in_limit, external_user";
 
 fn db(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(Box::new(e))
@@ -138,6 +144,14 @@ impl PgStore {
         let tls = tls(ca_roots)?;
         let client = connect(url, &tls).await?;
         client.batch_execute(SCHEMA).await.map_err(db)?;
+        // Under the same lock: replicas starting together race to create.
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(735201); {} COMMIT;",
+                usage::TABLES
+            ))
+            .await
+            .map_err(db)?;
         Ok(PgStore {
             url: url.to_owned(),
             tls,
@@ -292,7 +306,8 @@ impl PgStore {
         let tx = transaction(&mut guard).await?;
         tx.execute(
             &format!(
-                "INSERT INTO byok_api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO byok_api_keys ({KEY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
             &[
                 &rec.hash,
@@ -305,6 +320,10 @@ impl PgStore {
                 &rec.label,
                 &rec.updated_at,
                 &rec.expires_at,
+                &rec.limit,
+                &rec.limit_reset,
+                &rec.include_byok_in_limit,
+                &rec.external_user,
             ],
         )
         .await
@@ -332,7 +351,8 @@ impl PgStore {
         edit(&mut rec)?;
         tx.execute(
             "UPDATE byok_api_keys SET name = $2, disabled = $3, require_zdr = $4, updated_at = $5, \
-             expires_at = $6 WHERE hash = $1",
+             expires_at = $6, limit_usd = $7, limit_reset = $8, include_byok_in_limit = $9 \
+             WHERE hash = $1",
             &[
                 &hash.to_hex(),
                 &rec.name,
@@ -340,6 +360,9 @@ impl PgStore {
                 &rec.require_zdr,
                 &rec.updated_at,
                 &rec.expires_at,
+                &rec.limit,
+                &rec.limit_reset,
+                &rec.include_byok_in_limit,
             ],
         )
         .await
@@ -366,6 +389,107 @@ impl PgStore {
 
     /// Tells the other replicas of a change that has no row (a credential's
     /// health), on the query connection.
+    /// Adds `batch` to the usage rows in one transaction, and tells the
+    /// other replicas, which read their keys' spend anew.
+    pub(super) async fn save_usage(&self, batch: &Batch) -> Result<(), StoreError> {
+        let (rows, keys) = usage::rows(batch);
+        let mut guard = self.client().await?;
+        let tx = transaction(&mut guard).await?;
+        let add = tx
+            .prepare(&usage::add_usage(|n| format!("${n}"), "GREATEST"))
+            .await
+            .map_err(db)?;
+        for r in &rows {
+            let [requests, input, output, cache_read, cache_write, estimated] = &r.counts;
+            tx.execute(
+                &add,
+                &[
+                    &r.day,
+                    &r.workspace,
+                    &r.key,
+                    &r.credential,
+                    &r.tier,
+                    &r.provider,
+                    &r.model,
+                    requests,
+                    input,
+                    output,
+                    cache_read,
+                    cache_write,
+                    estimated,
+                    &r.usd,
+                    &r.last_used_ms,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let add = tx
+            .prepare(&usage::add_key_day(|n| format!("${n}"), "GREATEST"))
+            .await
+            .map_err(db)?;
+        for (key, day, spend, last) in &keys {
+            tx.execute(&add, &[key, day, &spend.shared, &spend.byok, last])
+                .await
+                .map_err(db)?;
+        }
+        notify(&tx, &Change::Usage).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Every key's spend from `since` on; with `all`, before it too, and
+    /// the credentials' last uses.
+    pub(super) async fn read_usage(&self, since: Day, all: bool) -> Result<Stored, StoreError> {
+        let guard = self.client().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
+        let get = |e: tokio_postgres::Error| StoreError::Unavailable(Box::new(e));
+        let mut out = Stored::default();
+        let rows = client
+            .query(&format!("{}$1", usage::RECENT), &[&since])
+            .await
+            .map_err(db)?;
+        for row in rows {
+            let key: String = row.try_get(0).map_err(get)?;
+            if let Some(key) = usage::key(&key) {
+                let spend = Spend {
+                    shared: row.try_get(2).map_err(get)?,
+                    byok: row.try_get(3).map_err(get)?,
+                };
+                let last: i64 = row.try_get(4).map_err(get)?;
+                out.days
+                    .push((key, row.try_get(1).map_err(get)?, spend, usage::ms(last)));
+            }
+        }
+        if all {
+            let rows = client
+                .query(&format!("{}$1 GROUP BY key_hash", usage::BEFORE), &[&since])
+                .await
+                .map_err(db)?;
+            let mut before = Vec::new();
+            for row in rows {
+                let key: String = row.try_get(0).map_err(get)?;
+                if let Some(key) = usage::key(&key) {
+                    let spend = Spend {
+                        shared: row.try_get(1).map_err(get)?,
+                        byok: row.try_get(2).map_err(get)?,
+                    };
+                    before.push((key, spend));
+                }
+            }
+            out.before = Some(before);
+            let rows = client.query(usage::CREDENTIALS, &[]).await.map_err(db)?;
+            let mut creds = Vec::new();
+            for row in rows {
+                let last: i64 = row.try_get(1).map_err(get)?;
+                creds.push((row.try_get(0).map_err(get)?, usage::ms(last)));
+            }
+            out.credentials = Some(creds);
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn publish(&self, change: &Change) -> Result<(), StoreError> {
         let guard = self.client().await?;
         let client = guard
@@ -559,5 +683,9 @@ fn raw_api_key(row: &Row) -> Result<ApiKeyFields, StoreError> {
         label: row.try_get(7).map_err(get)?,
         updated_at: row.try_get(8).map_err(get)?,
         expires_at: row.try_get(9).map_err(get)?,
+        limit: row.try_get(10).map_err(get)?,
+        limit_reset: row.try_get(11).map_err(get)?,
+        include_byok_in_limit: row.try_get(12).map_err(get)?,
+        external_user: row.try_get(13).map_err(get)?,
     })
 }

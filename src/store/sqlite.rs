@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::crypto::Keyring;
+use super::usage::{self, Stored};
 use super::{
     now_rfc3339, sealed_row, ApiKeyEdit, ApiKeyFields, Contents, CredentialEdit, CredentialFields,
     RawCredential, SealedRow, StoreError, CRED_COLUMNS,
 };
 use crate::domain::KeyHash;
+use crate::ledger::{Batch, Day, Spend};
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -54,20 +56,28 @@ CREATE TABLE IF NOT EXISTS byok_api_keys (
     require_zdr INTEGER NOT NULL DEFAULT 0,
     label TEXT,
     updated_at TEXT,
-    expires_at TEXT
+    expires_at TEXT,
+    limit_usd REAL,
+    limit_reset TEXT,
+    include_byok_in_limit INTEGER NOT NULL DEFAULT 0,
+    external_user TEXT
 );
 ";
 
 /// The gateway-key columns, in the order rows are read.
-const KEY_COLUMNS: &str =
-    "hash, workspace_id, user_id, name, disabled, created_at, require_zdr, label, updated_at, expires_at";
+const KEY_COLUMNS: &str = "hash, workspace_id, user_id, name, disabled, created_at, require_zdr, \
+    label, updated_at, expires_at, limit_usd, limit_reset, include_byok_in_limit, external_user";
 
 /// The gateway-key columns added after the first version, each with its type.
-const KEY_COLUMNS_ADDED: [(&str, &str); 4] = [
+const KEY_COLUMNS_ADDED: [(&str, &str); 8] = [
     ("require_zdr", "INTEGER NOT NULL DEFAULT 0"),
     ("label", "TEXT"),
     ("updated_at", "TEXT"),
     ("expires_at", "TEXT"),
+    ("limit_usd", "REAL"),
+    ("limit_reset", "TEXT"),
+    ("include_byok_in_limit", "INTEGER NOT NULL DEFAULT 0"),
+    ("external_user", "TEXT"),
 ];
 
 /// The columns of the first version's credentials table (`workspace_id`
@@ -100,6 +110,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(CREDENTIALS_TABLE)?;
     }
     tx.execute_batch(API_KEYS_TABLE)?;
+    tx.execute_batch(usage::TABLES)?;
     for (column, kind) in KEY_COLUMNS_ADDED {
         let missing: bool = tx.query_row(
             "SELECT NOT EXISTS (SELECT 1 FROM pragma_table_info('byok_api_keys') WHERE name = ?1)",
@@ -266,7 +277,7 @@ impl SqliteStore {
             conn.execute(
                 &format!(
                     "INSERT INTO byok_api_keys ({KEY_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 params![
                     rec.hash,
@@ -278,7 +289,11 @@ impl SqliteStore {
                     rec.require_zdr,
                     rec.label,
                     rec.updated_at,
-                    rec.expires_at
+                    rec.expires_at,
+                    rec.limit,
+                    rec.limit_reset,
+                    rec.include_byok_in_limit,
+                    rec.external_user
                 ],
             )
             .map_err(db)?;
@@ -307,8 +322,20 @@ impl SqliteStore {
                 .ok_or(StoreError::NotFound)?;
             edit(&mut rec)?;
             tx.execute(
-                "UPDATE byok_api_keys SET name = ?2, disabled = ?3, require_zdr = ?4, updated_at = ?5, expires_at = ?6 WHERE hash = ?1",
-                params![hash.to_hex(), rec.name, rec.disabled, rec.require_zdr, rec.updated_at, rec.expires_at],
+                "UPDATE byok_api_keys SET name = ?2, disabled = ?3, require_zdr = ?4, updated_at = ?5, \
+                 expires_at = ?6, limit_usd = ?7, limit_reset = ?8, include_byok_in_limit = ?9 \
+                 WHERE hash = ?1",
+                params![
+                    hash.to_hex(),
+                    rec.name,
+                    rec.disabled,
+                    rec.require_zdr,
+                    rec.updated_at,
+                    rec.expires_at,
+                    rec.limit,
+                    rec.limit_reset,
+                    rec.include_byok_in_limit
+                ],
             )
             .map_err(db)?;
             tx.commit().map_err(db)?;
@@ -323,6 +350,115 @@ impl SqliteStore {
                 .execute("DELETE FROM byok_api_keys WHERE hash = ?1", [hash.to_hex()])
                 .map_err(db)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Adds `batch` to the usage rows, in one transaction.
+    pub(super) async fn save_usage(&self, batch: Batch) -> Result<(), StoreError> {
+        self.with(move |conn, _| {
+            let (rows, keys) = usage::rows(&batch);
+            let tx = conn.transaction().map_err(db)?;
+            {
+                let mut add = tx
+                    .prepare_cached(&usage::add_usage(|n| format!("?{n}"), "max"))
+                    .map_err(db)?;
+                for r in &rows {
+                    let [requests, input, output, cache_read, cache_write, estimated] = r.counts;
+                    add.execute(params![
+                        r.day,
+                        r.workspace,
+                        r.key,
+                        r.credential,
+                        r.tier,
+                        r.provider,
+                        r.model,
+                        requests,
+                        input,
+                        output,
+                        cache_read,
+                        cache_write,
+                        estimated,
+                        r.usd,
+                        r.last_used_ms
+                    ])
+                    .map_err(db)?;
+                }
+                let mut add = tx
+                    .prepare_cached(&usage::add_key_day(|n| format!("?{n}"), "max"))
+                    .map_err(db)?;
+                for (key, day, spend, last) in &keys {
+                    add.execute(params![key, day, spend.shared, spend.byok, last])
+                        .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    /// Every key's spend from `since` on; with `all`, before it too, and
+    /// the credentials' last uses.
+    pub(super) async fn read_usage(&self, since: Day, all: bool) -> Result<Stored, StoreError> {
+        self.with(move |conn, _| {
+            let mut out = Stored::default();
+            let mut stmt = conn
+                .prepare_cached(&format!("{}?1", usage::RECENT))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([since], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Day>(1)?,
+                        Spend {
+                            shared: r.get(2)?,
+                            byok: r.get(3)?,
+                        },
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in rows {
+                let (key, day, spend, last) = row.map_err(db)?;
+                if let Some(key) = usage::key(&key) {
+                    out.days.push((key, day, spend, usage::ms(last)));
+                }
+            }
+            if all {
+                let mut stmt = conn
+                    .prepare_cached(&format!("{}?1 GROUP BY key_hash", usage::BEFORE))
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map([since], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            Spend {
+                                shared: r.get(1)?,
+                                byok: r.get(2)?,
+                            },
+                        ))
+                    })
+                    .map_err(db)?;
+                let mut before = Vec::new();
+                for row in rows {
+                    let (key, spend) = row.map_err(db)?;
+                    if let Some(key) = usage::key(&key) {
+                        before.push((key, spend));
+                    }
+                }
+                out.before = Some(before);
+                let mut stmt = conn.prepare_cached(usage::CREDENTIALS).map_err(db)?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .map_err(db)?;
+                let mut creds = Vec::new();
+                for row in rows {
+                    let (id, last) = row.map_err(db)?;
+                    creds.push((id, usage::ms(last)));
+                }
+                out.credentials = Some(creds);
+            }
+            Ok(out)
         })
         .await
     }
@@ -406,5 +542,9 @@ fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyFields> {
         label: row.get(7)?,
         updated_at: row.get(8)?,
         expires_at: row.get(9)?,
+        limit: row.get(10)?,
+        limit_reset: row.get(11)?,
+        include_byok_in_limit: row.get(12)?,
+        external_user: row.get(13)?,
     })
 }

@@ -22,6 +22,10 @@ where
             registry.snapshot().adopt_health(id, *rest);
             return Ok(());
         }
+        if change == Change::Usage {
+            registry.snapshot().ledger().refresh_wanted();
+            return Ok(());
+        }
         // The row is re-read and applied in one turn with this replica's own
         // writes, so the registry ends as the store did.
         let _order = registry.ordered().await;
@@ -83,6 +87,10 @@ async fn apply(
         },
         Change::Health(id, rest) => {
             registry.snapshot().adopt_health(id, *rest);
+            Ok(())
+        }
+        Change::Usage => {
+            registry.snapshot().ledger().refresh_wanted();
             Ok(())
         }
     })

@@ -116,6 +116,11 @@ fn byok_key_schema(
         required.insert(field.into());
     }
     types.get_mut("workspace_id").unwrap().insert("null");
+    // SPEC §8's one extra field, which OpenRouter's SDK ignores.
+    types.insert(
+        "last_used_at".into(),
+        ["string", "null"].into_iter().collect(),
+    );
     (types, required)
 }
 
@@ -208,6 +213,7 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
             "allowed_api_key_hashes": [hash(GW)],
             "allowed_models": ["openai/gpt-4o", "openai/*"],
             "allowed_user_ids": ["user-1"],
+            "last_used_at": null,
         })
     );
     let mut bare = by_id("c-bare");
@@ -233,6 +239,7 @@ async fn byok_keys_have_exactly_openrouters_fields_and_types() {
             "allowed_api_key_hashes": null,
             "allowed_models": null,
             "allowed_user_ids": null,
+            "last_used_at": null,
         })
     );
     let short = by_id("c-short");

@@ -253,6 +253,9 @@ async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
                 "tier" => ["byok", "shared"].contains(&v.as_str()),
                 "state" => ["healthy", "cooling", "quarantined"].contains(&v.as_str()),
                 "result" => ["ok", "failed"].contains(&v.as_str()),
+                "kind" => ["input", "output", "cache_read", "cache_write"].contains(&v.as_str()),
+                // No price table here: every model is `other`.
+                "model" => v == "other",
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,
             };

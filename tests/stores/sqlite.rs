@@ -276,11 +276,21 @@ async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
     assert_eq!(v["total_count"], 1);
     let listed = &v["data"][0];
     let created = listed["created_at"].as_str().unwrap();
+    let used = listed["last_used_at"]
+        .as_str()
+        .expect("used by the chat above");
+    assert!(used >= created, "{used} < {created}");
     assert_eq!(
         listed,
         &json!({"hash": hash, "label": format!("{}...{}", &key[..7], &key[key.len() - 4..]),
-                "name": null, "workspace_id": "ws-1", "user_id": "user-9", "disabled": false,
-                "created_at": created, "updated_at": created, "expires_at": null, "require_zdr": false})
+                "name": "", "workspace_id": "ws-1", "user_id": "user-9", "creator_user_id": "user-9",
+                "external_user": null, "disabled": false,
+                "created_at": created, "updated_at": created, "expires_at": null, "require_zdr": false,
+                "limit": null, "limit_remaining": null, "limit_reset": null,
+                "include_byok_in_limit": false,
+                "usage": 0.0, "usage_daily": 0.0, "usage_weekly": 0.0, "usage_monthly": 0.0,
+                "byok_usage": 0.0, "byok_usage_daily": 0.0, "byok_usage_weekly": 0.0,
+                "byok_usage_monthly": 0.0, "last_used_at": used})
     );
 
     // Expired: answered exactly like an unknown key; un-expired by a PATCH.

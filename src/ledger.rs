@@ -1,0 +1,702 @@
+//! The ledger (SPEC §8): what each response cost, kept per UTC day,
+//! workspace, gateway key, credential, tier and model, and each key's spend
+//! by period for its limit.
+//!
+//! A response adds to two places as its body ends: `pending` (one entry per
+//! day × key × credential × tier × model, drained about once a second into
+//! the metrics and the store) and its key's [`KeyBook`] (what a limit check
+//! reads). Nothing on the request path waits on a store: a database learns
+//! of the usage at the next drain, and each replica learns of the others'
+//! at the refresh that follows it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use foldhash::fast::RandomState;
+use time::Date;
+
+use crate::config::Price;
+use crate::domain::{ApiKey, KeyHash, LimitReset};
+use crate::policy::Tier;
+
+/// A UTC day: days since 1970-01-01.
+pub type Day = i32;
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The UTC day of `ms` milliseconds since the Unix epoch.
+pub(crate) fn day_of_ms(ms: u64) -> Day {
+    Day::try_from(ms / 86_400_000).unwrap_or(Day::MAX)
+}
+
+/// The first day of the period `reset` that holds `day`: the day itself,
+/// its week's Monday, its month's 1st.
+pub(crate) fn period_start(reset: LimitReset, day: Day) -> Day {
+    match reset {
+        LimitReset::Daily => day,
+        // 1970-01-01 was a Thursday: day 0 is 3 days after a Monday.
+        LimitReset::Weekly => day - (day + 3).rem_euclid(7),
+        LimitReset::Monthly => {
+            const EPOCH_JULIAN: i32 = 2_440_588;
+            match Date::from_julian_day(day + EPOCH_JULIAN) {
+                Ok(date) => day - (i32::from(date.day()) - 1),
+                Err(_) => day,
+            }
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+/// The oldest day any period reads today: the earlier of this week's
+/// Monday and this month's 1st.
+pub(crate) fn recent_since(today: Day) -> Day {
+    period_start(LimitReset::Weekly, today).min(period_start(LimitReset::Monthly, today))
+}
+
+/// USD spent, by tier (OpenRouter's split: `usage` is the shared tier's,
+/// `byok_usage` the BYOK credentials').
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    /// Spend served by the operator's shared tier.
+    pub shared: f64,
+    /// Spend served by the key's own (BYOK) credentials.
+    pub byok: f64,
+}
+
+impl Spend {
+    fn add(&mut self, other: Spend) {
+        self.shared += other.shared;
+        self.byok += other.byok;
+    }
+
+    fn of(tier: Tier, usd: f64) -> Spend {
+        match tier {
+            Tier::Shared => Spend {
+                shared: usd,
+                byok: 0.0,
+            },
+            Tier::Byok => Spend {
+                shared: 0.0,
+                byok: usd,
+            },
+        }
+    }
+
+    /// What counts toward `key`'s limit: the shared tier's always, BYOK
+    /// spend when `include_byok_in_limit`.
+    fn counted(self, include_byok: bool) -> f64 {
+        if include_byok {
+            self.shared + self.byok
+        } else {
+            self.shared
+        }
+    }
+}
+
+/// A key's spend in each of OpenRouter's periods.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KeyUsage {
+    /// Since the key was made.
+    pub total: Spend,
+    /// Today (UTC).
+    pub daily: Spend,
+    /// Since Monday (UTC).
+    pub weekly: Spend,
+    /// Since the 1st of the month (UTC).
+    pub monthly: Spend,
+}
+
+/// One key's spend by day, as this replica knows it.
+#[derive(Debug, Default)]
+struct Book {
+    /// The store's days from the refresh's `since` on (all days without a
+    /// database).
+    days: BTreeMap<Day, Spend>,
+    /// The store's total before the refresh's `since`.
+    before: Spend,
+    /// This replica's spend the store does not hold yet, by day.
+    local: BTreeMap<Day, Spend>,
+}
+
+impl Book {
+    fn since(&self, from: Option<Day>) -> Spend {
+        let mut s = Spend::default();
+        let from = match from {
+            Some(day) => day,
+            None => {
+                s.add(self.before);
+                Day::MIN
+            }
+        };
+        for (_, spend) in self.days.range(from..).chain(self.local.range(from..)) {
+            s.add(*spend);
+        }
+        s
+    }
+}
+
+/// One gateway key's spend and last use.
+#[derive(Debug, Default)]
+pub(crate) struct KeyBook {
+    book: Mutex<Book>,
+    last_used_ms: AtomicU64,
+}
+
+impl KeyBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The spend in each period that holds `today`.
+    fn usage(&self, today: Day) -> KeyUsage {
+        let book = self.lock();
+        KeyUsage {
+            total: book.since(None),
+            daily: book.since(Some(today)),
+            weekly: book.since(Some(period_start(LimitReset::Weekly, today))),
+            monthly: book.since(Some(period_start(LimitReset::Monthly, today))),
+        }
+    }
+}
+
+/// Where one response's usage is kept: the day is added when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Entry {
+    pub(crate) day: Day,
+    pub(crate) workspace: Arc<str>,
+    /// `None`: a principal an earlier layer supplied without a key.
+    pub(crate) key: Option<KeyHash>,
+    pub(crate) credential: Arc<str>,
+    pub(crate) provider: Arc<str>,
+    pub(crate) tier: Tier,
+    /// A price-table key, or `other`: never a client's model string.
+    pub(crate) model: Arc<str>,
+}
+
+/// What the responses of one [`Entry`] added up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Sums {
+    pub(crate) requests: u64,
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+    pub(crate) usd: f64,
+    /// Responses whose usage report could not be read (their tokens are
+    /// estimated from their size).
+    pub(crate) estimated: u64,
+    /// Responses of a model without a price.
+    pub(crate) unpriced: u64,
+    pub(crate) last_used_ms: u64,
+}
+
+impl Sums {
+    fn add(&mut self, o: &Sums) {
+        self.requests += o.requests;
+        self.input += o.input;
+        self.output += o.output;
+        self.cache_read += o.cache_read;
+        self.cache_write += o.cache_write;
+        self.usd += o.usd;
+        self.estimated += o.estimated;
+        self.unpriced += o.unpriced;
+        self.last_used_ms = self.last_used_ms.max(o.last_used_ms);
+    }
+}
+
+/// Tokens one response reported (or that were estimated for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tokens {
+    /// Input tokens not read from or written to a cache.
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+}
+
+impl Tokens {
+    /// USD at `price` (per million tokens).
+    pub(crate) fn cost(&self, price: &Price) -> f64 {
+        (self.input as f64 * price.input
+            + self.output as f64 * price.output
+            + self.cache_read as f64 * price.cache_read
+            + self.cache_write as f64 * price.cache_write)
+            / 1e6
+    }
+}
+
+/// A drained set of entries, for the metrics and the store.
+pub(crate) type Batch = Vec<(Entry, Sums)>;
+
+/// Usage and spend, shared by every snapshot of a registry.
+#[derive(Default)]
+pub struct Ledger {
+    pending: DashMap<Entry, Sums, RandomState>,
+    keys: DashMap<KeyHash, Arc<KeyBook>, RandomState>,
+    credentials_last_used: DashMap<Box<str>, u64, RandomState>,
+    /// Drained batches the store has not taken yet (only when one does).
+    unsaved: Mutex<Batch>,
+    persistent: std::sync::atomic::AtomicBool,
+    /// Another replica added to the store: read the keys' spend anew.
+    #[cfg(feature = "server")]
+    refresh: tokio::sync::Notify,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("pending", &self.pending.len())
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// The book of `key`, made on first use.
+    pub(crate) fn book(&self, key: KeyHash) -> Arc<KeyBook> {
+        if let Some(b) = self.keys.get(&key) {
+            return Arc::clone(&b);
+        }
+        Arc::clone(&self.keys.entry(key).or_default())
+    }
+
+    /// Counts one response as it ends.
+    pub(crate) fn record(
+        &self,
+        entry: Entry,
+        book: Option<&KeyBook>,
+        tokens: Tokens,
+        usd: f64,
+        flags: (bool, bool),
+        at_ms: u64,
+    ) {
+        let (estimated, unpriced) = flags;
+        if let Some(book) = book {
+            let mut b = book.lock();
+            b.local
+                .entry(entry.day)
+                .or_default()
+                .add(Spend::of(entry.tier, usd));
+            drop(b);
+            book.last_used_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
+        let sums = Sums {
+            requests: 1,
+            input: tokens.input,
+            output: tokens.output,
+            cache_read: tokens.cache_read,
+            cache_write: tokens.cache_write,
+            usd,
+            estimated: u64::from(estimated),
+            unpriced: u64::from(unpriced),
+            last_used_ms: at_ms,
+        };
+        self.pending.entry(entry).or_default().add(&sums);
+    }
+
+    /// Notes that `key` was used at `at_ms` (each request that names it,
+    /// answered or refused).
+    pub(crate) fn touch(book: &KeyBook, at_ms: u64) {
+        book.last_used_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+
+    /// Whether `key` has reached its limit for the period that holds
+    /// `today`; `Some(spent)` when it has.
+    pub(crate) fn over_limit(book: &KeyBook, key: &ApiKey, today: Day) -> Option<f64> {
+        let limit = key.limit?;
+        let spent = book
+            .lock()
+            .since(key.limit_reset.map(|r| period_start(r, today)))
+            .counted(key.include_byok_in_limit);
+        (spent >= limit).then_some(spent)
+    }
+
+    /// `key`'s spend in each period that holds `today`, and what is left of
+    /// its limit (`None`: no limit).
+    pub fn key_usage(&self, key: &ApiKey, today: Day) -> (KeyUsage, Option<f64>) {
+        let usage = self
+            .keys
+            .get(&key.hash)
+            .map(|b| b.usage(today))
+            .unwrap_or_default();
+        let remaining = key.limit.map(|limit| {
+            let period = match key.limit_reset {
+                None => usage.total,
+                Some(LimitReset::Daily) => usage.daily,
+                Some(LimitReset::Weekly) => usage.weekly,
+                Some(LimitReset::Monthly) => usage.monthly,
+            };
+            (limit - period.counted(key.include_byok_in_limit)).max(0.0)
+        });
+        (usage, remaining)
+    }
+
+    /// When `key` was last used, in milliseconds since the Unix epoch.
+    pub fn key_last_used_ms(&self, key: &KeyHash) -> Option<u64> {
+        let ms = self.keys.get(key)?.last_used_ms.load(Ordering::Relaxed);
+        (ms > 0).then_some(ms)
+    }
+
+    /// When the credential `id` last served a response, as of the last drain.
+    pub fn credential_last_used_ms(&self, id: &str) -> Option<u64> {
+        self.credentials_last_used.get(id).map(|v| *v)
+    }
+
+    #[cfg(feature = "server")]
+    /// Another replica saved usage: the flush task reads it now.
+    pub(crate) fn refresh_wanted(&self) {
+        self.refresh.notify_one();
+    }
+
+    #[cfg(feature = "server")]
+    /// Resolves when another replica has saved usage.
+    pub(crate) async fn refresh_asked(&self) {
+        self.refresh.notified().await;
+    }
+
+    #[cfg(feature = "server")]
+    /// From now on drained batches wait for [`take_unsaved`](Self::take_unsaved).
+    pub(crate) fn persist(&self) {
+        self.persistent.store(true, Ordering::Relaxed);
+    }
+
+    /// Moves everything pending out: into `count` (the metrics), the
+    /// credentials' last use, and the unsaved batch when a store takes them.
+    pub(crate) fn drain(&self, mut count: impl FnMut(&Entry, &Sums)) {
+        let keys: Vec<Entry> = self.pending.iter().map(|e| e.key().clone()).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut batch = Batch::with_capacity(keys.len());
+        for key in keys {
+            if let Some((entry, sums)) = self.pending.remove(&key) {
+                count(&entry, &sums);
+                self.credentials_last_used
+                    .entry(entry.credential.as_ref().into())
+                    .and_modify(|v| *v = (*v).max(sums.last_used_ms))
+                    .or_insert(sums.last_used_ms);
+                batch.push((entry, sums));
+            }
+        }
+        if self.persistent.load(Ordering::Relaxed) {
+            self.unsaved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(batch);
+        }
+    }
+
+    #[cfg(feature = "server")]
+    /// The drained entries the store has yet to hold, merged by entry.
+    pub(crate) fn take_unsaved(&self) -> Batch {
+        let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut merged: std::collections::HashMap<Entry, Sums> =
+            std::collections::HashMap::with_capacity(batch.len());
+        for (entry, sums) in batch {
+            merged.entry(entry).or_default().add(&sums);
+        }
+        merged.into_iter().collect()
+    }
+
+    #[cfg(feature = "server")]
+    /// A batch the store did not take, to try again at the next drain.
+    pub(crate) fn unsaved_again(&self, batch: Batch) {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
+    }
+
+    #[cfg(feature = "server")]
+    /// The store now holds `batch`: its spend moves from each key's local
+    /// part to its stored days, so no limit check sees it twice or not at
+    /// all.
+    pub(crate) fn saved(&self, batch: &Batch) {
+        for (entry, sums) in batch {
+            let Some(key) = entry.key else { continue };
+            let book = self.book(key);
+            let mut b = book.lock();
+            let spend = Spend::of(entry.tier, sums.usd);
+            if let Some(local) = b.local.get_mut(&entry.day) {
+                local.add(Spend {
+                    shared: -spend.shared,
+                    byok: -spend.byok,
+                });
+                if local.shared.abs() < 1e-12 && local.byok.abs() < 1e-12 {
+                    b.local.remove(&entry.day);
+                }
+            }
+            b.days.entry(entry.day).or_default().add(spend);
+        }
+    }
+
+    #[cfg(feature = "server")]
+    /// What the store holds, read after a save: every key's days from a
+    /// `since` on (replacing this replica's view of them) with their last
+    /// uses, and, when given, each key's total before that day.
+    pub(crate) fn refresh(
+        &self,
+        days: Vec<(KeyHash, Day, Spend, u64)>,
+        before: Option<Vec<(KeyHash, Spend)>>,
+    ) {
+        let mut by_key: std::collections::HashMap<KeyHash, BTreeMap<Day, Spend>> =
+            std::collections::HashMap::new();
+        for (key, day, spend, last) in days {
+            by_key.entry(key).or_default().insert(day, spend);
+            if last > 0 {
+                self.book(key)
+                    .last_used_ms
+                    .fetch_max(last, Ordering::Relaxed);
+            }
+        }
+        if let Some(before) = &before {
+            for (key, _) in before {
+                by_key.entry(*key).or_default();
+            }
+        }
+        let before: Option<std::collections::HashMap<KeyHash, Spend>> =
+            before.map(|b| b.into_iter().collect());
+        // Every book: one whose key has no recent day has spent nothing
+        // recently, as far as the store knows.
+        for key in by_key.keys() {
+            self.book(*key);
+        }
+        let books: Vec<(KeyHash, Arc<KeyBook>)> = self
+            .keys
+            .iter()
+            .map(|e| (*e.key(), Arc::clone(e.value())))
+            .collect();
+        for (key, book) in books {
+            let mut b = book.lock();
+            b.days = by_key.remove(&key).unwrap_or_default();
+            if let Some(before) = &before {
+                b.before = before.get(&key).copied().unwrap_or_default();
+            }
+        }
+    }
+
+    #[cfg(feature = "server")]
+    /// Credentials' last uses as the store holds them.
+    pub(crate) fn adopt_credentials_last_used(&self, rows: Vec<(String, u64)>) {
+        for (id, ms) in rows {
+            self.credentials_last_used
+                .entry(id.into_boxed_str())
+                .and_modify(|v| *v = (*v).max(ms))
+                .or_insert(ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ApiKeyFields;
+
+    fn day(y: i32, m: u8, d: u8) -> Day {
+        let date = Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d).unwrap();
+        date.to_julian_day() - 2_440_588
+    }
+
+    #[test]
+    fn periods_start_at_utc_midnight_monday_and_the_first() {
+        // (day, weekly start, monthly start)
+        let cases = [
+            (day(1970, 1, 1), day(1969, 12, 29), day(1970, 1, 1)),
+            (day(2026, 11, 30), day(2026, 11, 30), day(2026, 11, 1)), // a Monday
+            (day(2026, 12, 1), day(2026, 11, 30), day(2026, 12, 1)),
+            (day(2026, 12, 6), day(2026, 11, 30), day(2026, 12, 1)), // a Sunday
+            (day(2026, 12, 7), day(2026, 12, 7), day(2026, 12, 1)),
+            (day(2024, 2, 29), day(2024, 2, 26), day(2024, 2, 1)),
+            (day(2027, 1, 1), day(2026, 12, 28), day(2027, 1, 1)),
+        ];
+        for (d, week, month) in cases {
+            assert_eq!(period_start(LimitReset::Daily, d), d);
+            assert_eq!(period_start(LimitReset::Weekly, d), week, "week of {d}");
+            assert_eq!(period_start(LimitReset::Monthly, d), month, "month of {d}");
+            #[cfg(feature = "server")]
+            assert_eq!(recent_since(d), week.min(month));
+        }
+        assert_eq!(day_of_ms(0), 0);
+        assert_eq!(day_of_ms(86_400_000 - 1), 0);
+        assert_eq!(day_of_ms(86_400_000), 1);
+    }
+
+    fn key(limit: Option<f64>, reset: Option<&str>, include_byok: bool) -> ApiKey {
+        ApiKey::validate(ApiKeyFields {
+            hash: KeyHash::of(b"k").to_hex(),
+            workspace_id: "ws".into(),
+            user_id: "u".into(),
+            limit,
+            limit_reset: reset.map(str::to_owned),
+            include_byok_in_limit: include_byok,
+            ..ApiKeyFields::default()
+        })
+        .unwrap()
+    }
+
+    fn entry(day: Day, tier: Tier) -> Entry {
+        Entry {
+            day,
+            workspace: "ws".into(),
+            key: Some(KeyHash::of(b"k")),
+            credential: "c".into(),
+            provider: "openai".into(),
+            tier,
+            model: "other".into(),
+        }
+    }
+
+    fn spend(ledger: &Ledger, day: Day, tier: Tier, usd: f64) {
+        let book = ledger.book(KeyHash::of(b"k"));
+        let t = Tokens::default();
+        ledger.record(entry(day, tier), Some(&book), t, usd, (false, false), 1);
+    }
+
+    /// Limits roll over at each period's start, with a clock the test
+    /// sets (the day is the ledger's only notion of time).
+    #[test]
+    fn limits_roll_over_at_each_periods_boundary() {
+        let sun = day(2026, 12, 6);
+        let mon = day(2026, 12, 7);
+        let cases: &[(&str, Option<&str>, Day, Day, bool)] = &[
+            // (what, reset, spent on, checked on, still over)
+            ("daily, same day", Some("daily"), sun, sun, true),
+            ("daily, next midnight", Some("daily"), sun, mon, false),
+            ("weekly, Sunday to Monday", Some("weekly"), sun, mon, false),
+            (
+                "weekly, Monday to Sunday",
+                Some("weekly"),
+                day(2026, 11, 30),
+                sun,
+                true,
+            ),
+            (
+                "monthly, the 30th to the 1st",
+                Some("monthly"),
+                day(2026, 11, 30),
+                day(2026, 12, 1),
+                false,
+            ),
+            (
+                "monthly, the 1st to the 31st",
+                Some("monthly"),
+                day(2026, 12, 1),
+                day(2026, 12, 31),
+                true,
+            ),
+            (
+                "lifetime, a year on",
+                None,
+                day(2025, 1, 1),
+                day(2026, 1, 1),
+                true,
+            ),
+        ];
+        for (what, reset, on, checked, over) in cases {
+            let ledger = Ledger::default();
+            let k = key(Some(1.0), *reset, false);
+            spend(&ledger, *on, Tier::Shared, 1.0);
+            let book = ledger.book(k.hash);
+            assert_eq!(
+                Ledger::over_limit(&book, &k, *checked).is_some(),
+                *over,
+                "{what}"
+            );
+            let (_, remaining) = ledger.key_usage(&k, *checked);
+            assert_eq!(remaining, Some(if *over { 0.0 } else { 1.0 }), "{what}");
+        }
+    }
+
+    #[test]
+    fn byok_spend_counts_only_when_the_key_says_so() {
+        let today = day(2026, 12, 1);
+        for (include, shared, byok, over) in [
+            (false, 0.5, 5.0, false),
+            (true, 0.5, 0.5, true),
+            (false, 1.0, 0.0, true),
+            (true, 0.25, 0.5, false),
+        ] {
+            let ledger = Ledger::default();
+            let k = key(Some(1.0), Some("daily"), include);
+            spend(&ledger, today, Tier::Shared, shared);
+            spend(&ledger, today, Tier::Byok, byok);
+            let book = ledger.book(k.hash);
+            assert_eq!(
+                Ledger::over_limit(&book, &k, today).is_some(),
+                over,
+                "include {include}, shared {shared}, byok {byok}"
+            );
+            let (u, _) = ledger.key_usage(&k, today);
+            assert_eq!(u.daily, Spend { shared, byok });
+            assert_eq!(u.total, u.monthly);
+        }
+        let k = key(None, None, true);
+        let ledger = Ledger::default();
+        spend(&ledger, today, Tier::Shared, 1e9);
+        assert!(Ledger::over_limit(&ledger.book(k.hash), &k, today).is_none());
+        assert_eq!(ledger.key_usage(&k, today).1, None);
+    }
+
+    #[cfg(feature = "server")]
+    /// A drain, a save and a refresh never count a spend twice or drop it,
+    /// whatever lands between them.
+    #[test]
+    fn save_and_refresh_keep_every_spend_once() {
+        let today = day(2026, 12, 1);
+        let ledger = Ledger::default();
+        ledger.persist();
+        let k = key(Some(10.0), Some("monthly"), true);
+        spend(&ledger, today, Tier::Byok, 1.0);
+        ledger.drain(|_, _| {});
+        spend(&ledger, today, Tier::Byok, 2.0); // after the drain
+        let batch = ledger.take_unsaved();
+        assert_eq!(batch.len(), 1);
+        ledger.saved(&batch);
+        assert_eq!(ledger.key_usage(&k, today).0.monthly.byok, 3.0);
+        // The store holds the saved 1.0 and another replica's 4.0.
+        let rows = vec![(
+            k.hash,
+            today,
+            Spend {
+                shared: 0.0,
+                byok: 5.0,
+            },
+            7,
+        )];
+        ledger.refresh(
+            rows,
+            Some(vec![(
+                k.hash,
+                Spend {
+                    shared: 1.0,
+                    byok: 0.0,
+                },
+            )]),
+        );
+        let (u, remaining) = ledger.key_usage(&k, today);
+        assert_eq!(u.monthly.byok, 7.0, "5 stored + 2 local");
+        assert_eq!(
+            u.total,
+            Spend {
+                shared: 1.0,
+                byok: 7.0
+            }
+        );
+        assert_eq!(remaining, Some(3.0), "10 - 7");
+        assert_eq!(ledger.key_last_used_ms(&k.hash), Some(7));
+        // A failed save is tried again, merged.
+        ledger.drain(|_, _| {});
+        let again = ledger.take_unsaved();
+        ledger.unsaved_again(again.clone());
+        assert_eq!(ledger.take_unsaved(), again);
+    }
+}

@@ -1,0 +1,173 @@
+//! Usage in the databases (SPEC §8): one row per UTC day, workspace,
+//! gateway key, credential, tier, provider and model, added to by each
+//! replica's flush; and one per key and day, the spend a limit reads.
+//! SQLite and Postgres share the tables and the statements (but for their
+//! placeholders and the name of `max`).
+
+use crate::domain::KeyHash;
+use crate::ledger::{Batch, Day, Spend};
+use crate::policy::Tier;
+
+/// The tables, for both databases (`BIGINT` and `DOUBLE PRECISION` are
+/// SQLite type names too).
+pub(super) const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS byok_usage (
+    day INTEGER NOT NULL,
+    workspace_id TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    credential_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cache_read_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    estimated BIGINT NOT NULL,
+    usd DOUBLE PRECISION NOT NULL,
+    last_used_ms BIGINT NOT NULL,
+    PRIMARY KEY (day, key_hash, credential_id, tier, model, workspace_id, provider)
+);
+CREATE TABLE IF NOT EXISTS byok_usage_keys (
+    key_hash TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    shared_usd DOUBLE PRECISION NOT NULL,
+    byok_usd DOUBLE PRECISION NOT NULL,
+    last_used_ms BIGINT NOT NULL,
+    PRIMARY KEY (key_hash, day)
+);
+";
+
+/// Adds one entry's sums to its row: `p(n)` writes placeholder `n`,
+/// `max` is the database's two-argument maximum.
+pub(super) fn add_usage(p: fn(usize) -> String, max: &str) -> String {
+    let v: Vec<String> = (1..=15).map(p).collect();
+    format!(
+        "INSERT INTO byok_usage (day, workspace_id, key_hash, credential_id, tier, provider, model, \
+         requests, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, estimated, usd, \
+         last_used_ms) VALUES ({}) \
+         ON CONFLICT (day, key_hash, credential_id, tier, model, workspace_id, provider) DO UPDATE SET \
+         requests = byok_usage.requests + excluded.requests, \
+         input_tokens = byok_usage.input_tokens + excluded.input_tokens, \
+         output_tokens = byok_usage.output_tokens + excluded.output_tokens, \
+         cache_read_tokens = byok_usage.cache_read_tokens + excluded.cache_read_tokens, \
+         cache_write_tokens = byok_usage.cache_write_tokens + excluded.cache_write_tokens, \
+         estimated = byok_usage.estimated + excluded.estimated, \
+         usd = byok_usage.usd + excluded.usd, \
+         last_used_ms = {max}(byok_usage.last_used_ms, excluded.last_used_ms)",
+        v.join(", ")
+    )
+}
+
+/// Adds one key's spend of one day to its row.
+pub(super) fn add_key_day(p: fn(usize) -> String, max: &str) -> String {
+    format!(
+        "INSERT INTO byok_usage_keys (key_hash, day, shared_usd, byok_usd, last_used_ms) \
+         VALUES ({}, {}, {}, {}, {}) ON CONFLICT (key_hash, day) DO UPDATE SET \
+         shared_usd = byok_usage_keys.shared_usd + excluded.shared_usd, \
+         byok_usd = byok_usage_keys.byok_usd + excluded.byok_usd, \
+         last_used_ms = {max}(byok_usage_keys.last_used_ms, excluded.last_used_ms)",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
+
+/// Every key's days from a day on.
+pub(super) const RECENT: &str =
+    "SELECT key_hash, day, shared_usd, byok_usd, last_used_ms FROM byok_usage_keys WHERE day >= ";
+/// Every key's total before a day.
+pub(super) const BEFORE: &str = "SELECT key_hash, SUM(shared_usd), SUM(byok_usd) \
+    FROM byok_usage_keys WHERE day < ";
+/// Each credential's last use.
+pub(super) const CREDENTIALS: &str =
+    "SELECT credential_id, MAX(last_used_ms) FROM byok_usage GROUP BY credential_id";
+
+/// One entry of a batch as the columns of its `byok_usage` row.
+pub(super) struct Row<'a> {
+    pub(super) day: Day,
+    pub(super) workspace: &'a str,
+    pub(super) key: String,
+    pub(super) credential: &'a str,
+    pub(super) tier: &'static str,
+    pub(super) provider: &'a str,
+    pub(super) model: &'a str,
+    /// requests, input, output, cache read, cache write, estimated.
+    pub(super) counts: [i64; 6],
+    pub(super) usd: f64,
+    pub(super) last_used_ms: i64,
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// One key's spend of one day in a batch: hash, day, spend, last use.
+pub(super) type KeyDay = (String, Day, Spend, i64);
+
+/// The rows of `batch`, and its spend by key and day.
+pub(super) fn rows(batch: &Batch) -> (Vec<Row<'_>>, Vec<KeyDay>) {
+    let mut keys: std::collections::BTreeMap<(String, Day), (Spend, i64)> = Default::default();
+    let rows = batch
+        .iter()
+        .map(|(e, s)| {
+            let key = e.key.map(|k| k.to_hex()).unwrap_or_default();
+            if !key.is_empty() {
+                let (spend, last) = keys.entry((key.clone(), e.day)).or_default();
+                match e.tier {
+                    Tier::Shared => spend.shared += s.usd,
+                    Tier::Byok => spend.byok += s.usd,
+                }
+                *last = (*last).max(int(s.last_used_ms));
+            }
+            Row {
+                day: e.day,
+                workspace: &e.workspace,
+                key,
+                credential: &e.credential,
+                tier: e.tier.as_str(),
+                provider: &e.provider,
+                model: &e.model,
+                counts: [
+                    int(s.requests),
+                    int(s.input),
+                    int(s.output),
+                    int(s.cache_read),
+                    int(s.cache_write),
+                    int(s.estimated),
+                ],
+                usd: s.usd,
+                last_used_ms: int(s.last_used_ms),
+            }
+        })
+        .collect();
+    let keys = keys
+        .into_iter()
+        .map(|((k, day), (spend, last))| (k, day, spend, last))
+        .collect();
+    (rows, keys)
+}
+
+/// What a refresh reads back.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// Each key's recent days, with their last use.
+    pub(crate) days: Vec<(KeyHash, Day, Spend, u64)>,
+    /// Each key's total before them, when asked for.
+    pub(crate) before: Option<Vec<(KeyHash, Spend)>>,
+    /// Each credential's last use, when asked for.
+    pub(crate) credentials: Option<Vec<(String, u64)>>,
+}
+
+/// A key hash column; `None` for the rows of keyless principals.
+pub(super) fn key(text: &str) -> Option<KeyHash> {
+    KeyHash::from_hex(text)
+}
+
+/// A millisecond column.
+pub(super) fn ms(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
