@@ -47,6 +47,7 @@ class Tenant:
     name: str
     credentials: list[Credential]
     key: str = ""
+    limit: float | None = None  # USD for the key's life; 0 refuses every request (SPEC §8)
 
     def __post_init__(self):
         # Distinctive, so that finding it anywhere upstream means it leaked.
@@ -109,7 +110,13 @@ def render_config(
         tables.append(
             _table(
                 "[[api_keys]]",
-                {"hash": key_hash(tenant.key), "workspace_id": tenant.workspace, "user_id": f"user-{tenant.name}"},
+                {
+                    "hash": key_hash(tenant.key),
+                    "workspace_id": tenant.workspace,
+                    "user_id": f"user-{tenant.name}",
+                    "limit": tenant.limit,
+                    "include_byok_in_limit": True if tenant.limit is not None else None,
+                },
             )
         )
         for order, cred in enumerate(tenant.credentials):

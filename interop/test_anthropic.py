@@ -17,6 +17,7 @@ TENANTS = [
     Tenant("restricted", [Credential("sk-ant-haiku-0000000002", allowed_models=[f"anthropic/{MODEL}"])]),
     Tenant("revoked", [Credential("sk-ant-revoked-00000003"), Credential("sk-ant-revoked-00000004")]),
     Tenant("failover", [Credential("sk-ant-revoked-00000005"), Credential("sk-ant-ok-00000000000006")]),
+    Tenant("broke", [Credential("sk-ant-broke-000000009")], limit=0),
 ]
 
 
@@ -128,9 +129,13 @@ def test_body_too_large_is_413(gateway, mock):
     assert_hits(mock, 0)
 
 
-@pytest.mark.skip(reason="402 key_limit_exceeded needs gateway-key limits (SPEC §8), not implemented yet")
 def test_key_over_its_limit_is_402(gateway, mock):
-    raise NotImplementedError
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        message(sdk(gateway, "broke", sdk_retries=True))
+
+    assert caught.value.status_code == 402
+    assert_readable(caught.value, 402, "key_limit_exceeded", "billing_error")
+    assert_hits(mock, 0)
 
 
 # --- Upstream rejections and failover -------------------------------------------

@@ -27,6 +27,7 @@ TENANTS = [
     Tenant("restricted", [Credential("ABSK-bedrock-haiku-0002", allowed_models=[f"amazon-bedrock/{MODEL}"])]),
     Tenant("revoked", [Credential("ABSK-bedrock-revoked-03"), Credential("ABSK-bedrock-revoked-04")]),
     Tenant("failover", [Credential("ABSK-bedrock-revoked-05"), Credential("ABSK-bedrock-ok-00000006")]),
+    Tenant("broke", [Credential("ABSK-bedrock-broke-0009")], limit=0),
 ]
 
 
@@ -158,9 +159,13 @@ def test_body_too_large_is_413(mock, bedrock):
     assert_hits(mock, 0)
 
 
-@pytest.mark.skip(reason="402 key_limit_exceeded needs gateway-key limits (SPEC §8), not implemented yet")
 def test_key_over_its_limit_is_402(mock, bedrock):
-    raise NotImplementedError
+    client = bedrock("broke", sdk_retries=True)
+    with pytest.raises(ClientError) as caught:
+        client.converse()
+
+    assert_readable(caught.value, client.error_body, 402, "key_limit_exceeded", "ServiceQuotaExceededException")
+    assert_hits(mock, 0)  # botocore does not retry it
 
 
 # --- Upstream rejections and failover -------------------------------------------

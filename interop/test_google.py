@@ -41,6 +41,7 @@ TENANTS = [
     Tenant("revoked", [Credential("AIzaSy-google-revoked-03"), Credential("AIzaSy-google-revoked-04")]),
     Tenant("failover", [Credential("AIzaSy-google-revoked-05"), Credential("AIzaSy-google-ok-0000006")]),
     Tenant("bad-request", [Credential("AIzaSy-google-badreq-007"), Credential("AIzaSy-google-ok-0000008")]),
+    Tenant("broke", [Credential("AIzaSy-google-broke-0009")], limit=0),
 ]
 
 
@@ -124,9 +125,12 @@ def test_body_too_large_is_413(gateway, mock):
     assert_hits(mock, 0)
 
 
-@pytest.mark.skip(reason="402 key_limit_exceeded needs gateway-key limits (SPEC §8), not implemented yet")
 def test_key_over_its_limit_is_402(gateway, mock):
-    raise NotImplementedError
+    with pytest.raises(errors.ClientError) as caught:
+        generate(sdk(gateway, "broke"))
+
+    assert_readable(caught.value, 402, "key_limit_exceeded", "FAILED_PRECONDITION")
+    assert_hits(mock, 0)
 
 
 # --- Upstream answers: rejections, failover, other 400s --------------------------

@@ -17,6 +17,7 @@ TENANTS = [
     Tenant("restricted", [Credential("sk-openai-mini-00000002", allowed_models=["openai/gpt-4o-mini"])]),
     Tenant("revoked", [Credential("sk-openai-revoked-0003"), Credential("sk-openai-revoked-0004")]),
     Tenant("failover", [Credential("sk-openai-revoked-0005"), Credential("sk-openai-ok-0000000006")]),
+    Tenant("broke", [Credential("sk-openai-broke-0000009")], limit=0),
 ]
 
 
@@ -128,9 +129,17 @@ def test_body_too_large_is_413(gateway, mock):
     assert_hits(mock, 0)
 
 
-@pytest.mark.skip(reason="402 key_limit_exceeded needs gateway-key limits (SPEC §8), not implemented yet")
 def test_key_over_its_limit_is_402(gateway, mock):
-    raise NotImplementedError
+    with pytest.raises(openai.APIStatusError) as caught:
+        chat(sdk(gateway, "broke", sdk_retries=True))
+
+    e = caught.value
+    assert e.status_code == 402
+    message = assert_refusal(e.response.json(), 402, "key_limit_exceeded")
+    assert message in str(e)
+    assert e.type == "billing_error"
+    assert e.response.headers.get("x-should-retry") == "false"
+    assert_hits(mock, 0)
 
 
 # --- Upstream rejections and failover -------------------------------------------

@@ -719,6 +719,137 @@ for (const store of STORES) {
                 }
             });
 
+            describe("apiKeys: gateway keys in OpenRouter's shape (SPEC §7, §8)", () => {
+                /** Checks one parsed API key: every field the SDK reads, and `expected`'s exactly. */
+                function assertApiKey(key, expected = {}) {
+                    assert.match(key.hash, /^[0-9a-f]{64}$/, "hash is SHA-256 hex");
+                    assert.match(key.createdAt, RFC3339, "created_at is RFC 3339");
+                    for (const field of [
+                        "usage",
+                        "usageDaily",
+                        "usageWeekly",
+                        "usageMonthly",
+                        "byokUsage",
+                        "byokUsageDaily",
+                        "byokUsageWeekly",
+                        "byokUsageMonthly",
+                    ]) {
+                        assert.equal(typeof key[field], "number", `${field} is a number`);
+                    }
+                    assert.ok(!("key" in key), "no key field in data");
+                    for (const [field, value] of Object.entries(expected)) {
+                        assert.deepEqual(key[field], value, `${field} of ${key.hash}`);
+                    }
+                }
+
+                let limited;
+                let bare;
+
+                it("apiKeys.create answers 201 with the key once, and a record the SDK parses", async () => {
+                    const created = await sdk("apiKeys.create", () =>
+                        client.apiKeys.create({
+                            requestBody: {
+                                name: "limited",
+                                limit: 5,
+                                limitReset: "monthly",
+                                includeByokInLimit: true,
+                                creatorUserId: "user-7",
+                                expiresAt: new Date("2030-01-01T00:00:00Z"),
+                                external: { user: "ext-7" },
+                            },
+                        }),
+                    );
+                    assert.match(created.key, /^byok-/, "the raw key, once");
+                    assert.equal(sha256Hex(created.key), created.data.hash);
+                    assertApiKey(created.data, {
+                        name: "limited",
+                        workspaceId: DEFAULT_WORKSPACE,
+                        limit: 5,
+                        limitRemaining: 5,
+                        limitReset: "monthly",
+                        includeByokInLimit: true,
+                        creatorUserId: "user-7",
+                        externalUser: "ext-7",
+                        disabled: false,
+                        usage: 0,
+                        byokUsageMonthly: 0,
+                        label: `${created.key.slice(0, 7)}...${created.key.slice(-4)}`,
+                    });
+                    assert.equal(created.data.expiresAt.toISOString(), "2030-01-01T00:00:00.000Z");
+                    limited = created.data.hash;
+
+                    const plain = await sdk("apiKeys.create", () => client.apiKeys.create({ requestBody: { name: "bare" } }));
+                    assertApiKey(plain.data, {
+                        name: "bare",
+                        limit: null,
+                        limitRemaining: null,
+                        limitReset: null,
+                        includeByokInLimit: false,
+                        creatorUserId: null,
+                        externalUser: null,
+                    });
+                    bare = plain.data.hash;
+                });
+
+                it("apiKeys.get returns what apiKeys.create made", async () => {
+                    const got = await sdk("apiKeys.get", () => client.apiKeys.get({ hash: limited }));
+                    assertApiKey(got.data, { hash: limited, limit: 5, limitReset: "monthly", creatorUserId: "user-7" });
+                });
+
+                it("apiKeys.update changes the limit, its period and the flags; null clears", async () => {
+                    const updated = await sdk("apiKeys.update", () =>
+                        client.apiKeys.update({
+                            hash: limited,
+                            requestBody: { limit: 20, limitReset: "daily", includeByokInLimit: false, name: "renamed" },
+                        }),
+                    );
+                    assertApiKey(updated.data, {
+                        limit: 20,
+                        limitRemaining: 20,
+                        limitReset: "daily",
+                        includeByokInLimit: false,
+                        name: "renamed",
+                    });
+                    const cleared = await sdk("apiKeys.update", () =>
+                        client.apiKeys.update({ hash: limited, requestBody: { limit: null, limitReset: null } }),
+                    );
+                    assertApiKey(cleared.data, { limit: null, limitRemaining: null, limitReset: null, name: "renamed" });
+                    await sdkRejects(
+                        "apiKeys.update with a negative limit",
+                        () => client.apiKeys.update({ hash: limited, requestBody: { limit: -1 } }),
+                        errors.BadRequestResponseError,
+                        400,
+                    );
+                });
+
+                it("apiKeys.list leaves disabled keys out unless includeDisabled", async () => {
+                    await sdk("apiKeys.update", () => client.apiKeys.update({ hash: bare, requestBody: { disabled: true } }));
+                    const listed = await sdk("apiKeys.list", () => client.apiKeys.list({ workspaceId: DEFAULT_WORKSPACE }));
+                    const hashes = listed.data.map((k) => k.hash);
+                    assert.ok(hashes.includes(limited), "the enabled key is listed");
+                    assert.ok(!hashes.includes(bare), "the disabled key is not");
+                    for (const key of listed.data) assertApiKey(key, { workspaceId: DEFAULT_WORKSPACE });
+                    const all = await sdk("apiKeys.list", () =>
+                        client.apiKeys.list({ workspaceId: DEFAULT_WORKSPACE, includeDisabled: true }),
+                    );
+                    const found = all.data.find((k) => k.hash === bare);
+                    assertApiKey(found, { disabled: true });
+                });
+
+                it("apiKeys.delete answers {deleted: true}; the key is then 404", async () => {
+                    for (const hash of [limited, bare]) {
+                        const deleted = await sdk("apiKeys.delete", () => client.apiKeys.delete({ hash }));
+                        assert.equal(deleted.deleted, true);
+                        await sdkRejects(
+                            "apiKeys.get of a deleted key",
+                            () => client.apiKeys.get({ hash }),
+                            errors.NotFoundResponseError,
+                            404,
+                        );
+                    }
+                });
+            });
+
             it("every response was JSON, and none held a secret", () => {
                 assert.ok(log.length > 0);
                 for (const exchange of log) {

@@ -310,6 +310,9 @@ fn google_status(status: StatusCode) -> &'static str {
 fn bedrock_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 | 403 => "AccessDeniedException",
+        // A spend limit: Bedrock's own word for a quota, which botocore
+        // does not retry.
+        402 => "ServiceQuotaExceededException",
         404 => "ResourceNotFoundException",
         408 | 504 => "ModelTimeoutException",
         429 => "ThrottlingException",

@@ -599,3 +599,116 @@ async fn health_propagation_latency() {
         ms(samples[samples.len() - 1]),
     );
 }
+
+/// A mock that reports two output tokens a response, and a config that
+/// prices them at one USD each: 2 USD a request.
+async fn two_usd_a_request(db: &PgCluster) -> (Mock, String) {
+    let mock = Mock::start(|_| {
+        Reply::json(
+            200,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":0,"completion_tokens":2}}"#,
+        )
+    })
+    .await;
+    let cfg = store_config(&mock, &db.url()) + "\n[prices.\"openai/gpt-4o\"]\noutput = 1000000.0\n";
+    (mock, cfg)
+}
+
+/// A key with a lifetime limit of `usd` whose BYOK spend counts.
+async fn limited_key(node: &Node, usd: f64) -> (String, String) {
+    let r = node
+        .admin(
+            "POST",
+            "/api/v1/keys",
+            Some(json!({"name": "shared-limit", "limit": usd, "include_byok_in_limit": true})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    (
+        v["key"].as_str().unwrap().to_owned(),
+        v["data"]["hash"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// SPEC §8: a limit holds across replicas. What A spends reaches B within
+/// a flush (A saves, and B reads back at A's notification), after which B
+/// refuses the key too; both show the same spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_limit() {
+    let db = PgCluster::start();
+    let (mock, cfg) = two_usd_a_request(&db).await;
+    let a = Node::start_following(&cfg, MASTER).await;
+    let b = Node::start_following(&cfg, MASTER).await;
+    a.create(json!({"provider": "openai", "key": "sk-pg-usage-0001"}))
+        .await;
+    let (key, hash) = limited_key(&a, 5.0).await;
+    let path = format!("/api/v1/keys/{hash}");
+    // The key reaches B (its creation is notified).
+    poll_until(|| async { b.admin("GET", &path, None).await.status == 200 }).await;
+    for _ in 0..3 {
+        assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
+    }
+    assert_eq!(a.chat(&key, "gpt-4o").await.reason(), "key_limit_exceeded");
+    // B learns of A's 6 USD from the store, without serving a request.
+    poll_until(|| async {
+        b.admin("GET", &path, None).await.json()["data"]["byok_usage"] == json!(6.0)
+    })
+    .await;
+    let r = b.chat(&key, "gpt-4o").await;
+    assert_eq!((r.status, r.reason()), (402, "key_limit_exceeded".into()));
+    assert_eq!(mock.count(), 3, "no refused request went upstream");
+    let rows = query(
+        &db.url(),
+        "SELECT SUM(requests)::BIGINT, SUM(usd) FROM byok_usage",
+    )
+    .await;
+    let (requests, usd): (i64, f64) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!((requests, usd), (3, 6.0));
+}
+
+/// How far two replicas serving one key as fast as they can overshoot its
+/// limit (SPEC §8: bounded by what they serve in one flush interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it by name with --ignored --nocapture"]
+async fn shared_limit_overshoot() {
+    let db = PgCluster::start();
+    let (_mock, cfg) = two_usd_a_request(&db).await;
+    let a = Node::start_following(&cfg, MASTER).await;
+    let b = Node::start_following(&cfg, MASTER).await;
+    a.create(json!({"provider": "openai", "key": "sk-pg-usage-0002"}))
+        .await;
+    let limit = 6000.0;
+    let (key, hash) = limited_key(&a, limit).await;
+    let path = format!("/api/v1/keys/{hash}");
+    poll_until(|| async { b.admin("GET", &path, None).await.status == 200 }).await;
+    let started = std::time::Instant::now();
+    let served = Arc::new(AtomicUsize::new(0));
+    async fn run(proxy: &Proxy, key: String, served: Arc<AtomicUsize>) {
+        {
+            loop {
+                let r = chat(proxy, &key, "gpt-4o").await;
+                match r.status {
+                    200 => served.fetch_add(1, Ordering::Relaxed),
+                    402 => break,
+                    s => panic!("{s}: {}", r.text()),
+                };
+            }
+        }
+    }
+    tokio::join!(
+        run(&a.proxy, key.clone(), Arc::clone(&served)),
+        run(&b.proxy, key.clone(), Arc::clone(&served)),
+        run(&a.proxy, key.clone(), Arc::clone(&served)),
+        run(&b.proxy, key.clone(), Arc::clone(&served)),
+    );
+    let elapsed = started.elapsed();
+    let n = served.load(Ordering::Relaxed);
+    let spent = 2.0 * n as f64;
+    println!(
+        "limit {limit} USD; served {n} requests ({spent} USD) in {elapsed:?}: \
+         overshoot {} USD = {:.0} ms of this rate",
+        spent - limit,
+        (spent - limit) / (spent / elapsed.as_secs_f64()) * 1000.0
+    );
+}

@@ -638,3 +638,92 @@ async fn a_patch_lifts_a_quarantine() {
         Some("Bearer sk-rotated-00000001")
     );
 }
+
+/// SPEC §8 on SQLite: a key made through the API in OpenRouter's shape,
+/// refused with 402 once its spend reaches its limit, raised by a PATCH;
+/// the spend is saved at shutdown and read back on start.
+#[tokio::test]
+async fn usage_and_limits_are_kept_across_a_restart() {
+    // Two output tokens at one USD each: 2 USD a request.
+    let mock = Mock::start(|_| {
+        Reply::json(
+            200,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":0,"completion_tokens":2}}"#,
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("byok.db").display());
+    let config = store_config(&mock, &url) + "\n[prices.\"openai/gpt-4o\"]\noutput = 1000000.0\n";
+    let mut node = Node::start(&config, MASTER).await;
+    node.create(json!({"provider": "openai", "key": "sk-store-usage-0001"}))
+        .await;
+    let r = node
+        .admin(
+            "POST",
+            "/api/v1/keys",
+            Some(
+                json!({"name": "limited", "limit": 5, "limit_reset": "monthly",
+                        "include_byok_in_limit": true, "creator_user_id": "user-9",
+                        "external": {"user": "ext-1"}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let (key, hash) = (
+        v["key"].as_str().unwrap(),
+        v["data"]["hash"].as_str().unwrap(),
+    );
+    let d = &v["data"];
+    assert_eq!(
+        (&d["creator_user_id"], &d["user_id"], &d["external_user"]),
+        (&json!("user-9"), &json!("user-9"), &json!("ext-1"))
+    );
+    assert_eq!(
+        (&d["limit"], &d["limit_remaining"]),
+        (&json!(5.0), &json!(5.0))
+    );
+    let statuses = [
+        node.chat(key, "gpt-4o").await.status,
+        node.chat(key, "gpt-4o").await.status,
+        node.chat(key, "gpt-4o").await.status,
+        node.chat(key, "gpt-4o").await.status,
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 402],
+        "2, 4, 6 USD: the fourth is refused"
+    );
+    assert_eq!(mock.count(), 3);
+    let path = format!("/api/v1/keys/{hash}");
+    let r = node.admin("PATCH", &path, Some(json!({"limit": 10}))).await;
+    assert_eq!(
+        r.json()["data"]["limit_remaining"],
+        json!(4.0),
+        "{}",
+        r.text()
+    );
+    assert_eq!(node.chat(key, "gpt-4o").await.status, 200);
+
+    // A graceful stop saves what the last requests used.
+    node.proxy.signal("TERM");
+    assert!(node.proxy.wait_exit().await.success());
+    let node = Node::start(&config, MASTER).await;
+    let d = node.admin("GET", &path, None).await.json()["data"].clone();
+    assert_eq!(
+        (&d["byok_usage"], &d["byok_usage_monthly"], &d["usage"]),
+        (&json!(8.0), &json!(8.0), &json!(0.0)),
+        "{d}"
+    );
+    assert_eq!(d["limit_remaining"], json!(2.0));
+    assert!(d["last_used_at"].is_string(), "{d}");
+    assert_eq!(node.chat(key, "gpt-4o").await.status, 200, "8 < 10");
+    assert_eq!(node.chat(key, "gpt-4o").await.status, 402, "10 reached");
+    assert_eq!(mock.count(), 5);
+    // A patch that breaks a rule is refused whole.
+    for bad in [json!({"limit": -1}), json!({"limit_reset": "yearly"})] {
+        let r = node.admin("PATCH", &path, Some(bad)).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+}

@@ -50,3 +50,20 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 pub(crate) fn hash(key: &str) -> String {
     byok_proxy::KeyHash::of(key.as_bytes()).to_hex()
 }
+
+/// Polls `done` every few milliseconds until it holds; fails the test after
+/// [`PATIENCE`].
+pub(crate) async fn poll_until<F, Fut>(mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
