@@ -7,6 +7,11 @@
 //!   choice, header strip and inject, response annotation, access log (no
 //!   subscriber installed, so its formatting is skipped), Prometheus metrics. `baseline_inner_only`
 //!   calls the inner service directly: the difference is the layer's cost.
+//!   `layer_post_1KB_json_usage` and `..._sse16_usage` read the answer to its
+//!   end, a chat completion or 16 events with a usage report, which the layer
+//!   reads and counts (SPEC §8); their `..._unread_baseline` twins answer the
+//!   same bytes under a content type that carries no report: the difference
+//!   is usage accounting's cost.
 //! * `decision/*`: the decision path alone ([`byok_proxy::decide`]): key hash,
 //!   registry lookup, candidate choice (the whole group of 10 scanned), header
 //!   strip and inject.
@@ -32,7 +37,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use secrecy::SecretString;
 use tower::{Layer, Service, ServiceExt};
 
@@ -135,6 +140,28 @@ fn request(method: &str, body: &Bytes) -> Request<Full<Bytes>> {
         .expect("request")
 }
 
+/// The end-to-end bench's answers (`examples/mock_upstream.rs`): a chat
+/// completion with its usage, and a stream's events, the last with usage.
+const COMPLETION: &str = concat!(
+    r#"{"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion","#,
+    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
+    r#""message":{"role":"assistant","content":"Hello from the fast mock upstream."},"#,
+    r#""finish_reason":"stop"}],"usage":{"prompt_tokens":24,"#,
+    r#""completion_tokens":8,"total_tokens":32}}"#
+);
+const SSE_EVENT: &str = concat!(
+    r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
+    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
+    r#""delta":{"content":" token"},"finish_reason":null}]}"#,
+    "\n\n"
+);
+const SSE_USAGE: &str = concat!(
+    r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
+    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[],"#,
+    r#""usage":{"prompt_tokens":24,"completion_tokens":16,"total_tokens":40}}"#,
+    "\n\n"
+);
+
 async fn answer(
     _req: Request<ForwardBody>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
@@ -148,7 +175,7 @@ fn per_request(c: &mut Criterion) {
         .expect("runtime");
     let registry = registry();
     // With metrics, as the binary runs it.
-    let layered = ByokLayer::new(registry)
+    let layered = ByokLayer::new(registry.clone())
         .with_metrics(Arc::new(Metrics::new()))
         .layer(tower::service_fn(answer));
     let mut group = c.benchmark_group("per_request");
@@ -165,6 +192,61 @@ fn per_request(c: &mut Criterion) {
                     let res = svc.oneshot(req).await.expect("infallible");
                     assert!(res.status() == 200 || method == "GET", "{}", res.status());
                     black_box(res)
+                }
+            })
+        });
+    }
+    // Usage accounting (SPEC §8): the same answer read to its end, once as
+    // JSON or an event stream (read for its usage and counted in the
+    // ledger), once with a content type that carries no usage report.
+    let sse: String = std::iter::repeat_n(SSE_EVENT, 15)
+        .chain([SSE_USAGE])
+        .collect();
+    for (name, content_type, answer_body) in [
+        (
+            "layer_post_1KB_json_usage",
+            "application/json",
+            Bytes::from_static(COMPLETION.as_bytes()),
+        ),
+        (
+            "layer_post_1KB_json_unread_baseline",
+            "application/octet-stream",
+            Bytes::from_static(COMPLETION.as_bytes()),
+        ),
+        (
+            "layer_post_1KB_sse16_usage",
+            "text/event-stream",
+            Bytes::from(sse.clone()),
+        ),
+        (
+            "layer_post_1KB_sse16_unread_baseline",
+            "application/octet-stream",
+            Bytes::from(sse.clone()),
+        ),
+    ] {
+        let layered = ByokLayer::new(registry.clone())
+            .with_metrics(Arc::new(Metrics::new()))
+            .layer(tower::service_fn(move |_req: Request<ForwardBody>| {
+                let answer_body = answer_body.clone();
+                async move {
+                    let mut res = Response::new(Full::new(answer_body));
+                    res.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(content_type),
+                    );
+                    Ok::<_, std::convert::Infallible>(res)
+                }
+            }));
+        let body = chat_body(1024);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let svc = layered.clone();
+                let req = request("POST", &body);
+                async move {
+                    let res = svc.oneshot(req).await.expect("infallible");
+                    assert_eq!(res.status(), 200);
+                    let body = res.into_body().collect().await.expect("body");
+                    black_box(body.to_bytes())
                 }
             })
         });

@@ -14,7 +14,8 @@
 //! with a fixed ~300-byte chat completion, whatever was asked. A query
 //! `?sse=N` gets `text/event-stream` with N `data: {…}` events instead, each
 //! its own body frame: back to back, one socket write each (burst), or
-//! `&pace_ms=M` apart (paced).
+//! `&pace_ms=M` apart (paced); the last carries a usage report, as OpenAI's
+//! streams do with `stream_options.include_usage`.
 //!
 //! ```sh
 //! cargo run --release --example mock_upstream -- 127.0.0.1:7000 --fast
@@ -85,6 +86,15 @@ const EVENT: &str = concat!(
     r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
     r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
     r#""delta":{"content":" token"},"finish_reason":null}]}"#,
+    "\n\n"
+);
+
+/// The last event of the fast mode's streams: OpenAI's usage chunk (what
+/// `stream_options.include_usage` asks for).
+const USAGE_EVENT: &str = concat!(
+    r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
+    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[],"#,
+    r#""usage":{"prompt_tokens":24,"completion_tokens":16,"total_tokens":40}}"#,
     "\n\n"
 );
 
@@ -172,7 +182,8 @@ impl Body for Sse {
         }
         this.left -= 1;
         this.gap = true;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT.as_bytes())))))
+        let event = if this.left == 0 { USAGE_EVENT } else { EVENT };
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(event.as_bytes())))))
     }
 
     fn is_end_stream(&self) -> bool {

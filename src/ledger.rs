@@ -9,7 +9,7 @@
 //! of the usage at the next drain, and each replica learns of the others'
 //! at the refresh that follows it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,15 +200,16 @@ pub(crate) struct Sums {
 }
 
 impl Sums {
+    /// Adds `o`; counts saturate (an upstream may report any number).
     fn add(&mut self, o: &Sums) {
-        self.requests += o.requests;
-        self.input += o.input;
-        self.output += o.output;
-        self.cache_read += o.cache_read;
-        self.cache_write += o.cache_write;
+        self.requests = self.requests.saturating_add(o.requests);
+        self.input = self.input.saturating_add(o.input);
+        self.output = self.output.saturating_add(o.output);
+        self.cache_read = self.cache_read.saturating_add(o.cache_read);
+        self.cache_write = self.cache_write.saturating_add(o.cache_write);
         self.usd += o.usd;
-        self.estimated += o.estimated;
-        self.unpriced += o.unpriced;
+        self.estimated = self.estimated.saturating_add(o.estimated);
+        self.unpriced = self.unpriced.saturating_add(o.unpriced);
         self.last_used_ms = self.last_used_ms.max(o.last_used_ms);
     }
 }
@@ -237,10 +238,14 @@ impl Tokens {
 /// A drained set of entries, for the metrics and the store.
 pub(crate) type Batch = Vec<(Entry, Sums)>;
 
+/// Entries not drained yet, in shards chosen by thread: each worker adds
+/// to its own, so a busy key's responses on several cores do not take turns
+/// at one lock.
+type Pending = Box<[Mutex<HashMap<Entry, Sums, RandomState>>]>;
+
 /// Usage and spend, shared by every snapshot of a registry.
-#[derive(Default)]
 pub struct Ledger {
-    pending: DashMap<Entry, Sums, RandomState>,
+    pending: Pending,
     keys: DashMap<KeyHash, Arc<KeyBook>, RandomState>,
     credentials_last_used: DashMap<Box<str>, u64, RandomState>,
     /// Drained batches the store has not taken yet (only when one does).
@@ -251,10 +256,37 @@ pub struct Ledger {
     refresh: tokio::sync::Notify,
 }
 
+impl Default for Ledger {
+    fn default() -> Self {
+        let shards = std::thread::available_parallelism()
+            .map_or(4, std::num::NonZeroUsize::get)
+            .next_power_of_two()
+            * 2;
+        Ledger {
+            pending: (0..shards).map(|_| Mutex::default()).collect(),
+            keys: DashMap::default(),
+            credentials_last_used: DashMap::default(),
+            unsaved: Mutex::default(),
+            persistent: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "server")]
+            refresh: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// This thread's pending shard, of `n`.
+fn shard_of_this_thread(n: usize) -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SHARD.with(|s| usize::try_from(*s).unwrap_or(0) % n)
+}
+
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ledger")
-            .field("pending", &self.pending.len())
+            .field("shards", &self.pending.len())
             .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }
@@ -287,7 +319,7 @@ impl Ledger {
                 .or_default()
                 .add(Spend::of(entry.tier, usd));
             drop(b);
-            book.last_used_ms.fetch_max(at_ms, Ordering::Relaxed);
+            Ledger::touch(book, at_ms);
         }
         let sums = Sums {
             requests: 1,
@@ -300,13 +332,24 @@ impl Ledger {
             unpriced: u64::from(unpriced),
             last_used_ms: at_ms,
         };
-        self.pending.entry(entry).or_default().add(&sums);
+        let shard = &self.pending[shard_of_this_thread(self.pending.len())];
+        let mut pending = shard.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get_mut(&entry) {
+            Some(sum) => sum.add(&sums),
+            None => {
+                pending.insert(entry, sums);
+            }
+        }
     }
 
     /// Notes that `key` was used at `at_ms` (each request that names it,
     /// answered or refused).
     pub(crate) fn touch(book: &KeyBook, at_ms: u64) {
-        book.last_used_ms.fetch_max(at_ms, Ordering::Relaxed);
+        // Read first: the line is written once a millisecond at most, not
+        // by every request of a busy key.
+        if book.last_used_ms.load(Ordering::Relaxed) < at_ms {
+            book.last_used_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
     }
 
     /// Whether `key` has reached its limit for the period that holds
@@ -372,22 +415,22 @@ impl Ledger {
     /// Moves everything pending out: into `count` (the metrics), the
     /// credentials' last use, and the unsaved batch when a store takes them.
     pub(crate) fn drain(&self, mut count: impl FnMut(&Entry, &Sums)) {
-        let keys: Vec<Entry> = self.pending.iter().map(|e| e.key().clone()).collect();
-        if keys.is_empty() {
-            return;
-        }
-        let mut batch = Batch::with_capacity(keys.len());
-        for key in keys {
-            if let Some((entry, sums)) = self.pending.remove(&key) {
+        let persistent = self.persistent.load(Ordering::Relaxed);
+        let mut batch = Batch::new();
+        for shard in self.pending.iter() {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            for (entry, sums) in taken {
                 count(&entry, &sums);
                 self.credentials_last_used
                     .entry(entry.credential.as_ref().into())
                     .and_modify(|v| *v = (*v).max(sums.last_used_ms))
                     .or_insert(sums.last_used_ms);
-                batch.push((entry, sums));
+                if persistent {
+                    batch.push((entry, sums));
+                }
             }
         }
-        if self.persistent.load(Ordering::Relaxed) {
+        if !batch.is_empty() {
             self.unsaved
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -399,8 +442,7 @@ impl Ledger {
     /// The drained entries the store has yet to hold, merged by entry.
     pub(crate) fn take_unsaved(&self) -> Batch {
         let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut merged: std::collections::HashMap<Entry, Sums> =
-            std::collections::HashMap::with_capacity(batch.len());
+        let mut merged: HashMap<Entry, Sums> = HashMap::with_capacity(batch.len());
         for (entry, sums) in batch {
             merged.entry(entry).or_default().add(&sums);
         }
@@ -448,8 +490,7 @@ impl Ledger {
         days: Vec<(KeyHash, Day, Spend, u64)>,
         before: Option<Vec<(KeyHash, Spend)>>,
     ) {
-        let mut by_key: std::collections::HashMap<KeyHash, BTreeMap<Day, Spend>> =
-            std::collections::HashMap::new();
+        let mut by_key: HashMap<KeyHash, BTreeMap<Day, Spend>> = HashMap::new();
         for (key, day, spend, last) in days {
             by_key.entry(key).or_default().insert(day, spend);
             if last > 0 {
@@ -463,8 +504,7 @@ impl Ledger {
                 by_key.entry(*key).or_default();
             }
         }
-        let before: Option<std::collections::HashMap<KeyHash, Spend>> =
-            before.map(|b| b.into_iter().collect());
+        let before: Option<HashMap<KeyHash, Spend>> = before.map(|b| b.into_iter().collect());
         // Every book: one whose key has no recent day has spent nothing
         // recently, as far as the store knows.
         for key in by_key.keys() {

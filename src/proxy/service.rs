@@ -329,10 +329,11 @@ where
             tier,
         );
         let mut out = ByokBody::upstream_after(peeked, body, settings.idle_timeout);
+        // Every provider generates (and reports usage) on POST alone.
         let tap = head
             .headers
             .get(http::header::CONTENT_TYPE)
-            .filter(|_| head.status.is_success())
+            .filter(|_| head.status.is_success() && parts.method == Method::POST)
             .and_then(|ct| UsageTap::for_content_type(ct.as_bytes()));
         if let Some(tap) = tap {
             let price = model
@@ -342,7 +343,7 @@ where
                 tap,
                 ledger: Arc::clone(snapshot.ledger()),
                 book: book.clone(),
-                entry: Entry {
+                entry: Some(Entry {
                     day: 0,
                     workspace: Arc::clone(&principal.workspace_id),
                     key: principal.key_hash,
@@ -350,9 +351,14 @@ where
                     provider: trace.provider.clone().unwrap_or_else(|| Arc::from("none")),
                     tier,
                     model: price.map_or_else(other_model, |(key, _)| Arc::clone(key)),
-                },
+                }),
                 price: price.map(|(_, p)| *p),
-                request_bytes: bytes.len() as u64,
+                // Only a JSON request's size says anything about its tokens.
+                request_bytes: if bytes.trim_ascii_start().starts_with(b"{") {
+                    bytes.len() as u64
+                } else {
+                    0
+                },
                 done: false,
             });
         }

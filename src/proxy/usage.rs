@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use memchr::memmem;
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::config::Price;
 use crate::ledger::{self, Entry, KeyBook, Ledger, Tokens};
@@ -47,53 +47,6 @@ impl Usage {
         }
     }
 
-    /// The counts of one usage object, under any provider's names:
-    /// OpenAI chat (`prompt_tokens`, `completion_tokens`,
-    /// `prompt_tokens_details.cached_tokens`), Responses and Anthropic
-    /// (`input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`,
-    /// `cache_read_input_tokens`, `cache_creation_input_tokens`), Google
-    /// (`promptTokenCount`, `candidatesTokenCount`, `cachedContentTokenCount`),
-    /// Bedrock (`inputTokens`, `outputTokens`, `cacheReadInputTokens`,
-    /// `cacheWriteInputTokens`).
-    fn of(v: &Value) -> Option<Usage> {
-        let obj = v.as_object()?;
-        let n = |path: &[&str]| -> u64 {
-            let mut at = v;
-            for key in path {
-                match at.get(key) {
-                    Some(next) => at = next,
-                    None => return 0,
-                }
-            }
-            at.as_u64().unwrap_or(0)
-        };
-        let first = |paths: &[&[&str]]| paths.iter().map(|p| n(p)).max().unwrap_or(0);
-        let cached_within = first(&[
-            &["prompt_tokens_details", "cached_tokens"],
-            &["input_tokens_details", "cached_tokens"],
-            &["cachedContentTokenCount"],
-        ]);
-        let cached_apart = first(&[&["cache_read_input_tokens"], &["cacheReadInputTokens"]]);
-        let usage = Usage {
-            input: first(&[
-                &["prompt_tokens"],
-                &["input_tokens"],
-                &["promptTokenCount"],
-                &["inputTokens"],
-            ]),
-            output: first(&[
-                &["completion_tokens"],
-                &["output_tokens"],
-                &["candidatesTokenCount"],
-                &["outputTokens"],
-            ]),
-            cache_read: cached_within.max(cached_apart),
-            cache_write: first(&[&["cache_creation_input_tokens"], &["cacheWriteInputTokens"]]),
-            input_has_cache: cached_within > 0,
-        };
-        (!obj.is_empty()).then_some(usage)
-    }
-
     /// The larger of each count.
     fn merge(self, other: Usage) -> Usage {
         Usage {
@@ -106,16 +59,93 @@ impl Usage {
     }
 }
 
-/// The usage object of one JSON document (an SSE event or a whole body):
-/// at the top (`usage`, `usageMetadata`), or in Anthropic's `message_start`
-/// (`message.usage`) or OpenAI's `response.completed` (`response.usage`).
-fn usage_in(doc: &Value) -> Option<Usage> {
-    ["usage", "usageMetadata"]
-        .iter()
-        .find_map(|k| doc.get(k))
-        .or_else(|| doc.get("message").and_then(|m| m.get("usage")))
-        .or_else(|| doc.get("response").and_then(|r| r.get("usage")))
-        .and_then(Usage::of)
+/// One usage object, under any provider's names: OpenAI chat
+/// (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens`),
+/// Responses and Anthropic (`input_tokens`, `output_tokens`,
+/// `input_tokens_details.cached_tokens`, `cache_read_input_tokens`,
+/// `cache_creation_input_tokens`), Google (`promptTokenCount`,
+/// `candidatesTokenCount`, `thoughtsTokenCount`, billed as output,
+/// `cachedContentTokenCount`), Bedrock (`inputTokens`, `outputTokens`,
+/// `cacheReadInputTokens`, `cacheWriteInputTokens`). Read into fixed fields
+/// (unknown ones skipped unread): no map is built.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Counts {
+    #[serde(rename = "prompt_tokens")]
+    prompt: Option<u64>,
+    #[serde(rename = "completion_tokens")]
+    completion: Option<u64>,
+    #[serde(rename = "input_tokens")]
+    input_snake: Option<u64>,
+    #[serde(rename = "output_tokens")]
+    output_snake: Option<u64>,
+    #[serde(rename = "prompt_tokens_details")]
+    prompt_details: Option<Details>,
+    #[serde(rename = "input_tokens_details")]
+    input_details: Option<Details>,
+    #[serde(rename = "cache_read_input_tokens")]
+    cache_read_snake: Option<u64>,
+    #[serde(rename = "cache_creation_input_tokens")]
+    cache_creation_snake: Option<u64>,
+    prompt_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_write_input_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+}
+
+impl Counts {
+    /// The usage it reports; `None` for an object that names no count.
+    fn usage(&self) -> Option<Usage> {
+        let max = |v: &[Option<u64>]| v.iter().flatten().copied().max();
+        let input = max(&[
+            self.prompt,
+            self.input_snake,
+            self.prompt_token_count,
+            self.input_tokens,
+        ]);
+        let output = max(&[
+            self.completion,
+            self.output_snake,
+            self.candidates_token_count
+                .map(|c| c.saturating_add(self.thoughts_token_count.unwrap_or(0))),
+            self.output_tokens,
+        ]);
+        let cached_within = max(&[
+            self.prompt_details.as_ref().and_then(|d| d.cached_tokens),
+            self.input_details.as_ref().and_then(|d| d.cached_tokens),
+            self.cached_content_token_count,
+        ]);
+        let cached_apart = max(&[self.cache_read_snake, self.cache_read_input_tokens]);
+        let cache_write = max(&[self.cache_creation_snake, self.cache_write_input_tokens]);
+        if [input, output, cached_within, cached_apart, cache_write]
+            .iter()
+            .all(Option::is_none)
+        {
+            return None;
+        }
+        Some(Usage {
+            input: input.unwrap_or(0),
+            output: output.unwrap_or(0),
+            cache_read: cached_within.max(cached_apart).unwrap_or(0),
+            cache_write: cache_write.unwrap_or(0),
+            input_has_cache: cached_within.is_some_and(|c| c > 0),
+        })
+    }
+}
+
+/// `"usage`: the word every report's key starts with.
+fn usage_word() -> &'static memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memmem::Finder::new(b"\"usage"))
 }
 
 /// What kind of body is being read.
@@ -181,25 +211,37 @@ impl UsageTap {
             }
             Reading::Sse { line, skipping } => {
                 let mut rest = chunk;
-                while let Some(end) = memchr::memchr(b'\n', rest) {
+                // The line begun in an earlier chunk, completed here.
+                if !line.is_empty() || *skipping {
+                    let Some(end) = memchr::memchr(b'\n', rest) else {
+                        carry(line, skipping, rest);
+                        return;
+                    };
                     if !*skipping {
                         line.extend_from_slice(&rest[..end]);
-                        if let Some(u) = sse_line(line) {
-                            self.usage = Some(self.usage.unwrap_or_default().merge(u));
-                        }
+                        merge(&mut self.usage, sse_line(line));
                     }
                     line.clear();
                     *skipping = false;
                     rest = &rest[end + 1..];
                 }
-                if !*skipping {
-                    if line.len() + rest.len() > MAX_LINE {
-                        line.clear();
-                        *skipping = true;
-                    } else {
-                        line.extend_from_slice(rest);
+                // This chunk's whole lines, read where they lie: one pass
+                // for the word, and only the lines that hold it parsed.
+                let (whole, partial) = match memchr::memrchr(b'\n', rest) {
+                    Some(end) => rest.split_at(end + 1),
+                    None => (&[][..], rest),
+                };
+                let mut done = 0; // the end of the last line read
+                for at in usage_word().find_iter(whole) {
+                    if at < done {
+                        continue;
                     }
+                    let start = memchr::memrchr(b'\n', &whole[..at]).map_or(0, |i| i + 1);
+                    let end = memchr::memchr(b'\n', &whole[at..]).map_or(whole.len(), |i| at + i);
+                    merge(&mut self.usage, sse_line(&whole[start..end]));
+                    done = end;
                 }
+                carry(line, skipping, partial);
             }
         }
     }
@@ -223,14 +265,33 @@ impl UsageTap {
             Reading::Json { tail } => json_tail(tail),
             Reading::Sse { line, skipping } => {
                 if !*skipping {
-                    if let Some(u) = sse_line(line) {
-                        self.usage = Some(self.usage.unwrap_or_default().merge(u));
-                    }
+                    merge(&mut self.usage, sse_line(line));
                 }
                 line.clear();
                 self.usage
             }
         }
+    }
+}
+
+/// Keeps the start of a line the next chunk completes; a line longer than
+/// [`MAX_LINE`] is skipped to its end.
+fn carry(line: &mut Vec<u8>, skipping: &mut bool, part: &[u8]) {
+    if *skipping {
+        return;
+    }
+    if line.len() + part.len() > MAX_LINE {
+        line.clear();
+        *skipping = true;
+    } else {
+        line.extend_from_slice(part);
+    }
+}
+
+/// Every stream reports running totals: the largest of each count wins.
+fn merge(usage: &mut Option<Usage>, found: Option<Usage>) {
+    if let Some(u) = found {
+        *usage = Some(usage.unwrap_or_default().merge(u));
     }
 }
 
@@ -242,8 +303,8 @@ pub(crate) struct Accounting {
     pub(crate) tap: UsageTap,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) book: Option<Arc<KeyBook>>,
-    /// Where it counts; the day is the one it ends on.
-    pub(crate) entry: Entry,
+    /// Where it counts (the day is the one it ends on); taken when counted.
+    pub(crate) entry: Option<Entry>,
     pub(crate) price: Option<Price>,
     /// The request body's size: an unread report's input is estimated
     /// from it.
@@ -268,6 +329,9 @@ impl Accounting {
     /// estimate of four bytes a token, so no response goes uncounted.
     fn record(&mut self, usage: Option<Usage>) {
         self.done = true;
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
         let estimated = usage.is_none();
         let tokens = match usage {
             Some(u) => u.tokens(),
@@ -279,7 +343,6 @@ impl Accounting {
         };
         let usd = self.price.as_ref().map_or(0.0, |p| tokens.cost(p));
         let now = ledger::now_ms();
-        let mut entry = self.entry.clone();
         entry.day = ledger::day_of_ms(now);
         self.ledger.record(
             entry,
@@ -301,18 +364,19 @@ impl Drop for Accounting {
     }
 }
 
-/// The usage in one SSE line, when it is a `data:` line naming one.
+/// The usage in one SSE line, when it is a `data:` line naming one: its
+/// `"usage…"` value read where it lies (as at the end of a JSON body), so
+/// no event is parsed whole, and `"usage":null` costs a byte's look.
 fn sse_line(line: &[u8]) -> Option<Usage> {
     let data = line.strip_prefix(b"data:")?;
-    memmem::find(data, b"\"usage")?;
-    let doc: Value = serde_json::from_slice(data.trim_ascii()).ok()?;
-    usage_in(&doc)
+    json_tail(data)
 }
 
 /// The usage in the end of a JSON body: the last `"usage"` (or
 /// `"usageMetadata"`) key followed by an object that reads as one.
 fn json_tail(tail: &[u8]) -> Option<Usage> {
-    let finder = memmem::FinderRev::new(b"\"usage");
+    static FINDER: std::sync::OnceLock<memmem::FinderRev<'static>> = std::sync::OnceLock::new();
+    let finder = FINDER.get_or_init(|| memmem::FinderRev::new(b"\"usage"));
     let mut end = tail.len();
     // A few tries: the word may also stand in the text of the answer.
     for _ in 0..8 {
@@ -326,10 +390,13 @@ fn json_tail(tail: &[u8]) -> Option<Usage> {
         let Some(value) = rest.strip_prefix(b":") else {
             continue;
         };
-        let mut values =
-            serde_json::Deserializer::from_slice(value.trim_ascii_start()).into_iter::<Value>();
-        if let Some(Ok(v)) = values.next() {
-            if let Some(u) = Usage::of(&v) {
+        let value = value.trim_ascii_start();
+        if !value.starts_with(b"{") || (at > 0 && tail[at - 1] == b'\\') {
+            continue; // `null`, or the word inside a string
+        }
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Counts>();
+        if let Some(Ok(counts)) = values.next() {
+            if let Some(u) = counts.usage() {
                 return Some(u);
             }
         }
@@ -447,6 +514,18 @@ mod tests {
                 u(2, 6, 2, 0),
             ),
             (
+                // Thinking tokens are billed as output.
+                "application/json",
+                r#"{"candidates":[],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6,"thoughtsTokenCount":10,"promptTokensDetails":[{"modality":"TEXT","tokenCount":4}]}}"#.into(),
+                u(4, 16, 0, 0),
+            ),
+            (
+                // A `message` that is text, not Anthropic's object, is passed over.
+                "text/event-stream",
+                "data: {\"message\":\"usage follows\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}\n\n".into(),
+                u(3, 1, 0, 0),
+            ),
+            (
                 "text/event-stream",
                 "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"H\"}]}}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":1}}\r\n\r\n\
                  data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"i\"}]}}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2}}\r\n\r\n"
@@ -530,7 +609,7 @@ mod tests {
         /// does not depend on the chunking.
         #[test]
         fn accounting_changes_no_byte(
-            pick in 0usize..10,
+            pick in 0usize..12,
             noise in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
             cuts in proptest::collection::vec(0usize..400, 0..8),
         ) {
@@ -555,7 +634,7 @@ mod tests {
                     tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
                     ledger: Arc::clone(&ledger),
                     book: None,
-                    entry: test_entry(),
+                    entry: Some(test_entry()),
                     price: None,
                     request_bytes: 0,
                     done: false,
@@ -619,6 +698,34 @@ mod tests {
         }
     }
 
+    /// A hostile upstream's counts cannot overflow the ledger's sums.
+    #[test]
+    fn huge_reported_counts_saturate() {
+        let ledger = Arc::new(Ledger::default());
+        for _ in 0..2 {
+            let mut tap = UsageTap::for_content_type(b"application/json").unwrap();
+            let max = u64::MAX;
+            tap.feed(format!(r#"{{"usageMetadata":{{"candidatesTokenCount":{max},"thoughtsTokenCount":{max}}}}}"#).as_bytes());
+            Accounting {
+                tap,
+                ledger: Arc::clone(&ledger),
+                book: None,
+                entry: Some(test_entry()),
+                price: Some(Price {
+                    output: 1e6,
+                    ..Price::default()
+                }),
+                request_bytes: 0,
+                done: false,
+            }
+            .finish();
+        }
+        let mut all = Vec::new();
+        ledger.drain(|_, sums| all.push(*sums));
+        assert_eq!(all[0].output, u64::MAX);
+        assert!(all[0].usd.is_finite());
+    }
+
     /// A response without a usage report is estimated at four bytes a
     /// token; one dropped mid-stream is counted with what was read.
     #[test]
@@ -628,7 +735,7 @@ mod tests {
             tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
             ledger: Arc::clone(&ledger),
             book: None,
-            entry: test_entry(),
+            entry: Some(test_entry()),
             price: Some(Price {
                 input: 1e6,
                 output: 2e6,
