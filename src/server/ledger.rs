@@ -23,25 +23,41 @@ pub(super) async fn keep(registry: Registry, metrics: Arc<Metrics>, store: Arc<S
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full_at = tokio::time::Instant::now();
+    let mut since = recent_since();
     loop {
         let saving = tokio::select! {
             _ = tick.tick() => true,
             () = ledger.refresh_asked() => false,
         };
-        let full = tokio::time::Instant::now() >= full_at;
         if saving {
             flush(&ledger, &metrics, &store).await;
         }
+        // A new week or month moves days out of the recent read: the totals
+        // before it are read again at once, so a lifetime limit never
+        // misses them.
+        let now_since = recent_since();
+        let full = tokio::time::Instant::now() >= full_at || now_since != since;
         if full {
             full_at = tokio::time::Instant::now() + FULL_EVERY;
+            since = now_since;
         }
         read_back(&ledger, &store, full).await;
     }
 }
 
+/// The first day the recent read covers today.
+fn recent_since() -> ledger::Day {
+    ledger::recent_since(ledger::day_of_ms(ledger::now_ms()))
+}
+
+/// Held by a flush while it saves: the last flush at shutdown waits for one
+/// under way, so no batch taken for saving is lost when the process ends.
+static SAVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Drains the ledger into the metrics and the store; what the store does
 /// not take is kept for the next flush.
 pub(super) async fn flush(ledger: &Ledger, metrics: &Metrics, store: &Store) {
+    let _saving = SAVING.lock().await;
     ledger.drain(|entry, sums| metrics.usage(entry, sums));
     if !store.keeps_usage() {
         return;
@@ -65,8 +81,7 @@ async fn read_back(ledger: &Ledger, store: &Store, full: bool) {
     if !store.keeps_usage() {
         return;
     }
-    let since = ledger::recent_since(ledger::day_of_ms(ledger::now_ms()));
-    match store.read_usage(since, full).await {
+    match store.read_usage(recent_since(), full).await {
         Ok(stored) => {
             ledger.refresh(stored.days, stored.before);
             if let Some(creds) = stored.credentials {
