@@ -226,6 +226,15 @@ where
     let mut base = parts.headers;
     headers::strip_request(&mut base);
     base.insert(X_REQUEST_ID, trace.request_id.clone());
+    if parts.method == Method::POST {
+        // The usage report is read from the answer as it passes: it must
+        // come uncompressed (the SDKs ask for gzip; a client could ask for
+        // an encoding to hide its usage).
+        base.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+    }
     let clock = Clock::default();
     let candidates = policy::admitted(&plan, &ask, &clock);
     trace.resting = candidates

@@ -16,8 +16,11 @@ use crate::ledger::{self, Entry, KeyBook, Ledger, Tokens};
 
 /// How much of the end of a JSON body is kept to find its usage.
 const TAIL: usize = 16 * 1024;
-/// The longest SSE line kept whole; a longer one is skipped.
+/// The longest SSE line kept whole; of a longer one, the last [`TAIL`]
+/// bytes.
 const MAX_LINE: usize = 64 * 1024;
+/// The most tokens one response is counted for.
+const MAX_TOKENS: u64 = 1_000_000_000_000;
 
 /// Tokens a response reports, as the provider counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,8 +35,20 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    /// The tokens to price: input without the cached part.
+    /// The tokens to price: input without the cached part, each count at
+    /// most [`MAX_TOKENS`] (a report beyond it is not a real one, and the
+    /// stores' 64-bit sums must not overflow).
     pub(crate) fn tokens(&self) -> Tokens {
+        let t = self.tokens_as_reported();
+        Tokens {
+            input: t.input.min(MAX_TOKENS),
+            output: t.output.min(MAX_TOKENS),
+            cache_read: t.cache_read.min(MAX_TOKENS),
+            cache_write: t.cache_write.min(MAX_TOKENS),
+        }
+    }
+
+    fn tokens_as_reported(&self) -> Tokens {
         let input = if self.input_has_cache {
             self.input.saturating_sub(self.cache_read)
         } else {
@@ -151,8 +166,13 @@ fn usage_word() -> &'static memmem::Finder<'static> {
 /// What kind of body is being read.
 #[derive(Debug)]
 enum Reading {
-    /// `text/event-stream`: the line being read (bytes since the last `\n`).
-    Sse { line: Vec<u8>, skipping: bool },
+    /// `text/event-stream`: the line being read (bytes since the last
+    /// `\n`); `clipped` once it outgrew [`MAX_LINE`], when `line` holds
+    /// only its last [`TAIL`] bytes (`Some(true)`: a `data:` line).
+    Sse {
+        line: Vec<u8>,
+        clipped: Option<bool>,
+    },
     /// JSON: the last [`TAIL`] bytes.
     Json { tail: Vec<u8> },
 }
@@ -176,7 +196,7 @@ impl UsageTap {
         let reading = if starts(b"text/event-stream") {
             Reading::Sse {
                 line: Vec::new(),
-                skipping: false,
+                clipped: None,
             }
         } else if starts(b"application/json")
             || memmem::find(ct, b"+json").is_some()
@@ -209,20 +229,18 @@ impl UsageTap {
                     tail.extend_from_slice(chunk);
                 }
             }
-            Reading::Sse { line, skipping } => {
+            Reading::Sse { line, clipped } => {
                 let mut rest = chunk;
                 // The line begun in an earlier chunk, completed here.
-                if !line.is_empty() || *skipping {
+                if !line.is_empty() || clipped.is_some() {
                     let Some(end) = memchr::memchr(b'\n', rest) else {
-                        carry(line, skipping, rest);
+                        carry(line, clipped, rest);
                         return;
                     };
-                    if !*skipping {
-                        line.extend_from_slice(&rest[..end]);
-                        merge(&mut self.usage, sse_line(line));
-                    }
+                    line.extend_from_slice(&rest[..end]);
+                    merge(&mut self.usage, read_line(line, *clipped));
                     line.clear();
-                    *skipping = false;
+                    *clipped = None;
                     rest = &rest[end + 1..];
                 }
                 // This chunk's whole lines, read where they lie: one pass
@@ -241,7 +259,7 @@ impl UsageTap {
                     merge(&mut self.usage, sse_line(&whole[start..end]));
                     done = end;
                 }
-                carry(line, skipping, partial);
+                carry(line, clipped, partial);
             }
         }
     }
@@ -263,28 +281,44 @@ impl UsageTap {
     pub(crate) fn finish(&mut self) -> Option<Usage> {
         match &mut self.reading {
             Reading::Json { tail } => json_tail(tail),
-            Reading::Sse { line, skipping } => {
-                if !*skipping {
-                    merge(&mut self.usage, sse_line(line));
-                }
+            Reading::Sse { line, clipped } => {
+                merge(&mut self.usage, read_line(line, *clipped));
                 line.clear();
+                *clipped = None;
                 self.usage
             }
         }
     }
 }
 
-/// Keeps the start of a line the next chunk completes; a line longer than
-/// [`MAX_LINE`] is skipped to its end.
-fn carry(line: &mut Vec<u8>, skipping: &mut bool, part: &[u8]) {
-    if *skipping {
+/// Keeps the start of a line the next chunk completes. Of a line longer
+/// than [`MAX_LINE`] (OpenAI's `response.completed` repeats the whole
+/// response) only the last [`TAIL`] bytes are kept, where its usage is.
+fn carry(line: &mut Vec<u8>, clipped: &mut Option<bool>, part: &[u8]) {
+    if clipped.is_none() && line.len() + part.len() <= MAX_LINE {
+        line.extend_from_slice(part);
         return;
     }
-    if line.len() + part.len() > MAX_LINE {
+    if clipped.is_none() {
+        let head = if line.is_empty() { part } else { &line[..] };
+        *clipped = Some(head.starts_with(b"data:"));
+    }
+    if part.len() >= TAIL {
         line.clear();
-        *skipping = true;
+        line.extend_from_slice(&part[part.len() - TAIL..]);
     } else {
+        let excess = (line.len() + part.len()).saturating_sub(TAIL);
+        line.drain(..excess);
         line.extend_from_slice(part);
+    }
+}
+
+/// The usage in one line: whole, or the kept end of a clipped one.
+fn read_line(line: &[u8], clipped: Option<bool>) -> Option<Usage> {
+    match clipped {
+        None => sse_line(line),
+        Some(true) => json_tail(line),
+        Some(false) => None,
     }
 }
 
@@ -336,8 +370,8 @@ impl Accounting {
         let tokens = match usage {
             Some(u) => u.tokens(),
             None => Tokens {
-                input: self.request_bytes.div_ceil(4),
-                output: self.tap.bytes.div_ceil(4),
+                input: self.request_bytes.div_ceil(4).min(MAX_TOKENS),
+                output: self.tap.bytes.div_ceil(4).min(MAX_TOKENS),
                 ..Tokens::default()
             },
         };
@@ -698,6 +732,41 @@ mod tests {
         }
     }
 
+    /// A `data:` line longer than MAX_LINE, carried over many chunks (a
+    /// Responses stream's `response.completed`), is read from its end.
+    #[test]
+    fn an_overlong_event_is_read_from_its_end() {
+        let text = "x".repeat(200 * 1024);
+        let event = format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":\"{text}\",\"usage\":{{\"input_tokens\":7,\"output_tokens\":9}}}}}}\n\n"
+        );
+        for chunk in [1000, 4096, 70_000] {
+            let mut tap = UsageTap::for_content_type(b"text/event-stream").unwrap();
+            for part in event.as_bytes().chunks(chunk) {
+                tap.feed(part);
+            }
+            match &tap.reading {
+                Reading::Sse { line, .. } => assert!(line.len() <= MAX_LINE),
+                Reading::Json { .. } => unreachable!(),
+            }
+            let got = tap.finish().map(|u| u.tokens());
+            assert_eq!(
+                got.map(|t| (t.input, t.output)),
+                Some((7, 9)),
+                "chunks of {chunk}"
+            );
+        }
+        // A long line that is not a data line reports nothing.
+        let mut tap = UsageTap::for_content_type(b"text/event-stream").unwrap();
+        for part in format!(": {text}\"usage\":{{\"input_tokens\":1}}\n")
+            .as_bytes()
+            .chunks(1000)
+        {
+            tap.feed(part);
+        }
+        assert_eq!(tap.finish(), None);
+    }
+
     /// A hostile upstream's counts cannot overflow the ledger's sums.
     #[test]
     fn huge_reported_counts_saturate() {
@@ -722,7 +791,7 @@ mod tests {
         }
         let mut all = Vec::new();
         ledger.drain(|_, sums| all.push(*sums));
-        assert_eq!(all[0].output, u64::MAX);
+        assert_eq!(all[0].output, 2 * MAX_TOKENS, "each response clamped");
         assert!(all[0].usd.is_finite());
     }
 

@@ -29,14 +29,15 @@ pub(super) async fn keep(registry: Registry, metrics: Arc<Metrics>, store: Arc<S
             _ = tick.tick() => true,
             () = ledger.refresh_asked() => false,
         };
+        let mut old_days = false;
         if saving {
-            flush(&ledger, &metrics, &store).await;
+            old_days = flush(&ledger, &metrics, &store).await;
         }
-        // A new week or month moves days out of the recent read: the totals
-        // before it are read again at once, so a lifetime limit never
-        // misses them.
+        // A new week or month moves days out of the recent read, and a
+        // batch saved late may hold a day before it: the totals before it
+        // are read again at once, so a lifetime limit never misses them.
         let now_since = recent_since();
-        let full = tokio::time::Instant::now() >= full_at || now_since != since;
+        let full = tokio::time::Instant::now() >= full_at || now_since != since || old_days;
         if full {
             full_at = tokio::time::Instant::now() + FULL_EVERY;
             since = now_since;
@@ -55,22 +56,28 @@ fn recent_since() -> ledger::Day {
 static SAVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Drains the ledger into the metrics and the store; what the store does
-/// not take is kept for the next flush.
-pub(super) async fn flush(ledger: &Ledger, metrics: &Metrics, store: &Store) {
+/// not take is kept for the next flush. True when it saved a day before
+/// the recent read's first.
+pub(super) async fn flush(ledger: &Ledger, metrics: &Metrics, store: &Store) -> bool {
     let _saving = SAVING.lock().await;
     ledger.drain(|entry, sums| metrics.usage(entry, sums));
     if !store.keeps_usage() {
-        return;
+        return false;
     }
     let batch = ledger.take_unsaved();
     if batch.is_empty() {
-        return;
+        return false;
     }
     match store.save_usage(&batch).await {
-        Ok(()) => ledger.saved(&batch),
+        Ok(()) => {
+            ledger.saved(&batch);
+            let since = recent_since();
+            batch.iter().any(|(entry, _)| entry.day < since)
+        }
         Err(e) => {
             tracing::warn!(entries = batch.len(), error = %e, "usage not saved; kept for the next flush");
             ledger.unsaved_again(batch);
+            false
         }
     }
 }

@@ -245,7 +245,7 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     .await;
     drain(graceful, config.server.drain).await;
     // What the last responses used is saved before the process ends.
-    ledger::flush(registry.snapshot().ledger(), &metrics, &store).await;
+    let _ = ledger::flush(registry.snapshot().ledger(), &metrics, &store).await;
     Ok(())
 }
 

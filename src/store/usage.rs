@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS byok_usage_keys (
     last_used_ms BIGINT NOT NULL,
     PRIMARY KEY (key_hash, day)
 );
+CREATE INDEX IF NOT EXISTS byok_usage_keys_day ON byok_usage_keys (day);
+CREATE INDEX IF NOT EXISTS byok_usage_credential ON byok_usage (credential_id, last_used_ms);
 ";
 
 /// Adds one entry's sums to its row: `p(n)` writes placeholder `n`,
@@ -111,7 +113,7 @@ pub(super) type KeyDay = (String, Day, Spend, i64);
 /// The rows of `batch`, and its spend by key and day.
 pub(super) fn rows(batch: &Batch) -> (Vec<Row<'_>>, Vec<KeyDay>) {
     let mut keys: std::collections::BTreeMap<(String, Day), (Spend, i64)> = Default::default();
-    let rows = batch
+    let mut rows: Vec<Row<'_>> = batch
         .iter()
         .map(|(e, s)| {
             let key = e.key.map(|k| k.to_hex()).unwrap_or_default();
@@ -144,6 +146,28 @@ pub(super) fn rows(batch: &Batch) -> (Vec<Row<'_>>, Vec<KeyDay>) {
             }
         })
         .collect();
+    // In one order on every replica: two saves touching the same rows take
+    // their row locks in the same order, and never deadlock.
+    rows.sort_unstable_by(|a, b| {
+        (
+            a.day,
+            &a.key,
+            a.credential,
+            a.tier,
+            a.model,
+            a.workspace,
+            a.provider,
+        )
+            .cmp(&(
+                b.day,
+                &b.key,
+                b.credential,
+                b.tier,
+                b.model,
+                b.workspace,
+                b.provider,
+            ))
+    });
     let keys = keys
         .into_iter()
         .map(|((k, day), (spend, last))| (k, day, spend, last))

@@ -207,3 +207,41 @@ async fn a_limit_crossed_mid_stream_lets_it_finish_and_refuses_the_next_request(
     })
     .await;
 }
+
+/// The usage report must pass uncompressed to be read: a POST goes upstream
+/// asking for `identity`, whatever the client asked for (a GET keeps its
+/// choice).
+#[tokio::test]
+async fn a_post_asks_the_upstream_for_an_uncompressed_answer() {
+    let mock = Mock::start(|_| Reply::json(200, JSON)).await;
+    let rest = cred("c-1", "openai", "sk-usage-0000000002", "");
+    let proxy = Proxy::start(&config(&mock, &rest)).await;
+    for (method, body) in [("POST", r#"{"model":"gpt-4o"}"#), ("GET", "")] {
+        let r = send(
+            req(method, &proxy.url("/openai/v1/chat/completions"), Some(GW))
+                .header("content-type", "application/json")
+                .header("accept-encoding", "br, gzip")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let seen: Vec<(String, Option<String>)> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.header("accept-encoding").map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("POST".to_owned(), Some("identity".to_owned())),
+            ("GET".to_owned(), Some("br, gzip".to_owned())),
+        ]
+    );
+}

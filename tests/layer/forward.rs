@@ -61,8 +61,16 @@ async fn openai_request_is_forwarded_with_the_secret_and_the_bytes_as_sent() {
     );
     assert_eq!(
         names(&seen),
-        ["authorization", "content-type", "x-custom", "x-request-id"]
+        [
+            "accept-encoding",
+            "authorization",
+            "content-type",
+            "x-custom",
+            "x-request-id"
+        ]
     );
+    // SPEC §8: the usage report must pass uncompressed to be read.
+    assert_eq!(seen.headers["accept-encoding"], "identity");
     let auth = seen.headers.get(AUTHORIZATION).unwrap();
     assert_eq!(auth, "Bearer sk-openai-SECRET-1111");
     assert!(
@@ -121,6 +129,7 @@ async fn anthropic_gets_x_api_key_and_the_default_version() {
     assert_eq!(
         names(&seen),
         [
+            "accept-encoding",
             "anthropic-version",
             "content-type",
             "x-api-key",
@@ -170,7 +179,12 @@ async fn google_gets_x_goog_api_key_and_loses_the_key_query_parameter() {
     );
     assert_eq!(
         names(&seen),
-        ["content-type", "x-goog-api-key", "x-request-id"]
+        [
+            "accept-encoding",
+            "content-type",
+            "x-goog-api-key",
+            "x-request-id"
+        ]
     );
     assert_eq!(seen.headers["x-goog-api-key"], "AIza-goog-SECRET-3333");
     assert_eq!(got.header("x-byok-credential-id"), Some("cred-google"));
