@@ -140,27 +140,10 @@ fn request(method: &str, body: &Bytes) -> Request<Full<Bytes>> {
         .expect("request")
 }
 
-/// The end-to-end bench's answers (`examples/mock_upstream.rs`): a chat
-/// completion with its usage, and a stream's events, the last with usage.
-const COMPLETION: &str = concat!(
-    r#"{"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion","#,
-    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
-    r#""message":{"role":"assistant","content":"Hello from the fast mock upstream."},"#,
-    r#""finish_reason":"stop"}],"usage":{"prompt_tokens":24,"#,
-    r#""completion_tokens":8,"total_tokens":32}}"#
-);
-const SSE_EVENT: &str = concat!(
-    r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
-    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"#,
-    r#""delta":{"content":" token"},"finish_reason":null}]}"#,
-    "\n\n"
-);
-const SSE_USAGE: &str = concat!(
-    r#"data: {"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion.chunk","#,
-    r#""created":1700000000,"model":"gpt-4o-2024-08-06","choices":[],"#,
-    r#""usage":{"prompt_tokens":24,"completion_tokens":16,"total_tokens":40}}"#,
-    "\n\n"
-);
+// The end-to-end bench's answers (`examples/mock_upstream.rs`): COMPLETION,
+// a chat completion with its usage; EVENT, a stream's event; USAGE_EVENT, the
+// last, with usage.
+include!("../bench/answers.rs");
 
 async fn answer(
     _req: Request<ForwardBody>,
@@ -199,8 +182,8 @@ fn per_request(c: &mut Criterion) {
     // Usage accounting (SPEC §8): the same answer read to its end, once as
     // JSON or an event stream (read for its usage and counted in the
     // ledger), once with a content type that carries no usage report.
-    let sse: String = std::iter::repeat_n(SSE_EVENT, 15)
-        .chain([SSE_USAGE])
+    let sse: String = std::iter::repeat_n(EVENT, 15)
+        .chain([USAGE_EVENT])
         .collect();
     for (name, content_type, answer_body) in [
         (

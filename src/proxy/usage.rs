@@ -219,16 +219,7 @@ impl UsageTap {
     pub(crate) fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len() as u64;
         match &mut self.reading {
-            Reading::Json { tail } => {
-                if chunk.len() >= TAIL {
-                    tail.clear();
-                    tail.extend_from_slice(&chunk[chunk.len() - TAIL..]);
-                } else {
-                    let excess = (tail.len() + chunk.len()).saturating_sub(TAIL);
-                    tail.drain(..excess);
-                    tail.extend_from_slice(chunk);
-                }
-            }
+            Reading::Json { tail } => keep_tail(tail, chunk),
             Reading::Sse { line, clipped } => {
                 let mut rest = chunk;
                 // The line begun in an earlier chunk, completed here.
@@ -303,13 +294,18 @@ fn carry(line: &mut Vec<u8>, clipped: &mut Option<bool>, part: &[u8]) {
         let head = if line.is_empty() { part } else { &line[..] };
         *clipped = Some(head.starts_with(b"data:"));
     }
+    keep_tail(line, part);
+}
+
+/// Appends `part` to `buf`, keeping only the last [`TAIL`] bytes.
+fn keep_tail(buf: &mut Vec<u8>, part: &[u8]) {
     if part.len() >= TAIL {
-        line.clear();
-        line.extend_from_slice(&part[part.len() - TAIL..]);
+        buf.clear();
+        buf.extend_from_slice(&part[part.len() - TAIL..]);
     } else {
-        let excess = (line.len() + part.len()).saturating_sub(TAIL);
-        line.drain(..excess);
-        line.extend_from_slice(part);
+        let excess = (buf.len() + part.len()).saturating_sub(TAIL);
+        buf.drain(..excess);
+        buf.extend_from_slice(part);
     }
 }
 
