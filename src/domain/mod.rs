@@ -10,6 +10,7 @@
 //! value: a value could be a secret.
 
 mod api_key;
+mod cloud_key;
 mod credential;
 pub(crate) mod headers;
 mod key_hash;
@@ -19,6 +20,7 @@ mod shared;
 use std::fmt;
 
 pub use api_key::{key_label, ApiKey, ApiKeyFields, LimitReset};
+pub use cloud_key::{AwsKey, AzureEntry, AzureResourceType, CloudKey, SecretBytes, ServiceAccount};
 pub(crate) use credential::header_list;
 pub use credential::{label_for, Credential, CredentialFields, MAX_LIST, MAX_NAME};
 pub use key_hash::KeyHash;
