@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::health::{Health, HealthBook};
 use super::{order, Allowlists};
-use crate::domain::{Credential, Providers, Upstream};
+use crate::domain::{CloudKey, Credential, Providers, Upstream};
 
 /// A credential compiled for the hot path.
 pub(crate) struct Candidate {
@@ -25,6 +25,9 @@ pub(crate) struct Candidate {
     pub(crate) zdr: bool,
     /// Its health, shared with every snapshot that holds it.
     pub(crate) health: Arc<Health>,
+    /// AWS access keys: each attempt is signed (SigV4) instead of carrying
+    /// `auth_value`.
+    pub(crate) sigv4: Option<Arc<Credential>>,
 }
 
 impl fmt::Debug for Candidate {
@@ -77,9 +80,24 @@ pub(crate) fn compile(
             id: cred.id.clone(),
             provider: cred.provider.clone(),
         })?;
-    let upstream = cred
-        .base_url
-        .clone()
+    let aws = match cred.cloud.as_deref() {
+        Some(CloudKey::Aws(k)) => Some(k),
+        _ => None,
+    };
+    // AWS keys go to their region's Bedrock endpoint, unless the credential
+    // or the config's provider names another (private endpoints, tests).
+    let regional = aws
+        .filter(|_| cred.base_url.is_none())
+        .filter(|_| provider.upstream.as_ref() == builtin_bedrock().as_ref())
+        .and_then(|k| {
+            Upstream::parse(&format!(
+                "https://bedrock-runtime.{}.amazonaws.com",
+                k.region
+            ))
+            .ok()
+        });
+    let upstream = regional
+        .or_else(|| cred.base_url.clone())
         .or_else(|| provider.upstream.clone())
         .ok_or_else(|| CompileError::NoUpstream {
             id: cred.id.clone(),
@@ -88,10 +106,13 @@ pub(crate) fn compile(
     let bad_header = || CompileError::BadHeader {
         id: cred.id.clone(),
     };
-    let auth_value = provider
-        .auth
-        .header_value(&cred.key)
-        .ok_or_else(bad_header)?;
+    let auth_value = match aws {
+        Some(_) => HeaderValue::from_static(""),
+        None => provider
+            .auth
+            .header_value(&cred.key)
+            .ok_or_else(bad_header)?,
+    };
     let id_value = HeaderValue::from_str(&cred.id).map_err(|_| bad_header())?;
     if cred.disabled {
         return Ok(None);
@@ -107,7 +128,14 @@ pub(crate) fn compile(
         id_label: Arc::from(cred.id.as_str()),
         zdr: cred.declared_zdr.unwrap_or(provider.zdr),
         health: Arc::default(),
+        sigv4: aws.map(|_| Arc::clone(cred)),
     }))
+}
+
+/// The built-in Bedrock upstream (us-east-1), which an AWS key's region
+/// replaces.
+fn builtin_bedrock() -> Option<Upstream> {
+    Upstream::parse("https://bedrock-runtime.us-east-1.amazonaws.com").ok()
 }
 
 /// Compiles and orders one group's credentials.
@@ -140,6 +168,7 @@ impl Candidate {
             id_label: Arc::from(cred.id.as_str()),
             zdr: cred.declared_zdr.unwrap_or(false),
             health: Arc::default(),
+            sigv4: None,
             record: Arc::new(cred),
         }
     }

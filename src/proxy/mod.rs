@@ -15,6 +15,7 @@ mod layer;
 pub(crate) mod model;
 mod route;
 mod service;
+pub(crate) mod sigv4;
 pub(crate) mod usage;
 
 pub use body::{ByokBody, ForwardBody, IdleTimeout};

@@ -571,11 +571,17 @@ fn upstream_request(
         .upstream
         .uri(rest, query)
         .map_err(|_| Rejection::InvalidRequest("the request path cannot be forwarded"))?;
-    let mut req = Request::new(Full::new(bytes));
+    let mut req = Request::new(Full::new(bytes.clone()));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
+    if let Some(crate::domain::CloudKey::Aws(key)) =
+        cand.sigv4.as_ref().and_then(|c| c.cloud.as_deref())
+    {
+        super::sigv4::sign_request(&mut req, key, &bytes, std::time::SystemTime::now())
+            .map_err(|_| Rejection::InvalidRequest("the request could not be signed for AWS"))?;
+    }
     req.extensions_mut().insert(attempt);
     Ok(req)
 }
