@@ -18,6 +18,7 @@ mod access_log;
 mod admin_auth;
 mod admin_byok;
 mod cli;
+mod cloud_keys;
 mod failover;
 mod forwarding;
 mod gateway_keys;
