@@ -7,11 +7,17 @@ TLS with the test certificate of tests/fixtures (signed by ca.pem).
 
 from __future__ import annotations
 
+import datetime
 import json
+from unittest import mock as mock_module
 
 import boto3
 import pytest
+import botocore.auth
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 import mock_upstream as up
@@ -22,12 +28,21 @@ from mock_upstream import MockUpstream
 AUTH = "authorization"  # Bedrock API keys: Bearer
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
+AWS_KEY = {
+    "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
+    "secretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYAWSSECRETKEY",
+    "region": "us-west-2",
+    "sessionToken": "FQoGZXIvYXdzEXAMPLESESSIONTOKEN",
+}
+
 TENANTS = [
     Tenant("ok", [Credential("ABSK-bedrock-ok-00000001")]),
     Tenant("restricted", [Credential("ABSK-bedrock-haiku-0002", allowed_models=[f"amazon-bedrock/{MODEL}"])]),
     Tenant("revoked", [Credential("ABSK-bedrock-revoked-03"), Credential("ABSK-bedrock-revoked-04")]),
     Tenant("failover", [Credential("ABSK-bedrock-revoked-05"), Credential("ABSK-bedrock-ok-00000006")]),
     Tenant("broke", [Credential("ABSK-bedrock-broke-0009")], limit=0),
+    # SPEC §9: AWS access keys, each attempt signed with SigV4.
+    Tenant("aws", [Credential(json.dumps(AWS_KEY))]),
 ]
 
 
@@ -126,6 +141,42 @@ def test_converse_stream(gateway, mock, bedrock):
     assert events[-1]["metadata"]["usage"] == up.BEDROCK_USAGE
     assert_upstream_got(mock, AUTH, gateway.secrets("ok"), gateway.key("ok"))
     assert mock.requests[0].path.endswith("/converse-stream")
+
+
+def botocore_signature(request: up.Recorded) -> str:
+    """What botocore's own SigV4 signer makes of the request the mock received, signed at the
+    instant and over the headers the proxy's signature names: equal, or the proxy signed wrong."""
+    auth = request.headers["authorization"]
+    signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+    headers = {name: request.headers[name] for name in signed if name not in ("host", "x-amz-date")}
+    url = f"https://{request.headers['host']}{request.path}" + (f"?{request.query}" if request.query else "")
+    aws = AWSRequest(method=request.method, url=url, data=request.body, headers=headers)
+    at = datetime.datetime.strptime(request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    creds = Credentials(AWS_KEY["accessKeyId"], AWS_KEY["secretAccessKey"], AWS_KEY["sessionToken"])
+    with mock_module.patch.object(botocore.auth.datetime, "datetime", wraps=datetime.datetime) as dt:
+        dt.utcnow.return_value = at
+        dt.now.return_value = at.replace(tzinfo=datetime.timezone.utc)
+        SigV4Auth(creds, "bedrock", AWS_KEY["region"]).add_auth(aws)
+    return aws.headers["Authorization"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_aws_access_keys_sign_each_attempt_as_botocore_does(gateway, mock, bedrock, streamed):
+    client = bedrock("aws")
+    if streamed:
+        events = list(client.converse_stream()["stream"])
+        assert events[-1]["metadata"]["usage"] == up.BEDROCK_USAGE
+    else:
+        assert text_of(client.converse()) == up.TEXT
+    (request,) = mock.requests
+    auth = request.headers["authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/")
+    assert "/us-west-2/bedrock/aws4_request" in auth
+    assert auth == botocore_signature(request)
+    assert request.headers["x-amz-security-token"] == AWS_KEY["sessionToken"]
+    sent = " ".join(up.everything_sent(request))
+    for secret in (AWS_KEY["secretAccessKey"], gateway.key("aws"), "accessKeyId"):
+        assert secret not in sent
 
 
 # --- The proxy's own refusals: nothing goes upstream ---------------------------
