@@ -571,15 +571,18 @@ fn upstream_request(
         .upstream
         .uri(rest, query)
         .map_err(|_| Rejection::InvalidRequest("the request path cannot be forwarded"))?;
-    let mut req = Request::new(Full::new(bytes.clone()));
+    // Only an AWS key's attempt reads the body again (to sign it).
+    let signing = cand.sigv4.as_ref().and_then(|c| match c.cloud.as_deref() {
+        Some(crate::domain::CloudKey::Aws(key)) => Some((key, bytes.clone())),
+        _ => None,
+    });
+    let mut req = Request::new(Full::new(bytes));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    if let Some(crate::domain::CloudKey::Aws(key)) =
-        cand.sigv4.as_ref().and_then(|c| c.cloud.as_deref())
-    {
-        super::sigv4::sign_request(&mut req, key, &bytes, std::time::SystemTime::now())
+    if let Some((key, body)) = signing {
+        super::sigv4::sign_request(&mut req, key, &body, std::time::SystemTime::now())
             .map_err(|_| Rejection::InvalidRequest("the request could not be signed for AWS"))?;
     }
     req.extensions_mut().insert(attempt);
