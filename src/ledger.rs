@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
@@ -26,12 +25,7 @@ use crate::policy::Tier;
 /// A UTC day: days since 1970-01-01.
 pub type Day = i32;
 
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::policy::health::now_ms;
 
 /// The UTC day of `ms` milliseconds since the Unix epoch.
 pub(crate) fn day_of_ms(ms: u64) -> Day {
@@ -389,6 +383,15 @@ impl Ledger {
         (ms > 0).then_some(ms)
     }
 
+    /// Notes that credential `id` served a response at `at_ms` (the latest
+    /// use wins).
+    fn credential_used(&self, id: &str, at_ms: u64) {
+        self.credentials_last_used
+            .entry(id.into())
+            .and_modify(|v| *v = (*v).max(at_ms))
+            .or_insert(at_ms);
+    }
+
     /// When the credential `id` last served a response, as of the last drain.
     pub fn credential_last_used_ms(&self, id: &str) -> Option<u64> {
         self.credentials_last_used.get(id).map(|v| *v)
@@ -421,10 +424,7 @@ impl Ledger {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
             for (entry, sums) in taken {
                 count(&entry, &sums);
-                self.credentials_last_used
-                    .entry(entry.credential.as_ref().into())
-                    .and_modify(|v| *v = (*v).max(sums.last_used_ms))
-                    .or_insert(sums.last_used_ms);
+                self.credential_used(&entry.credential, sums.last_used_ms);
                 if persistent {
                     batch.push((entry, sums));
                 }
@@ -491,25 +491,16 @@ impl Ledger {
         before: Option<Vec<(KeyHash, Spend)>>,
     ) {
         let mut by_key: HashMap<KeyHash, BTreeMap<Day, Spend>> = HashMap::new();
+        // A book for every key the store knows of; then every book is set:
+        // one whose key has no recent day has spent nothing recently.
         for (key, day, spend, last) in days {
             by_key.entry(key).or_default().insert(day, spend);
-            if last > 0 {
-                self.book(key)
-                    .last_used_ms
-                    .fetch_max(last, Ordering::Relaxed);
-            }
+            Ledger::touch(&self.book(key), last);
         }
-        if let Some(before) = &before {
-            for (key, _) in before {
-                by_key.entry(*key).or_default();
-            }
-        }
-        let before: Option<HashMap<KeyHash, Spend>> = before.map(|b| b.into_iter().collect());
-        // Every book: one whose key has no recent day has spent nothing
-        // recently, as far as the store knows.
-        for key in by_key.keys() {
+        for (key, _) in before.iter().flatten() {
             self.book(*key);
         }
+        let before: Option<HashMap<KeyHash, Spend>> = before.map(|b| b.into_iter().collect());
         let books: Vec<(KeyHash, Arc<KeyBook>)> = self
             .keys
             .iter()
@@ -528,10 +519,7 @@ impl Ledger {
     /// Credentials' last uses as the store holds them.
     pub(crate) fn adopt_credentials_last_used(&self, rows: Vec<(String, u64)>) {
         for (id, ms) in rows {
-            self.credentials_last_used
-                .entry(id.into_boxed_str())
-                .and_modify(|v| *v = (*v).max(ms))
-                .or_insert(ms);
+            self.credential_used(&id, ms);
         }
     }
 }

@@ -279,6 +279,15 @@ impl Credential {
         })
     }
 
+    /// The AWS access keys its key holds, when it is one (SPEC §9): each
+    /// attempt is then signed (SigV4) instead of carrying the key.
+    pub fn aws_key(&self) -> Option<&super::AwsKey> {
+        match self.cloud.as_deref() {
+            Some(super::CloudKey::Aws(k)) => Some(k),
+            _ => None,
+        }
+    }
+
     /// The fields again, to change some and validate anew (an update), or to
     /// store them.
     pub fn to_fields(&self) -> CredentialFields {

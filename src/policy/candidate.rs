@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::health::{Health, HealthBook};
 use super::{order, Allowlists};
-use crate::domain::{CloudKey, Credential, Providers, Upstream};
+use crate::domain::{Credential, Providers, Upstream};
 
 /// A credential compiled for the hot path.
 pub(crate) struct Candidate {
@@ -25,9 +25,6 @@ pub(crate) struct Candidate {
     pub(crate) zdr: bool,
     /// Its health, shared with every snapshot that holds it.
     pub(crate) health: Arc<Health>,
-    /// AWS access keys: each attempt is signed (SigV4) instead of carrying
-    /// `auth_value`.
-    pub(crate) sigv4: Option<Arc<Credential>>,
 }
 
 impl fmt::Debug for Candidate {
@@ -80,10 +77,7 @@ pub(crate) fn compile(
             id: cred.id.clone(),
             provider: cred.provider.clone(),
         })?;
-    let aws = match cred.cloud.as_deref() {
-        Some(CloudKey::Aws(k)) => Some(k),
-        _ => None,
-    };
+    let aws = cred.aws_key();
     // AWS keys go to their region's Bedrock endpoint, unless the credential
     // or the config's provider names another (private endpoints, tests).
     let regional = aws
@@ -128,7 +122,6 @@ pub(crate) fn compile(
         id_label: Arc::from(cred.id.as_str()),
         zdr: cred.declared_zdr.unwrap_or(provider.zdr),
         health: Arc::default(),
-        sigv4: aws.map(|_| Arc::clone(cred)),
     }))
 }
 
@@ -168,7 +161,6 @@ impl Candidate {
             id_label: Arc::from(cred.id.as_str()),
             zdr: cred.declared_zdr.unwrap_or(false),
             health: Arc::default(),
-            sigv4: None,
             record: Arc::new(cred),
         }
     }

@@ -73,7 +73,7 @@ pub(crate) fn inject(headers: &mut HeaderMap, provider: &Provider, cand: &Candid
             headers.insert(name.clone(), value.clone());
         }
     }
-    if cand.sigv4.is_none() {
+    if cand.record.aws_key().is_none() {
         headers.insert(cand.auth_name.clone(), cand.auth_value.clone());
     }
     for (name, value) in &cand.record.headers {

@@ -368,7 +368,6 @@ where
                 } else {
                     0
                 },
-                done: false,
             });
         }
         return Ok(Outcome::Forwarded(Response::from_parts(head, out)));
@@ -572,10 +571,7 @@ fn upstream_request(
         .uri(rest, query)
         .map_err(|_| Rejection::InvalidRequest("the request path cannot be forwarded"))?;
     // Only an AWS key's attempt reads the body again (to sign it).
-    let signing = cand.sigv4.as_ref().and_then(|c| match c.cloud.as_deref() {
-        Some(crate::domain::CloudKey::Aws(key)) => Some((key, bytes.clone())),
-        _ => None,
-    });
+    let signing = cand.record.aws_key().map(|key| (key, bytes.clone()));
     let mut req = Request::new(Full::new(bytes));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;

@@ -333,13 +333,13 @@ pub(crate) struct Accounting {
     pub(crate) tap: UsageTap,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) book: Option<Arc<KeyBook>>,
-    /// Where it counts (the day is the one it ends on); taken when counted.
+    /// Where it counts (the day is the one it ends on); taken when counted,
+    /// so a response is counted once.
     pub(crate) entry: Option<Entry>,
     pub(crate) price: Option<Price>,
     /// The request body's size: an unread report's input is estimated
     /// from it.
     pub(crate) request_bytes: u64,
-    pub(crate) done: bool,
 }
 
 impl Accounting {
@@ -358,7 +358,6 @@ impl Accounting {
     /// Into the ledger: the reported tokens, or without a report an
     /// estimate of four bytes a token, so no response goes uncounted.
     fn record(&mut self, usage: Option<Usage>) {
-        self.done = true;
         let Some(mut entry) = self.entry.take() else {
             return;
         };
@@ -387,7 +386,7 @@ impl Accounting {
 
 impl Drop for Accounting {
     fn drop(&mut self) {
-        if !self.done {
+        if self.entry.is_some() {
             let usage = self.tap.finish();
             self.record(usage);
         }
@@ -667,7 +666,6 @@ mod tests {
                     entry: Some(test_entry()),
                     price: None,
                     request_bytes: 0,
-                    done: false,
                 });
                 let frames = |b: crate::ByokBody<Chunks>| async move {
                     let mut b = std::pin::pin!(b);
@@ -781,7 +779,6 @@ mod tests {
                     ..Price::default()
                 }),
                 request_bytes: 0,
-                done: false,
             }
             .finish();
         }
@@ -807,7 +804,6 @@ mod tests {
                 ..Price::default()
             }),
             request_bytes,
-            done: false,
         };
         let mut a = acc("text/event-stream", 41);
         a.tap.feed(&[b'x'; 21]);

@@ -161,7 +161,6 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     tracing::info!(store = config.store.kind(), "credential store opened");
     let metrics = Arc::new(Metrics::new());
     metrics.observe_snapshot(&registry.snapshot());
-    metrics.watch_ledger(registry.snapshot().ledger());
     ledger::load(registry.snapshot().ledger(), &store).await;
     tokio::spawn(ledger::keep(
         registry.clone(),
