@@ -215,6 +215,17 @@ async fn concurrent_patches_to_one_credential_end_in_one_consistent_state() {
         .as_str()
         .unwrap()
         .to_owned();
+    // B patches it too: it must hold it first (the NOTIFY may still be on
+    // its way).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while b
+        .admin("GET", &format!("/api/v1/byok/{id}"), None)
+        .await
+        .status
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "B never caught up");
+    }
 
     const N: usize = 16;
     let patches: Vec<_> = (0..N)
