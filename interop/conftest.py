@@ -108,3 +108,8 @@ def pytest_runtest_makereport(item, call):
     if isinstance(upstream, MockUpstream):
         seen = "\n".join(f"{r.method} {r.path}?{r.query} secret={r.secret!r}" for r in upstream.requests)
         report.sections.append(("mock upstream requests", seen or "(none)"))
+        tokens = "\n".join(
+            f"{t.request.method} {t.path} -> {t.status} {t.access_token or t.error or ''}" for t in upstream.token_requests
+        )
+        if tokens:
+            report.sections.append(("mock token endpoint requests", tokens))

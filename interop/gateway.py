@@ -2,7 +2,8 @@
 
 A test module describes its tenants (one gateway key each, in a workspace of
 its own, with that workspace's credentials in try order) and gets a running
-proxy whose credentials all point at the mock upstream. Separate tenants keep
+proxy whose credentials point at the mock upstream (each credential's
+`base_url`, by default the mock's URL). Separate tenants keep
 one test's failing credentials from changing another test's candidates.
 """
 
@@ -32,12 +33,22 @@ _LISTENING = re.compile(r"byok-proxy listening on (https?)://(\S+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+class _MockUrl:
+    def __repr__(self):
+        return "MOCK_URL"
+
+
+# A credential's default base_url: the mock upstream's URL, known once it runs.
+MOCK_URL = _MockUrl()
+
+
 @dataclass
 class Credential:
-    secret: str
+    secret: str  # the credential's `key`: a provider secret, or a structured key's JSON (SPEC §9)
     allowed_models: list[str] | None = None
     is_fallback: bool = False
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    base_url: str | _MockUrl | None = MOCK_URL  # None: the credential sets none
 
 
 @dataclass
@@ -129,7 +140,7 @@ def render_config(
                         "provider": provider,
                         "name": f"{tenant.name} #{order}",
                         "key": cred.secret,
-                        "base_url": upstream_url,
+                        "base_url": upstream_url if cred.base_url is MOCK_URL else cred.base_url,
                         "created_at": "2025-08-24T10:30:00Z",
                         "is_fallback": cred.is_fallback,
                         "sort_order": order,

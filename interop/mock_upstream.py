@@ -1,4 +1,4 @@
-"""A recording mock of the four providers' upstream APIs.
+"""A recording mock of the providers' upstream APIs (and of Google's OAuth2 token endpoint).
 
 It records every request it gets (method, path, query, lowercased headers,
 body) and answers each route in that provider's own wire format, close enough
@@ -9,6 +9,13 @@ a revoked key answer 401.
 
 Every answer carries the same text and token counts (the constants below), so
 a test compares what its SDK parsed with them.
+
+Google Vertex: `/token` and `/token/{anything}` are a service account's
+token_uri. They verify the JWT bearer grant the proxy sends (RS256 signature
+against the public key of a registered service account, header and claims),
+answer `{"access_token": "ya29.mock-N", ...}` and record each such request in
+`token_requests`, apart from `requests` (which stay the model API's). A test
+scripts a token path's lifetime, failure or latency with `script_token`.
 """
 
 from __future__ import annotations
@@ -19,11 +26,17 @@ import re
 import ssl
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterable
+from urllib.parse import parse_qs
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 # What every successful answer says.
 TEXT = "Hello from the mock upstream."
@@ -100,7 +113,7 @@ class Recorded:
         auth = self.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[len("bearer ") :]
-        return self.headers.get("x-api-key") or self.headers.get("x-goog-api-key")
+        return self.headers.get("x-api-key") or self.headers.get("x-goog-api-key") or self.headers.get("api-key")
 
 
 @dataclass(frozen=True)
@@ -301,6 +314,18 @@ def google_generate(req: Recorded, body: dict, m: re.Match) -> Answer:
     return Streamed("text/event-stream", chunks)
 
 
+# --- Google Vertex AI ---------------------------------------------------------
+#
+# The Gemini routes answer as google_generate does; Anthropic's publisher answers
+# Anthropic's Messages API (rawPredict, and streamRawPredict as SSE), its model
+# taken from the path as Vertex does (the body names none).
+
+
+def vertex_anthropic(req: Recorded, body: dict, m: re.Match) -> Answer:
+    stream = m["method"] == "streamRawPredict"
+    return anthropic_messages(req, {**body, "model": m["model"], "stream": stream}, m)
+
+
 # --- Amazon Bedrock runtime -------------------------------------------------
 
 
@@ -362,6 +387,14 @@ ROUTES: list[tuple[str, re.Pattern, Route]] = [
     ("POST", re.compile(r"/v1(beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"),
      google_generate),
     ("POST", re.compile(r"/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream)"), bedrock_converse),
+    # Vertex AI (google-genai sends v1beta1 by default, AnthropicVertex v1).
+    ("POST", re.compile(r"/v1(beta1)?/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google"
+                        r"/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"), google_generate),
+    ("POST", re.compile(r"/v1(beta1)?/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/anthropic"
+                        r"/models/(?P<model>[^/:]+):(?P<method>rawPredict|streamRawPredict)"), vertex_anthropic),
+    # Azure OpenAI: a deployment's chat completions, under any path prefix.
+    ("POST", re.compile(r"(?P<prefix>(/[^/]+)*?)/openai/deployments/(?P<deployment>[^/]+)/chat/completions"),
+     openai_chat),
 ]
 
 
@@ -377,6 +410,110 @@ def route(req: Recorded) -> Answer:
     return Reply.json({"error": {"message": f"mock upstream: no route for {req.method} {req.path}"}}, status=404)
 
 
+# --- Google's OAuth2 token endpoint (a service account's token_uri) ----------
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+TOKEN_PATH = re.compile(r"/token(/[A-Za-z0-9._-]+)?")
+# How far a JWT's iat may be from the mock's clock.
+IAT_SKEW_SECS = 300
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    client_email: str
+    public_key: rsa.RSAPublicKey
+    private_key_id: str | None
+
+
+@dataclass
+class TokenScript:
+    """How a token path answers: `expires_in` of each token, or `status` (not 200: a failing
+    endpoint), holding its first answer `hold_first_secs` (a slow endpoint)."""
+
+    expires_in: int = 3600
+    status: int = 200
+    hold_first_secs: float = 0.0
+    answered: int = 0
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """One request to a token path: what came, what the mock made of it, what it answered."""
+
+    request: Recorded
+    jwt_header: dict | None
+    claims: dict | None
+    error: str | None  # why the grant was refused (400 invalid_grant); None when it verified
+    status: int
+    access_token: str | None  # the token issued, when one was
+    received_at: float  # time.monotonic()
+    answered_at: float
+
+    @property
+    def path(self) -> str:
+        return self.request.path
+
+
+def _b64url_json(part: str) -> dict:
+    decoded = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    if not isinstance(decoded, dict):
+        raise ValueError("not a JSON object")
+    return decoded
+
+
+def verify_jwt_grant(
+    req: Recorded, token_uri: str, accounts: dict[str, ServiceAccount]
+) -> tuple[dict | None, dict | None, str | None]:
+    """(JWT header, claims, error) of a token request: error None when it is a JWT bearer grant
+    (RFC 7523) signed RS256 by a registered service account, for the cloud-platform scope, with
+    `aud` = the token_uri it was sent to and a one-hour lifetime starting now."""
+    content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return None, None, f"content-type {content_type!r}, not application/x-www-form-urlencoded"
+    try:
+        form = parse_qs(req.body.decode(), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError) as e:
+        return None, None, f"body is not a form: {e}"
+    if form.get("grant_type") != [JWT_BEARER_GRANT]:
+        return None, None, f"grant_type {form.get('grant_type')!r}"
+    if len(form.get("assertion", [])) != 1 or set(form) != {"grant_type", "assertion"}:
+        return None, None, f"form fields {sorted(form)}, want exactly grant_type and one assertion"
+    parts = form["assertion"][0].split(".")
+    if len(parts) != 3:
+        return None, None, "assertion is not a JWS compact serialization"
+    try:
+        header, claims = _b64url_json(parts[0]), _b64url_json(parts[1])
+        signature = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+    except ValueError as e:
+        return None, None, f"undecodable JWT: {e}"
+    if header.get("alg") != "RS256" or header.get("typ") != "JWT":
+        return header, claims, f"JWT header {header}"
+    account = accounts.get(claims.get("iss"))
+    if account is None:
+        return header, claims, f"iss {claims.get('iss')!r} is no registered service account"
+    if account.private_key_id is not None and header.get("kid") != account.private_key_id:
+        return header, claims, f"kid {header.get('kid')!r}, want {account.private_key_id!r}"
+    try:
+        account.public_key.verify(
+            signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+    except InvalidSignature:
+        return header, claims, "bad signature"
+    if claims.get("scope") != CLOUD_PLATFORM_SCOPE:
+        return header, claims, f"scope {claims.get('scope')!r}"
+    if claims.get("aud") != token_uri:
+        return header, claims, f"aud {claims.get('aud')!r}, want {token_uri!r}"
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if type(iat) is not int or type(exp) is not int:
+        return header, claims, f"iat {iat!r} / exp {exp!r} are not integers"
+    if abs(iat - time.time()) > IAT_SKEW_SECS:
+        return header, claims, f"iat {iat} is not now ({int(time.time())})"
+    if exp != iat + 3600:
+        return header, claims, f"exp - iat = {exp - iat}, want 3600"
+    return header, claims, None
+
+
 # --- The server -------------------------------------------------------------
 
 
@@ -390,6 +527,12 @@ class MockUpstream:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._scripted: dict[str, Reply] = {}
+        # Google's token endpoint: accounts and the token counter survive reset(), so that no
+        # two tokens of a module are equal; the rest is per test.
+        self._accounts: dict[str, ServiceAccount] = {}
+        self._tokens_issued = 0
+        self._token_scripts: dict[str, TokenScript] = {}
+        self._token_requests: list[TokenRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         if tls:
@@ -419,10 +562,59 @@ class MockUpstream:
         return [r.secret for r in self.requests]
 
     def reset(self):
-        """Forget every request and every scripted reply."""
+        """Forget every request and every scripted reply (service accounts stay registered)."""
         with self._lock:
             self._requests.clear()
             self._scripted.clear()
+            self._token_requests.clear()
+            self._token_scripts.clear()
+
+    # --- Google's token endpoint ---
+
+    def add_service_account(self, client_email: str, public_key: rsa.RSAPublicKey, private_key_id: str | None):
+        """Accept JWTs from this account (iss), signed by the key of `public_key`, with this kid."""
+        with self._lock:
+            self._accounts[client_email] = ServiceAccount(client_email, public_key, private_key_id)
+
+    def script_token(self, path: str, *, expires_in: int = 3600, status: int = 200, hold_first_secs: float = 0.0):
+        """How the token path `path` (/token or /token/NAME) answers until the next reset()."""
+        assert TOKEN_PATH.fullmatch(path), path
+        with self._lock:
+            self._token_scripts[path] = TokenScript(expires_in, status, hold_first_secs)
+
+    @property
+    def token_requests(self) -> list[TokenRequest]:
+        with self._lock:
+            return list(self._token_requests)
+
+    def _token_answer(self, req: Recorded) -> Reply:
+        received_at = time.monotonic()
+        with self._lock:
+            accounts = dict(self._accounts)
+            script = self._token_scripts.setdefault(req.path, TokenScript())
+            hold = script.hold_first_secs if script.answered == 0 else 0.0
+            script.answered += 1
+        header, claims, error = verify_jwt_grant(req, f"{self.url}{req.path}", accounts)
+        if hold:
+            time.sleep(hold)  # the endpoint's latency, scripted: the proxy's requests wait meanwhile
+        token = None
+        if req.method != "POST":
+            status, reply = 405, Reply.json({"error": "invalid_request"}, 405)
+        elif error is not None:
+            status, reply = 400, Reply.json({"error": "invalid_grant", "error_description": error}, 400)
+        elif script.status != 200:
+            status, reply = script.status, Reply.json({"error": "internal_failure"}, script.status)
+        else:
+            with self._lock:
+                self._tokens_issued += 1
+                token = f"ya29.mock-{self._tokens_issued}"
+            status = 200
+            reply = Reply.json({"access_token": token, "expires_in": script.expires_in, "token_type": "Bearer"})
+        with self._lock:
+            self._token_requests.append(
+                TokenRequest(req, header, claims, error, status, token, received_at, time.monotonic())
+            )
+        return reply
 
     def reply_for_secret(self, secret: str, status: int, body, headers: dict[str, str] | None = None):
         """Answer requests carrying `secret` with this status and body (dict: JSON) instead of the route."""
@@ -441,6 +633,8 @@ class MockUpstream:
             self.reply_for_secret(secret, status, body, headers)
 
     def _answer(self, req: Recorded) -> Answer:
+        if TOKEN_PATH.fullmatch(req.path):
+            return self._token_answer(req)
         with self._lock:
             self._requests.append(req)
             scripted = self._scripted.get(req.secret) if req.secret else None

@@ -47,6 +47,8 @@ pub struct ServiceAccount {
     pub client_email: String,
     /// The PKCS#8 DER of the account's RSA key.
     pub private_key_der: SecretBytes,
+    /// The key's id, the JWT header's `kid` when the account names it.
+    pub private_key_id: Option<String>,
     /// Where tokens are minted; the JWT's `aud`.
     pub token_uri: String,
     /// The project put in the client's path.
@@ -75,8 +77,10 @@ pub enum AzureEntry {
     Deployment {
         /// The model it serves, matched as an allowlist entry is.
         model_slug: String,
-        /// Its endpoint (`https://…`).
-        endpoint_url: String,
+        /// Its endpoint's origin and any path prefix before the API's own
+        /// path (`openai/…`, `deployments/…`, `models/…`): its query and
+        /// the API path are the client's.
+        endpoint: super::Upstream,
         /// Its `api-key`.
         api_key: SecretString,
         /// The deployment put in the client's path.
@@ -133,11 +137,13 @@ impl fmt::Debug for AzureEntry {
             AzureEntry::Deployment {
                 model_slug,
                 model_id,
+                endpoint,
                 ..
             } => f
                 .debug_struct("Deployment")
                 .field("model_slug", model_slug)
                 .field("model_id", model_id)
+                .field("endpoint", endpoint)
                 .finish_non_exhaustive(),
         }
     }
@@ -300,6 +306,71 @@ fn gcp_region(region: &str) -> bool {
             .all(|b| b.is_ascii_lowercase())
 }
 
+/// A Google Cloud project id: `my-project-1`, or domain-scoped
+/// `example.com:my-project`.
+fn gcp_project(id: &str) -> bool {
+    let (domain, name) = id.rsplit_once(':').unwrap_or(("", id));
+    (6..=30).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+}
+
+/// An Azure deployment name, which the proxy puts in the path: letters,
+/// digits, `-`, `_`, `.` (not a dot segment).
+fn azure_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.bytes().any(|b| b != b'.')
+}
+
+const HTTPS_ONLY: &str = "must be an https:// URL (http:// only for a loopback host)";
+
+/// `url` as an upstream, when it is `https://`, or `http://` to a loopback
+/// host (a local token service, tests): the proxy sends secrets there.
+fn secure_url(url: &str) -> Result<http::Uri, &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| HTTPS_ONLY)?;
+    let host = uri.host().ok_or(HTTPS_ONLY)?;
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if loopback => Ok(uri),
+        _ => Err(HTTPS_ONLY),
+    }
+}
+
+/// A deployment's `endpoint_url` as an upstream: its origin and any path
+/// prefix before the first `openai`, `deployments` or `models` segment (the
+/// API's path, which the client sends), without its query.
+fn azure_endpoint(url: &str) -> Result<super::Upstream, &'static str> {
+    let uri = secure_url(url)?;
+    if url.contains('#') || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(HTTPS_ONLY);
+    }
+    let mut prefix = String::new();
+    for seg in uri.path().split('/').filter(|s| !s.is_empty()) {
+        if ["openai", "deployments", "models"].contains(&seg) {
+            break;
+        }
+        prefix.push('/');
+        prefix.push_str(seg);
+    }
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    super::Upstream::parse(&format!("{scheme}://{authority}{prefix}"))
+}
+
 fn aws(json: &Value, errs: &mut FieldErrors) -> Option<AwsKey> {
     let obj = object(json, "key", errs)?;
     for name in obj.keys() {
@@ -344,6 +415,13 @@ fn vertex(json: &Value, errs: &mut FieldErrors) -> Option<ServiceAccount> {
     let private_key = text(obj, "key", "private_key", errs);
     let token_uri = text(obj, "key", "token_uri", errs);
     let project_id = text(obj, "key", "project_id", errs);
+    let private_key_id = optional_text(obj, "key", "private_key_id", errs);
+    if project_id.as_deref().is_some_and(|p| !gcp_project(p)) {
+        errs.at(
+            "key.project_id",
+            "not a Google Cloud project id (lowercase letters, digits, -, and a domain:)",
+        );
+    }
     let region = optional_text(obj, "key", "region", errs).unwrap_or_else(|| "global".to_owned());
     if !gcp_region(&region) {
         errs.at(
@@ -356,9 +434,9 @@ fn vertex(json: &Value, errs: &mut FieldErrors) -> Option<ServiceAccount> {
     }
     if token_uri
         .as_deref()
-        .is_some_and(|u| !u.starts_with("https://"))
+        .is_some_and(|u| secure_url(u).is_err() || u.contains('#'))
     {
-        errs.at("key.token_uri", "must be an https:// URL");
+        errs.at("key.token_uri", HTTPS_ONLY);
     }
     let der = private_key.and_then(|pem| {
         let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
@@ -372,6 +450,7 @@ fn vertex(json: &Value, errs: &mut FieldErrors) -> Option<ServiceAccount> {
     Some(ServiceAccount {
         client_email: client_email?,
         private_key_der: der?,
+        private_key_id,
         token_uri: token_uri?,
         project_id: project_id?,
         region,
@@ -397,21 +476,23 @@ fn azure(json: &Value, errs: &mut FieldErrors) -> Option<Vec<AzureEntry>> {
             let model_slug = text(obj, &path, "model_slug", errs);
             let endpoint_url = text(obj, &path, "endpoint_url", errs);
             let model_id = text(obj, &path, "model_id", errs);
-            if endpoint_url
-                .as_deref()
-                .is_some_and(|u| !u.starts_with("https://"))
-            {
+            let endpoint = endpoint_url.and_then(|u| {
+                azure_endpoint(&u)
+                    .map_err(|why| errs.at(format_args!("{path}.endpoint_url"), why))
+                    .ok()
+            });
+            if model_id.as_deref().is_some_and(|d| !azure_name(d)) {
                 errs.at(
-                    format_args!("{path}.endpoint_url"),
-                    "must be an https:// URL",
+                    format_args!("{path}.model_id"),
+                    "not an Azure deployment name (letters, digits, -, _, .)",
                 );
             }
-            if let (Some(model_slug), Some(endpoint_url), Some(api_key), Some(model_id)) =
-                (model_slug, endpoint_url, api_key, model_id)
+            if let (Some(model_slug), Some(endpoint), Some(api_key), Some(model_id)) =
+                (model_slug, endpoint, api_key, model_id)
             {
                 out.push(AzureEntry::Deployment {
                     model_slug,
-                    endpoint_url,
+                    endpoint,
                     api_key,
                     model_id,
                 });
@@ -419,7 +500,10 @@ fn azure(json: &Value, errs: &mut FieldErrors) -> Option<Vec<AzureEntry>> {
         } else {
             let resource_name = text(obj, &path, "resource_name", errs);
             if resource_name.as_deref().is_some_and(|n| {
-                !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || n.starts_with('-')
+                n.len() > 64
+                    || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    || n.starts_with('-')
+                    || n.ends_with('-')
             }) {
                 errs.at(
                     format_args!("{path}.resource_name"),
@@ -521,6 +605,10 @@ mod tests {
             ("google-vertex", service_account(|o| { o.insert("type".into(), "user".into()); }), "key.type: must be \"service_account\""),
             ("google-vertex", service_account(|o| { o.insert("token_uri".into(), "http://evil.test/SECRETSECRET".into()); }), "key.token_uri: must be an https:// URL"),
             ("azure", "[]".into(), "key: must hold at least one entry"),
+            ("azure", r#"[{"model_slug":"gpt-4o","endpoint_url":"http://dep.example/SECRETSECRET","api_key":"k","model_id":"d"}]"#.into(), "key[0].endpoint_url: must be an https:// URL"),
+            ("azure", r#"[{"model_slug":"gpt-4o","endpoint_url":"https://d.openai.azure.com","api_key":"k","model_id":"../SECRETSECRET"}]"#.into(), "key[0].model_id: not an Azure deployment name"),
+            ("azure", r#"[{"api_key":"k","resource_name":"SECRETSECRET.evil.com/","resource_type":"openai"}]"#.into(), "key[0].resource_name: not an Azure resource name"),
+            ("google-vertex", service_account(|o| { o.insert("project_id".into(), "SECRETSECRET/../x".into()); }), "key.project_id: not a Google Cloud project id"),
             ("azure", r#"[{"api_key":"SECRETSECRET","resource_name":"r1","resource_type":"aws"}]"#.into(), "key[0].resource_type: must be"),
             ("azure", r#"[{"api_key":"SECRETSECRET","resource_name":"r1","resource_type":"openai"},{"model_slug":"azure/gpt-4o","api_key":"SECRETSECRET","model_id":"gpt4o-prod"}]"#.into(), "key[1].endpoint_url: missing"),
         ];
@@ -579,6 +667,45 @@ mod tests {
             matches!(&entries[1], AzureEntry::Deployment { model_id, .. } if model_id == "gpt4o-prod")
         );
         assert_eq!(k.label(), "az-...0001");
+    }
+
+    /// A deployment's endpoint keeps its origin and any prefix before the
+    /// API's path; http only to a loopback host.
+    #[test]
+    fn azure_endpoints_table() {
+        let cases = [
+            (
+                "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=1",
+                Ok("https://r.openai.azure.com"),
+            ),
+            (
+                "https://r.services.ai.azure.com/models/chat/completions?api-version=1",
+                Ok("https://r.services.ai.azure.com"),
+            ),
+            (
+                "https://gw.example/team-a/openai/deployments/d",
+                Ok("https://gw.example/team-a"),
+            ),
+            (
+                "https://r.openai.azure.com",
+                Ok("https://r.openai.azure.com"),
+            ),
+            (
+                "http://127.0.0.1:8080/openai/deployments/d",
+                Ok("http://127.0.0.1:8080"),
+            ),
+            ("http://localhost:8080/x", Ok("http://localhost:8080/x")),
+            ("http://[::1]:8080/", Ok("http://[::1]:8080")),
+            ("http://r.openai.azure.com/openai", Err(())),
+            ("http://127.0.0.1.nip.io/openai", Err(())),
+            ("https://user:pw@r.openai.azure.com", Err(())),
+            ("ftp://r.openai.azure.com", Err(())),
+            ("r.openai.azure.com", Err(())),
+        ];
+        for (url, want) in cases {
+            let got = azure_endpoint(url).map(|u| u.to_string()).map_err(|_| ());
+            assert_eq!(got.as_deref().map_err(|_| ()), want, "{url}");
+        }
     }
 
     #[test]

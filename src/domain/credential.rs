@@ -187,13 +187,6 @@ impl Credential {
                 None
             }
         };
-        if let Some(c) = &cloud {
-            if !matches!(c, super::CloudKey::Aws(_)) {
-                // Until their request path is built (issue 15): refused, so
-                // the JSON is never sent as a key.
-                errs.at("key", "this structured key format is not supported yet");
-            }
-        }
         let secret = f.key.expose_secret();
         let structured = secret.trim_start().starts_with(['{', '['])
             && matches!(
@@ -222,7 +215,9 @@ impl Credential {
                 .ok()
         });
         if let Some(p) = provider {
-            if f.base_url.is_none() && p.upstream.is_none() {
+            // An Azure key array names its hosts itself.
+            let hosted = matches!(cloud, Some(super::CloudKey::Azure(_)));
+            if f.base_url.is_none() && p.upstream.is_none() && !hosted {
                 errs.at(
                     "base_url",
                     format_args!("required: provider {} has no default base_url", p.slug),

@@ -29,10 +29,12 @@ pub(crate) const CREDENTIALS: [HeaderName; 4] = [
 /// Client headers that never go upstream besides its [`CREDENTIALS`]: its
 /// identity at the provider, and the framing the proxy recomputes for the
 /// forwarded body.
-pub(crate) const CLIENT_ONLY: [HeaderName; 7] = [
+pub(crate) const CLIENT_ONLY: [HeaderName; 8] = [
     header::COOKIE,
     HeaderName::from_static("openai-organization"),
     HeaderName::from_static("openai-project"),
+    // Google's billing project: the credential's, never the client's choice.
+    HeaderName::from_static("x-goog-user-project"),
     header::CONTENT_LENGTH,
     header::CONTENT_ENCODING,
     header::HOST,
@@ -49,6 +51,6 @@ pub(crate) fn reserved(name: &HeaderName) -> bool {
         || CLIENT_ONLY.contains(name)
             && !matches!(
                 name.as_str(),
-                "cookie" | "openai-organization" | "openai-project"
+                "cookie" | "openai-organization" | "openai-project" | "x-goog-user-project"
             )
 }

@@ -197,6 +197,19 @@ impl Provider {
         Dialect::for_provider(&self.slug, self.auth)
     }
 
+    /// Whether its upstream is the built-in one of its slug, not one the
+    /// configuration set.
+    pub fn has_builtin_upstream(&self) -> bool {
+        let builtin = BUILTIN
+            .iter()
+            .find(|b| b.slug == self.slug)
+            .and_then(|b| b.base_url);
+        match (builtin, &self.upstream) {
+            (Some(url), Some(up)) => Upstream::parse(url).is_ok_and(|b| &b == up),
+            _ => false,
+        }
+    }
+
     /// Whether requests to `upstream` through this provider can name more
     /// models than their `model` (OpenRouter's `models` and `fallbacks`
     /// lists, which it falls back along): the `openrouter` provider, or any
@@ -328,6 +341,14 @@ const BUILTIN: &[Builtin] = &[
         slug: "azure",
         base_url: None,
         auth: AuthScheme::ApiKey,
+        headers: &[],
+    },
+    // Vertex: an express-mode API key as `x-goog-api-key`; a service
+    // account mints its bearer token instead (SPEC §9).
+    Builtin {
+        slug: "google-vertex",
+        base_url: Some("https://aiplatform.googleapis.com"),
+        auth: AuthScheme::XGoogApiKey,
         headers: &[],
     },
     bearer(

@@ -23,6 +23,9 @@ pub(crate) struct Allowlists {
     key_hashes: Option<HashSet<KeyHash>>,
     models: Option<ModelMatcher>,
     users: Option<HashSet<Box<str>>>,
+    /// The models the key itself can serve, when not every one (an Azure
+    /// key array of deployment entries alone): a list like `models`.
+    served: Option<ModelMatcher>,
     /// Whether the upstream serves the other models a body names
     /// (OpenRouter's `models`, `fallbacks`): then they must be admitted too.
     reads_model_lists: bool,
@@ -45,8 +48,15 @@ impl Allowlists {
                 .allowed_user_ids
                 .as_ref()
                 .map(|list| list.iter().map(|u| Box::from(u.as_str())).collect()),
+            served: None,
             reads_model_lists: false,
         }
+    }
+
+    /// The lists, for a key that serves only the models `served` admits.
+    pub(crate) fn serving_only(mut self, served: Option<ModelMatcher>) -> Self {
+        self.served = served;
+        self
     }
 
     /// The lists, for an upstream that serves the other models a body names.
@@ -62,10 +72,8 @@ impl Allowlists {
                 return Err(Refusal::ApiKeyHash);
             }
         }
-        if let Some(models) = &self.models {
-            if !models.admits_all(ask, self.reads_model_lists) {
-                return Err(Refusal::Model);
-            }
+        if !self.models_ok(ask) {
+            return Err(Refusal::Model);
         }
         if let Some(users) = &self.users {
             if !users.contains(ask.user_id) {
@@ -78,9 +86,19 @@ impl Allowlists {
     /// Whether `allowed_models` admits the request's model (`null` admits
     /// every model, a known one or not).
     pub(crate) fn models_admit(&self, ask: &Ask<'_>) -> bool {
-        self.models
-            .as_ref()
-            .is_none_or(|m| ask.model.is_some_and(|model| m.admits(model)))
+        [&self.models, &self.served].into_iter().all(|list| {
+            list.as_ref()
+                .is_none_or(|m| ask.model.is_some_and(|model| m.admits(model)))
+        })
+    }
+
+    /// Whether `allowed_models`, and the models the key serves, admit the
+    /// request's models.
+    fn models_ok(&self, ask: &Ask<'_>) -> bool {
+        [&self.models, &self.served].into_iter().all(|list| {
+            list.as_ref()
+                .is_none_or(|m| m.admits_all(ask, self.reads_model_lists))
+        })
     }
 
     /// Every list that refuses, for the denial message.
@@ -89,10 +107,7 @@ impl Allowlists {
             .key_hashes
             .as_ref()
             .is_none_or(|set| ask.key_hash.is_some_and(|h| set.contains(h)));
-        let model_ok = self
-            .models
-            .as_ref()
-            .is_none_or(|m| m.admits_all(ask, self.reads_model_lists));
+        let model_ok = self.models_ok(ask);
         let user_ok = self
             .users
             .as_ref()

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 
 use super::health::{Health, HealthBook};
-use super::{order, Allowlists};
-use crate::domain::{Credential, Providers, Upstream};
+use super::token::TokenCache;
+use super::{order, Allowlists, ModelMatcher};
+use crate::domain::{
+    AzureEntry, AzureResourceType, CloudKey, Credential, Provider, Providers, Upstream,
+};
 
 /// A credential compiled for the hot path.
 pub(crate) struct Candidate {
@@ -17,7 +20,10 @@ pub(crate) struct Candidate {
     pub(crate) allowlists: Allowlists,
     pub(crate) upstream: Upstream,
     pub(crate) auth_name: HeaderName,
+    /// The secret's header value, for a plain key ([`Cloud::None`]).
     pub(crate) auth_value: HeaderValue,
+    /// How a structured cloud key authenticates instead (SPEC §9).
+    pub(crate) cloud: Cloud,
     pub(crate) id_value: HeaderValue,
     /// The id again, shared as a metrics label.
     pub(crate) id_label: Arc<str>,
@@ -25,6 +31,30 @@ pub(crate) struct Candidate {
     pub(crate) zdr: bool,
     /// Its health, shared with every snapshot that holds it.
     pub(crate) health: Arc<Health>,
+}
+
+/// How an attempt with a structured cloud key authenticates (SPEC §9).
+pub(crate) enum Cloud {
+    /// A plain key: the pre-built header.
+    None,
+    /// AWS access keys: each attempt signed with SigV4.
+    SigV4,
+    /// A service account: a minted token, and the account's project and
+    /// location in the path.
+    Vertex(Arc<TokenCache>),
+    /// Azure entries, deployments first in key order, then resources: the
+    /// first deployment whose model matches serves, else the first resource.
+    Azure(Box<[AzureRoute]>),
+}
+
+/// One Azure entry, compiled.
+pub(crate) struct AzureRoute {
+    /// The model a deployment entry serves; `None` for a resource (every model).
+    pub(crate) model: Option<ModelMatcher>,
+    pub(crate) upstream: Upstream,
+    pub(crate) auth_value: HeaderValue,
+    /// The deployment put in the client's path, for a deployment entry.
+    pub(crate) deployment: Option<Box<str>>,
 }
 
 impl fmt::Debug for Candidate {
@@ -77,35 +107,67 @@ pub(crate) fn compile(
             id: cred.id.clone(),
             provider: cred.provider.clone(),
         })?;
-    let aws = cred.aws_key();
-    // AWS keys go to their region's Bedrock endpoint, unless the credential
-    // or the config's provider names another (private endpoints, tests).
-    let regional = aws
-        .filter(|_| cred.base_url.is_none())
-        .filter(|_| provider.upstream.as_ref() == builtin_bedrock().as_ref())
-        .and_then(|k| {
-            Upstream::parse(&format!(
-                "https://bedrock-runtime.{}.amazonaws.com",
-                k.region
-            ))
-            .ok()
-        });
-    let upstream = regional
-        .or_else(|| cred.base_url.clone())
-        .or_else(|| provider.upstream.clone())
-        .ok_or_else(|| CompileError::NoUpstream {
-            id: cred.id.clone(),
-            provider: cred.provider.clone(),
-        })?;
     let bad_header = || CompileError::BadHeader {
         id: cred.id.clone(),
     };
-    let auth_value = match aws {
-        Some(_) => HeaderValue::from_static(""),
-        None => provider
+    let no_upstream = || CompileError::NoUpstream {
+        id: cred.id.clone(),
+        provider: cred.provider.clone(),
+    };
+    // A cloud key goes to its region's endpoint, unless the credential or
+    // the config's provider names another (private endpoints, tests).
+    let regional = |url: String| {
+        Upstream::parse(&url)
+            .ok()
+            .filter(|_| cred.base_url.is_none() && provider.has_builtin_upstream())
+    };
+    let own = || cred.base_url.clone().or_else(|| provider.upstream.clone());
+    let mut served = None;
+    let (upstream, cloud) = match cred.cloud.as_deref() {
+        None => (own().ok_or_else(no_upstream)?, Cloud::None),
+        Some(CloudKey::Aws(k)) => {
+            let host = format!("https://bedrock-runtime.{}.amazonaws.com", k.region);
+            (
+                regional(host).or_else(own).ok_or_else(no_upstream)?,
+                Cloud::SigV4,
+            )
+        }
+        Some(CloudKey::Vertex(sa)) => {
+            let host = match sa.region.as_str() {
+                "global" => "https://aiplatform.googleapis.com".to_owned(),
+                region => format!("https://{region}-aiplatform.googleapis.com"),
+            };
+            (
+                regional(host).or_else(own).ok_or_else(no_upstream)?,
+                Cloud::Vertex(Arc::new(TokenCache::new(sa))),
+            )
+        }
+        Some(CloudKey::Azure(entries)) => {
+            let routes = azure_routes(cred, provider, entries).ok_or_else(bad_header)?;
+            if routes.iter().all(|r| r.model.is_some()) {
+                let slugs: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| match e {
+                        AzureEntry::Deployment { model_slug, .. } => Some(model_slug.clone()),
+                        AzureEntry::Resource { .. } => None,
+                    })
+                    .collect();
+                served = Some(ModelMatcher::compile(&cred.provider, &slugs));
+            }
+            let first = routes
+                .iter()
+                .find(|r| r.model.is_none())
+                .or(routes.first())
+                .ok_or_else(no_upstream)?;
+            (first.upstream.clone(), Cloud::Azure(routes.into()))
+        }
+    };
+    let auth_value = match cloud {
+        Cloud::None => provider
             .auth
             .header_value(&cred.key)
             .ok_or_else(bad_header)?,
+        _ => HeaderValue::from_static(""),
     };
     let id_value = HeaderValue::from_str(&cred.id).map_err(|_| bad_header())?;
     if cred.disabled {
@@ -114,10 +176,12 @@ pub(crate) fn compile(
     Ok(Some(Candidate {
         record: Arc::clone(cred),
         allowlists: Allowlists::compile(cred)
-            .reading_model_lists(provider.reads_model_lists(&upstream)),
+            .reading_model_lists(provider.reads_model_lists(&upstream))
+            .serving_only(served),
         upstream,
         auth_name: provider.auth.header_name(),
         auth_value,
+        cloud,
         id_value,
         id_label: Arc::from(cred.id.as_str()),
         zdr: cred.declared_zdr.unwrap_or(provider.zdr),
@@ -125,10 +189,54 @@ pub(crate) fn compile(
     }))
 }
 
-/// The built-in Bedrock upstream (us-east-1), which an AWS key's region
-/// replaces.
-fn builtin_bedrock() -> Option<Upstream> {
-    Upstream::parse("https://bedrock-runtime.us-east-1.amazonaws.com").ok()
+/// An Azure key array's entries as routes: deployments first, in key order,
+/// then resources, whose host is the credential's `base_url` when it has one.
+/// `None` when a key cannot be sent in a header.
+fn azure_routes(
+    cred: &Credential,
+    provider: &Provider,
+    entries: &[AzureEntry],
+) -> Option<Vec<AzureRoute>> {
+    let mut routes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        routes.push(match entry {
+            AzureEntry::Deployment {
+                model_slug,
+                endpoint,
+                api_key,
+                model_id,
+            } => AzureRoute {
+                model: Some(ModelMatcher::compile(
+                    &cred.provider,
+                    std::slice::from_ref(model_slug),
+                )),
+                upstream: endpoint.clone(),
+                auth_value: provider.auth.header_value(api_key)?,
+                deployment: Some(model_id.as_str().into()),
+            },
+            AzureEntry::Resource {
+                api_key,
+                resource_name,
+                resource_type,
+            } => {
+                let host = match resource_type {
+                    AzureResourceType::OpenAi => "openai.azure.com",
+                    AzureResourceType::AiFoundry => "services.ai.azure.com",
+                };
+                AzureRoute {
+                    model: None,
+                    upstream: match &cred.base_url {
+                        Some(base) => base.clone(),
+                        None => Upstream::parse(&format!("https://{resource_name}.{host}")).ok()?,
+                    },
+                    auth_value: provider.auth.header_value(api_key)?,
+                    deployment: None,
+                }
+            }
+        });
+    }
+    routes.sort_by_key(|r| r.model.is_none());
+    Some(routes)
 }
 
 /// Compiles and orders one group's credentials.
@@ -141,6 +249,9 @@ pub(crate) fn group(
     for c in creds {
         if let Some(mut cand) = compile(c, providers)? {
             cand.health = health.get(&c.id);
+            if let Some(CloudKey::Vertex(account)) = c.cloud.as_deref() {
+                cand.cloud = Cloud::Vertex(health.token_cache(&c.id, account));
+            }
             list.push(cand);
         }
     }
@@ -157,6 +268,7 @@ impl Candidate {
             upstream: Upstream::parse("http://127.0.0.1:1").unwrap_or_else(|_| unreachable!()),
             auth_name: crate::domain::AuthScheme::Bearer.header_name(),
             auth_value: HeaderValue::from_static("Bearer x"),
+            cloud: Cloud::None,
             id_value: HeaderValue::from_str(&cred.id).unwrap_or_else(|_| unreachable!()),
             id_label: Arc::from(cred.id.as_str()),
             zdr: cred.declared_zdr.unwrap_or(false),

@@ -21,6 +21,9 @@ use dashmap::DashMap;
 use foldhash::fast::RandomState;
 use http::HeaderMap;
 
+use super::token::TokenCache;
+use crate::domain::ServiceAccount;
+
 /// A 429 that says nothing usable about when to come back.
 pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 /// Connection failures or 5xx in a row that cool a credential down.
@@ -37,6 +40,9 @@ pub(crate) const QUARANTINE_MAX: Duration = Duration::from_secs(3600);
 #[derive(Debug, Default)]
 pub(crate) struct HealthBook {
     by_id: DashMap<Box<str>, Arc<Health>, RandomState>,
+    /// The Vertex credentials' access tokens, kept across reloads as
+    /// health is (SPEC §9).
+    tokens: DashMap<Box<str>, Arc<TokenCache>, RandomState>,
     /// Where this replica's changes go, to be told to the others (a
     /// Postgres store); unset otherwise.
     changes: std::sync::OnceLock<tokio::sync::mpsc::Sender<(Arc<str>, Rest)>>,
@@ -72,14 +78,27 @@ impl HealthBook {
         self.by_id.get(id).map(|h| Arc::clone(&h))
     }
 
+    /// The token cache of credential `id` for `account`: the one it had
+    /// while the account stays the same, a new one otherwise.
+    pub(crate) fn token_cache(&self, id: &str, account: &ServiceAccount) -> Arc<TokenCache> {
+        if let Some(c) = self.tokens.get(id).filter(|c| c.is_for(account)) {
+            return Arc::clone(&c);
+        }
+        let cache = Arc::new(TokenCache::new(account));
+        self.tokens.insert(id.into(), Arc::clone(&cache));
+        cache
+    }
+
     /// Forgets the credentials `keep` says are gone.
     pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.by_id.retain(|id, _| keep(id));
+        self.tokens.retain(|id, _| keep(id));
     }
 
     /// Forgets one credential.
     pub(crate) fn remove(&self, id: &str) {
         self.by_id.remove(id);
+        self.tokens.remove(id);
     }
 }
 

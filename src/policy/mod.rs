@@ -11,14 +11,15 @@
 mod allowlist;
 mod candidate;
 pub(crate) mod health;
+pub(crate) mod token;
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use allowlist::Allowlists;
+pub(crate) use allowlist::{Allowlists, ModelMatcher};
 pub use candidate::CompileError;
-pub(crate) use candidate::{compile, group, Candidate};
+pub(crate) use candidate::{compile, group, Candidate, Cloud};
 use health::Clock;
 
 use crate::domain::{Credential, KeyHash};

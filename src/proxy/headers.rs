@@ -66,15 +66,21 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Sets what goes upstream for one attempt, after [`strip_request`]: the
 /// provider's default headers where the client sent none of that name, then the
-/// secret, then the credential's own headers (which win over everything).
-pub(crate) fn inject(headers: &mut HeaderMap, provider: &Provider, cand: &Candidate) {
+/// secret (`auth`, the target's: none for a signed or minted one), then the
+/// credential's own headers (which win over everything).
+pub(crate) fn inject(
+    headers: &mut HeaderMap,
+    provider: &Provider,
+    cand: &Candidate,
+    auth: Option<&HeaderValue>,
+) {
     for (name, value) in &provider.headers {
         if !headers.contains_key(name) {
             headers.insert(name.clone(), value.clone());
         }
     }
-    if cand.record.aws_key().is_none() {
-        headers.insert(cand.auth_name.clone(), cand.auth_value.clone());
+    if let Some(auth) = auth {
+        headers.insert(cand.auth_name.clone(), auth.clone());
     }
     for (name, value) in &cand.record.headers {
         headers.insert(name.clone(), value.clone());
@@ -120,6 +126,7 @@ mod tests {
             ("cookie", "s=1"),
             ("openai-organization", "org-evil"),
             ("openai-project", "proj-evil"),
+            ("x-goog-user-project", "proj-evil"),
             ("connection", "keep-alive, x-secret-hop, Upgrade"),
             ("x-secret-hop", "1"),
             ("keep-alive", "timeout=5"),
@@ -191,6 +198,7 @@ mod tests {
         for name in [
             "openai-organization",
             "openai-project",
+            "x-goog-user-project",
             "cookie",
             "anthropic-version",
             "x-custom",

@@ -8,6 +8,7 @@
 pub(crate) mod access_log;
 pub(crate) mod body;
 pub(crate) mod client_key;
+pub(crate) mod cloud;
 pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod headers;

@@ -41,12 +41,13 @@ use super::body::{self, ByokBody, ForwardBody};
 use super::client_key::client_key_hash;
 use super::error::Rejection;
 use super::usage::{Accounting, UsageTap};
-use super::{headers, model, route};
-use crate::domain::{ApiKey, Credential, Dialect, LimitReset, Provider};
+use super::{cloud, headers, model, route};
+use crate::domain::{ApiKey, CloudKey, Credential, Dialect, LimitReset, Provider};
 use crate::ledger::{self, Entry, KeyBook, Ledger};
 use crate::metrics::Metrics;
 use crate::policy::health::{self, Clock, Verdict};
-use crate::policy::{self, Ask, Candidate, Plan, Tier};
+use crate::policy::token::MintError;
+use crate::policy::{self, Ask, Candidate, Cloud, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
 use crate::{BoxError, Registry};
 
@@ -188,6 +189,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Unpin,
+    RB::Error: Into<BoxError>,
 {
     request_filter(&parts)?;
     // The provider is looked up first (the access log and the metrics name
@@ -259,30 +261,62 @@ where
             credential: Arc::clone(&cand.record),
             number,
         };
-        let upstream_req = upstream_request(
+        let target = cloud::target(cand, model.as_deref(), route.rest)?;
+        let mut upstream_req = upstream_request(
             &parts.method,
             headers,
             route.provider,
             cand,
-            route.rest,
+            &target,
             query.as_deref(),
             bytes.clone(),
-            attempt,
+            attempt.clone(),
         )?;
 
+        // A service account's token is minted (or read from its cache)
+        // within the attempt: a failing token endpoint fails it over as a
+        // connection failure would.
+        let mut minted = None;
         let call = async {
-            let svc = inner.ready().await?;
-            svc.call(upstream_req).await
+            if let (Cloud::Vertex(cache), Some(CloudKey::Vertex(account))) =
+                (&cand.cloud, cand.record.cloud.as_deref())
+            {
+                let token = cache
+                    .get(|| cloud::mint(&mut inner, account, attempt))
+                    .await
+                    .map_err(|e| -> BoxError {
+                        match e {
+                            MintError::Mint(e) => e,
+                            MintError::Waited => {
+                                "the token mint this request waited on failed".into()
+                            }
+                        }
+                    })?;
+                upstream_req
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, token.clone());
+                minted = Some(token);
+            }
+            let svc = inner.ready().await.map_err(Into::into)?;
+            svc.call(upstream_req).await.map_err(Into::into)
         };
         let waiting = Instant::now();
-        let outcome = tokio::time::timeout(settings.first_byte_timeout, call).await;
+        let outcome: Result<Result<Response<RB>, BoxError>, _> =
+            tokio::time::timeout(settings.first_byte_timeout, call).await;
         trace.upstream_wait += waiting.elapsed();
         let (result, response) = match outcome {
             Err(_elapsed) => (AttemptResult::Timeout, None),
             Ok(Err(e)) => {
-                let e: BoxError = e.into();
                 tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, error = %ErrorChain(&*e), "upstream connection failed");
-                (AttemptResult::Error, None)
+                // A token endpoint that refuses the account's grant rejects
+                // the credential; any other failure to mint is a failure
+                // to connect.
+                match e.downcast_ref::<cloud::TokenRefused>() {
+                    Some(refused) if refused.rejects_account() => {
+                        (AttemptResult::KeyRejected(refused.0), None)
+                    }
+                    _ => (AttemptResult::Error, None),
+                }
             }
             Ok(Ok(res)) => (AttemptResult::Status(res.status()), Some(res)),
         };
@@ -307,6 +341,15 @@ where
             response => (result, response, None),
         };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
+        if let (Cloud::Vertex(cache), Some(token)) = (&cand.cloud, &minted) {
+            if matches!(
+                result,
+                AttemptResult::Status(StatusCode::UNAUTHORIZED) | AttemptResult::KeyRejected(_)
+            ) {
+                // A token the upstream refuses is minted anew next time.
+                cache.forget(token);
+            }
+        }
         trace.attempt(metrics.map(Arc::as_ref), cand, tier, result);
         let verdict = verdict(result, response.as_ref(), &clock, settings.max_cooldown);
         if let Some(rest) = cand.health.record(verdict, clock.now()) {
@@ -560,15 +603,15 @@ fn upstream_request(
     mut headers: HeaderMap,
     provider: &Provider,
     cand: &Candidate,
-    rest: &str,
+    target: &cloud::Target<'_>,
     query: Option<&str>,
     bytes: Bytes,
     attempt: Attempt,
 ) -> Result<Request<ForwardBody>, Rejection> {
-    headers::inject(&mut headers, provider, cand);
-    let uri = cand
+    headers::inject(&mut headers, provider, cand, target.auth);
+    let uri = target
         .upstream
-        .uri(rest, query)
+        .uri(&target.path, query)
         .map_err(|_| Rejection::InvalidRequest("the request path cannot be forwarded"))?;
     // Only an AWS key's attempt reads the body again (to sign it).
     let signing = cand.record.aws_key().map(|key| (key, bytes.clone()));
@@ -772,7 +815,8 @@ pub fn decide(
         ));
     };
     headers::strip_request(&mut headers);
-    headers::inject(&mut headers, provider, cand);
+    let target = cloud::target(cand, model, "/")?;
+    headers::inject(&mut headers, provider, cand, target.auth);
     Ok((Arc::clone(&cand.record), headers))
 }
 
