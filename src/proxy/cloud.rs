@@ -156,22 +156,27 @@ pub(crate) fn vertex_path<'a>(
     })
 }
 
-/// `rest` with the deployment it names (`…/deployments/{d}/…`) replaced by
-/// `deployment`; unchanged when it names none.
+/// `rest` with the deployment it names (`…/deployments/{d}/…`, the keyword
+/// read percent-decoded as the model is) replaced by `deployment`;
+/// unchanged when it names none.
 pub(crate) fn azure_path<'a>(rest: &'a str, deployment: &str) -> Cow<'a, str> {
-    if !rest.contains("/deployments/") {
-        return Cow::Borrowed(rest);
-    }
+    let keyword = |seg: &str| percent_decode_str(seg).decode_utf8_lossy() == "deployments";
     let mut out = String::with_capacity(rest.len() + deployment.len());
     let mut after_keyword = false;
+    let mut replaced = false;
     for (i, seg) in rest.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
         out.push_str(if after_keyword { deployment } else { seg });
-        after_keyword = seg == "deployments";
+        replaced |= after_keyword;
+        after_keyword = keyword(seg);
     }
-    Cow::Owned(out)
+    if replaced {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(rest)
+    }
 }
 
 /// The signed JWT a service account presents at its `token_uri` (RFC 7523,
@@ -341,6 +346,14 @@ mod tests {
             ("/openai/v1/chat/completions", "/openai/v1/chat/completions"),
             ("/models/chat/completions", "/models/chat/completions"),
             ("/openai/deployments", "/openai/deployments"),
+            (
+                "/openai/deploy%6Dents/gpt-4o/chat/completions",
+                "/openai/deploy%6Dents/prod-4o/chat/completions",
+            ),
+            (
+                "/openai/deployments/gpt%2D4o/chat/completions",
+                "/openai/deployments/prod-4o/chat/completions",
+            ),
         ];
         for (rest, want) in cases {
             assert_eq!(azure_path(rest, "prod-4o"), want, "{rest}");

@@ -727,3 +727,58 @@ async fn usage_and_limits_are_kept_across_a_restart() {
         assert_eq!(r.status, 400, "{}", r.text());
     }
 }
+
+/// SPEC §9 through the API: a structured key is checked field by field
+/// (never quoted), stored sealed, listed by its public label, and served.
+#[tokio::test]
+async fn cloud_keys_are_checked_stored_and_served_through_the_api() {
+    let db = Sqlite::new().await;
+    let node = Node::start(&db.config(), MASTER).await;
+    let broken = json!({
+        "provider": "google-vertex",
+        "key": json!({"type": "service_account", "project_id": "proj-cred",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nCANARYCANARY\n-----END PRIVATE KEY-----\n",
+            "client_email": "a@proj-cred.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token"}).to_string(),
+    });
+    let r = node.admin("POST", "/api/v1/byok", Some(broken)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("key.private_key: not a PEM PKCS#8 RSA private key"),
+        "{msg}"
+    );
+    assert!(!msg.contains("CANARY"), "{msg}");
+
+    let azure = json!([
+        {"api_key": "az-CANARY-res-key-0001", "resource_name": "res", "resource_type": "openai"},
+        {"model_slug": "gpt-4o", "api_key": "az-CANARY-dep-key-0002", "model_id": "prod-4o",
+         "endpoint_url": format!("{}/openai/deployments/prod-4o/chat/completions?api-version=1", db.mock.url())},
+    ]);
+    // No base_url: the array names its hosts.
+    let created = node
+        .create(json!({"provider": "azure", "key": azure.to_string()}))
+        .await;
+    assert_eq!(created["label"], "az-...0001", "{created}");
+    let (key, _) = node.create_key("user-1").await;
+    let r = post(
+        &node.proxy,
+        "/azure/openai/deployments/gpt-4o/chat/completions?api-version=1",
+        &key,
+        r#"{"messages":[]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = db.mock.requests().pop().unwrap();
+    assert_eq!(
+        up.uri,
+        "/openai/deployments/prod-4o/chat/completions?api-version=1"
+    );
+    assert_eq!(up.header("api-key"), Some("az-CANARY-dep-key-0002"));
+    let listed = node.admin("GET", "/api/v1/byok", None).await.text();
+    assert!(!listed.contains("CANARY"), "{listed}");
+    assert!(
+        !contains_bytes(&db.on_disk(), "az-CANARY"),
+        "an Azure key stored in plaintext"
+    );
+}
