@@ -262,6 +262,7 @@ where
             number,
         };
         let target = cloud::target(cand, model.as_deref(), route.rest)?;
+        let mints = matches!(cand.cloud, Cloud::Vertex(_)).then(|| attempt.clone());
         let mut upstream_req = upstream_request(
             &parts.method,
             headers,
@@ -270,7 +271,7 @@ where
             &target,
             query.as_deref(),
             bytes.clone(),
-            attempt.clone(),
+            attempt,
         )?;
 
         // A service account's token is minted (or read from its cache)
@@ -278,20 +279,9 @@ where
         // connection failure would.
         let mut minted = None;
         let call = async {
-            if let (Cloud::Vertex(cache), Some(CloudKey::Vertex(account))) =
-                (&cand.cloud, cand.record.cloud.as_deref())
-            {
-                let token = cache
-                    .get(|| cloud::mint(&mut inner, account, attempt))
-                    .await
-                    .map_err(|e| -> BoxError {
-                        match e {
-                            MintError::Mint(e) => e,
-                            MintError::Waited => {
-                                "the token mint this request waited on failed".into()
-                            }
-                        }
-                    })?;
+            if let Some(attempt) = mints {
+                // Boxed: the mint's state does not grow every request's future.
+                let token = Box::pin(vertex_token(cand, &mut inner, attempt)).await?;
                 upstream_req
                     .headers_mut()
                     .insert(http::header::AUTHORIZATION, token.clone());
@@ -626,6 +616,33 @@ fn upstream_request(
     }
     req.extensions_mut().insert(attempt);
     Ok(req)
+}
+
+/// A Vertex candidate's access token: its cache's, or one minted through
+/// `inner` at the account's token endpoint.
+async fn vertex_token<S, RB>(
+    cand: &Candidate,
+    inner: &mut S,
+    attempt: Attempt,
+) -> Result<HeaderValue, BoxError>
+where
+    S: Service<Request<ForwardBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Unpin,
+    RB::Error: Into<BoxError>,
+{
+    let (Cloud::Vertex(cache), Some(CloudKey::Vertex(account))) =
+        (&cand.cloud, cand.record.cloud.as_deref())
+    else {
+        return Err("the credential has no service account".into());
+    };
+    cache
+        .get(|| cloud::mint(inner, account, attempt))
+        .await
+        .map_err(|e| match e {
+            MintError::Mint(e) => e,
+            MintError::Waited => "the token mint this request waited on failed".into(),
+        })
 }
 
 /// The metrics label of a model without a price: client model strings
