@@ -309,9 +309,14 @@ fn gcp_region(region: &str) -> bool {
 /// A Google Cloud project id: `my-project-1`, or domain-scoped
 /// `example.com:my-project`.
 fn gcp_project(id: &str) -> bool {
-    let (domain, name) = id.rsplit_once(':').unwrap_or(("", id));
+    let (domain, name) = match id.rsplit_once(':') {
+        Some((domain, name)) if !domain.is_empty() => (domain, name),
+        Some(_) => return false,
+        None => ("", id),
+    };
     (6..=30).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -705,6 +710,23 @@ mod tests {
         for (url, want) in cases {
             let got = azure_endpoint(url).map(|u| u.to_string()).map_err(|_| ());
             assert_eq!(got.as_deref().map_err(|_| ()), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn project_ids() {
+        for (id, ok) in [
+            ("my-project-1", true),
+            ("example.com:my-project", true),
+            ("proj-cred", true),
+            ("short", false),
+            ("ends-with-", false),
+            (":abcdef", false),
+            ("1starts-with-digit", false),
+            ("Upper-case-1", false),
+            ("a-thirty-one-character-project1", false),
+        ] {
+            assert_eq!(gcp_project(id), ok, "{id}");
         }
     }
 

@@ -199,7 +199,7 @@ impl Provider {
 
     /// Whether its upstream is the built-in one of its slug, not one the
     /// configuration set.
-    pub fn has_builtin_upstream(&self) -> bool {
+    pub(crate) fn has_builtin_upstream(&self) -> bool {
         let builtin = BUILTIN
             .iter()
             .find(|b| b.slug == self.slug)

@@ -137,6 +137,13 @@ pub(crate) fn compile(
                 "global" => "https://aiplatform.googleapis.com".to_owned(),
                 region => format!("https://{region}-aiplatform.googleapis.com"),
             };
+            // A token serves whatever path it is sent to: a service account
+            // serves only requests that name a model (`allowed_models`
+            // narrows them further).
+            served = Some(ModelMatcher::compile(
+                &cred.provider,
+                &[format!("{}/*", cred.provider)],
+            ));
             (
                 regional(host).or_else(own).ok_or_else(no_upstream)?,
                 Cloud::Vertex(Arc::new(TokenCache::new(sa))),

@@ -84,9 +84,14 @@ impl HealthBook {
         if let Some(c) = self.tokens.get(id).filter(|c| c.is_for(account)) {
             return Arc::clone(&c);
         }
-        let cache = Arc::new(TokenCache::new(account));
-        self.tokens.insert(id.into(), Arc::clone(&cache));
-        cache
+        let mut entry = self
+            .tokens
+            .entry(id.into())
+            .or_insert_with(|| Arc::new(TokenCache::new(account)));
+        if !entry.is_for(account) {
+            *entry = Arc::new(TokenCache::new(account));
+        }
+        Arc::clone(&entry)
     }
 
     /// Forgets the credentials `keep` says are gone.

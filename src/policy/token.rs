@@ -10,7 +10,7 @@
 //! lock, and the next waiter mints.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,16 +35,30 @@ pub(crate) struct TokenCache {
     mints: AtomicU64,
     /// The serial of the last mint that failed.
     failed: AtomicU64,
+    /// The status with which the token endpoint refused the account at
+    /// that failure (0: it did not refuse, it failed).
+    failed_refused: AtomicU16,
     minting: tokio::sync::Mutex<()>,
+}
+
+/// A mint that failed: why, and the status with which the token endpoint
+/// refused the account, when it did (rather than failing to answer).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct MintFailure<E> {
+    pub(crate) error: E,
+    pub(crate) refused: Option<u16>,
 }
 
 /// Why [`TokenCache::get`] has no token.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum MintError<E> {
     /// This call's mint failed so.
-    Mint(E),
-    /// The mint this call waited on failed.
-    Waited,
+    Mint(MintFailure<E>),
+    /// The mint this call waited on failed; `refused` as that one's.
+    Waited {
+        /// The status of the endpoint's refusal of the account, if it was one.
+        refused: Option<u16>,
+    },
 }
 
 struct Token {
@@ -70,6 +84,7 @@ impl TokenCache {
             current: ArcSwapOption::empty(),
             mints: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            failed_refused: AtomicU16::new(0),
             minting: tokio::sync::Mutex::new(()),
         }
     }
@@ -81,30 +96,34 @@ impl TokenCache {
 
     /// The token: the cached one while fresh, else the one minted while
     /// this call waited for the mint lock, else the one `mint` makes
-    /// (`Bearer …` and how long it lives). A mint that failed while this
-    /// call waited fails it too ([`MintError::Waited`]): a failing token
-    /// endpoint is asked once, not once per waiting request.
+    /// (`Bearer …` and how long it lives); and whether this call minted it.
+    /// A mint that failed while this call waited fails it too
+    /// ([`MintError::Waited`]): a failing token endpoint is asked once, not
+    /// once per waiting request.
     pub(crate) async fn get<E, F>(
         &self,
         mint: impl FnOnce() -> F,
-    ) -> Result<HeaderValue, MintError<E>>
+    ) -> Result<(HeaderValue, bool), MintError<E>>
     where
-        F: Future<Output = Result<(HeaderValue, Duration), E>>,
+        F: Future<Output = Result<(HeaderValue, Duration), MintFailure<E>>>,
     {
         if let Some(t) = self.current.load().as_deref() {
             if Instant::now() < t.fresh_until {
-                return Ok(t.value.clone());
+                return Ok((t.value.clone(), false));
             }
         }
         let begun = self.mints.load(Ordering::Acquire);
         let _turn = self.minting.lock().await;
         if let Some(t) = self.current.load().as_deref() {
             if t.serial > begun || Instant::now() < t.fresh_until {
-                return Ok(t.value.clone());
+                return Ok((t.value.clone(), false));
             }
         }
         if self.failed.load(Ordering::Acquire) > begun {
-            return Err(MintError::Waited);
+            let refused = self.failed_refused.load(Ordering::Acquire);
+            return Err(MintError::Waited {
+                refused: (refused != 0).then_some(refused),
+            });
         }
         let minted = mint().await;
         // Counted when done (under the lock): a call that began before
@@ -113,6 +132,9 @@ impl TokenCache {
         let (value, lifetime) = match minted {
             Ok(minted) => minted,
             Err(e) => {
+                // Both under the lock, which every reader of them holds.
+                self.failed_refused
+                    .store(e.refused.unwrap_or(0), Ordering::Release);
                 self.failed.store(serial, Ordering::Release);
                 return Err(MintError::Mint(e));
             }
@@ -123,7 +145,7 @@ impl TokenCache {
             fresh_until: Instant::now() + (lifetime - margin),
             serial,
         })));
-        Ok(value)
+        Ok((value, true))
     }
 
     /// Drops the cached token if it is `value` (the upstream refused it), so
@@ -165,6 +187,13 @@ mod tests {
         }
     }
 
+    fn failure(refused: Option<u16>) -> MintFailure<&'static str> {
+        MintFailure {
+            error: "the token endpoint failed",
+            refused,
+        }
+    }
+
     fn bearer(n: usize) -> HeaderValue {
         HeaderValue::from_str(&format!("Bearer t{n}")).unwrap()
     }
@@ -173,7 +202,7 @@ mod tests {
     async fn mint(
         count: &AtomicUsize,
         life: Duration,
-    ) -> Result<(HeaderValue, Duration), &'static str> {
+    ) -> Result<(HeaderValue, Duration), MintFailure<&'static str>> {
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
         Ok((bearer(n), life))
     }
@@ -193,7 +222,7 @@ mod tests {
         ];
         for (advance, want, mints) in steps {
             tokio::time::advance(Duration::from_secs(advance)).await;
-            let got = cache.get(|| mint(&count, hour)).await.unwrap();
+            let (got, _) = cache.get(|| mint(&count, hour)).await.unwrap();
             assert_eq!(got, bearer(want), "after +{advance}s");
             assert_eq!(count.load(Ordering::SeqCst), mints, "after +{advance}s");
         }
@@ -235,11 +264,15 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             release.send(true).unwrap();
+            let mut minted_here = 0;
             for t in tasks {
-                assert_eq!(t.await.unwrap().unwrap(), bearer(1), "{life:?}");
+                let (got, minted) = t.await.unwrap().unwrap();
+                assert_eq!(got, bearer(1), "{life:?}");
+                minted_here += usize::from(minted);
             }
+            assert_eq!(minted_here, 1, "one of them minted: {life:?}");
             assert_eq!(count.load(Ordering::SeqCst), 1, "{life:?}");
-            let next = cache.get(|| mint(&count, life)).await.unwrap();
+            let (next, _) = cache.get(|| mint(&count, life)).await.unwrap();
             let want = if life.is_zero() { 2 } else { 1 };
             assert_eq!(next, bearer(want), "{life:?}");
         }
@@ -250,9 +283,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_and_cancelled_mints_leave_no_token() {
         let cache = TokenCache::new(&account());
-        let failed = cache.get(|| async { Err("token endpoint said 500") }).await;
-        assert_eq!(failed, Err(MintError::Mint("token endpoint said 500")));
-        let never = cache.get(std::future::pending::<Result<(HeaderValue, Duration), &str>>);
+        let failed = cache.get(|| async { Err(failure(None)) }).await;
+        assert_eq!(failed, Err(MintError::Mint(failure(None))));
+        let never =
+            cache.get(std::future::pending::<Result<(HeaderValue, Duration), MintFailure<&str>>>);
         assert!(tokio::time::timeout(Duration::from_secs(1), never)
             .await
             .is_err());
@@ -261,7 +295,7 @@ mod tests {
             .get(|| mint(&count, Duration::from_secs(3600)))
             .await
             .unwrap();
-        assert_eq!(got, bearer(1));
+        assert_eq!(got, (bearer(1), true));
         // Forgetting another value changes nothing; forgetting this one
         // mints anew.
         cache.forget(&bearer(9));
@@ -269,13 +303,13 @@ mod tests {
             .get(|| mint(&count, Duration::from_secs(3600)))
             .await
             .unwrap();
-        assert_eq!(again, bearer(1));
+        assert_eq!(again, (bearer(1), false));
         cache.forget(&bearer(1));
         let again = cache
             .get(|| mint(&count, Duration::from_secs(3600)))
             .await
             .unwrap();
-        assert_eq!(again, bearer(2));
+        assert_eq!(again, (bearer(2), true));
     }
 
     /// Requests waiting on a mint that fails fail with it, at once; the
@@ -293,7 +327,7 @@ mod tests {
                     .get(|| async move {
                         tries.fetch_add(1, Ordering::SeqCst);
                         let _ = held.wait_for(|go| *go).await;
-                        Err::<(HeaderValue, Duration), _>("500")
+                        Err::<(HeaderValue, Duration), _>(failure(Some(400)))
                     })
                     .await
             }));
@@ -307,23 +341,13 @@ mod tests {
             results.push(t.await.unwrap());
         }
         assert_eq!(tries.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            results
-                .iter()
-                .filter(|r| **r == Err(MintError::Mint("500")))
-                .count(),
-            1
-        );
-        assert_eq!(
-            results
-                .iter()
-                .filter(|r| **r == Err(MintError::Waited))
-                .count(),
-            3
-        );
+        let mint_failed = Err(MintError::Mint(failure(Some(400))));
+        let waited = Err(MintError::Waited { refused: Some(400) });
+        assert_eq!(results.iter().filter(|r| **r == mint_failed).count(), 1);
+        assert_eq!(results.iter().filter(|r| **r == waited).count(), 3);
         let count = AtomicUsize::new(0);
         let got = cache.get(|| mint(&count, Duration::from_secs(60))).await;
-        assert_eq!(got, Ok(bearer(1)));
+        assert_eq!(got, Ok((bearer(1), true)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use percent_encoding::percent_decode_str;
@@ -22,6 +22,7 @@ use super::body::ForwardBody;
 use super::error::Rejection;
 use super::service::Attempt;
 use crate::domain::{CloudKey, ServiceAccount, Upstream};
+use crate::policy::token::MintFailure;
 use crate::policy::{Candidate, Cloud};
 use crate::BoxError;
 
@@ -46,65 +47,123 @@ pub(crate) struct Target<'c> {
 }
 
 /// Where `cand` sends a request for `model` whose path (after the provider)
-/// is `rest`. Refused only for a Vertex path that hides a separator.
+/// is `rest` (checked by [`check_path`]); `None` when this candidate has no
+/// entry for it (an Azure key of deployments alone, for a path that names
+/// no deployment).
 pub(crate) fn target<'c>(
     cand: &'c Candidate,
     model: Option<&str>,
     rest: &'c str,
-) -> Result<Target<'c>, Rejection> {
+) -> Result<Option<Target<'c>>, Rejection> {
+    let plain = |auth| Target {
+        upstream: &cand.upstream,
+        auth,
+        path: Cow::Borrowed(rest),
+    };
     match &cand.cloud {
-        Cloud::None => Ok(Target {
-            upstream: &cand.upstream,
-            auth: Some(&cand.auth_value),
-            path: Cow::Borrowed(rest),
-        }),
-        Cloud::SigV4 => Ok(Target {
-            upstream: &cand.upstream,
-            auth: None,
-            path: Cow::Borrowed(rest),
-        }),
+        Cloud::None => Ok(Some(plain(Some(&cand.auth_value)))),
+        Cloud::SigV4 => Ok(Some(plain(None))),
         Cloud::Vertex(_) => {
             let Some(CloudKey::Vertex(account)) = cand.record.cloud.as_deref() else {
-                return Err(Rejection::InvalidRequest(
-                    "the credential has no service account",
-                ));
+                return Ok(None);
             };
-            Ok(Target {
-                upstream: &cand.upstream,
-                auth: None,
+            Ok(Some(Target {
                 path: vertex_path(rest, &account.project_id, &account.region)?,
-            })
+                ..plain(None)
+            }))
         }
         Cloud::Azure(routes) => {
+            // A deployment entry serves a path naming a deployment, which it
+            // replaces; a path without one leaves the body's `model` to
+            // pick the deployment, which only a resource entry may let it do.
+            let names_deployment = azure_path(rest, "")? != rest;
             let deployment = routes.iter().find(|r| {
-                r.model
-                    .as_ref()
-                    .is_some_and(|m| model.is_some_and(|model| m.admits(model)))
+                names_deployment
+                    && r.model
+                        .as_ref()
+                        .is_some_and(|m| model.is_some_and(|model| m.admits(model)))
             });
             let Some(route) = deployment.or_else(|| routes.iter().find(|r| r.model.is_none()))
             else {
-                // The allowlists admit only the deployments' models.
-                return Err(Rejection::InvalidRequest(
-                    "no Azure entry serves this model",
-                ));
+                return Ok(None);
             };
-            Ok(Target {
+            Ok(Some(Target {
                 upstream: &route.upstream,
                 auth: Some(&route.auth_value),
                 path: match &route.deployment {
-                    Some(d) => azure_path(rest, d),
+                    Some(d) => azure_path(rest, d)?,
                     None => Cow::Borrowed(rest),
                 },
-            })
+            }))
         }
     }
 }
 
+/// Refuses, before any attempt, a path that a cloud key's rewrite could
+/// not read as the upstream would (see [`vertex_path`], [`azure_path`]).
+pub(crate) fn check_path(provider: &str, rest: &str) -> Result<(), Rejection> {
+    match provider {
+        "google-vertex" => vertex_path(rest, "-", "-").map(drop),
+        "azure" => azure_path(rest, "-").map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a Vertex path names its model where Vertex reads it: a
+/// publisher's model (`…/publishers/{p}/models/{m}:{method}`), or the
+/// OpenAI-compatible endpoint (`…/endpoints/openapi/…`, the body's
+/// `model`). Any other path (jobs, datasets, endpoints of one's own) names
+/// none, whatever its body says.
+pub(crate) fn vertex_names_model(rest: &str) -> bool {
+    let segments: Vec<&str> = rest.split('/').collect();
+    segments.contains(&"publishers") || segments.windows(2).any(|w| w == ["endpoints", "openapi"])
+}
+
+/// What a path segment is to a rewrite.
+#[derive(Debug, PartialEq, Eq)]
+enum Segment {
+    /// Exactly this keyword (percent-decoded).
+    Keyword(&'static str),
+    /// Another spelling of a keyword (another case, a `;` parameter),
+    /// which an upstream might read as the keyword.
+    Disguised,
+    Other,
+}
+
+fn segment(seg: &str, keywords: &[&'static str]) -> Segment {
+    let decoded = percent_decode_str(seg).decode_utf8_lossy();
+    let base = decoded.split(';').next().unwrap_or_default();
+    for &k in keywords {
+        if base.eq_ignore_ascii_case(k) {
+            return if decoded == k {
+                Segment::Keyword(k)
+            } else {
+                Segment::Disguised
+            };
+        }
+    }
+    Segment::Other
+}
+
+const DISGUISED: Rejection =
+    Rejection::InvalidRequest("a path keyword is spelt another way (case, a ';' parameter)");
+
+/// `value` in place of `seg`, keeping `seg`'s `:method` suffix
+/// (`locations/us-central1:retrieveContexts`).
+fn replaced(seg: &str, value: &str) -> String {
+    match seg.find(':') {
+        Some(at) => format!("{value}{}", &seg[at..]),
+        None => value.to_owned(),
+    }
+}
+
 /// `rest` with every project and location it names replaced by the
-/// credential's (`…/projects/{p}/locations/{l}/…`), the keywords read
-/// percent-decoded; a path naming neither, but a publisher, gets them before
-/// `publishers` (Vertex's express-mode paths). A segment hiding a separator
-/// (`%2F`, `\`) is refused: the upstream could read a project there.
+/// credential's (`…/projects/{p}/locations/{l}/…`, a `:method` suffix
+/// kept), the keywords read percent-decoded; a path naming neither, but a
+/// publisher, gets them before `publishers` (Vertex's express-mode paths).
+/// Refused: a segment hiding a separator (`%2F`, `\`), or a keyword spelt
+/// another way (`Projects`, `projects;x`), where the upstream could read a
+/// project the rewrite did not see.
 pub(crate) fn vertex_path<'a>(
     rest: &'a str,
     project: &str,
@@ -116,37 +175,37 @@ pub(crate) fn vertex_path<'a>(
             lower.contains("%2f") || lower.contains("%5c")
         }
     };
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| hidden(s)) {
-        return Err(Rejection::InvalidRequest(
-            "encoded separators are not allowed in a Vertex path",
-        ));
-    }
-    let keyword = |seg: &str| percent_decode_str(seg).decode_utf8_lossy().into_owned();
-    let mut out: Vec<&str> = Vec::with_capacity(segments.len() + 4);
+    let keywords = ["projects", "locations", "publishers"];
+    let mut out: Vec<Cow<'_, str>> = Vec::new();
     let mut named = false;
     let mut replace_next: Option<&str> = None;
-    for seg in &segments {
+    for seg in rest.split('/') {
+        if hidden(seg) {
+            return Err(Rejection::InvalidRequest(
+                "encoded separators are not allowed in a Vertex path",
+            ));
+        }
         if let Some(with) = replace_next.take() {
-            out.push(with);
+            out.push(Cow::Owned(replaced(seg, with)));
             continue;
         }
-        match keyword(seg).as_str() {
-            "projects" => {
+        match segment(seg, &keywords) {
+            Segment::Disguised => return Err(DISGUISED),
+            Segment::Keyword("projects") => {
                 named = true;
                 replace_next = Some(project);
             }
-            "locations" => {
+            Segment::Keyword("locations") => {
                 named = true;
                 replace_next = Some(location);
             }
-            "publishers" if !named => {
-                out.extend(["projects", project, "locations", location]);
+            Segment::Keyword(_publishers) if !named => {
+                out.extend(["projects", project, "locations", location].map(Cow::Borrowed));
                 named = true;
             }
             _ => {}
         }
-        out.push(seg);
+        out.push(Cow::Borrowed(seg));
     }
     let joined = out.join("/");
     Ok(if joined == rest {
@@ -158,25 +217,32 @@ pub(crate) fn vertex_path<'a>(
 
 /// `rest` with the deployment it names (`…/deployments/{d}/…`, the keyword
 /// read percent-decoded as the model is) replaced by `deployment`;
-/// unchanged when it names none.
-pub(crate) fn azure_path<'a>(rest: &'a str, deployment: &str) -> Cow<'a, str> {
-    let keyword = |seg: &str| percent_decode_str(seg).decode_utf8_lossy() == "deployments";
+/// unchanged when it names none. Refused: the keyword spelt another way.
+pub(crate) fn azure_path<'a>(rest: &'a str, deployment: &str) -> Result<Cow<'a, str>, Rejection> {
     let mut out = String::with_capacity(rest.len() + deployment.len());
     let mut after_keyword = false;
-    let mut replaced = false;
+    let mut replaced_any = false;
     for (i, seg) in rest.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(if after_keyword { deployment } else { seg });
-        replaced |= after_keyword;
-        after_keyword = keyword(seg);
+        if after_keyword {
+            out.push_str(&replaced(seg, deployment));
+            replaced_any = true;
+        } else {
+            out.push_str(seg);
+        }
+        after_keyword = match segment(seg, &["deployments"]) {
+            Segment::Disguised => return Err(DISGUISED),
+            Segment::Keyword(_) => true,
+            Segment::Other => false,
+        };
     }
-    if replaced {
+    Ok(if replaced_any {
         Cow::Owned(out)
     } else {
         Cow::Borrowed(rest)
-    }
+    })
 }
 
 /// The signed JWT a service account presents at its `token_uri` (RFC 7523,
@@ -224,20 +290,26 @@ struct Minted {
 
 /// Mints an access token for `account` through `inner` (so the token
 /// endpoint is reached as upstreams are, with their TLS roots):
-/// `Bearer …`, marked sensitive, and how long it lives. Errors never hold
-/// the token, the assertion or the endpoint's words.
+/// `Bearer …`, marked sensitive, and how long it lives. The whole exchange
+/// is bounded by [`MINT_TIMEOUT`]. Errors never hold the token, the
+/// assertion or the endpoint's words; `refused` is the endpoint's status
+/// when it refused the account (400 `invalid_grant`, 401, 403).
 pub(crate) async fn mint<S, RB>(
     inner: &mut S,
     account: &ServiceAccount,
     attempt: Attempt,
-) -> Result<(HeaderValue, Duration), BoxError>
+) -> Result<(HeaderValue, Duration), MintFailure<BoxError>>
 where
     S: Service<Request<ForwardBody>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Unpin,
     RB::Error: Into<BoxError>,
 {
-    let jwt = assertion(account, SystemTime::now())?;
+    let failed = |error: BoxError| MintFailure {
+        error,
+        refused: None,
+    };
+    let jwt = assertion(account, SystemTime::now()).map_err(failed)?;
     let form =
         format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}");
     let mut req = Request::new(Full::new(Bytes::from(form)));
@@ -245,7 +317,7 @@ where
     *req.uri_mut() = account
         .token_uri
         .parse()
-        .map_err(|_| "the token_uri is not a URL")?;
+        .map_err(|_| failed("the token_uri is not a URL".into()))?;
     let headers = req.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -256,47 +328,41 @@ where
         HeaderValue::from_static("application/json"),
     );
     req.extensions_mut().insert(attempt);
-    let answer = async {
-        let svc = inner.ready().await.map_err(Into::into)?;
-        svc.call(req).await.map_err(Into::into)
+    let exchange = async {
+        let svc = inner.ready().await.map_err(|e| failed(e.into()))?;
+        let res: Response<RB> = svc.call(req).await.map_err(|e| failed(e.into()))?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(MintFailure {
+                error: format!("the token endpoint answered {status}").into(),
+                refused: matches!(status.as_u16(), 400 | 401 | 403).then_some(status.as_u16()),
+            });
+        }
+        let body = Limited::new(res.into_body(), MAX_TOKEN_ANSWER)
+            .collect()
+            .await
+            .map_err(|_| failed("the token endpoint's answer could not be read".into()))?
+            .to_bytes();
+        Ok(body)
     };
-    let res: Response<RB> = tokio::time::timeout(MINT_TIMEOUT, answer)
+    let body = tokio::time::timeout(MINT_TIMEOUT, exchange)
         .await
-        .map_err(|_| "the token endpoint did not answer in time")??;
-    let status = res.status();
-    if !status.is_success() {
-        return Err(TokenRefused(status).into());
-    }
-    let body = Limited::new(res.into_body(), MAX_TOKEN_ANSWER)
-        .collect()
-        .await
-        .map_err(|_| "the token endpoint's answer could not be read")?
-        .to_bytes();
-    let minted: Minted = serde_json::from_slice(&body)
-        .map_err(|_| "the token endpoint's answer has no access_token")?;
+        .map_err(|_| failed("the token endpoint did not answer in time".into()))??;
+    let minted: Minted = serde_json::from_slice(&body).map_err(|_| {
+        failed("the token endpoint's answer is not {access_token, expires_in}".into())
+    })?;
     let mut value = HeaderValue::from_str(&format!("Bearer {}", minted.access_token))
         .ok()
         .filter(|_| {
             !minted.access_token.is_empty()
                 && minted.access_token.bytes().all(|b| b.is_ascii_graphic())
         })
-        .ok_or("the token endpoint's access_token cannot be sent in a header")?;
+        .ok_or_else(|| {
+            failed("the token endpoint's access_token cannot be sent in a header".into())
+        })?;
     value.set_sensitive(true);
     let life = Duration::from_secs(minted.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFE);
     Ok((value, life))
-}
-
-/// The token endpoint refused to mint.
-#[derive(Debug, thiserror::Error)]
-#[error("the token endpoint answered {0}")]
-pub(crate) struct TokenRefused(pub(crate) StatusCode);
-
-impl TokenRefused {
-    /// Whether the answer refuses the account itself (`invalid_grant`, an
-    /// unknown or disabled account: 400, 401, 403), not a passing failure.
-    pub(crate) fn rejects_account(&self) -> bool {
-        matches!(self.0.as_u16(), 400 | 401 | 403)
-    }
 }
 
 #[cfg(test)]
@@ -325,6 +391,13 @@ mod tests {
             ("/v1/projects%2fother/locations/y/publishers/google/models/m:gen", Err(())),
             ("/v1/projects/a\\b/locations/y", Err(())),
             ("/v1/projects/a%5cb/locations/y", Err(())),
+            // a keyword spelt another way
+            ("/v1/Projects/other/locations/y/publishers/google/models/m:gen", Err(())),
+            ("/v1/projects;v=1/other/locations/y/publishers/google/models/m:gen", Err(())),
+            ("/v1/projects/p/LOCATIONS/other/publishers/google/models/m:gen", Err(())),
+            ("/v1/projects/p/locations/l/Publishers/google/models/m:gen", Err(())),
+            // a method on the location is kept
+            ("/v1/projects/p/locations/l:retrieveContexts", Ok("/v1/projects/proj-cred/locations/us-central1:retrieveContexts")),
         ];
         for (rest, want) in cases {
             let got = p(rest).map_err(|_| ());
@@ -356,7 +429,13 @@ mod tests {
             ),
         ];
         for (rest, want) in cases {
-            assert_eq!(azure_path(rest, "prod-4o"), want, "{rest}");
+            assert_eq!(azure_path(rest, "prod-4o").unwrap(), want, "{rest}");
+        }
+        for disguised in [
+            "/openai/Deployments/gpt-4o/chat/completions",
+            "/openai/deployments;v=1/gpt-4o/chat/completions",
+        ] {
+            assert!(azure_path(disguised, "prod-4o").is_err(), "{disguised}");
         }
     }
 

@@ -46,7 +46,7 @@ use crate::domain::{ApiKey, CloudKey, Credential, Dialect, LimitReset, Provider}
 use crate::ledger::{self, Entry, KeyBook, Ledger};
 use crate::metrics::Metrics;
 use crate::policy::health::{self, Clock, Verdict};
-use crate::policy::token::MintError;
+use crate::policy::token::{MintError, MintFailure};
 use crate::policy::{self, Ask, Candidate, Cloud, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
 use crate::{BoxError, Registry};
@@ -216,6 +216,13 @@ where
     };
     let bytes = read_body(&parts.headers, body, encoding, settings, trace).await?;
     let (model, lists) = model(route.rest, &parts.headers, &bytes)?;
+    // Vertex names its model in the path (or, on its OpenAI-compatible
+    // endpoint, in the body): elsewhere a body's `model` names nothing, so
+    // only credentials without a model list (and no service account) serve.
+    let model = model.filter(|_| {
+        route.provider.slug != "google-vertex" || cloud::vertex_names_model(route.rest)
+    });
+    cloud::check_path(&route.provider.slug, route.rest)?;
     let (also, lists_unreadable) = match lists {
         Ok(also) => (also, false),
         Err(e) if route.provider.slug == "openrouter" => return Err(model_rejection(e)),
@@ -244,6 +251,7 @@ where
         .map(|c| Arc::clone(&c.id_label))
         .collect();
     let mut candidates = candidates.peekable();
+    let mut unserved = 0;
     while let Some((tier, cand)) = candidates.next() {
         if trace.attempts.is_empty() {
             // Admitted: the model may now appear in the access log.
@@ -252,6 +260,11 @@ where
         let number = u32::try_from(trace.attempts.len() + 1).unwrap_or(u32::MAX);
         let is_last = candidates.peek().is_none();
         // The last candidate takes the headers; earlier ones work on a copy.
+        let Some(target) = cloud::target(cand, model.as_deref(), route.rest)? else {
+            // No entry of its key serves this path: not an attempt.
+            unserved += 1;
+            continue;
+        };
         let headers = if is_last {
             std::mem::take(&mut base)
         } else {
@@ -261,7 +274,6 @@ where
             credential: Arc::clone(&cand.record),
             number,
         };
-        let target = cloud::target(cand, model.as_deref(), route.rest)?;
         let mints = matches!(cand.cloud, Cloud::Vertex(_)).then(|| attempt.clone());
         let mut upstream_req = upstream_request(
             &parts.method,
@@ -278,14 +290,32 @@ where
         // within the attempt: a failing token endpoint fails it over as a
         // connection failure would.
         let mut minted = None;
+        let mut mint_failed = None;
         let call = async {
             if let Some(attempt) = mints {
                 // Boxed: the mint's state does not grow every request's future.
-                let token = Box::pin(vertex_token(cand, &mut inner, attempt)).await?;
-                upstream_req
-                    .headers_mut()
-                    .insert(http::header::AUTHORIZATION, token.clone());
-                minted = Some(token);
+                match Box::pin(vertex_token(cand, &mut inner, attempt)).await {
+                    Ok((token, fresh)) => {
+                        upstream_req
+                            .headers_mut()
+                            .insert(http::header::AUTHORIZATION, token.clone());
+                        minted = Some((token, fresh));
+                    }
+                    Err(MintError::Mint(failure)) => {
+                        mint_failed = Some(MintFailed {
+                            refused: failure.refused,
+                            waited: false,
+                        });
+                        return Err(failure.error);
+                    }
+                    Err(MintError::Waited { refused }) => {
+                        mint_failed = Some(MintFailed {
+                            refused,
+                            waited: true,
+                        });
+                        return Err("the token mint this request waited on failed".into());
+                    }
+                }
             }
             let svc = inner.ready().await.map_err(Into::into)?;
             svc.call(upstream_req).await.map_err(Into::into)
@@ -301,11 +331,13 @@ where
                 // A token endpoint that refuses the account's grant rejects
                 // the credential; any other failure to mint is a failure
                 // to connect.
-                match e.downcast_ref::<cloud::TokenRefused>() {
-                    Some(refused) if refused.rejects_account() => {
-                        (AttemptResult::KeyRejected(refused.0), None)
-                    }
-                    _ => (AttemptResult::Error, None),
+                let refused = mint_failed
+                    .as_ref()
+                    .and_then(|f| f.refused)
+                    .and_then(|s| StatusCode::from_u16(s).ok());
+                match refused {
+                    Some(status) => (AttemptResult::KeyRejected(status), None),
+                    None => (AttemptResult::Error, None),
                 }
             }
             Ok(Ok(res)) => (AttemptResult::Status(res.status()), Some(res)),
@@ -331,19 +363,26 @@ where
             response => (result, response, None),
         };
         tracing::debug!(provider = %route.provider.slug, credential_id = %cand.record.id, attempt = number, result = ?result, "attempt");
-        if let (Cloud::Vertex(cache), Some(token)) = (&cand.cloud, &minted) {
-            if matches!(
-                result,
-                AttemptResult::Status(StatusCode::UNAUTHORIZED) | AttemptResult::KeyRejected(_)
-            ) {
+        trace.attempt(metrics.map(Arc::as_ref), cand, tier, result);
+        let mut verdict = verdict(result, response.as_ref(), &clock, settings.max_cooldown);
+        if let (Cloud::Vertex(cache), Some((token, fresh))) = (&cand.cloud, &minted) {
+            if let Verdict::Rejected(status) = verdict {
                 // A token the upstream refuses is minted anew next time.
+                // Only a fresh one's refusal says the account is refused;
+                // a cached one may have been revoked: a strike, no more.
                 cache.forget(token);
+                if !fresh {
+                    verdict = Verdict::Failed(Some(status));
+                }
             }
         }
-        trace.attempt(metrics.map(Arc::as_ref), cand, tier, result);
-        let verdict = verdict(result, response.as_ref(), &clock, settings.max_cooldown);
-        if let Some(rest) = cand.health.record(verdict, clock.now()) {
-            snapshot.health_changed(&cand.id_label, rest);
+        // A request that waited on another's failed mint says nothing more
+        // about the credential than that one did.
+        let waited = mint_failed.as_ref().is_some_and(|f| f.waited);
+        if !waited {
+            if let Some(rest) = cand.health.record(verdict, clock.now()) {
+                snapshot.health_changed(&cand.id_label, rest);
+            }
         }
         match classify(result, is_last) {
             Next::Failover => continue,
@@ -405,12 +444,26 @@ where
         }
         return Ok(Outcome::Forwarded(Response::from_parts(head, out)));
     }
+    if unserved > 0 {
+        // Admitted, but no entry of their keys serves this path.
+        return Err(Rejection::InvalidRequest(
+            "no admitted credential serves this path: Azure deployment entries serve paths that name a deployment",
+        ));
+    }
     Err(Rejection::denied(
         policy::deny(&plan, &ask),
         &route.provider.slug,
         ask.model,
         ask.also.len(),
     ))
+}
+
+/// A token mint that failed an attempt.
+struct MintFailed {
+    /// The token endpoint's status, when it refused the account.
+    refused: Option<u16>,
+    /// The mint was another request's, which this one waited on.
+    waited: bool,
 }
 
 // ---- the phases -----------------------------------------------------------------
@@ -624,7 +677,7 @@ async fn vertex_token<S, RB>(
     cand: &Candidate,
     inner: &mut S,
     attempt: Attempt,
-) -> Result<HeaderValue, BoxError>
+) -> Result<(HeaderValue, bool), MintError<BoxError>>
 where
     S: Service<Request<ForwardBody>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
@@ -634,15 +687,12 @@ where
     let (Cloud::Vertex(cache), Some(CloudKey::Vertex(account))) =
         (&cand.cloud, cand.record.cloud.as_deref())
     else {
-        return Err("the credential has no service account".into());
+        return Err(MintError::Mint(MintFailure {
+            error: "the credential has no service account".into(),
+            refused: None,
+        }));
     };
-    cache
-        .get(|| cloud::mint(inner, account, attempt))
-        .await
-        .map_err(|e| match e {
-            MintError::Mint(e) => e,
-            MintError::Waited => "the token mint this request waited on failed".into(),
-        })
+    cache.get(|| cloud::mint(inner, account, attempt)).await
 }
 
 /// The metrics label of a model without a price: client model strings
@@ -806,7 +856,8 @@ fn model_rejection(e: model::ModelError) -> Rejection {
 /// gateway key in `headers` hashed and looked up, the first candidate of its
 /// workspace for `provider` that admits `model`, and the headers the first
 /// attempt would carry (client credentials and hop-by-hop headers stripped,
-/// the credential's secret injected). For benches and dry runs.
+/// the credential's secret injected; none for a key that signs or mints
+/// per attempt). For benches and dry runs.
 ///
 /// It runs the layer's own phases: `principal`, the key's limit, `route`'s provider lookup,
 /// `select` and the header half of `upstream_request`.
@@ -832,8 +883,8 @@ pub fn decide(
         ));
     };
     headers::strip_request(&mut headers);
-    let target = cloud::target(cand, model, "/")?;
-    headers::inject(&mut headers, provider, cand, target.auth);
+    let auth = cloud::target(cand, model, "/")?.and_then(|t| t.auth);
+    headers::inject(&mut headers, provider, cand, auth);
     Ok((Arc::clone(&cand.record), headers))
 }
 

@@ -89,10 +89,15 @@ async fn a_broken_aws_key_is_refused_by_its_field() {
 const PEM: &str = include_str!("../fixtures/vertex-test-key.pem");
 const MODEL_PATH: &str = "publishers/google/models/gemini-2.0-flash:generateContent";
 
+/// The tokens a [`vertex_mock`] upstream refuses (revoked), changeable
+/// while it runs.
+type Revoked = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A mock that mints `ya29.minted-{n}` at `/token` (living `expires_in`),
-/// refuses to mint at `/token-down`, and answers everything else as Google
-/// does; with `refuse_token`, an upstream request bearing that token is 401.
-async fn vertex_mock(expires_in: u64, refuse_token: Option<&'static str>) -> Mock {
+/// fails to mint at `/token-down`, refuses the grant at `/token-refused`,
+/// and answers everything else as Google does, but 401 to a token in
+/// `revoked`.
+async fn vertex_mock(expires_in: u64, revoked: Revoked) -> Mock {
     let minted = std::sync::atomic::AtomicUsize::new(0);
     Mock::start(move |r| {
         if r.uri == "/token" {
@@ -114,7 +119,8 @@ async fn vertex_mock(expires_in: u64, refuse_token: Option<&'static str>) -> Moc
         if r.uri == "/token-refused" {
             return Reply::json(400, r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#);
         }
-        if refuse_token.is_some_and(|t| r.header("authorization") == Some(&format!("Bearer {t}"))) {
+        let bearer = r.header("authorization").unwrap_or_default();
+        if revoked.lock().unwrap().iter().any(|t| bearer == format!("Bearer {t}")) {
             return Reply::json(401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#);
         }
         Reply::json(200, r#"{"candidates":[],"usageMetadata":{"promptTokenCount":1}}"#)
@@ -158,7 +164,7 @@ fn token_calls(mock: &Mock) -> usize {
 
 #[tokio::test]
 async fn a_vertex_request_bears_a_token_minted_once_for_the_accounts_project() {
-    let mock = vertex_mock(3600, None).await;
+    let mock = vertex_mock(3600, Revoked::default()).await;
     let rest = [
         admin_section("127.0.0.1:0", &[MGMT]),
         vertex_credential("c-vx", &service_account(&mock, "/token"), &mock, ""),
@@ -209,7 +215,7 @@ async fn a_vertex_request_bears_a_token_minted_once_for_the_accounts_project() {
 #[tokio::test]
 async fn vertex_tokens_are_minted_anew_when_stale_or_refused() {
     let path = format!("/google-vertex/v1/projects/p/locations/l/{MODEL_PATH}");
-    let mock = vertex_mock(0, None).await;
+    let mock = vertex_mock(0, Revoked::default()).await;
     let rest = vertex_credential("c-vx", &service_account(&mock, "/token"), &mock, "");
     let proxy = Proxy::start(&config(&mock, &rest)).await;
     for n in 1..=2 {
@@ -223,17 +229,67 @@ async fn vertex_tokens_are_minted_anew_when_stale_or_refused() {
         );
     }
 
-    let mock = vertex_mock(3600, Some("ya29.minted-1")).await;
-    let rest = vertex_credential("c-vx", &service_account(&mock, "/token"), &mock, "");
+    // A cached token the upstream refuses (revoked since) is forgotten and
+    // the credential takes a strike, not a quarantine: the next request
+    // mints anew.
+    let revoked = Revoked::default();
+    let mock = vertex_mock(3600, revoked.clone()).await;
+    let rest = [
+        admin_section("127.0.0.1:0", &[MGMT]),
+        vertex_credential("c-vx", &service_account(&mock, "/token"), &mock, ""),
+    ]
+    .concat();
     let proxy = Proxy::start(&config(&mock, &rest)).await;
+    assert_eq!(post(&proxy, &path, GW, "{}").await.status, 200);
+    revoked.lock().unwrap().push("ya29.minted-1".into());
     let r = post(&proxy, &path, GW, "{}").await;
     assert_eq!(r.status, 502, "the only credential's token was refused");
+    let health = "/api/v1/byok/c-vx/health";
+    let h = admin_json(proxy.admin_addr().await, health).await;
+    assert_eq!(h["data"]["state"], "healthy", "{h}");
     let r = post(&proxy, &path, GW, "{}").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(token_calls(&mock), 2);
     assert_eq!(
-        upstream_calls(&mock)[1].header("authorization"),
+        upstream_calls(&mock)[2].header("authorization"),
         Some("Bearer ya29.minted-2")
+    );
+    // A token refused as soon as it is minted says the account is refused.
+    revoked.lock().unwrap().push("ya29.minted-2".into());
+    revoked.lock().unwrap().push("ya29.minted-3".into());
+    let r = post(&proxy, &path, GW, "{}").await;
+    assert_eq!(r.status, 502);
+    let r = post(&proxy, &path, GW, "{}").await;
+    assert_eq!(r.status, 502);
+    let h = admin_json(proxy.admin_addr().await, health).await;
+    assert_eq!(h["data"]["state"], "quarantined", "{h}");
+}
+
+/// A service account serves only requests that name a model where Vertex
+/// reads it (a publisher's model in the path, or the OpenAI-compatible
+/// endpoint's body): its token never goes to jobs, datasets or other
+/// resources. A keyword spelt another way is refused before anything
+/// goes out.
+#[tokio::test]
+async fn a_service_account_serves_model_calls_only() {
+    let mock = vertex_mock(3600, Revoked::default()).await;
+    let rest = vertex_credential("c-vx", &service_account(&mock, "/token"), &mock, "");
+    let proxy = Proxy::start(&config(&mock, &rest)).await;
+    for (path, body, status) in [
+        ("/google-vertex/v1/projects/p/locations/l/customJobs", r#"{"model":"gemini-2.0-flash"}"#, 403),
+        ("/google-vertex/v1/projects/p/locations/l/datasets", "{}", 403),
+        ("/google-vertex/v1/Projects/other/locations/l/publishers/google/models/m:generateContent", "{}", 400),
+        ("/google-vertex/v1/projects;x/other/locations/l/publishers/google/models/m:generateContent", "{}", 400),
+        ("/google-vertex/v1/projects/p/locations/l/endpoints/openapi/chat/completions", r#"{"model":"google/gemini-2.0-flash"}"#, 200),
+    ] {
+        let r = post(&proxy, path, GW, body).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+    }
+    let calls = upstream_calls(&mock);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].uri,
+        "/v1/projects/proj-cred/locations/us-central1/endpoints/openapi/chat/completions"
     );
 }
 
@@ -241,7 +297,7 @@ async fn vertex_tokens_are_minted_anew_when_stale_or_refused() {
 /// failure; the upstream never sees a request without a token.
 #[tokio::test]
 async fn a_failing_token_endpoint_fails_over() {
-    let mock = vertex_mock(3600, None).await;
+    let mock = vertex_mock(3600, Revoked::default()).await;
     let rest = [
         vertex_credential(
             "c-down",
@@ -270,7 +326,7 @@ async fn a_failing_token_endpoint_fails_over() {
         Some("Bearer ya29.minted-1")
     );
 
-    let mock = vertex_mock(3600, None).await;
+    let mock = vertex_mock(3600, Revoked::default()).await;
     let rest = vertex_credential("c-down", &service_account(&mock, "/token-down"), &mock, "");
     let proxy = Proxy::start(&config(&mock, &rest)).await;
     let r = post(&proxy, &path, GW, "{}").await;
@@ -279,7 +335,7 @@ async fn a_failing_token_endpoint_fails_over() {
     assert!(upstream_calls(&mock).is_empty());
 
     // A grant the endpoint refuses rejects the credential: quarantined.
-    let mock = vertex_mock(3600, None).await;
+    let mock = vertex_mock(3600, Revoked::default()).await;
     let rest = [
         admin_section("127.0.0.1:0", &[MGMT]),
         vertex_credential(
@@ -307,7 +363,7 @@ async fn a_failing_token_endpoint_fails_over() {
 /// The model comes from the path, for Anthropic's publisher as for Google's.
 #[tokio::test]
 async fn vertex_models_come_from_the_path_for_every_publisher() {
-    let mock = vertex_mock(3600, None).await;
+    let mock = vertex_mock(3600, Revoked::default()).await;
     let claude = "claude-3-5-sonnet-v2@20241022";
     let rest = vertex_credential(
         "c-vx",
@@ -450,4 +506,14 @@ async fn azure_deployments_alone_serve_only_their_models() {
     let r = post(&proxy, path, GW, r#"{"messages":[]}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.requests()[0].header("api-key"), Some("az-dep-key-2"));
+    // A path that names no deployment leaves the choice to the body's
+    // model, which a deployment entry does not serve.
+    let v1 = "/azure/openai/v1/chat/completions";
+    let r = post(&proxy, v1, GW, r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("deployment"), "{}", r.text());
+    let disguised = "/azure/openai/Deployments/gpt-4o/chat/completions";
+    let r = post(&proxy, disguised, GW, r#"{"messages":[]}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(mock.count(), 1);
 }
