@@ -46,17 +46,10 @@ fn serve(path: PathBuf) -> ExitCode {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("BYOK_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    // Lines are written by a background thread, so a request never waits on
-    // stderr; not lossy (a full buffer slows logging rather than dropping
-    // lines), and `_flush` writes out what is left when serve returns. The
-    // thread writes whatever lines are queued, then flushes: under load,
-    // one write(2) carries many lines.
-    let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // The access log is buffered per thread and written in batches (every
+    // 50 ms at most), any other line at once; `_flush` writes out what is
+    // left when serve returns.
+    let (writer, _flush) = byok_proxy::server::logs::Logs::stderr();
     let logs = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);

@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 
 mod conn;
 mod ledger;
+pub mod logs;
 mod reload;
 mod tls;
 
