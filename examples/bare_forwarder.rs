@@ -6,6 +6,8 @@
 //!
 //! ```sh
 //! cargo run --release --example bare_forwarder -- 127.0.0.1:8081 http://127.0.0.1:9999
+//! # one current-thread runtime per core, each with its own SO_REUSEPORT listener:
+//! cargo run --release --example bare_forwarder -- 127.0.0.1:8081 http://127.0.0.1:9999 --per-core
 //! ```
 
 use std::convert::Infallible;
@@ -34,20 +36,88 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: bare_forwarder LISTEN_ADDR http://UPSTREAM_HOST:PORT";
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let usage = "usage: bare_forwarder LISTEN_ADDR http://UPSTREAM_HOST:PORT [--per-core]";
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: Uri = args.next().ok_or(usage)?.parse()?;
     let authority = upstream.authority().ok_or(usage)?.clone();
+    let per_core = match args.next().as_deref() {
+        None => false,
+        Some("--per-core") => true,
+        Some(_) => return Err(usage.into()),
+    };
+    if !per_core {
+        // tokio's multi-thread runtime, one listener: the floor the bench uses.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(async {
+            let listener = TcpListener::bind(listen).await?;
+            println!("bare forwarder on http://{}", listener.local_addr()?);
+            serve(listener, authority).await
+        });
+    }
+    // Thread per core (issue 16's experiment): one current-thread runtime
+    // per core, each with its own SO_REUSEPORT listener on the same port
+    // and its own upstream pool, so a request never leaves its thread.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    // The listeners are made in a runtime's context, then handed to their
+    // threads as std listeners.
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _context = setup.enter();
+    let first = reuseport_listener(listen)?;
+    let addr = first.local_addr()?;
+    println!("bare forwarder (thread per core, {cores}) on http://{addr}");
+    let mut listeners = vec![first];
+    for _ in 1..cores {
+        listeners.push(reuseport_listener(addr)?);
+    }
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|std_listener| {
+            let authority = authority.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+                    serve(listener, authority).await.map_err(|e| e.to_string())
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "a serving thread panicked")??;
+    }
+    Ok(())
+}
 
+/// A non-blocking listener on `addr` with `SO_REUSEPORT`, so that several
+/// can share a port and the kernel spreads connections over them.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseport(true)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    listener.into_std()
+}
+
+/// Accepts and serves connections on `listener` forever, forwarding with a
+/// pool of this runtime's own.
+async fn serve(
+    listener: TcpListener,
+    authority: Authority,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
-
-    let listener = TcpListener::bind(listen).await?;
-    println!("bare forwarder on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
