@@ -283,6 +283,15 @@ impl Credential {
         }
     }
 
+    /// The service account its key holds, when it is one (SPEC §9): each
+    /// attempt then bears a token minted with it instead of the key.
+    pub fn service_account(&self) -> Option<&super::ServiceAccount> {
+        match self.cloud.as_deref() {
+            Some(super::CloudKey::Vertex(sa)) => Some(sa),
+            _ => None,
+        }
+    }
+
     /// The fields again, to change some and validate anew (an update), or to
     /// store them.
     pub fn to_fields(&self) -> CredentialFields {

@@ -256,7 +256,7 @@ pub(crate) fn group(
     for c in creds {
         if let Some(mut cand) = compile(c, providers)? {
             cand.health = health.get(&c.id);
-            if let Some(CloudKey::Vertex(account)) = c.cloud.as_deref() {
+            if let Some(account) = c.service_account() {
                 cand.cloud = Cloud::Vertex(health.token_cache(&c.id, account));
             }
             list.push(cand);

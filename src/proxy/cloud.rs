@@ -21,7 +21,7 @@ use tower::{Service, ServiceExt};
 use super::body::ForwardBody;
 use super::error::Rejection;
 use super::service::Attempt;
-use crate::domain::{CloudKey, ServiceAccount, Upstream};
+use crate::domain::{ServiceAccount, Upstream};
 use crate::policy::token::MintFailure;
 use crate::policy::{Candidate, Cloud};
 use crate::BoxError;
@@ -64,7 +64,7 @@ pub(crate) fn target<'c>(
         Cloud::None => Ok(Some(plain(Some(&cand.auth_value)))),
         Cloud::SigV4 => Ok(Some(plain(None))),
         Cloud::Vertex(_) => {
-            let Some(CloudKey::Vertex(account)) = cand.record.cloud.as_deref() else {
+            let Some(account) = cand.record.service_account() else {
                 return Ok(None);
             };
             Ok(Some(Target {

@@ -42,11 +42,11 @@ use super::client_key::client_key_hash;
 use super::error::Rejection;
 use super::usage::{Accounting, UsageTap};
 use super::{cloud, headers, model, route};
-use crate::domain::{ApiKey, CloudKey, Credential, Dialect, LimitReset, Provider};
+use crate::domain::{ApiKey, Credential, Dialect, LimitReset, Provider};
 use crate::ledger::{self, Entry, KeyBook, Ledger};
 use crate::metrics::Metrics;
 use crate::policy::health::{self, Clock, Verdict};
-use crate::policy::token::{MintError, MintFailure};
+use crate::policy::token::MintError;
 use crate::policy::{self, Ask, Candidate, Cloud, Plan, Tier};
 use crate::registry::{Principal, Settings, Snapshot};
 use crate::{BoxError, Registry};
@@ -274,7 +274,11 @@ where
             credential: Arc::clone(&cand.record),
             number,
         };
-        let mints = matches!(cand.cloud, Cloud::Vertex(_)).then(|| attempt.clone());
+        // A service account's attempt mints (or reads) its token.
+        let mints = match (&cand.cloud, cand.record.service_account()) {
+            (Cloud::Vertex(cache), Some(account)) => Some((cache, account, attempt.clone())),
+            _ => None,
+        };
         let mut upstream_req = upstream_request(
             &parts.method,
             headers,
@@ -292,9 +296,10 @@ where
         let mut minted = None;
         let mut mint_failed = None;
         let call = async {
-            if let Some(attempt) = mints {
+            if let Some((cache, account, attempt)) = mints {
                 // Boxed: the mint's state does not grow every request's future.
-                match Box::pin(vertex_token(cand, &mut inner, attempt)).await {
+                let token = cache.get(|| cloud::mint(&mut inner, account, attempt));
+                match Box::pin(token).await {
                     Ok((token, fresh)) => {
                         upstream_req
                             .headers_mut()
@@ -669,30 +674,6 @@ fn upstream_request(
     }
     req.extensions_mut().insert(attempt);
     Ok(req)
-}
-
-/// A Vertex candidate's access token: its cache's, or one minted through
-/// `inner` at the account's token endpoint.
-async fn vertex_token<S, RB>(
-    cand: &Candidate,
-    inner: &mut S,
-    attempt: Attempt,
-) -> Result<(HeaderValue, bool), MintError<BoxError>>
-where
-    S: Service<Request<ForwardBody>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + Unpin,
-    RB::Error: Into<BoxError>,
-{
-    let (Cloud::Vertex(cache), Some(CloudKey::Vertex(account))) =
-        (&cand.cloud, cand.record.cloud.as_deref())
-    else {
-        return Err(MintError::Mint(MintFailure {
-            error: "the credential has no service account".into(),
-            refused: None,
-        }));
-    };
-    cache.get(|| cloud::mint(inner, account, attempt)).await
 }
 
 /// The metrics label of a model without a price: client model strings
