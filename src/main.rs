@@ -59,7 +59,10 @@ fn serve(path: PathBuf) -> ExitCode {
     } else {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
+    // The control plane (signals, reloads, the admin API, the store): the
+    // proxy's requests are served on threads of their own, one a core.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

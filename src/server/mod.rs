@@ -169,9 +169,12 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         store.clone(),
     ));
 
-    let listener = bind(config.server.listen, "server.listen").await?;
-    let local = local_addr(&listener)?;
-    let front = front(&config, &registry, &metrics)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let listeners = bind_per_core(config.server.listen, cores)?;
+    let local = local_addr(&listeners[0])?;
+    let fronts = (0..cores)
+        .map(|_| front(&config, &registry, &metrics))
+        .collect::<Result<Vec<_>, _>>()?;
     let serving = listener_serving(&config.server, config.server.tls.as_ref(), "server.tls")?;
     let admin = match &config.admin {
         Some(a) => {
@@ -233,17 +236,18 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         "byok-proxy listening on {}://{local}",
         serving.scheme()
     );
-    let graceful = GracefulShutdown::new();
-    serve_until_signalled(
-        (listener, front, serving),
-        admin,
-        signals.stop,
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut cores = Cores::start(
+        listeners.into_iter().zip(fronts).collect(),
+        &serving,
         &graceful,
         &config.server,
         &metrics,
-    )
-    .await;
+    )?;
+    serve_until_signalled(admin, signals.stop, &graceful).await;
+    let graceful = cores.stop_accepting(graceful).await;
     drain(graceful, config.server.drain).await;
+    cores.close().await;
     // What the last responses used is saved before the process ends.
     let _ = ledger::flush(registry.snapshot().ledger(), &metrics, &store).await;
     Ok(())
@@ -308,10 +312,54 @@ async fn first_snapshot(
 async fn bind(addr: SocketAddr, field: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Io {
-            what: format!("cannot listen on {addr} ({field})"),
-            source,
-        })
+        .map_err(|source| listen_error(addr, field, source))
+}
+
+fn listen_error(addr: SocketAddr, field: &str, source: std::io::Error) -> ServeError {
+    ServeError::Io {
+        what: format!("cannot listen on {addr} ({field})"),
+        source,
+    }
+}
+
+/// `cores` listeners on `server.listen`, one a serving thread: with
+/// `SO_REUSEPORT`, so that the kernel spreads the connections over them (the
+/// first one picks the port when it is 0, the others take the same).
+fn bind_per_core(addr: SocketAddr, cores: usize) -> Result<Vec<TcpListener>, ServeError> {
+    let one = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        if cores > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    if cores > 1 && addr.port() != 0 {
+        // SO_REUSEPORT would let this process share a port another one
+        // (of the same user) listens on: a plain bind first fails as it
+        // would without it.
+        let probe = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        };
+        probe
+            .and_then(|probe| {
+                probe.set_reuseaddr(true)?;
+                probe.bind(addr)
+            })
+            .map_err(|e| listen_error(addr, "server.listen", e))?;
+    }
+    let first = one(addr).map_err(|e| listen_error(addr, "server.listen", e))?;
+    let bound = local_addr(&first)?;
+    let mut all = vec![first];
+    for _ in 1..cores {
+        all.push(one(bound).map_err(|e| listen_error(bound, "server.listen", e))?);
+    }
+    Ok(all)
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServeError> {
@@ -388,32 +436,177 @@ impl Signals {
     }
 }
 
-/// Accepts on both listeners until SIGTERM or SIGINT; each connection is
+/// The proxy's serving threads: one a core, each a current-thread runtime
+/// with its own listener (`SO_REUSEPORT`) and its own upstream pool, so that
+/// a request is read, decided, forwarded and answered on one thread, with no
+/// wake-up crossing to another (issue 16). The control plane (signals,
+/// reloads, the admin API, the store) runs on the main runtime.
+struct Cores {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    // true: stop accepting; the runtimes live on until `close`.
+    stop: tokio::sync::watch::Sender<bool>,
+    // Closed when every thread has stopped accepting.
+    accepting: mpsc::Receiver<()>,
+    close: tokio::sync::watch::Sender<bool>,
+}
+
+impl Cores {
+    fn start(
+        cores: Vec<(TcpListener, Front)>,
+        serving: &Arc<Serving>,
+        graceful: &Arc<GracefulShutdown>,
+        server: &ServerConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, ServeError> {
+        // At most server.max_connections client connections over all the
+        // threads; one more is closed at once (counted, and logged at most
+        // once a second) rather than let memory grow without bound.
+        let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (close, close_rx) = tokio::sync::watch::channel(false);
+        let (accepting_tx, accepting) = mpsc::channel(1);
+        let mut threads = Vec::with_capacity(cores.len());
+        for (i, (listener, front)) in cores.into_iter().enumerate() {
+            let listener = listener.into_std().map_err(|source| ServeError::Io {
+                what: "cannot hand a listener to its thread".into(),
+                source,
+            })?;
+            let accept = Accept {
+                front,
+                serving: serving.clone(),
+                slots: slots.clone(),
+                graceful: graceful.clone(),
+                metrics: metrics.clone(),
+                max_connections: server.max_connections,
+            };
+            let (mut stop, mut close) = (stop_rx.clone(), close_rx.clone());
+            let accepting = accepting_tx.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| ServeError::Io {
+                    what: "cannot start a serving thread's runtime".into(),
+                    source,
+                })?;
+            let thread = std::thread::Builder::new()
+                .name(format!("byok-serve-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => accept.until(listener, &mut stop).await,
+                            Err(e) => tracing::error!(error = %e, "a serving thread cannot listen"),
+                        }
+                        drop(accepting);
+                        // Connections drain on this runtime until it closes.
+                        let _ = close.wait_for(|closed| *closed).await;
+                    });
+                })
+                .map_err(|source| ServeError::Io {
+                    what: "cannot start a serving thread".into(),
+                    source,
+                })?;
+            threads.push(thread);
+        }
+        Ok(Cores {
+            threads,
+            stop,
+            accepting,
+            close,
+        })
+    }
+
+    /// Stops every thread accepting; the shutdown then watches only the
+    /// connections they have.
+    async fn stop_accepting(&mut self, graceful: Arc<GracefulShutdown>) -> GracefulShutdown {
+        let _ = self.stop.send(true);
+        while self.accepting.recv().await.is_some() {}
+        // Every thread has let go of its handle: the last one is this.
+        let mut graceful = graceful;
+        loop {
+            match Arc::try_unwrap(graceful) {
+                Ok(g) => return g,
+                Err(shared) => {
+                    graceful = shared;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+
+    /// Ends the threads, closing what connections are left.
+    async fn close(self) {
+        let _ = self.close.send(true);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// What a serving thread needs to accept and serve its connections.
+struct Accept {
+    front: Front,
+    serving: Arc<Serving>,
+    slots: Arc<tokio::sync::Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    metrics: Arc<Metrics>,
+    max_connections: usize,
+}
+
+impl Accept {
+    /// Accepts on `listener` until `stop` turns true.
+    async fn until(self, listener: TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>) {
+        let mut last_shed_log: Option<std::time::Instant> = None;
+        // tokio's timer driver parks without a timeout while no timer is due,
+        // so a request that arms one (hyper's header-read timeout, the
+        // first-byte timeout) has to wake it with an eventfd write. A coarse
+        // tick keeps a near timer registered: arming a later one then wakes
+        // nothing.
+        let ticker = tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+            }
+        });
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => match Arc::clone(&self.slots).try_acquire_owned() {
+                        Ok(permit) => {
+                            let slot = Slot::new(permit, Arc::clone(&self.metrics));
+                            serve_connection(stream, peer, self.front.clone(), self.serving.clone(), self.graceful.watcher(), Some(slot));
+                        }
+                        Err(_) => {
+                            self.metrics.connection_shed();
+                            if last_shed_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                                last_shed_log = Some(std::time::Instant::now());
+                                tracing::warn!(max_connections = self.max_connections, "shedding connections: server.max_connections are open");
+                            }
+                            drop(stream);
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        ticker.abort();
+    }
+}
+
+/// Accepts on the admin listener until SIGTERM or SIGINT; each connection is
 /// watched by `graceful`.
 async fn serve_until_signalled(
-    proxy: (TcpListener, Front, Arc<Serving>),
     admin: Option<(TcpListener, Admin, Arc<Serving>)>,
     stop: [Signal; 2],
     graceful: &GracefulShutdown,
-    server: &ServerConfig,
-    metrics: &Arc<Metrics>,
 ) {
-    let (listener, front, serving) = proxy;
-    // At most server.max_connections client connections; one more is closed
-    // at once (counted, and logged at most once a second) rather than let
-    // memory grow without bound.
-    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
-    let mut last_shed_log: Option<std::time::Instant> = None;
-    // tokio's timer driver parks without a timeout while no timer is due, so
-    // a request that arms one (hyper's header-read timeout, the first-byte
-    // timeout) has to wake it with an eventfd write. A coarse tick keeps a
-    // near timer registered: arming a later one then wakes nothing.
-    let ticker = tokio::spawn(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tick.tick().await;
-        }
-    });
     let accept_admin = || async {
         match &admin {
             Some((listener, _, _)) => listener.accept().await,
@@ -423,26 +616,6 @@ async fn serve_until_signalled(
     let [mut term, mut int] = stop;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
-                        let slot = Slot::new(permit, Arc::clone(metrics));
-                        serve_connection(stream, peer, front.clone(), serving.clone(), graceful.watcher(), Some(slot));
-                    }
-                    Err(_) => {
-                        metrics.connection_shed();
-                        if last_shed_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                            last_shed_log = Some(std::time::Instant::now());
-                            tracing::warn!(max_connections = server.max_connections, "shedding connections: server.max_connections are open");
-                        }
-                        drop(stream);
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
             accepted = accept_admin() => match (accepted, &admin) {
                 (Ok((stream, peer)), Some((_, svc, serving))) => {
                     serve_connection(stream, peer, svc.clone(), serving.clone(), graceful.watcher(), None);
@@ -457,7 +630,6 @@ async fn serve_until_signalled(
             _ = int.recv() => break,
         }
     }
-    ticker.abort();
 }
 
 /// Lets in-flight requests (streams included) finish, for at most `drain`.

@@ -112,6 +112,43 @@ async fn sigterm_stops_accepting_and_drains_a_stream_then_exits_0() {
 }
 
 #[tokio::test]
+async fn a_port_in_use_is_refused_though_the_proxy_listens_once_a_core() {
+    // The serving threads share their port (SO_REUSEPORT): a second proxy
+    // on that port must still fail to start, not share it.
+    let mock = Mock::start(|_| Reply::json(200, "{}")).await;
+    let first = Proxy::start(&config(&mock, "")).await;
+    let second = config(&mock, "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", first.addr),
+    );
+    let path = first.dir.path().join("second.toml");
+    std::fs::write(&path, second).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_byok-proxy"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PATIENCE, out).await.unwrap().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {} (server.listen)", first.addr)),
+        "{err}"
+    );
+    // The first one still serves.
+    let res = client()
+        .request(
+            req("GET", &first.url("/healthz"), None)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
 async fn every_shipped_config_loads() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
     let mut n = 0;
