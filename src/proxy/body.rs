@@ -316,11 +316,14 @@ const GATHER_FRAME: usize = 8 * 1024;
 /// ...and all of them under this one.
 const GATHER_MAX: usize = 16 * 1024;
 
-/// The turns of the scheduler a gathered frame waits for the next one. hyper's
-/// client connection task takes two to hand over the next frame it has read
-/// (measured: with one, nothing is ever gathered; with two, the 16 events of
-/// a burst leave in one write).
-const GATHER_TURNS: u8 = 2;
+/// The pending polls a gathered frame waits through for the next one, each
+/// after waking the body's task. hyper's HTTP/1 server polls a pending body
+/// twice in a row (it checks a pending write once more before it yields,
+/// hyper 1.12 `proto/h1/dispatch.rs`), so under it two polls are one turn of
+/// the scheduler: with one, nothing was ever gathered; with two, the 16 events
+/// of a burst leave in one write. Under a server that polls once, two polls
+/// are two turns.
+const GATHER_POLLS: u8 = 2;
 
 /// The small data frames of an upstream body that were ready together.
 ///
@@ -328,14 +331,14 @@ const GATHER_TURNS: u8 = 2;
 /// event, a chunk) from its connection task, and hyper's server writes what
 /// it holds as soon as the body is pending: without this, a burst of events
 /// read in one socket read leaves in one write each. A frame that came alone
-/// leaves as it came (no copy), after at most [`GATHER_TURNS`] turns of the
-/// scheduler (microseconds); a large one is never copied.
+/// leaves as it came (no copy), after at most [`GATHER_POLLS`] polls
+/// (microseconds); a large one is never copied.
 #[derive(Debug, Default)]
 struct Gather {
     first: Option<Bytes>,
     more: BytesMut,
-    // The turns of the scheduler given to the body since its last frame.
-    turns: u8,
+    // The pending polls since the last frame (see GATHER_POLLS).
+    polls: u8,
     // What the body gave after the gathered frames, sent after them.
     after: Option<Option<Result<Frame<Bytes>, BoxError>>>,
 }
@@ -368,7 +371,7 @@ impl Gather {
 
     /// The frames gathered, as one.
     fn take(&mut self) -> Option<Bytes> {
-        self.turns = 0;
+        self.polls = 0;
         match self.first.take() {
             Some(first) => Some(first),
             None if self.more.is_empty() => None,
@@ -436,14 +439,14 @@ where
                             return Poll::Ready(gather.then(None));
                         }
                         Poll::Pending if !gather.is_empty() => {
-                            if gather.turns >= GATHER_TURNS {
+                            if gather.polls >= GATHER_POLLS {
                                 // Nothing more came: what was gathered goes.
                                 return Poll::Ready(gather.take().map(|d| Ok(Frame::data(d))));
                             }
                             // Let the task that reads the upstream run before
                             // the write: frames it has already read join
                             // these (one write instead of one a frame).
-                            gather.turns += 1;
+                            gather.polls += 1;
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
@@ -464,7 +467,7 @@ where
                     };
                     // Only noted: the timer is not touched per frame.
                     *last_frame = Instant::now();
-                    gather.turns = 0;
+                    gather.polls = 0;
                     let ended = body.as_ref().get_ref().is_end_stream();
                     if let (Some(_), Some(data)) = (usage.as_ref(), frame.data_ref()) {
                         // hyper stops polling a body that says it has ended
@@ -867,19 +870,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_waits_two_turns_for_the_next_and_no_more() {
+    async fn a_frame_waits_two_pending_polls_for_the_next_and_no_more() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let count = std::sync::Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(count.clone());
+        let wakes = || count.0.load(std::sync::atomic::Ordering::Relaxed);
+        let poll = |body: &mut Pin<Box<ByokBody<Sent>>>| {
+            body.as_mut().poll_frame(&mut Context::from_waker(&waker))
+        };
         let (tx, mut body) = sent();
         data(&tx, b"a");
-        // The frame is held: the body waits a turn (it woke itself).
-        assert!(poll_once(&mut body).is_pending());
+        // The frame is held, and the body wakes itself: it is never left
+        // holding a frame with nobody to poll it again.
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(wakes(), 1);
         // One that comes meanwhile joins it, and the wait starts again.
         data(&tx, b"b");
-        assert!(poll_once(&mut body).is_pending());
-        assert!(poll_once(&mut body).is_pending());
+        assert!(poll(&mut body).is_pending());
+        assert!(poll(&mut body).is_pending());
         assert!(body.size_hint().lower() >= 2 && !body.is_end_stream());
-        // Two turns without a frame: what was gathered goes.
-        assert_eq!(&data_of(poll_once(&mut body))[..], b"ab");
-        assert!(poll_once(&mut body).is_pending());
+        // Two pending polls since the last frame: what was gathered goes.
+        let before = wakes();
+        assert_eq!(&data_of(poll(&mut body))[..], b"ab");
+        // Nothing held: pending until the upstream sends, no wake of its own.
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(wakes(), before);
+        data(&tx, b"c");
+        assert!(wakes() > before, "the upstream's frame wakes the body");
     }
 
     #[tokio::test]
