@@ -326,12 +326,16 @@ fn listen_error(addr: SocketAddr, field: &str, source: std::io::Error) -> ServeE
 /// `SO_REUSEPORT`, so that the kernel spreads the connections over them (the
 /// first one picks the port when it is 0, the others take the same).
 fn bind_per_core(addr: SocketAddr, cores: usize) -> Result<Vec<TcpListener>, ServeError> {
-    let one = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+    let socket = |addr: SocketAddr| -> std::io::Result<tokio::net::TcpSocket> {
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
         };
         socket.set_reuseaddr(true)?;
+        Ok(socket)
+    };
+    let one = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = socket(addr)?;
         if cores > 1 {
             socket.set_reuseport(true)?;
         }
@@ -342,15 +346,8 @@ fn bind_per_core(addr: SocketAddr, cores: usize) -> Result<Vec<TcpListener>, Ser
         // SO_REUSEPORT would let this process share a port another one
         // (of the same user) listens on: a plain bind first fails as it
         // would without it.
-        let probe = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-        };
-        probe
-            .and_then(|probe| {
-                probe.set_reuseaddr(true)?;
-                probe.bind(addr)
-            })
+        socket(addr)
+            .and_then(|probe| probe.bind(addr))
             .map_err(|e| listen_error(addr, "server.listen", e))?;
     }
     let first = one(addr).map_err(|e| listen_error(addr, "server.listen", e))?;
@@ -462,6 +459,7 @@ impl Cores {
         // threads; one more is closed at once (counted, and logged at most
         // once a second) rather than let memory grow without bound.
         let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
+        let last_shed_log = Arc::default();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (close, close_rx) = tokio::sync::watch::channel(false);
         let (accepting_tx, accepting) = mpsc::channel(1);
@@ -478,6 +476,7 @@ impl Cores {
                 graceful: graceful.clone(),
                 metrics: metrics.clone(),
                 max_connections: server.max_connections,
+                last_shed_log: Arc::clone(&last_shed_log),
             };
             let (mut stop, mut close) = (stop_rx.clone(), close_rx.clone());
             let accepting = accepting_tx.clone();
@@ -492,10 +491,9 @@ impl Cores {
                 .name(format!("byok-serve-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(listener) => accept.until(listener, &mut stop).await,
-                            Err(e) => tracing::error!(error = %e, "a serving thread cannot listen"),
-                        }
+                        // `accept` (its handle on the shutdown) is gone
+                        // before `accepting` says so.
+                        accept.until(listener, &mut stop).await;
                         drop(accepting);
                         // Connections drain on this runtime until it closes.
                         let _ = close.wait_for(|closed| *closed).await;
@@ -520,7 +518,8 @@ impl Cores {
     async fn stop_accepting(&mut self, graceful: Arc<GracefulShutdown>) -> GracefulShutdown {
         let _ = self.stop.send(true);
         while self.accepting.recv().await.is_some() {}
-        // Every thread has let go of its handle: the last one is this.
+        // Every thread has let go of its handle (`Accept::until` takes it):
+        // the last one is this.
         let mut graceful = graceful;
         loop {
             match Arc::try_unwrap(graceful) {
@@ -554,12 +553,25 @@ struct Accept {
     graceful: Arc<GracefulShutdown>,
     metrics: Arc<Metrics>,
     max_connections: usize,
+    // When a shed connection was last logged, by any serving thread.
+    last_shed_log: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Accept {
-    /// Accepts on `listener` until `stop` turns true.
-    async fn until(self, listener: TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>) {
-        let mut last_shed_log: Option<std::time::Instant> = None;
+    /// Accepts on `listener` until `stop` turns true; `self` is dropped
+    /// when it returns, however it returns.
+    async fn until(
+        self,
+        listener: std::net::TcpListener,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "a serving thread cannot listen");
+                return;
+            }
+        };
         // tokio's timer driver parks without a timeout while no timer is due,
         // so a request that arms one (hyper's header-read timeout, the
         // first-byte timeout) has to wake it with an eventfd write. A coarse
@@ -581,8 +593,7 @@ impl Accept {
                         }
                         Err(_) => {
                             self.metrics.connection_shed();
-                            if last_shed_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                                last_shed_log = Some(std::time::Instant::now());
+                            if self.shed_log_due() {
                                 tracing::warn!(max_connections = self.max_connections, "shedding connections: server.max_connections are open");
                             }
                             drop(stream);
@@ -597,6 +608,17 @@ impl Accept {
             }
         }
         ticker.abort();
+    }
+
+    /// Whether a shed connection is logged: at most once a second over all
+    /// the serving threads.
+    fn shed_log_due(&self) -> bool {
+        let mut last = self.last_shed_log.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
     }
 }
 
