@@ -151,6 +151,7 @@ async fn answer(
     Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
 }
 
+#[expect(clippy::too_many_lines, reason = "one table of benches")]
 fn per_request(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

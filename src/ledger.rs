@@ -25,7 +25,7 @@ use crate::policy::Tier;
 /// A UTC day: days since 1970-01-01.
 pub type Day = i32;
 
-pub(crate) use crate::policy::health::now_ms;
+pub(crate) use crate::clock::now_ms;
 
 /// The UTC day of `ms` milliseconds since the Unix epoch.
 pub(crate) fn day_of_ms(ms: u64) -> Day {
@@ -293,6 +293,11 @@ impl Ledger {
             return Arc::clone(&b);
         }
         Arc::clone(&self.keys.entry(key).or_default())
+    }
+
+    /// The book of `key`, when it has one (nothing is made).
+    pub(crate) fn peek_book(&self, key: &KeyHash) -> Option<Arc<KeyBook>> {
+        self.keys.get(key).map(|b| Arc::clone(&b))
     }
 
     /// Counts one response as it ends.

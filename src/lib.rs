@@ -53,6 +53,8 @@
 
 pub mod domain;
 
+mod clock;
+mod common;
 mod config;
 mod ledger;
 mod metrics;

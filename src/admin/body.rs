@@ -324,6 +324,7 @@ mod tests {
     /// One set of rules, three sources: each bad entry, written as a config
     /// table, as an API body and as a database row, gets the same field-path
     /// error from each (the config's with its `credentials[0].` in front).
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
     #[test]
     fn every_source_gets_the_same_field_error() {
         let hash = "a".repeat(64);

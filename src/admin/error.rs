@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
+use crate::common::json::{error_json, json_response};
 use crate::domain::FieldErrors;
-use crate::proxy::error::{error_json, json_response};
 use crate::store::StoreError;
 
 /// Why the admin API did not do what was asked.

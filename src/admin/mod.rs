@@ -53,9 +53,9 @@ use error::AdminError;
 pub(crate) use scope::Access;
 use scope::Caller;
 
+use crate::common::bearer::bearer_token;
 use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash, LimitReset};
 use crate::ledger::{self, Ledger};
-use crate::proxy::client_key::bearer_token;
 use crate::registry::SnapshotError;
 use crate::store::{self, Store, StoreError};
 use crate::{Metrics, Registry};
@@ -311,7 +311,7 @@ impl Admin {
     /// `GET /api/v1/byok/{id}/health` (SPEC §10).
     fn health(&self, caller: &Caller, id: &str) -> AdminResult {
         let cred = self.visible(caller, id)?;
-        let now = crate::policy::health::now_ms();
+        let now = crate::clock::now_ms();
         let health = self.state.registry.snapshot().health(&cred.id);
         let (state, until) = health
             .as_ref()

@@ -139,6 +139,10 @@ impl Credential {
     /// - each allowlist: at most [`MAX_LIST`] entries, none empty;
     ///   `allowed_api_key_hashes`, when given, non-empty and 64 lowercase hex
     ///   each.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "split once the credential spec lands (issue 23)"
+    )]
     pub fn validate(fields: CredentialFields, providers: &Providers) -> Result<Self, FieldErrors> {
         let mut errs = FieldErrors::default();
         let f = fields;

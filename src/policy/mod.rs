@@ -17,10 +17,10 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::clock::Clock;
 pub(crate) use allowlist::{Allowlists, ModelMatcher};
 pub use candidate::CompileError;
 pub(crate) use candidate::{compile, group, Candidate, Cloud};
-use health::Clock;
 
 use crate::domain::{Credential, KeyHash};
 
@@ -420,6 +420,7 @@ mod tests {
         .unwrap()
     }
 
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
     #[test]
     fn tiers_table() {
         let key = KeyHash::of(b"key");

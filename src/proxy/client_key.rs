@@ -7,6 +7,7 @@
 
 use http::header::{HeaderMap, AUTHORIZATION};
 
+use crate::common::bearer::bearer_token;
 use crate::domain::headers::CREDENTIALS;
 use crate::domain::KeyHash;
 use crate::proxy::error::Rejection;
@@ -41,18 +42,6 @@ fn merge<'a>(found: Option<&'a [u8]>, next: &'a [u8]) -> Result<Option<&'a [u8]>
         Some(prev) if prev != next => Err(Rejection::AmbiguousApiKey),
         _ => Ok(Some(next)),
     }
-}
-
-/// The token of `Bearer <token>`, with the scheme matched case-insensitively.
-pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = value.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
-    }
-    let token = rest
-        .strip_prefix(b" ")
-        .or_else(|| rest.strip_prefix(b"\t"))?;
-    Some(token.trim_ascii())
 }
 
 #[cfg(test)]

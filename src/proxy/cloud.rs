@@ -18,9 +18,9 @@ use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use tower::{Service, ServiceExt};
 
+use super::attempt::Attempt;
 use super::body::ForwardBody;
 use super::error::Rejection;
-use super::service::Attempt;
 use crate::domain::{ServiceAccount, Upstream};
 use crate::policy::token::MintFailure;
 use crate::policy::{Candidate, Cloud};
@@ -297,7 +297,7 @@ struct Minted {
 pub(crate) async fn mint<S, RB>(
     inner: &mut S,
     account: &ServiceAccount,
-    attempt: Attempt,
+    attempt: Option<Attempt>,
 ) -> Result<(HeaderValue, Duration), MintFailure<BoxError>>
 where
     S: Service<Request<ForwardBody>, Response = Response<RB>>,
@@ -327,7 +327,9 @@ where
         http::header::ACCEPT,
         HeaderValue::from_static("application/json"),
     );
-    req.extensions_mut().insert(attempt);
+    if let Some(attempt) = attempt {
+        req.extensions_mut().insert(attempt);
+    }
     let exchange = async {
         let svc = inner.ready().await.map_err(|e| failed(e.into()))?;
         let res: Response<RB> = svc.call(req).await.map_err(|e| failed(e.into()))?;

@@ -17,6 +17,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
+use crate::common::json::{error_json, json_response};
 use crate::domain::Dialect;
 use crate::policy::{Denial, RefusedBy};
 
@@ -234,19 +235,6 @@ impl Rejection {
     }
 }
 
-/// `{"error": {"code", "message", "metadata": {"reason"}}}`: OpenRouter's
-/// error shape, for the proxy's answers and the admin API's alike.
-pub(crate) fn error_json(status: StatusCode, message: &str, reason: &str) -> Bytes {
-    let body = serde_json::json!({
-        "error": {
-            "code": status.as_u16(),
-            "message": message,
-            "metadata": { "reason": reason },
-        }
-    });
-    Bytes::from(body.to_string())
-}
-
 /// Tells the OpenAI and Anthropic SDKs whether to retry.
 const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
@@ -322,17 +310,6 @@ fn bedrock_type(status: StatusCode) -> &'static str {
     }
 }
 
-/// A JSON response with `status` and `body`.
-pub(crate) fn json_response<B: From<Bytes>>(status: StatusCode, body: Bytes) -> Response<B> {
-    let mut res = Response::new(B::from(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
-}
-
 /// Client input echoed in a message: at most 120 characters.
 struct Clip<'a>(&'a str);
 
@@ -401,6 +378,7 @@ mod tests {
         }
     }
 
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
     #[test]
     fn each_dialect_adds_its_sdks_fields_to_openrouters() {
         let id = HeaderValue::from_static("req-1");

@@ -5,10 +5,12 @@
 //! model id ([`model`]), bodies ([`body`]) and the proxy's own answers
 //! ([`error`]).
 
-pub(crate) mod access_log;
+mod access_log;
+mod attempt;
 pub(crate) mod body;
 pub(crate) mod client_key;
 pub(crate) mod cloud;
+mod context;
 pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod headers;
@@ -19,8 +21,9 @@ mod service;
 pub(crate) mod sigv4;
 pub(crate) mod usage;
 
+pub use attempt::Attempt;
 pub use body::{ByokBody, ForwardBody, IdleTimeout};
 pub use error::Rejection;
 pub use forward::{Forwarder, ForwarderOptions};
 pub use layer::ByokLayer;
-pub use service::{decide, Attempt, ByokService};
+pub use service::{decide, ByokService};

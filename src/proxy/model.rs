@@ -307,6 +307,15 @@ struct TopLevel<'a> {
     model_lists: bool,
 }
 
+/// Where the scanner is in a document.
+#[derive(Debug, Default)]
+struct Walk<'a> {
+    /// Bit `d` is set when the container at depth `d + 1` is an object.
+    kinds: u128,
+    depth: usize,
+    top: TopLevel<'a>,
+}
+
 /// What a body says about its model, as the scanner read it.
 #[derive(Debug)]
 pub(crate) struct BodyModel<'a> {
@@ -354,106 +363,111 @@ impl<'a> Scanner<'a> {
 
     /// Scans one whole document and returns the top-level model, if any.
     fn document(mut self) -> Result<BodyModel<'a>, ModelError> {
-        // Bit `d` is set when the container at depth `d + 1` is an object.
-        let mut kinds: u128 = 0;
-        let mut depth: usize = 0;
-        let mut top = TopLevel::default();
-        let mut expect_value = true;
-
+        let mut walk = Walk::default();
         self.skip_ws();
         if self.pos >= self.bytes.len() {
             return Err(invalid(MSG_EMPTY));
         }
+        let mut expect_value = true;
         loop {
-            if expect_value {
-                self.skip_ws();
-                match self.peek() {
-                    Some(b'{') => {
-                        self.open(&mut kinds, &mut depth, true)?;
-                        self.skip_ws();
-                        match self.peek() {
-                            Some(b'}') => {
-                                self.pos += 1;
-                                depth = depth.saturating_sub(1);
-                                expect_value = false;
-                            }
-                            Some(b'"') => expect_value = self.member(depth, &mut top)?,
-                            _ => return Err(self.expected(MSG_EXPECTED_KEY)),
-                        }
-                    }
-                    Some(b'[') => {
-                        self.open(&mut kinds, &mut depth, false)?;
-                        self.skip_ws();
-                        if self.peek() == Some(b']') {
-                            self.pos += 1;
-                            depth = depth.saturating_sub(1);
-                            expect_value = false;
-                        }
-                    }
-                    Some(b'"') => {
-                        self.pos += 1;
-                        self.string()?;
-                        expect_value = false;
-                    }
-                    Some(b't') => {
-                        self.literal(b"true")?;
-                        expect_value = false;
-                    }
-                    Some(b'f') => {
-                        self.literal(b"false")?;
-                        expect_value = false;
-                    }
-                    Some(b'n') => {
-                        self.literal(b"null")?;
-                        expect_value = false;
-                    }
-                    Some(b'-' | b'0'..=b'9') => {
-                        self.number()?;
-                        expect_value = false;
-                    }
-                    _ => return Err(self.expected(MSG_UNEXPECTED)),
-                }
+            expect_value = if expect_value {
+                self.value(&mut walk)?
             } else {
-                self.skip_ws();
-                let Some(index) = depth.checked_sub(1) else {
-                    return if self.pos == self.bytes.len() {
-                        Ok(BodyModel {
-                            model: top.model,
-                            lists: top.model_lists,
+                match self.after_value(&mut walk)? {
+                    Some(expect_value) => expect_value,
+                    None => {
+                        return Ok(BodyModel {
+                            model: walk.top.model,
+                            lists: walk.top.model_lists,
                         })
-                    } else {
-                        Err(invalid(MSG_TRAILING))
-                    };
-                };
-                let in_object = kinds
-                    .checked_shr(u32::try_from(index).unwrap_or(u32::MAX))
-                    .unwrap_or(0)
-                    & 1
-                    == 1;
+                    }
+                }
+            };
+        }
+    }
+
+    /// One value (or the start of a container's first one); whether a value
+    /// is expected next.
+    fn value(&mut self, walk: &mut Walk<'a>) -> Result<bool, ModelError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') => {
+                self.open(&mut walk.kinds, &mut walk.depth, true)?;
+                self.skip_ws();
                 match self.peek() {
-                    Some(b',') => {
+                    Some(b'}') => {
                         self.pos += 1;
-                        if in_object {
-                            self.skip_ws();
-                            if self.peek() != Some(b'"') {
-                                return Err(self.expected(MSG_EXPECTED_KEY));
-                            }
-                            expect_value = self.member(depth, &mut top)?;
-                        } else {
-                            expect_value = true;
-                        }
+                        walk.depth = walk.depth.saturating_sub(1);
+                        Ok(false)
                     }
-                    Some(b'}') if in_object => {
-                        self.pos += 1;
-                        depth = index;
-                    }
-                    Some(b']') if !in_object => {
-                        self.pos += 1;
-                        depth = index;
-                    }
-                    _ => return Err(self.expected(MSG_EXPECTED_COMMA)),
+                    Some(b'"') => self.member(walk.depth, &mut walk.top),
+                    _ => Err(self.expected(MSG_EXPECTED_KEY)),
                 }
             }
+            Some(b'[') => {
+                self.open(&mut walk.kinds, &mut walk.depth, false)?;
+                self.skip_ws();
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    walk.depth = walk.depth.saturating_sub(1);
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+            Some(b'"') => {
+                self.pos += 1;
+                self.string()?;
+                Ok(false)
+            }
+            Some(b't') => self.literal(b"true").map(|()| false),
+            Some(b'f') => self.literal(b"false").map(|()| false),
+            Some(b'n') => self.literal(b"null").map(|()| false),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|()| false),
+            _ => Err(self.expected(MSG_UNEXPECTED)),
+        }
+    }
+
+    /// What follows a value: a comma (whether a value is expected next), the
+    /// end of its container, or at the top level the end of the document
+    /// (`None`).
+    fn after_value(&mut self, walk: &mut Walk<'a>) -> Result<Option<bool>, ModelError> {
+        self.skip_ws();
+        let Some(index) = walk.depth.checked_sub(1) else {
+            return if self.pos == self.bytes.len() {
+                Ok(None)
+            } else {
+                Err(invalid(MSG_TRAILING))
+            };
+        };
+        let in_object = walk
+            .kinds
+            .checked_shr(u32::try_from(index).unwrap_or(u32::MAX))
+            .unwrap_or(0)
+            & 1
+            == 1;
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                if !in_object {
+                    return Ok(Some(true));
+                }
+                self.skip_ws();
+                if self.peek() != Some(b'"') {
+                    return Err(self.expected(MSG_EXPECTED_KEY));
+                }
+                self.member(walk.depth, &mut walk.top).map(Some)
+            }
+            Some(b'}') if in_object => {
+                self.pos += 1;
+                walk.depth = index;
+                Ok(Some(false))
+            }
+            Some(b']') if !in_object => {
+                self.pos += 1;
+                walk.depth = index;
+                Ok(Some(false))
+            }
+            _ => Err(self.expected(MSG_EXPECTED_COMMA)),
         }
     }
 
@@ -909,6 +923,7 @@ mod tests {
         body_model(body).map(|m| m.map(Cow::into_owned))
     }
 
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
     #[test]
     fn body_model_table() {
         use ModelError::{Ambiguous, InvalidBody};

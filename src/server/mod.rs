@@ -176,26 +176,7 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
         .map(|_| front(&config, &registry, &metrics))
         .collect::<Result<Vec<_>, _>>()?;
     let serving = listener_serving(&config.server, config.server.tls.as_ref(), "server.tls")?;
-    let admin = match &config.admin {
-        Some(a) => {
-            let listener = bind(a.listen, "admin.listen").await?;
-            let service = Admin::new(
-                registry.clone(),
-                metrics.clone(),
-                Access::new(Some(a), config.shared.as_ref().map(|s| &*s.workspace_id)),
-                store.clone(),
-                config.store.default_workspace_id.clone(),
-            );
-            let serving = listener_serving(&config.server, a.tls.as_ref(), "admin.tls")?;
-            tracing::info!(
-                "admin API listening on {}://{}",
-                serving.scheme(),
-                local_addr(&listener)?
-            );
-            Some((listener, service, serving))
-        }
-        None => None,
-    };
+    let admin = admin_listener(&config, &registry, &metrics, &store).await?;
     let signals = Signals::new()?;
     let targets = Reload {
         registry: registry.clone(),
@@ -272,6 +253,33 @@ async fn publish_health(
 }
 
 /// The configured store, opened (and its tables made).
+/// The admin API's listener, service and TLS, when the config has one.
+async fn admin_listener(
+    config: &Config,
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+    store: &Arc<Store>,
+) -> Result<Option<(TcpListener, Admin, Arc<Serving>)>, ServeError> {
+    let Some(a) = &config.admin else {
+        return Ok(None);
+    };
+    let listener = bind(a.listen, "admin.listen").await?;
+    let service = Admin::new(
+        registry.clone(),
+        metrics.clone(),
+        Access::new(Some(a), config.shared.as_ref().map(|s| &*s.workspace_id)),
+        store.clone(),
+        config.store.default_workspace_id.clone(),
+    );
+    let serving = listener_serving(&config.server, a.tls.as_ref(), "admin.tls")?;
+    tracing::info!(
+        "admin API listening on {}://{}",
+        serving.scheme(),
+        local_addr(&listener)?
+    );
+    Ok(Some((listener, service, serving)))
+}
+
 async fn open_store(config: &Config) -> Result<Arc<Store>, ServeError> {
     let keyring = if config.store.is_database() {
         Some(Keyring::from_env()?)

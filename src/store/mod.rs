@@ -47,7 +47,7 @@ pub(crate) use sqlite::SqliteStore;
 pub enum StoreError {
     /// The database is unreachable or failed (the driver's error; it names
     /// hosts and SQL states, never a password or a secret).
-    #[error("store unavailable: {}", crate::proxy::access_log::ErrorChain(&**.0))]
+    #[error("store unavailable: {}", crate::common::ErrorChain(&**.0))]
     Unavailable(crate::BoxError),
     /// A write to the read-only file store.
     #[error("the file store is read-only")]

@@ -116,7 +116,7 @@ fn pg_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
 
 /// The TLS connector for Postgres: rustls, verifying the server.
 fn tls(extra_roots: &[CertificateDer<'static>]) -> Result<MakeRustlsConnect, StoreError> {
-    crate::proxy::forward::client_tls(extra_roots)
+    crate::common::tls::client_tls(extra_roots)
         .map(MakeRustlsConnect::new)
         .map_err(|e| StoreError::Unavailable(Box::new(e)))
 }

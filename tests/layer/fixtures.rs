@@ -52,6 +52,7 @@ pub(crate) const SECRETS: [&str; 10] = [
 ///   `o1`.
 /// * `ws-p`: credentials for a principal from an earlier layer: `p-openai`
 ///   admits only user dave, `p-anthropic` only dave's key hash.
+#[expect(clippy::too_many_lines, reason = "one TOML text")]
 pub(crate) fn config_text() -> String {
     format!(
         r#"

@@ -38,6 +38,7 @@ impl Sqlite {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
 async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
     let db = Sqlite::new().await;
     let node = Node::start(&db.config(), MASTER).await;
@@ -140,6 +141,7 @@ async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
 async fn invalid_writes_are_400_naming_the_field_and_never_the_secret() {
     let db = Sqlite::new().await;
     let node = Node::start(&db.config(), MASTER).await;
@@ -254,6 +256,7 @@ impl Sqlite {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
 async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
     let db = Sqlite::new().await;
     let node = Node::start(&db.config(), MASTER).await;
