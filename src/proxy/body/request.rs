@@ -153,12 +153,8 @@ const DRAIN_MIN: usize = 64 * 1024;
 /// request's `max_body_bytes`) in all, each frame within `stall`, all within
 /// 5 s — so that an early answer (413, 401, …) reaches a client still
 /// sending, instead of a reset when the connection closes on unread data.
-pub(crate) async fn drain<B>(
-    body: Pin<&mut B>,
-    read: usize,
-    limit: usize,
-    stall: Duration,
-) where
+pub(crate) async fn drain<B>(body: Pin<&mut B>, read: usize, limit: usize, stall: Duration)
+where
     B: Body,
 {
     let mut body = body;
