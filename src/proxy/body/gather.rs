@@ -388,4 +388,292 @@ mod tests {
             SizeHint::with_exact(self.left)
         }
     }
+
+    /// Through a real hyper HTTP/1 server: the polling Gather relies on,
+    /// pinned, and what it does with it.
+    mod under_hyper {
+        use super::*;
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{
+            AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf,
+        };
+
+        /// A body handed over one frame at a time through a one-slot
+        /// channel, as hyper's client hands over an upstream's body.
+        struct Recv(tokio::sync::mpsc::Receiver<Bytes>);
+
+        impl Body for Recv {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+            }
+        }
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Polled {
+            Pending,
+            Data,
+            End,
+        }
+
+        /// A body that notes each poll: in which turn of the connection's
+        /// task (how many times its future had been polled), and what it
+        /// gave. It never wakes itself.
+        struct Noted {
+            inner: Recv,
+            turn: Arc<AtomicUsize>,
+            log: Arc<Mutex<Vec<(usize, Polled)>>>,
+        }
+
+        impl Body for Noted {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                let polled = Pin::new(&mut self.inner).poll_frame(cx);
+                let noted = match &polled {
+                    Poll::Pending => Polled::Pending,
+                    Poll::Ready(Some(_)) => Polled::Data,
+                    Poll::Ready(None) => Polled::End,
+                };
+                let turn = self.turn.load(Ordering::Relaxed);
+                self.log.lock().unwrap().push((turn, noted));
+                polled
+            }
+        }
+
+        /// The server's end of the connection, its writes counted.
+        struct Counted {
+            io: DuplexStream,
+            writes: Arc<AtomicUsize>,
+        }
+
+        impl Counted {
+            fn count(&self, written: &Poll<std::io::Result<usize>>) {
+                if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+
+        impl AsyncRead for Counted {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.io).poll_read(cx, buf)
+            }
+        }
+
+        impl AsyncWrite for Counted {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                let written = Pin::new(&mut self.io).poll_write(cx, buf);
+                self.count(&written);
+                written
+            }
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> Poll<std::io::Result<usize>> {
+                let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+                self.count(&written);
+                written
+            }
+            fn is_write_vectored(&self) -> bool {
+                self.io.is_write_vectored()
+            }
+            fn poll_flush(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.io).poll_flush(cx)
+            }
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.io).poll_shutdown(cx)
+            }
+        }
+
+        /// Serves one response with `body` from a hyper HTTP/1 server
+        /// connection on a task of its own, counting the turns of that task
+        /// and the connection's writes; the client's end, request sent.
+        async fn serve<B>(body: B, turn: Arc<AtomicUsize>, writes: Arc<AtomicUsize>) -> DuplexStream
+        where
+            B: Body<Data = Bytes> + Send + 'static,
+            B::Error: Into<BoxError>,
+        {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let body = Mutex::new(Some(body));
+            let service = hyper::service::service_fn(move |_req| {
+                let body = body.lock().unwrap().take().unwrap();
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+            });
+            let io = TokioIo::new(Counted { io: server, writes });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            tokio::spawn(async move {
+                let mut conn = std::pin::pin!(conn);
+                std::future::poll_fn(|cx| {
+                    turn.fetch_add(1, Ordering::Relaxed);
+                    conn.as_mut().poll(cx)
+                })
+                .await
+            });
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            client
+        }
+
+        /// Reads until `marker` appears after `from`; returns where it ends.
+        /// On this one-thread runtime, the server's task has finished the
+        /// turn that wrote it by the time the client reads it.
+        async fn read_until(
+            client: &mut DuplexStream,
+            got: &mut Vec<u8>,
+            from: usize,
+            marker: &[u8],
+        ) -> usize {
+            loop {
+                if let Some(at) = memchr::memmem::find(&got[from..], marker) {
+                    return from + at + marker.len();
+                }
+                let n = client.read_buf(got).await.unwrap();
+                assert!(
+                    n > 0,
+                    "the server closed: {:?}",
+                    String::from_utf8_lossy(got)
+                );
+            }
+        }
+
+        /// What hyper's server did with the body, turn by turn.
+        fn by_turn(log: &Mutex<Vec<(usize, Polled)>>) -> Vec<Vec<Polled>> {
+            let mut turns: Vec<(usize, Vec<Polled>)> = Vec::new();
+            for &(turn, polled) in log.lock().unwrap().iter() {
+                match turns.last_mut() {
+                    Some((t, polls)) if *t == turn => polls.push(polled),
+                    _ => turns.push((turn, vec![polled])),
+                }
+            }
+            turns.into_iter().map(|(_, polls)| polls).collect()
+        }
+
+        /// GATHER_POLLS is two because hyper's HTTP/1 server polls a pending
+        /// body twice in one turn of its task, then yields (`poll_loop`
+        /// checks a pending write once more). Should a hyper upgrade poll it
+        /// once, Gather waits two turns (slower); three times or more,
+        /// Gather never yields to the task that reads the upstream, and
+        /// gathers nothing: this test fails, and GATHER_POLLS is to be
+        /// measured again (docs/performance.md, issue 16).
+        #[tokio::test]
+        async fn hyper_polls_a_pending_body_twice_a_turn() {
+            use Polled::*;
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let turn = Arc::new(AtomicUsize::new(0));
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let body = Noted {
+                inner: Recv(rx),
+                turn: Arc::clone(&turn),
+                log: Arc::clone(&log),
+            };
+            let mut client = serve(body, turn, Arc::default()).await;
+            let mut got = Vec::new();
+            // The head, written in the turn that first polled the body.
+            let at = read_until(&mut client, &mut got, 0, b"\r\n\r\n").await;
+            tx.send(Bytes::from_static(b"event")).await.unwrap();
+            let at = read_until(&mut client, &mut got, at, b"event\r\n").await;
+            drop(tx);
+            read_until(&mut client, &mut got, at, b"0\r\n\r\n").await;
+            assert_eq!(
+                by_turn(&log),
+                [
+                    vec![Pending, Pending],
+                    vec![Data, Pending, Pending],
+                    vec![End]
+                ],
+                "how hyper's server polls a body has changed: see GATHER_POLLS"
+            );
+        }
+
+        /// The server's writes for a burst of `n` small events that the
+        /// upstream's task hands over one at a time, each as soon as the
+        /// last is taken; and the events as the client got them.
+        async fn burst(n: usize, gathered: bool) -> (usize, Vec<u8>) {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let body = if gathered {
+                http_body_util::Either::Left(Gather::new(Recv(rx)))
+            } else {
+                http_body_util::Either::Right(Recv(rx))
+            };
+            let writes = Arc::new(AtomicUsize::new(0));
+            let mut client = serve(body, Arc::default(), Arc::clone(&writes)).await;
+            let mut got = Vec::new();
+            let head = read_until(&mut client, &mut got, 0, b"\r\n\r\n").await;
+            let before = writes.load(Ordering::Relaxed);
+            let upstream = tokio::spawn(async move {
+                for i in 0..n {
+                    tx.send(Bytes::from(format!("data: {i}\n\n")))
+                        .await
+                        .unwrap();
+                }
+            });
+            read_until(&mut client, &mut got, head, b"\r\n0\r\n\r\n").await;
+            upstream.await.unwrap();
+            (writes.load(Ordering::Relaxed) - before, got.split_off(head))
+        }
+
+        /// The events, in order, from a chunked body.
+        fn events(mut chunked: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            loop {
+                let line = memchr::memmem::find(chunked, b"\r\n").unwrap();
+                let size = std::str::from_utf8(&chunked[..line]).unwrap();
+                let size = usize::from_str_radix(size, 16).unwrap();
+                if size == 0 {
+                    return out;
+                }
+                out.extend_from_slice(&chunked[line + 2..line + 2 + size]);
+                chunked = &chunked[line + 2 + size + 2..];
+            }
+        }
+
+        #[tokio::test]
+        async fn a_burst_of_small_frames_leaves_in_one_write() {
+            let n = 16;
+            let want: Vec<u8> = (0..n)
+                .flat_map(|i| format!("data: {i}\n\n").into_bytes())
+                .collect();
+            let (alone, sent) = burst(n, false).await;
+            assert_eq!(events(&sent), want);
+            let (gathered, sent) = burst(n, true).await;
+            assert_eq!(events(&sent), want);
+            assert_eq!(
+                alone, n,
+                "without Gather: a write an event (the end with the last)"
+            );
+            assert_eq!(
+                gathered, 1,
+                "with Gather: the burst and the end in one write"
+            );
+        }
+    }
 }
