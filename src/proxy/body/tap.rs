@@ -94,6 +94,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use crate::ledger::{Entry, Ledger, Sums};
+    use crate::proxy::body::testing::poll_once;
     use crate::proxy::usage::UsageTap;
 
     /// A body that yields these chunks, in order, never waiting; it says it
@@ -152,13 +153,6 @@ mod tests {
         let mut all = Vec::new();
         ledger.drain(|_, sums| all.push(*sums));
         all
-    }
-
-    fn poll_once<B: Body>(
-        body: &mut Pin<Box<B>>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        body.as_mut()
-            .poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
     }
 
     const SSE: [&str; 3] = [

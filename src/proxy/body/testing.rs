@@ -34,10 +34,11 @@ pub(super) fn data(tx: &Sender, b: &'static [u8]) {
     tx.send(Ok(Frame::data(Bytes::from_static(b)))).unwrap();
 }
 
+/// What one poll of a `B` gives.
+pub(super) type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
 /// One poll, by a task nobody wakes.
-pub(super) fn poll_once<B: Body>(
-    body: &mut Pin<Box<B>>,
-) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+pub(super) fn poll_once<B: Body>(body: &mut Pin<Box<B>>) -> Polled<B> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     body.as_mut().poll_frame(&mut cx)
 }
