@@ -18,11 +18,12 @@ use crate::BoxError;
 
 /// The upstream's body as it leaves the proxy, outermost first:
 ///
-/// - [`Replay`]: bytes a peek already read go first, alone, as they were
-///   sent before gathering existed; the tap reads them when it is attached
-///   (see [`ByokBody::with_usage`]).
-/// - [`Gather`]: over the tap, so that a frame held is one the tap has read
-///   (a client gone while frames are held is counted with them).
+/// - [`Replay`]: bytes a peek already read go first, alone and at once:
+///   outside Gather, which never holds them. Being outside the tap too, the
+///   tap reads them when it is attached (see [`ByokBody::with_usage`]).
+/// - [`Gather`]: outermost over the upstream's frames, and over the tap, so
+///   that a frame held is one the tap has read (a client gone while frames
+///   are held is counted with them).
 /// - [`Tap`]: over the idle timeout, so that the tap sees every frame the
 ///   upstream gave, and a body cut for idling is counted when dropped.
 /// - [`Idle`]: around the upstream alone: its silences are what it bounds.
@@ -73,8 +74,8 @@ impl<B> ByokBody<B> {
     /// counts it when the body ends.
     pub(crate) fn with_usage(mut self, mut accounting: Accounting) -> Self {
         if let Kind::Upstream { body } = &mut self.kind {
-            // The bytes read ahead are the body's first: read now, they are
-            // read before the rest, as if they had passed the tap.
+            // The bytes read ahead are the body's first, and Replay gives
+            // them outside the tap: the tap reads them now, before the rest.
             if let Some(head) = body.head() {
                 accounting.tap.feed(head);
             }
@@ -120,7 +121,8 @@ where
                     .and_then(|f| f.as_mut().ok())
                     .and_then(Frame::trailers_mut)
                 {
-                    // Trailers are headers too: no credential in them.
+                    // Trailers are headers too: no credential in them. Here,
+                    // on the way out (the wrappers pass trailers untouched).
                     crate::proxy::headers::strip_credentials(trailers);
                 }
                 Poll::Ready(next)
