@@ -1,0 +1,30 @@
+//! Bodies, one job each (as tower-http's `limit/body.rs`, `timeout/body.rs`).
+//!
+//! The request side ([`request`]): the client's body, read once within its
+//! limit, decoded, and handed to the inner service as [`ForwardBody`].
+//!
+//! The response side: [`ByokBody`] ([`response`]), either the proxy's own
+//! bytes or the upstream's stream through small wrappers, each in its own
+//! file with its own tests, composed in one place ([`response`]):
+//!
+//! ```text
+//! Replay            bytes a peek read ahead, first          replay.rs
+//!   Gather          small frames ready together, as one     gather.rs
+//!     Tap           the usage report, read as it passes     tap.rs
+//!       Idle        the upstream's silences, bounded        idle.rs
+//!         upstream
+//! ```
+
+mod gather;
+mod idle;
+mod replay;
+mod request;
+mod response;
+mod tap;
+#[cfg(test)]
+mod testing;
+
+pub use idle::IdleTimeout;
+pub use request::ForwardBody;
+pub(crate) use request::{decode, drain, encoding, is_json_like, read, Encoding};
+pub use response::ByokBody;

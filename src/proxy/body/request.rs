@@ -1,0 +1,403 @@
+//! The request side: the client's body, read once within its limit (or
+//! drained before an early answer), its content coding, decoded within the
+//! limit too, and whether it declares itself JSON.
+
+use std::io::Read;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use flate2::read::{MultiGzDecoder, ZlibDecoder};
+use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use crate::proxy::error::Rejection;
+use crate::BoxError;
+
+/// The request body type the inner service receives: the client's body bytes,
+/// read once and shared by every attempt.
+pub type ForwardBody = http_body_util::Full<Bytes>;
+
+/// A request body's `Content-Encoding`, as far as the proxy can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// None, or only `identity`.
+    Identity,
+    /// `gzip` / `x-gzip`.
+    Gzip,
+    /// `deflate` (zlib-wrapped, as HTTP defines it).
+    Deflate,
+}
+
+impl Encoding {
+    /// The coding a `Content-Encoding` value names (an upstream's answer), as
+    /// [`encoding`] reads a request's; `None` for one the proxy cannot decode.
+    pub(crate) fn of(value: Option<&http::HeaderValue>) -> Option<Encoding> {
+        codings(value).ok()
+    }
+}
+
+/// The request's content coding; anything but one of gzip/deflate (plus any
+/// number of `identity`) is refused, so an encoded body is never forwarded
+/// without the proxy having read the model in it.
+pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, Rejection> {
+    codings(headers.get_all(CONTENT_ENCODING))
+}
+
+/// The one coding that `Content-Encoding` values name, together.
+fn codings<'a>(
+    values: impl IntoIterator<Item = &'a http::HeaderValue>,
+) -> Result<Encoding, Rejection> {
+    let mut found = Encoding::Identity;
+    for value in values {
+        let value = value.to_str().map_err(|_| Rejection::UnsupportedEncoding)?;
+        for coding in value.split(',').map(str::trim) {
+            let next = if coding.eq_ignore_ascii_case("identity") || coding.is_empty() {
+                continue;
+            } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                Encoding::Gzip
+            } else if coding.eq_ignore_ascii_case("deflate") {
+                Encoding::Deflate
+            } else {
+                return Err(Rejection::UnsupportedEncoding);
+            };
+            if found != Encoding::Identity {
+                // Stacked codings: nobody legitimate sends them.
+                return Err(Rejection::UnsupportedEncoding);
+            }
+            found = next;
+        }
+    }
+    Ok(found)
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a
+/// declared `Content-Length` above the limit is refused before reading), and
+/// as soon as it stalls: no byte for `stall` is a 408.
+///
+/// Before a 413 it [`drain`]s what the client is still sending (up to twice
+/// `limit` in all), so that the answer reaches it rather than a reset.
+pub(crate) async fn read<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    stall: Duration,
+) -> Result<Bytes, Rejection>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = std::pin::pin!(body);
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, 0, limit, stall).await;
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    // Frames are kept as they came (no copy) and joined once at the end; most
+    // bodies arrive in one frame, which is returned as it is. The stall timer
+    // is armed only when the body makes the proxy wait.
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let stalled = tokio::time::sleep(stall);
+    let mut stalled = std::pin::pin!(stalled);
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = body.frame() => next.map(|r| r.map_err(drop)),
+            () = &mut stalled => return Err(Rejection::BodyTimeout),
+        };
+        let frame = match next {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) => {
+                return Err(Rejection::InvalidBody("the request body could not be read"))
+            }
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(data.remaining());
+        if total > limit {
+            drain(body, total, limit, stall).await;
+            return Err(Rejection::BodyTooLarge { limit });
+        }
+        frames.push(data.copy_to_bytes(data.remaining()));
+        stalled.as_mut().reset(Instant::now() + stall);
+    }
+    Ok(match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.swap_remove(0),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            for frame in &frames {
+                all.extend_from_slice(frame);
+            }
+            all.freeze()
+        }
+    })
+}
+
+/// The longest an early answer waits for the client to finish sending.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The least an early answer drains of what the client still sends.
+const DRAIN_MIN: usize = 64 * 1024;
+
+/// Reads and discards what the client still sends of a body the proxy will
+/// not use — `read` bytes of it already taken, up to twice `limit` (the
+/// request's `max_body_bytes`) in all, each frame within `stall`, all within
+/// 5 s — so that an early answer (413, 401, …) reaches a client still
+/// sending, instead of a reset when the connection closes on unread data.
+pub(crate) async fn drain<B>(body: Pin<&mut B>, read: usize, limit: usize, stall: Duration)
+where
+    B: Body,
+{
+    let mut body = body;
+    let budget = limit.saturating_mul(2).saturating_sub(read).max(DRAIN_MIN);
+    let discard = async {
+        let mut left = budget;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(stall, body.as_mut().frame()).await {
+            if let Ok(data) = frame.into_data() {
+                left = match left.checked_sub(data.remaining()) {
+                    Some(left) => left,
+                    None => return,
+                };
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
+/// Decodes an encoded body, never producing more than `limit` bytes.
+pub(crate) fn decode(encoding: Encoding, raw: Bytes, limit: usize) -> Result<Bytes, Rejection> {
+    let mut reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Identity => return Ok(raw),
+        Encoding::Gzip => Box::new(MultiGzDecoder::new(&raw[..])),
+        Encoding::Deflate => Box::new(ZlibDecoder::new(&raw[..])),
+    };
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .by_ref()
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|_| {
+            Rejection::InvalidBody("the body could not be decoded with its Content-Encoding")
+        })?;
+    if out.len() > limit {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Whether the body declares itself JSON (or declares nothing). A body that does
+/// must be strict JSON; one with a form or binary media type may be something
+/// else, and then has no model.
+pub(crate) fn is_json_like(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
+        return true;
+    };
+    let ct = ct.as_bytes();
+    let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+    !(starts(b"multipart/")
+        || starts(b"application/x-www-form-urlencoded")
+        || starts(b"application/octet-stream")
+        || starts(b"audio/")
+        || starts(b"image/")
+        || starts(b"video/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use http::HeaderValue;
+    use http_body::Frame;
+    use std::io::Write;
+    use std::task::{Context, Poll};
+
+    fn h(name: &'static str, values: &[&'static str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for v in values {
+            m.append(name, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn encoding_table() {
+        let cases: &[(&[&'static str], Result<Encoding, ()>)] = &[
+            (&[], Ok(Encoding::Identity)),
+            (&["identity"], Ok(Encoding::Identity)),
+            (&["gzip"], Ok(Encoding::Gzip)),
+            (&["GZip"], Ok(Encoding::Gzip)),
+            (&["x-gzip"], Ok(Encoding::Gzip)),
+            (&["deflate"], Ok(Encoding::Deflate)),
+            (&["identity, gzip"], Ok(Encoding::Gzip)),
+            (&["gzip, gzip"], Err(())),
+            (&["gzip", "deflate"], Err(())),
+            (&["br"], Err(())),
+            (&["zstd"], Err(())),
+            (&["compress"], Err(())),
+        ];
+        for (values, want) in cases {
+            let got = encoding(&h("content-encoding", values)).map_err(|_| ());
+            assert_eq!(got, *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn decode_within_the_limit() {
+        let plain = br#"{"model":"gpt-4o"}"#;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(plain).unwrap();
+        let gz = Bytes::from(gz.finish().unwrap());
+        let mut zl = ZlibEncoder::new(Vec::new(), Compression::default());
+        zl.write_all(plain).unwrap();
+        let zl = Bytes::from(zl.finish().unwrap());
+
+        assert_eq!(decode(Encoding::Gzip, gz.clone(), 100).unwrap(), &plain[..]);
+        assert_eq!(decode(Encoding::Deflate, zl, 100).unwrap(), &plain[..]);
+        assert_eq!(
+            decode(Encoding::Gzip, gz, plain.len() - 1)
+                .unwrap_err()
+                .reason(),
+            "body_too_large"
+        );
+        assert_eq!(
+            decode(Encoding::Gzip, Bytes::from_static(b"not gzip"), 100)
+                .unwrap_err()
+                .reason(),
+            "invalid_body"
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(&vec![b' '; 50 << 20]).unwrap();
+        let bomb = Bytes::from(gz.finish().unwrap());
+        assert!(bomb.len() < 100_000);
+        assert_eq!(
+            decode(Encoding::Gzip, bomb, 1 << 20).unwrap_err().reason(),
+            "body_too_large"
+        );
+    }
+
+    #[test]
+    fn json_like_table() {
+        for (ct, want) in [
+            (None, true),
+            (Some("application/json"), true),
+            (Some("application/json; charset=utf-8"), true),
+            (Some("text/plain"), true),
+            (Some("multipart/form-data; boundary=x"), false),
+            (Some("Multipart/Form-Data"), false),
+            (Some("application/x-www-form-urlencoded"), false),
+            (Some("application/octet-stream"), false),
+            (Some("audio/wav"), false),
+        ] {
+            let mut m = HeaderMap::new();
+            if let Some(ct) = ct {
+                m.insert("content-type", HeaderValue::from_static(ct));
+            }
+            assert_eq!(is_json_like(&m), want, "{ct:?}");
+        }
+    }
+
+    const STALL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn read_refuses_declared_and_actual_oversize() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
+        let ok = read(&HeaderMap::new(), body.clone(), 10, STALL)
+            .await
+            .unwrap();
+        assert_eq!(ok.len(), 10);
+        let err = read(&HeaderMap::new(), body, 9, STALL).await.unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+        let declared = h("content-length", &["1000"]);
+        let err = read(&declared, http_body_util::Empty::<Bytes>::new(), 9, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+    }
+
+    /// A request body fed by the test, frame by frame.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_joins_frames_and_times_out_a_stall() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for part in ["{\"model\":", "\"m\"}"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+        drop(tx);
+        let got = read(&HeaderMap::new(), Fed(rx), 100, STALL).await.unwrap();
+        assert_eq!(&got[..], b"{\"model\":\"m\"}");
+
+        // A body that stops: 408 after exactly the stall time.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(Bytes::from_static(b"{\"model\":")).await.unwrap();
+        let started = Instant::now();
+        let err = read(&HeaderMap::new(), Fed(rx), 100, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.reason(), err.status().as_u16()),
+            ("request_timeout", 408)
+        );
+        assert_eq!(started.elapsed(), STALL);
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversized_body_is_drained_within_bounds_before_the_answer() {
+        // 4 frames of 4 bytes over a limit of 6: read to the end, then 413.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for _ in 0..4 {
+            tx.send(Bytes::from_static(b"abcd")).await.unwrap();
+        }
+        drop(tx);
+        let err = read(&HeaderMap::new(), Fed(rx), 6, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+
+        // A client that never stops sending is drained for at most 5 s.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let feeder = tokio::spawn(async move {
+            while tx.send(Bytes::from_static(b"x")).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let started = Instant::now();
+        let err = read(&HeaderMap::new(), Fed(rx), 1, STALL)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "body_too_large");
+        let took = started.elapsed();
+        assert!(
+            DRAIN_TIME <= took && took <= DRAIN_TIME + Duration::from_millis(20),
+            "{took:?}"
+        );
+        feeder.abort();
+    }
+}
