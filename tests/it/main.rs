@@ -19,6 +19,7 @@ mod admin_auth;
 mod admin_byok;
 mod cli;
 mod cloud_keys;
+mod docs_examples;
 mod failover;
 mod forwarding;
 mod gateway_keys;
