@@ -231,7 +231,8 @@ macro_rules! spec {
         }
 
         $(#[$cmeta])*
-            #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        #[cfg(feature = "server")]
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub(crate) struct $changes {
             $( pub(crate) $field: Option<$ty>, )*
         }
@@ -252,7 +253,8 @@ macro_rules! spec {
             }
         }
 
-            impl Fields for $changes {
+        #[cfg(feature = "server")]
+        impl Fields for $changes {
             const NAMES: &'static [&'static str] = <$spec as Fields>::NAMES;
 
             fn read<'de, A: MapAccess<'de>>(
@@ -268,7 +270,8 @@ macro_rules! spec {
             }
         }
 
-            impl $spec {
+        #[cfg(feature = "server")]
+        impl $spec {
             /// One column per field: its name and kind, in field order.
             pub(crate) const COLUMNS: &'static [(&'static str, ScalarKind)] =
                 &[$( (stringify!($field), <$ty as SpecValue>::KIND) ),*];
