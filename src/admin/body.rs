@@ -1,5 +1,9 @@
 //! The admin API's write bodies, as OpenRouter defines them, each turned into
-//! the same fields a config table or a database row becomes. The rules are
+//! the same fields a config table or a database row becomes. A credential
+//! body is its own few fields and the credential's
+//! [`CredentialSpec`] (a PATCH: its [`CredentialChanges`]) read beside them
+//! ([`Flat`]), as the config's table is: a field of the spec is one there
+//! too, with the same name and errors. The rules are
 //! checked by [`Credential::validate`](crate::Credential::validate) and
 //! [`ApiKey::validate`](crate::ApiKey::validate), not here.
 //!
