@@ -347,3 +347,82 @@ spec! {
         base_url: Option<String>,
     }
 }
+
+#[cfg(all(test, feature = "server"))]
+mod tests {
+    use super::*;
+    use crate::domain::Flat;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoOwn {}
+
+    fn changes(json: &str) -> CredentialChanges {
+        serde_json::from_str::<Flat<NoOwn, CredentialChanges>>(json)
+            .unwrap()
+            .spec
+    }
+
+    /// In a PATCH, `null` clears a field that may be null and leaves one
+    /// that may not as it is; an absent field is unchanged.
+    #[test]
+    fn null_clears_only_what_may_be_null() {
+        let mut spec = CredentialSpec {
+            name: Some("n".into()),
+            disabled: true,
+            declared_zdr: Some(true),
+            sort_order: 4,
+            allowed_models: Some(vec!["m".into()]),
+            ..CredentialSpec::default()
+        };
+        let c = changes(r#"{"name":null,"disabled":null,"declared_zdr":null,"sort_order":null}"#);
+        assert_eq!(c.disabled, None);
+        assert_eq!(c.sort_order, None);
+        assert_eq!(c.name, Some(None));
+        spec.apply(c);
+        assert_eq!(spec.name, None);
+        assert!(spec.disabled, "null leaves a boolean as it is");
+        assert_eq!(spec.declared_zdr, None);
+        assert_eq!(spec.sort_order, 4);
+        assert_eq!(spec.allowed_models, Some(vec!["m".to_owned()]), "absent");
+        spec.apply(changes(r#"{"disabled":false,"allowed_models":[]}"#));
+        assert!(!spec.disabled);
+        assert_eq!(spec.allowed_models, Some(vec![]));
+    }
+
+    #[test]
+    fn columns_round_trip_and_name_the_bad_one() {
+        let spec = CredentialSpec {
+            name: Some("n".into()),
+            is_byok_only: true,
+            declared_zdr: Some(false),
+            sort_order: -3,
+            allowed_api_key_hashes: Some(vec!["a".repeat(64)]),
+            allowed_user_ids: Some(vec![]),
+            base_url: Some("https://x.example".into()),
+            ..CredentialSpec::default()
+        };
+        let values = spec.to_scalars();
+        assert_eq!(values.len(), CredentialSpec::COLUMNS.len());
+        assert_eq!(CredentialSpec::COLUMNS.len(), CredentialSpec::NAMES.len());
+        assert_eq!(CredentialSpec::from_scalars(values.clone()).unwrap(), spec);
+        let at = |name| {
+            CredentialSpec::NAMES
+                .iter()
+                .position(|n| *n == name)
+                .unwrap()
+        };
+        let mut bad = values.clone();
+        bad[at("allowed_models")] = Scalar::Text("{".into());
+        assert_eq!(
+            CredentialSpec::from_scalars(bad).unwrap_err(),
+            "column allowed_models: not a JSON array of strings"
+        );
+        let mut bad = values;
+        bad[at("disabled")] = Scalar::Null;
+        assert_eq!(
+            CredentialSpec::from_scalars(bad).unwrap_err(),
+            "column disabled: not a boolean"
+        );
+    }
+}
