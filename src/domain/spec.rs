@@ -348,7 +348,8 @@ spec! {
     }
 }
 
-#[cfg(all(test, feature = "server"))]
+#[cfg(test)]
+#[cfg(feature = "server")]
 mod tests {
     use super::*;
     use crate::domain::Flat;
