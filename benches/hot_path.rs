@@ -41,7 +41,7 @@ use http_body_util::{BodyExt, Full};
 use secrecy::SecretString;
 use tower::{Layer, Service, ServiceExt};
 
-use byok_proxy::domain::{ApiKeyFields, CredentialFields};
+use byok_proxy::domain::{ApiKeyFields, CredentialFields, CredentialSpec};
 // The serde_json visitor of issue 9 lives beside the scanner, outside the
 // library's API: compiled here for the comparison only.
 #[allow(
@@ -84,29 +84,24 @@ fn registry() -> Registry {
     let providers = Providers::builtins();
     let credentials = (0..WORKSPACES * PER_WORKSPACE)
         .map(|i| {
+            let mut spec = CredentialSpec::default();
+            spec.base_url = Some("http://127.0.0.1:9".into());
+            spec.sort_order = (i % PER_WORKSPACE) as i64;
+            spec.allowed_models = Some(vec![
+                "openai/gpt-4o".into(),
+                "openai/gpt-4o-mini".into(),
+                "openai/o1".into(),
+            ]);
+            // Each credential admits one user: a request scans its group.
+            spec.allowed_user_ids = Some(vec![format!("user-{i}")]);
             let fields = CredentialFields {
                 id: format!("cred-{i}"),
                 workspace_id: Some(format!("ws-{}", i / PER_WORKSPACE)),
                 provider: "openai".into(),
-                name: None,
                 key: SecretString::from(format!("sk-bench-secret-{i:06}")),
-                base_url: Some("http://127.0.0.1:9".into()),
-                headers: Default::default(),
                 created_at: "2025-01-01T00:00:00Z".into(),
-                disabled: false,
-                is_fallback: false,
-                is_required: false,
-                is_byok_only: false,
-                declared_zdr: None,
-                sort_order: (i % PER_WORKSPACE) as i64,
-                allowed_api_key_hashes: None,
-                allowed_models: Some(vec![
-                    "openai/gpt-4o".into(),
-                    "openai/gpt-4o-mini".into(),
-                    "openai/o1".into(),
-                ]),
-                // Each credential admits one user: a request scans its group.
-                allowed_user_ids: Some(vec![format!("user-{i}")]),
+                headers: Default::default(),
+                spec,
             };
             Credential::validate(fields, &providers).expect("valid credential")
         })

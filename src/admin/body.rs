@@ -1,5 +1,9 @@
 //! The admin API's write bodies, as OpenRouter defines them, each turned into
-//! the same fields a config table or a database row becomes. The rules are
+//! the same fields a config table or a database row becomes. A credential
+//! body is its own few fields and the credential's
+//! [`CredentialSpec`] (a PATCH: its [`CredentialChanges`]) read beside them
+//! ([`Flat`]), as the config's table is: a field of the spec is one there
+//! too, with the same name and errors. The rules are
 //! checked by [`Credential::validate`](crate::Credential::validate) and
 //! [`ApiKey::validate`](crate::ApiKey::validate), not here.
 //!
@@ -11,7 +15,9 @@ use serde::{Deserialize, Deserializer};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::AdminError;
-use crate::domain::{key_label, ApiKeyFields, CredentialFields, KeyHash};
+use crate::domain::{
+    key_label, ApiKeyFields, CredentialChanges, CredentialFields, CredentialSpec, Flat, KeyHash,
+};
 use crate::store::{new_gateway_key, new_uuid, now_rfc3339};
 
 /// A field of a PATCH body: absent (unchanged), `null` (cleared) or a value.
@@ -54,31 +60,21 @@ fn workspace(given: Option<String>, default: Option<&str>) -> Result<String, Adm
     })
 }
 
-/// `POST /api/v1/byok`.
+/// `POST /api/v1/byok`: the new credential's own fields, and its
+/// [`CredentialSpec`] beside them.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct CreateCredential(Flat<NewCredential, CredentialSpec>);
+
+/// A create body's own fields.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CreateCredential {
+struct NewCredential {
     provider: String,
     key: SecretString,
     /// Left out: the default workspace; `null`: a global credential.
     #[serde(default)]
     workspace_id: Patch<String>,
-    name: Option<String>,
-    #[serde(default)]
-    disabled: bool,
-    #[serde(default)]
-    is_fallback: bool,
-    #[serde(default)]
-    is_required: bool,
-    #[serde(default)]
-    is_byok_only: bool,
-    declared_zdr: Option<bool>,
-    #[serde(default)]
-    sort_order: i64,
-    allowed_api_key_hashes: Option<Vec<String>>,
-    allowed_models: Option<Vec<String>>,
-    allowed_user_ids: Option<Vec<String>>,
-    base_url: Option<String>,
 }
 
 impl CreateCredential {
@@ -89,7 +85,8 @@ impl CreateCredential {
         self,
         default_workspace: Option<&str>,
     ) -> Result<CredentialFields, AdminError> {
-        let workspace_id = match self.workspace_id {
+        let Flat { own, spec } = self.0;
+        let workspace_id = match own.workspace_id {
             Patch::Absent => Some(workspace(None, default_workspace)?),
             Patch::Null => None,
             Patch::Value(ws) => Some(ws),
@@ -97,54 +94,27 @@ impl CreateCredential {
         Ok(CredentialFields {
             id: new_uuid(),
             workspace_id,
-            provider: self.provider,
-            name: self.name,
-            key: self.key,
-            base_url: self.base_url,
-            headers: Default::default(),
+            provider: own.provider,
+            key: own.key,
             created_at: now_rfc3339(),
-            disabled: self.disabled,
-            is_fallback: self.is_fallback,
-            is_required: self.is_required,
-            is_byok_only: self.is_byok_only,
-            declared_zdr: self.declared_zdr,
-            sort_order: self.sort_order,
-            allowed_api_key_hashes: self.allowed_api_key_hashes,
-            allowed_models: self.allowed_models,
-            allowed_user_ids: self.allowed_user_ids,
+            headers: Default::default(),
+            spec,
         })
     }
 }
 
 /// `PATCH /api/v1/byok/{id}`: an omitted field is unchanged, `null` clears,
 /// an array replaces; `key` rotates the secret in place.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct UpdateCredential(Flat<KeyChange, CredentialChanges>);
+
+/// A PATCH body's own field: a new secret.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct UpdateCredential {
-    #[serde(default)]
-    name: Patch<String>,
+struct KeyChange {
     #[serde(default)]
     key: Option<SecretString>,
-    #[serde(default)]
-    disabled: Option<bool>,
-    #[serde(default)]
-    is_fallback: Option<bool>,
-    #[serde(default)]
-    is_required: Option<bool>,
-    #[serde(default)]
-    is_byok_only: Option<bool>,
-    #[serde(default)]
-    declared_zdr: Patch<bool>,
-    #[serde(default)]
-    sort_order: Option<i64>,
-    #[serde(default)]
-    allowed_api_key_hashes: Patch<Vec<String>>,
-    #[serde(default)]
-    allowed_models: Patch<Vec<String>>,
-    #[serde(default)]
-    allowed_user_ids: Patch<Vec<String>>,
-    #[serde(default)]
-    base_url: Patch<String>,
 }
 
 impl UpdateCredential {
@@ -152,42 +122,22 @@ impl UpdateCredential {
     /// Refuses a new `base_url` without the key: the write-only secret is
     /// never sent to an endpoint other than the one its owner gave it with.
     pub(crate) fn apply(self, rec: &mut CredentialFields) -> Result<(), String> {
-        let moves = match &self.base_url {
-            Patch::Absent => false,
-            Patch::Null => rec.base_url.is_some(),
-            Patch::Value(url) => rec.base_url.as_deref() != Some(url.as_str()),
+        let Flat { own, spec } = self.0;
+        let moves = match &spec.base_url {
+            None => false,
+            Some(None) => rec.spec.base_url.is_some(),
+            Some(Some(url)) => rec.spec.base_url.as_deref() != Some(url.as_str()),
         };
-        if moves && self.key.is_none() {
+        if moves && own.key.is_none() {
             return Err(
                 "key: required with a new base_url (the secret goes only where its owner sent it)"
                     .to_owned(),
             );
         }
-        self.name.apply(&mut rec.name);
-        if let Some(key) = self.key {
+        if let Some(key) = own.key {
             rec.key = key;
         }
-        if let Some(v) = self.disabled {
-            rec.disabled = v;
-        }
-        if let Some(v) = self.is_fallback {
-            rec.is_fallback = v;
-        }
-        if let Some(v) = self.is_required {
-            rec.is_required = v;
-        }
-        if let Some(v) = self.is_byok_only {
-            rec.is_byok_only = v;
-        }
-        self.declared_zdr.apply(&mut rec.declared_zdr);
-        if let Some(v) = self.sort_order {
-            rec.sort_order = v;
-        }
-        self.allowed_api_key_hashes
-            .apply(&mut rec.allowed_api_key_hashes);
-        self.allowed_models.apply(&mut rec.allowed_models);
-        self.allowed_user_ids.apply(&mut rec.allowed_user_ids);
-        self.base_url.apply(&mut rec.base_url);
+        rec.spec.apply(spec);
         Ok(())
     }
 }
@@ -318,8 +268,8 @@ mod tests {
     use super::*;
     use crate::config::{Config, ConfigError};
     use crate::domain::{ApiKey, Credential, Providers};
+    use crate::store;
     use crate::store::crypto::Keyring;
-    use crate::store::{self, RawCredential};
 
     /// One set of rules, three sources: each bad entry, written as a config
     /// table, as an API body and as a database row, gets the same field-path
@@ -417,31 +367,9 @@ mod tests {
             let from_api = Credential::validate(fields.clone(), &Providers::builtins())
                 .map_err(|e| AdminError::fields(&e).to_string())
                 .unwrap_err();
-            // The database row, as a backend reads it.
-            let list =
-                |l: &Option<Vec<String>>| l.as_ref().map(|l| serde_json::to_string(l).unwrap());
-            let sealed = keyring.seal(fields.key.expose_secret().as_bytes(), fields.id.as_bytes());
-            let row = RawCredential {
-                id: fields.id.clone(),
-                workspace_id: fields.workspace_id.clone(),
-                provider: fields.provider.clone(),
-                name: fields.name.clone(),
-                created_at: fields.created_at.clone(),
-                disabled: fields.disabled,
-                is_fallback: fields.is_fallback,
-                is_required: fields.is_required,
-                is_byok_only: fields.is_byok_only,
-                declared_zdr: fields.declared_zdr,
-                sort_order: fields.sort_order,
-                allowed_api_key_hashes: list(&fields.allowed_api_key_hashes),
-                allowed_models: list(&fields.allowed_models),
-                allowed_user_ids: list(&fields.allowed_user_ids),
-                base_url: fields.base_url.clone(),
-                key_id: Some(sealed.key_id),
-                nonce: Some(sealed.nonce),
-                secret: Some(sealed.ciphertext),
-            };
-            let (read, _) = row.open(&keyring).unwrap();
+            // The database row, as a backend writes and reads it.
+            let row = store::credential_row(&fields, &keyring);
+            let (read, _) = store::open_credential_row(row, &keyring).unwrap();
             let from_row = match store::credential(read, &Providers::builtins()) {
                 Err(store::StoreError::BadRow { why, .. }) => why,
                 other => panic!("{field}: row accepted: {:?}", other.map(|_| ())),
@@ -547,16 +475,16 @@ mod tests {
         )
         .unwrap();
         let mut r = create.into_fields(None).unwrap();
-        r.name = Some("old".into());
-        r.allowed_user_ids = Some(vec!["u".into()]);
+        r.spec.name = Some("old".into());
+        r.spec.allowed_user_ids = Some(vec!["u".into()]);
         p.apply(&mut r).unwrap();
-        assert_eq!(r.name, None);
-        assert_eq!(r.allowed_models, Some(vec!["a".to_owned()]));
+        assert_eq!(r.spec.name, None);
+        assert_eq!(r.spec.allowed_models, Some(vec!["a".to_owned()]));
         assert_eq!(
-            r.allowed_user_ids,
+            r.spec.allowed_user_ids,
             Some(vec!["u".to_owned()]),
             "absent is unchanged"
         );
-        assert_eq!(r.sort_order, 3);
+        assert_eq!(r.spec.sort_order, 3);
     }
 }

@@ -641,8 +641,14 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     res
 }
 
-/// `BYOKKey` on the wire: exactly OpenRouter's fields, snake_case; `name`
-/// omitted when unset. Built from a [`Credential`], whose secret it never reads.
+/// `BYOKKey` on the wire: exactly OpenRouter's fields, snake_case, in
+/// OpenRouter's order; `name` omitted when unset. Built from a [`Credential`],
+/// whose secret it never reads.
+///
+/// Written out rather than derived from the
+/// [`CredentialSpec`](crate::domain::CredentialSpec): the shape is
+/// OpenRouter's contract (SPEC §2, tested with its SDK), so a field added to
+/// the spec is served here only when it is added here too.
 #[derive(Debug, Serialize)]
 pub(crate) struct ByokKey<'a> {
     id: &'a str,

@@ -28,8 +28,8 @@ use tls::RawTls;
 pub use tls::TlsConfig;
 
 use crate::domain::{
-    valid_slug, ApiKey, ApiKeyFields, AuthScheme, Credential, CredentialFields, FieldErrors,
-    KeyHash, Provider, Providers, SharedTier, Upstream,
+    valid_slug, ApiKey, ApiKeyFields, AuthScheme, Credential, CredentialFields, CredentialSpec,
+    FieldErrors, Flat, KeyHash, Provider, Providers, SharedTier, Upstream,
 };
 
 /// A config that parsed and validated.
@@ -238,7 +238,7 @@ struct RawConfig {
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
     #[serde(default)]
-    credentials: Vec<RawCredential>,
+    credentials: Vec<Flat<RawCredential, CredentialSpec>>,
     shared: Option<RawShared>,
     #[serde(default)]
     prices: BTreeMap<String, RawPrice>,
@@ -355,6 +355,8 @@ struct RawApiKey {
     external_user: Option<String>,
 }
 
+/// A `[[credentials]]` table's own fields; the rest are its
+/// [`CredentialSpec`], read beside them ([`Flat`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCredential {
@@ -362,27 +364,11 @@ struct RawCredential {
     /// Left out: a global credential.
     workspace_id: Option<String>,
     provider: String,
-    name: Option<String>,
     key: Option<SecretString>,
     key_env: Option<String>,
-    base_url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, SecretString>,
     created_at: Option<String>,
-    #[serde(default)]
-    disabled: bool,
-    #[serde(default)]
-    is_fallback: bool,
-    #[serde(default)]
-    is_required: bool,
-    #[serde(default)]
-    is_byok_only: bool,
-    declared_zdr: Option<bool>,
-    #[serde(default)]
-    sort_order: i64,
-    allowed_api_key_hashes: Option<Vec<String>>,
-    allowed_models: Option<Vec<String>>,
-    allowed_user_ids: Option<Vec<String>>,
 }
 
 // ---- parse errors without secrets ---------------------------------------------
@@ -879,13 +865,13 @@ fn validate_api_keys(raw: Vec<RawApiKey>, errs: &mut Errors) -> Vec<ApiKey> {
 }
 
 fn validate_credentials(
-    raw: Vec<RawCredential>,
+    raw: Vec<Flat<RawCredential, CredentialSpec>>,
     providers: &Providers,
     errs: &mut Errors,
 ) -> Vec<Credential> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
-    for (i, c) in raw.into_iter().enumerate() {
+    for (i, Flat { own: c, spec }) in raw.into_iter().enumerate() {
         let path = format!("credentials[{i}]");
         if let Some(first) = seen.insert(c.id.clone(), i) {
             errs.at(
@@ -915,24 +901,14 @@ fn validate_credentials(
             id: c.id,
             workspace_id: c.workspace_id,
             provider: c.provider,
-            name: c.name,
             // A stand-in for a key that could not be read, so that the other
             // fields are still checked; the error above keeps it out.
             key: key.unwrap_or_else(|| SecretString::from("unresolved-key")),
-            base_url: c.base_url,
-            headers: c.headers,
             created_at: c
                 .created_at
                 .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned()),
-            disabled: c.disabled,
-            is_fallback: c.is_fallback,
-            is_required: c.is_required,
-            is_byok_only: c.is_byok_only,
-            declared_zdr: c.declared_zdr,
-            sort_order: c.sort_order,
-            allowed_api_key_hashes: c.allowed_api_key_hashes,
-            allowed_models: c.allowed_models,
-            allowed_user_ids: c.allowed_user_ids,
+            headers: c.headers,
+            spec,
         };
         match Credential::validate(fields, providers) {
             Ok(cred) if resolved => out.push(cred),

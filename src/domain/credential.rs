@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 
 use http::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -11,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::headers::reserved;
-use super::{FieldErrors, KeyHash, Providers, Upstream};
+use super::{CredentialSpec, FieldErrors, KeyHash, Providers, Upstream};
 
 /// The most entries an allowlist may have.
 pub const MAX_LIST: usize = 100;
@@ -20,7 +21,9 @@ pub const MAX_LIST: usize = 100;
 pub const MAX_NAME: usize = 255;
 
 /// A credential's fields as a source read them, before any rule is checked:
-/// what a config table, a database row and an API body each turn into.
+/// what a config table, a database row and an API body each turn into. Its
+/// plain fields are its [`CredentialSpec`]; beside them, the record's
+/// identity, its secret and its headers, which each source gives its own way.
 ///
 /// `Debug` shows neither the secret nor the header values.
 #[derive(Debug, Clone)]
@@ -32,39 +35,22 @@ pub struct CredentialFields {
     pub workspace_id: Option<String>,
     /// Lowercase provider slug.
     pub provider: String,
-    /// Human name.
-    pub name: Option<String>,
     /// The provider secret.
     pub key: SecretString,
-    /// An upstream of its own, overriding the provider's.
-    pub base_url: Option<String>,
-    /// Headers set upstream together with the secret.
-    pub headers: BTreeMap<String, SecretString>,
     /// RFC 3339 timestamp.
     pub created_at: String,
-    /// Never used when set.
-    pub disabled: bool,
-    /// Tried after the non-fallback ones.
-    pub is_fallback: bool,
-    /// The shared tier never serves the models its `allowed_models` admits.
-    pub is_required: bool,
-    /// The shared tier never serves its provider.
-    pub is_byok_only: bool,
-    /// The operator's zero-data-retention declaration; `None` inherits the
-    /// provider's.
-    pub declared_zdr: Option<bool>,
-    /// Ascending try order within its group.
-    pub sort_order: i64,
-    /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
-    pub allowed_api_key_hashes: Option<Vec<String>>,
-    /// Model slugs it may serve; `None` = any.
-    pub allowed_models: Option<Vec<String>>,
-    /// User ids that may use it; `None` = any.
-    pub allowed_user_ids: Option<Vec<String>>,
+    /// Headers set upstream together with the secret (a config-file setting).
+    pub headers: BTreeMap<String, SecretString>,
+    /// Everything else.
+    pub spec: CredentialSpec,
 }
 
 /// A BYOK credential that obeys every rule: OpenRouter's `BYOKKey`, field for
 /// field, plus the secret and the optional per-credential upstream settings.
+///
+/// Its plain fields are its [`CredentialSpec`], which it dereferences to
+/// (`credential.is_byok_only`); beside them, what validation made of the
+/// rest. `base_url` is the parsed upstream (the spec's is its text).
 ///
 /// Made only by [`Credential::validate`] (other crates cannot build one
 /// field by field). `Debug` shows the secret as `[REDACTED]`; the type has no
@@ -79,34 +65,12 @@ pub struct Credential {
     pub workspace_id: Option<String>,
     /// Lowercase provider slug.
     pub provider: String,
-    /// Human name.
-    pub name: Option<String>,
     /// Masked snippet of the secret (see [`label_for`]).
     pub label: String,
     /// RFC 3339 timestamp, as given.
     pub created_at: String,
     /// `created_at` as nanoseconds since the Unix epoch, for ordering.
     pub created_at_nanos: i128,
-    /// A disabled credential is never used.
-    pub disabled: bool,
-    /// Used only after every non-fallback credential and the shared tier.
-    pub is_fallback: bool,
-    /// The shared tier is never used for the models `allowed_models` admits
-    /// (every model when `None`).
-    pub is_required: bool,
-    /// The shared tier is never used for this provider.
-    pub is_byok_only: bool,
-    /// The operator's declaration that the account retains no data; `None`
-    /// inherits the provider's `zdr`.
-    pub declared_zdr: Option<bool>,
-    /// Ascending try order within its group.
-    pub sort_order: i64,
-    /// Hex SHA-256 hashes of the gateway keys that may use it; `None` = any.
-    pub allowed_api_key_hashes: Option<Vec<String>>,
-    /// Model slugs it may serve; `None` = any.
-    pub allowed_models: Option<Vec<String>>,
-    /// User ids that may use it; `None` = any.
-    pub allowed_user_ids: Option<Vec<String>>,
     /// The provider secret. Write-only.
     pub key: SecretString,
     /// An upstream of its own (Azure resource, Bedrock region), overriding the provider's.
@@ -115,6 +79,22 @@ pub struct Credential {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The key read as a cloud's structured format (SPEC §9), when it is one.
     pub cloud: Option<std::sync::Arc<super::CloudKey>>,
+    /// Its plain fields, as validated (`base_url` normalised).
+    pub spec: CredentialSpec,
+}
+
+impl Deref for Credential {
+    type Target = CredentialSpec;
+
+    fn deref(&self) -> &CredentialSpec {
+        &self.spec
+    }
+}
+
+impl DerefMut for Credential {
+    fn deref_mut(&mut self) -> &mut CredentialSpec {
+        &mut self.spec
+    }
 }
 
 /// The masked label of a secret: its first 3 characters, `...`, its last 4
@@ -146,6 +126,7 @@ impl Credential {
     pub fn validate(fields: CredentialFields, providers: &Providers) -> Result<Self, FieldErrors> {
         let mut errs = FieldErrors::default();
         let f = fields;
+        let spec = &f.spec;
         if f.id.is_empty() {
             errs.at("id", "must not be empty");
         } else if !f.id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -160,7 +141,7 @@ impl Credential {
                 "must not be empty (null, or leaving it out of a config file, makes a global credential)",
             );
         }
-        if f.is_byok_only && f.is_fallback {
+        if spec.is_byok_only && spec.is_fallback {
             errs.at(
                 "is_byok_only",
                 "cannot be set on a fallback credential (is_fallback): it would close the shared tier that comes before it",
@@ -176,7 +157,8 @@ impl Credential {
                 ),
             );
         }
-        if f.name
+        if spec
+            .name
             .as_ref()
             .is_some_and(|n| n.chars().count() > MAX_NAME)
         {
@@ -213,7 +195,7 @@ impl Credential {
                 0
             }
         };
-        let base_url = f.base_url.as_deref().and_then(|u| {
+        let base_url = spec.base_url.as_deref().and_then(|u| {
             Upstream::parse(u)
                 .map_err(|why| errs.at("base_url", why))
                 .ok()
@@ -221,7 +203,7 @@ impl Credential {
         if let Some(p) = provider {
             // An Azure key array names its hosts itself.
             let hosted = matches!(cloud, Some(super::CloudKey::Azure(_)));
-            if f.base_url.is_none() && p.upstream.is_none() && !hosted {
+            if spec.base_url.is_none() && p.upstream.is_none() && !hosted {
                 errs.at(
                     "base_url",
                     format_args!("required: provider {} has no default base_url", p.slug),
@@ -229,16 +211,20 @@ impl Credential {
             }
         }
         let headers = header_list("headers", &f.headers, &mut errs);
-        if f.allowed_api_key_hashes.as_ref().is_some_and(Vec::is_empty) {
+        if spec
+            .allowed_api_key_hashes
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
             errs.at(
                 "allowed_api_key_hashes",
                 "[] would admit no key; use null (or leave it out) for no restriction",
             );
         }
         for (field, list) in [
-            ("allowed_api_key_hashes", &f.allowed_api_key_hashes),
-            ("allowed_models", &f.allowed_models),
-            ("allowed_user_ids", &f.allowed_user_ids),
+            ("allowed_api_key_hashes", &spec.allowed_api_key_hashes),
+            ("allowed_models", &spec.allowed_models),
+            ("allowed_user_ids", &spec.allowed_user_ids),
         ] {
             let Some(list) = list else { continue };
             if list.len() > MAX_LIST {
@@ -252,6 +238,8 @@ impl Credential {
                 }
             }
         }
+        // The normalised text of the parsed upstream, as it is stored.
+        let normalised = base_url.as_ref().map(Upstream::to_string);
         errs.or_ok(|| Credential {
             label: cloud
                 .as_ref()
@@ -260,21 +248,15 @@ impl Credential {
             id: f.id,
             workspace_id: f.workspace_id,
             provider: f.provider,
-            name: f.name,
             created_at: f.created_at,
             created_at_nanos,
-            disabled: f.disabled,
-            is_fallback: f.is_fallback,
-            is_required: f.is_required,
-            is_byok_only: f.is_byok_only,
-            declared_zdr: f.declared_zdr,
-            sort_order: f.sort_order,
-            allowed_api_key_hashes: f.allowed_api_key_hashes,
-            allowed_models: f.allowed_models,
-            allowed_user_ids: f.allowed_user_ids,
             key: f.key,
             base_url,
             headers,
+            spec: CredentialSpec {
+                base_url: normalised,
+                ..f.spec
+            },
         })
     }
 
@@ -303,9 +285,8 @@ impl Credential {
             id: self.id.clone(),
             workspace_id: self.workspace_id.clone(),
             provider: self.provider.clone(),
-            name: self.name.clone(),
             key: self.key.clone(),
-            base_url: self.base_url.as_ref().map(Upstream::to_string),
+            created_at: self.created_at.clone(),
             headers: self
                 .headers
                 .iter()
@@ -314,16 +295,10 @@ impl Credential {
                     (n.as_str().to_owned(), SecretString::from(value))
                 })
                 .collect(),
-            created_at: self.created_at.clone(),
-            disabled: self.disabled,
-            is_fallback: self.is_fallback,
-            is_required: self.is_required,
-            is_byok_only: self.is_byok_only,
-            declared_zdr: self.declared_zdr,
-            sort_order: self.sort_order,
-            allowed_api_key_hashes: self.allowed_api_key_hashes.clone(),
-            allowed_models: self.allowed_models.clone(),
-            allowed_user_ids: self.allowed_user_ids.clone(),
+            spec: CredentialSpec {
+                base_url: self.base_url.as_ref().map(Upstream::to_string),
+                ..self.spec.clone()
+            },
         }
     }
 }
@@ -377,23 +352,14 @@ impl Credential {
             id: id.to_owned(),
             workspace_id: Some(workspace_id.to_owned()),
             provider: provider.to_owned(),
-            name: None,
             label: "...".to_owned(),
             created_at: "2025-01-01T00:00:00Z".to_owned(),
             created_at_nanos: 0,
-            disabled: false,
-            is_fallback: false,
-            is_required: false,
-            is_byok_only: false,
-            declared_zdr: None,
-            sort_order: 0,
-            allowed_api_key_hashes: None,
-            allowed_models: None,
-            allowed_user_ids: None,
             key: SecretString::from("sk-test-secret"),
             base_url: None,
             headers: Vec::new(),
             cloud: None,
+            spec: CredentialSpec::default(),
         }
     }
 }
@@ -407,20 +373,10 @@ mod tests {
             id: "c1".into(),
             workspace_id: Some("ws".into()),
             provider: "openai".into(),
-            name: None,
             key: SecretString::from("sk-canary-SECRET-123456"),
-            base_url: None,
-            headers: BTreeMap::new(),
             created_at: "2025-01-01T00:00:00Z".into(),
-            disabled: false,
-            is_fallback: false,
-            is_required: false,
-            is_byok_only: false,
-            declared_zdr: None,
-            sort_order: 0,
-            allowed_api_key_hashes: None,
-            allowed_models: None,
-            allowed_user_ids: None,
+            headers: BTreeMap::new(),
+            spec: CredentialSpec::default(),
         }
     }
 
@@ -448,11 +404,13 @@ mod tests {
                 f.workspace_id = Some(String::new())
             }),
             ("is_byok_only: cannot be set on a fallback", |f| {
-                f.is_byok_only = true;
-                f.is_fallback = true;
+                f.spec.is_byok_only = true;
+                f.spec.is_fallback = true;
             }),
             ("provider: unknown provider", |f| f.provider = "nope".into()),
-            ("name: longer than 255", |f| f.name = Some("n".repeat(256))),
+            ("name: longer than 255", |f| {
+                f.spec.name = Some("n".repeat(256))
+            }),
             ("key: must be non-empty", |f| {
                 f.key = SecretString::from("sk a")
             }),
@@ -461,7 +419,7 @@ mod tests {
                 f.created_at = "now".into()
             }),
             ("base_url: must start with", |f| {
-                f.base_url = Some("ftp://x".into())
+                f.spec.base_url = Some("ftp://x".into())
             }),
             ("base_url: required: provider azure", |f| {
                 f.provider = "azure".into()
@@ -471,16 +429,16 @@ mod tests {
                     .insert("Authorization".into(), SecretString::from("x"));
             }),
             ("allowed_api_key_hashes: [] would admit no key", |f| {
-                f.allowed_api_key_hashes = Some(vec![])
+                f.spec.allowed_api_key_hashes = Some(vec![])
             }),
             ("allowed_api_key_hashes[0]: not 64 lowercase hex", |f| {
-                f.allowed_api_key_hashes = Some(vec!["A".repeat(64)])
+                f.spec.allowed_api_key_hashes = Some(vec!["A".repeat(64)])
             }),
             ("allowed_models: more than 100 entries", |f| {
-                f.allowed_models = Some(vec!["m".into(); 101])
+                f.spec.allowed_models = Some(vec!["m".into(); 101])
             }),
             ("allowed_user_ids[1]: must not be empty", |f| {
-                f.allowed_user_ids = Some(vec!["u".into(), String::new()])
+                f.spec.allowed_user_ids = Some(vec!["u".into(), String::new()])
             }),
         ];
         for (want, edit) in cases {
@@ -493,9 +451,9 @@ mod tests {
             assert!(!err.contains("canary"), "{err}");
         }
         let mut ok = fields();
-        ok.allowed_api_key_hashes = Some(vec!["a".repeat(64)]);
-        ok.allowed_models = Some(vec!["m".into(); 100]);
-        ok.name = Some("n".repeat(255));
+        ok.spec.allowed_api_key_hashes = Some(vec!["a".repeat(64)]);
+        ok.spec.allowed_models = Some(vec!["m".into(); 100]);
+        ok.spec.name = Some("n".repeat(255));
         let c = Credential::validate(ok, &Providers::builtins()).unwrap();
         assert_eq!(c.label, "sk-...3456");
         let again = Credential::validate(c.to_fields(), &Providers::builtins()).unwrap();

@@ -3,7 +3,8 @@
 //! A [`Credential`] and an [`ApiKey`] are made in one place only:
 //! [`Credential::validate`] and [`ApiKey::validate`], from the plain fields a
 //! source read ([`CredentialFields`], [`ApiKeyFields`]). The config file, a
-//! database row and an API body each turn into those fields, so every source
+//! database row and an API body each turn into those fields — a credential's
+//! plain ones written once, in [`CredentialSpec`] — so every source
 //! obeys the same rules and reports the same [`FieldErrors`]
 //! (`allowed_api_key_hashes[0]: not 64 lowercase hex chars`), each source
 //! putting its own prefix in front (`credentials[2].`). No message repeats a
@@ -12,10 +13,12 @@
 mod api_key;
 mod cloud_key;
 mod credential;
+mod flat;
 pub(crate) mod headers;
 mod key_hash;
 mod provider;
 mod shared;
+mod spec;
 
 use std::fmt;
 
@@ -23,10 +26,14 @@ pub use api_key::{key_label, ApiKey, ApiKeyFields, LimitReset};
 pub use cloud_key::{AwsKey, AzureEntry, AzureResourceType, CloudKey, SecretBytes, ServiceAccount};
 pub(crate) use credential::header_list;
 pub use credential::{label_for, Credential, CredentialFields, MAX_LIST, MAX_NAME};
+pub(crate) use flat::Flat;
 pub use key_hash::KeyHash;
 pub(crate) use provider::valid_slug;
 pub use provider::{AuthScheme, Dialect, Provider, Providers, Upstream};
 pub use shared::SharedTier;
+pub use spec::CredentialSpec;
+#[cfg(feature = "server")]
+pub(crate) use spec::{CredentialChanges, Scalar, ScalarKind};
 
 /// `value`'s first `head` characters, `...`, its last 4; only `...` when it
 /// is shorter than `min` characters (a short value is not half given away).

@@ -9,7 +9,9 @@
 //! ([`sync`]).
 //!
 //! A row turns into the same [`CredentialFields`] / [`ApiKeyFields`] as a
-//! config table or an API body, and is made a record by the same
+//! config table or an API body — a credential row's columns are read and
+//! written from one column table ([`credential_columns`]) — and is made a
+//! record by the same
 //! [`Credential::validate`](crate::Credential::validate) /
 //! [`ApiKey::validate`](crate::ApiKey::validate): a row that breaks a rule is
 //! refused with the same field-path message. Rows have no `headers` column:
@@ -31,7 +33,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    ApiKey, ApiKeyFields, Credential, CredentialFields, FieldErrors, KeyHash, Providers,
+    ApiKey, ApiKeyFields, Credential, CredentialFields, CredentialSpec, FieldErrors, KeyHash,
+    Providers, Scalar, ScalarKind,
 };
 use crypto::{CryptoError, Keyring, Sealed};
 
@@ -353,112 +356,150 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-/// A credential row before its secret is opened.
-pub(crate) struct RawCredential {
-    pub(crate) id: String,
-    pub(crate) workspace_id: Option<String>,
-    pub(crate) provider: String,
-    pub(crate) name: Option<String>,
-    pub(crate) created_at: String,
-    pub(crate) disabled: bool,
-    pub(crate) is_fallback: bool,
-    pub(crate) is_required: bool,
-    pub(crate) is_byok_only: bool,
-    pub(crate) declared_zdr: Option<bool>,
-    pub(crate) sort_order: i64,
-    pub(crate) allowed_api_key_hashes: Option<String>,
-    pub(crate) allowed_models: Option<String>,
-    pub(crate) allowed_user_ids: Option<String>,
-    pub(crate) base_url: Option<String>,
-    pub(crate) key_id: Option<String>,
-    pub(crate) nonce: Option<Vec<u8>>,
-    pub(crate) secret: Option<Vec<u8>>,
+// ---- the credential row --------------------------------------------------------
+
+/// The record's own columns, before its spec's. `id` is first: an UPDATE
+/// finds the row by the first parameter.
+const OWN_COLUMNS: [(&str, ScalarKind); 4] = [
+    ("id", ScalarKind::Text),
+    ("workspace_id", ScalarKind::Text),
+    ("provider", ScalarKind::Text),
+    ("created_at", ScalarKind::Text),
+];
+
+/// The sealed secret's columns, after the spec's.
+const SEALED_COLUMNS: [(&str, ScalarKind); 3] = [
+    ("key_id", ScalarKind::Text),
+    ("nonce", ScalarKind::Bytes),
+    ("secret", ScalarKind::Bytes),
+];
+
+/// The column table of `byok_credentials`, as both SQL stores write and read
+/// it: the record's own columns, one per [`CredentialSpec`] field
+/// ([`CredentialSpec::COLUMNS`]), then the sealed secret's. No statement lists
+/// them by hand ([`CredentialSql`]); the migrations, which are history,
+/// create them (`deleted_at` is the stores' own, outside the record).
+pub(crate) fn credential_columns() -> impl Iterator<Item = (&'static str, ScalarKind)> {
+    OWN_COLUMNS
+        .iter()
+        .chain(CredentialSpec::COLUMNS)
+        .chain(SEALED_COLUMNS.iter())
+        .copied()
 }
 
-impl RawCredential {
-    /// Decrypts the secret (bound to the row's id) and parses the lists.
-    pub(crate) fn open(self, keyring: &Keyring) -> Result<(CredentialFields, Sealed), StoreError> {
-        let (Some(key_id), Some(nonce), Some(ciphertext)) = (self.key_id, self.nonce, self.secret)
-        else {
-            return Err(StoreError::BadRow {
-                id: self.id,
-                why: "live row without a secret".into(),
-            });
-        };
-        let sealed = Sealed {
-            key_id,
-            nonce,
-            ciphertext,
-        };
-        let plain = keyring.open(&sealed, self.id.as_bytes())?;
-        let key = String::from_utf8(plain.to_vec()).map_err(|_| StoreError::BadRow {
-            id: self.id.clone(),
-            why: "secret is not UTF-8".into(),
-        })?;
-        let rec = CredentialFields {
-            headers: Default::default(),
-            allowed_api_key_hashes: list_from_json(&self.id, self.allowed_api_key_hashes)?,
-            allowed_models: list_from_json(&self.id, self.allowed_models)?,
-            allowed_user_ids: list_from_json(&self.id, self.allowed_user_ids)?,
-            id: self.id,
-            workspace_id: self.workspace_id,
-            provider: self.provider,
-            name: self.name,
-            key: SecretString::from(key),
-            created_at: self.created_at,
-            disabled: self.disabled,
-            is_fallback: self.is_fallback,
-            is_required: self.is_required,
-            is_byok_only: self.is_byok_only,
-            declared_zdr: self.declared_zdr,
-            sort_order: self.sort_order,
-            base_url: self.base_url,
-        };
-        Ok((rec, sealed))
+/// Every credential statement of a store, built from [`credential_columns`]
+/// with its parameter syntax (`?1`, `$1`).
+#[derive(Debug)]
+pub(crate) struct CredentialSql {
+    /// Every live row.
+    pub(crate) select_live: String,
+    /// The live row whose id is the first parameter.
+    pub(crate) select_one: String,
+    /// A new row.
+    pub(crate) insert: String,
+    /// Every column of the row whose id is the first parameter.
+    pub(crate) update: String,
+}
+
+impl CredentialSql {
+    /// The statements, with `param(n)` the n-th parameter (from 1).
+    pub(crate) fn new(param: fn(usize) -> String) -> Self {
+        let names: Vec<&str> = credential_columns().map(|(name, _)| name).collect();
+        let columns = names.join(", ");
+        let params: Vec<String> = (1..=names.len()).map(param).collect();
+        let params = params.join(", ");
+        let first = param(1);
+        let select_live =
+            format!("SELECT {columns} FROM byok_credentials WHERE deleted_at IS NULL");
+        CredentialSql {
+            select_one: format!("{select_live} AND id = {first}"),
+            select_live,
+            insert: format!("INSERT INTO byok_credentials ({columns}) VALUES ({params})"),
+            update: format!(
+                "UPDATE byok_credentials SET ({columns}) = ({params}) WHERE id = {first}"
+            ),
+        }
     }
 }
 
-/// The credential columns, in the order both backends bind them.
-pub(crate) const CRED_COLUMNS: &str =
-    "id, workspace_id, provider, name, created_at, disabled, is_fallback, sort_order, \
-     allowed_api_key_hashes, allowed_models, allowed_user_ids, base_url, key_id, nonce, secret, \
-     is_required, is_byok_only, declared_zdr";
-
-/// A credential ready to be written: lists as JSON text, the secret sealed.
-/// Bound in [`CRED_COLUMNS`] order by each backend, for INSERT and UPDATE alike.
-pub(crate) struct SealedRow<'a> {
-    pub(crate) rec: &'a CredentialFields,
-    pub(crate) lists: [Option<String>; 3],
-    pub(crate) sealed: Sealed,
+/// The row to write for `rec`, one value per [`credential_columns`] entry:
+/// the secret sealed (bound to the id).
+pub(crate) fn credential_row(rec: &CredentialFields, keyring: &Keyring) -> Vec<Scalar> {
+    let sealed = seal(rec, keyring);
+    let mut row = vec![
+        Scalar::Text(rec.id.clone()),
+        rec.workspace_id.clone().map_or(Scalar::Null, Scalar::Text),
+        Scalar::Text(rec.provider.clone()),
+        Scalar::Text(rec.created_at.clone()),
+    ];
+    row.extend(rec.spec.to_scalars());
+    row.extend([
+        Scalar::Text(sealed.key_id),
+        Scalar::Bytes(sealed.nonce),
+        Scalar::Bytes(sealed.ciphertext),
+    ]);
+    row
 }
 
-/// The row to write for `rec`.
-pub(crate) fn sealed_row<'a>(rec: &'a CredentialFields, keyring: &Keyring) -> SealedRow<'a> {
-    SealedRow {
-        rec,
-        lists: [
-            list_to_json(&rec.allowed_api_key_hashes),
-            list_to_json(&rec.allowed_models),
-            list_to_json(&rec.allowed_user_ids),
-        ],
-        sealed: seal(rec, keyring),
+/// A row as a store read it (one value per [`credential_columns`] entry) made
+/// fields again: the secret decrypted (bound to the row's id), the spec's
+/// columns parsed.
+pub(crate) fn open_credential_row(
+    row: Vec<Scalar>,
+    keyring: &Keyring,
+) -> Result<(CredentialFields, Sealed), StoreError> {
+    let mut values = row.into_iter();
+    let mut own = values.by_ref().take(OWN_COLUMNS.len());
+    let (id, workspace_id, provider, created_at) =
+        match (own.next(), own.next(), own.next(), own.next()) {
+            (
+                Some(Scalar::Text(id)),
+                Some(ws @ (Scalar::Null | Scalar::Text(_))),
+                Some(Scalar::Text(provider)),
+                Some(Scalar::Text(created_at)),
+            ) => (id, text(ws), provider, created_at),
+            _ => {
+                return Err(StoreError::BadRow {
+                    id: String::new(),
+                    why: "id, workspace_id, provider or created_at does not read as text".into(),
+                })
+            }
+        };
+    let bad = |why: String| StoreError::BadRow {
+        id: id.clone(),
+        why,
+    };
+    let spec = CredentialSpec::from_scalars(values.by_ref().take(CredentialSpec::COLUMNS.len()))
+        .map_err(bad)?;
+    let (Some(Scalar::Text(key_id)), Some(Scalar::Bytes(nonce)), Some(Scalar::Bytes(ciphertext))) =
+        (values.next(), values.next(), values.next())
+    else {
+        return Err(bad("live row without a secret".into()));
+    };
+    let sealed = Sealed {
+        key_id,
+        nonce,
+        ciphertext,
+    };
+    let plain = keyring.open(&sealed, id.as_bytes())?;
+    let key = String::from_utf8(plain.to_vec()).map_err(|_| bad("secret is not UTF-8".into()))?;
+    let rec = CredentialFields {
+        id,
+        workspace_id,
+        provider,
+        key: SecretString::from(key),
+        created_at,
+        headers: Default::default(),
+        spec,
+    };
+    Ok((rec, sealed))
+}
+
+fn text(value: Scalar) -> Option<String> {
+    match value {
+        Scalar::Text(s) => Some(s),
+        _ => None,
     }
-}
-
-/// JSON text of an optional list, for a TEXT column.
-fn list_to_json(list: &Option<Vec<String>>) -> Option<String> {
-    list.as_ref()
-        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".to_owned()))
-}
-
-fn list_from_json(id: &str, text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|_| StoreError::BadRow {
-            id: id.to_owned(),
-            why: "an allowlist column is not a JSON array of strings".into(),
-        })
-    })
-    .transpose()
 }
 
 #[cfg(test)]

@@ -8,21 +8,24 @@
 //! with backoff, and on reconnect LISTENs first and then reloads everything,
 //! so no change made in between is lost.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use bytes::BytesMut;
 
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, Mutex, MutexGuard};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::crypto::Keyring;
 use super::usage::{self, Stored};
 use super::{
-    now_rfc3339, sealed_row, ApiKeyEdit, ApiKeyFields, Change, Contents, CredentialEdit,
-    CredentialFields, RawCredential, SealedRow, StoreError, CRED_COLUMNS,
+    credential_columns, credential_row, now_rfc3339, open_credential_row, ApiKeyEdit, ApiKeyFields,
+    Change, Contents, CredentialEdit, CredentialFields, CredentialSql, StoreError,
 };
-use crate::domain::KeyHash;
+use crate::domain::{KeyHash, Scalar, ScalarKind};
 use crate::ledger::{Batch, Day, Spend};
 
 const CHANNEL: &str = "byok_changes";
@@ -173,19 +176,14 @@ impl PgStore {
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
-        let rows = tx
-            .query(
-                &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"),
-                &[],
-            )
-            .await
-            .map_err(db)?;
+        let rows = tx.query(&CRED_SQL.select_live, &[]).await.map_err(db)?;
         let mut credentials = Vec::with_capacity(rows.len());
         for row in &rows {
-            let (rec, sealed) = raw_credential(row)?.open(&self.keyring)?;
+            let (rec, sealed) = open_credential_row(read_row(row)?, &self.keyring)?;
             if self.keyring.is_stale(&sealed) {
                 // Rotation: re-seal under the current master key.
-                tx.execute(&update_sql(), &bind(&sealed_row(&rec, &self.keyring)))
+                let row = credential_row(&rec, &self.keyring);
+                tx.execute(&CRED_SQL.update, &params(&row))
                     .await
                     .map_err(db)?;
             }
@@ -216,13 +214,10 @@ impl PgStore {
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("no connection".into()))?;
         let row = client
-            .query_opt(
-                &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE id = $1 AND deleted_at IS NULL"),
-                &[&id],
-            )
+            .query_opt(&CRED_SQL.select_one, &[&id])
             .await
             .map_err(db)?;
-        row.map(|r| raw_credential(&r)?.open(&self.keyring).map(|(rec, _)| rec))
+        row.map(|r| open_credential_row(read_row(&r)?, &self.keyring).map(|(rec, _)| rec))
             .transpose()
     }
 
@@ -243,15 +238,12 @@ impl PgStore {
     }
 
     pub(super) async fn create_credential(&self, rec: CredentialFields) -> Result<(), StoreError> {
-        let row = sealed_row(&rec, &self.keyring);
+        let row = credential_row(&rec, &self.keyring);
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
-        tx.execute(
-            &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ({PLACEHOLDERS})"),
-            &bind(&row),
-        )
-        .await
-        .map_err(db)?;
+        tx.execute(&CRED_SQL.insert, &params(&row))
+            .await
+            .map_err(db)?;
         notify(&tx, &Change::Credential(rec.id.clone())).await?;
         tx.commit().await.map_err(db)
     }
@@ -265,16 +257,14 @@ impl PgStore {
         let tx = transaction(&mut guard).await?;
         // FOR UPDATE: concurrent edits of one row, from any replica, queue here.
         let row = tx
-            .query_opt(
-                &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"),
-                &[&id],
-            )
+            .query_opt(&format!("{} FOR UPDATE", CRED_SQL.select_one), &[&id])
             .await
             .map_err(db)?
             .ok_or(StoreError::NotFound)?;
-        let (mut rec, _) = raw_credential(&row)?.open(&self.keyring)?;
+        let (mut rec, _) = open_credential_row(read_row(&row)?, &self.keyring)?;
         edit(&mut rec)?;
-        tx.execute(&update_sql(), &bind(&sealed_row(&rec, &self.keyring)))
+        let row = credential_row(&rec, &self.keyring);
+        tx.execute(&CRED_SQL.update, &params(&row))
             .await
             .map_err(db)?;
         notify(&tx, &Change::Credential(rec.id.clone())).await?;
@@ -595,38 +585,78 @@ impl PgStore {
     }
 }
 
-/// `$1, …, $18`: one placeholder per credential column.
-const PLACEHOLDERS: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18";
+/// Every credential statement, with Postgres's `$N` parameters.
+static CRED_SQL: LazyLock<CredentialSql> =
+    LazyLock::new(|| CredentialSql::new(|n| format!("${n}")));
 
-/// Rewrites every column of the row with id `$1`.
-fn update_sql() -> String {
-    format!("UPDATE byok_credentials SET ({CRED_COLUMNS}) = ({PLACEHOLDERS}) WHERE id = $1")
+/// A row's values as statement parameters.
+fn params(row: &[Scalar]) -> Vec<&(dyn ToSql + Sync)> {
+    row.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
-/// The row's values in [`CRED_COLUMNS`] order.
-fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 18] {
-    let r = row.rec;
-    [
-        &r.id,
-        &r.workspace_id,
-        &r.provider,
-        &r.name,
-        &r.created_at,
-        &r.disabled,
-        &r.is_fallback,
-        &r.sort_order,
-        &row.lists[0],
-        &row.lists[1],
-        &row.lists[2],
-        &r.base_url,
-        &row.sealed.key_id,
-        &row.sealed.nonce,
-        &row.sealed.ciphertext,
-        &r.is_required,
-        &r.is_byok_only,
-        &r.declared_zdr,
-    ]
+/// A column value as Postgres binds it; each value checks its own type
+/// against the column's.
+impl ToSql for Scalar {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Scalar::Null => Ok(IsNull::Yes),
+            Scalar::Bool(b) => b.to_sql(ty, out),
+            Scalar::Int(i) => i.to_sql(ty, out),
+            Scalar::Text(s) => s.to_sql(ty, out),
+            Scalar::Bytes(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Scalar::Null => Ok(IsNull::Yes),
+            Scalar::Bool(b) => b.to_sql_checked(ty, out),
+            Scalar::Int(i) => i.to_sql_checked(ty, out),
+            Scalar::Text(s) => s.to_sql_checked(ty, out),
+            Scalar::Bytes(b) => b.to_sql_checked(ty, out),
+        }
+    }
+}
+
+/// A credential row's values, one per [`credential_columns`] entry.
+fn read_row(row: &Row) -> Result<Vec<Scalar>, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Unavailable(Box::new(e));
+    credential_columns()
+        .enumerate()
+        .map(|(i, (_, kind))| {
+            Ok(match kind {
+                ScalarKind::Bool => row
+                    .try_get::<_, Option<bool>>(i)
+                    .map_err(get)?
+                    .map(Scalar::Bool),
+                ScalarKind::Int => row
+                    .try_get::<_, Option<i64>>(i)
+                    .map_err(get)?
+                    .map(Scalar::Int),
+                ScalarKind::Text => row
+                    .try_get::<_, Option<String>>(i)
+                    .map_err(get)?
+                    .map(Scalar::Text),
+                ScalarKind::Bytes => row
+                    .try_get::<_, Option<Vec<u8>>>(i)
+                    .map_err(get)?
+                    .map(Scalar::Bytes),
+            }
+            .unwrap_or(Scalar::Null))
+        })
+        .collect()
 }
 
 /// A transaction on the query connection held by `guard`.
@@ -644,30 +674,6 @@ async fn notify(tx: &tokio_postgres::Transaction<'_>, change: &Change) -> Result
         .await
         .map_err(db)?;
     Ok(())
-}
-
-fn raw_credential(row: &Row) -> Result<RawCredential, StoreError> {
-    let get = |e: tokio_postgres::Error| StoreError::Unavailable(Box::new(e));
-    Ok(RawCredential {
-        id: row.try_get(0).map_err(get)?,
-        workspace_id: row.try_get(1).map_err(get)?,
-        provider: row.try_get(2).map_err(get)?,
-        name: row.try_get(3).map_err(get)?,
-        created_at: row.try_get(4).map_err(get)?,
-        disabled: row.try_get(5).map_err(get)?,
-        is_fallback: row.try_get(6).map_err(get)?,
-        sort_order: row.try_get(7).map_err(get)?,
-        allowed_api_key_hashes: row.try_get(8).map_err(get)?,
-        allowed_models: row.try_get(9).map_err(get)?,
-        allowed_user_ids: row.try_get(10).map_err(get)?,
-        base_url: row.try_get(11).map_err(get)?,
-        key_id: row.try_get(12).map_err(get)?,
-        nonce: row.try_get(13).map_err(get)?,
-        secret: row.try_get(14).map_err(get)?,
-        is_required: row.try_get(15).map_err(get)?,
-        is_byok_only: row.try_get(16).map_err(get)?,
-        declared_zdr: row.try_get(17).map_err(get)?,
-    })
 }
 
 fn raw_api_key(row: &Row) -> Result<ApiKeyFields, StoreError> {

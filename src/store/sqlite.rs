@@ -1,17 +1,18 @@
 //! The embedded store: one SQLite file, one node. Operations run on the
 //! blocking pool behind one connection, so writes are serialised.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::crypto::Keyring;
 use super::usage::{self, Stored};
 use super::{
-    now_rfc3339, sealed_row, ApiKeyEdit, ApiKeyFields, Contents, CredentialEdit, CredentialFields,
-    RawCredential, SealedRow, StoreError, CRED_COLUMNS,
+    credential_columns, credential_row, now_rfc3339, open_credential_row, ApiKeyEdit, ApiKeyFields,
+    Contents, CredentialEdit, CredentialFields, CredentialSql, StoreError,
 };
-use crate::domain::KeyHash;
+use crate::domain::{KeyHash, Scalar, ScalarKind};
 use crate::ledger::{Batch, Day, Spend};
 
 const PRAGMAS: &str = "
@@ -179,15 +180,10 @@ impl SqliteStore {
             let mut credentials = Vec::new();
             let mut stale = Vec::new();
             {
-                let mut stmt = tx
-                    .prepare(&format!(
-                        "SELECT {CRED_COLUMNS} FROM byok_credentials WHERE deleted_at IS NULL"
-                    ))
-                    .map_err(db)?;
-                let rows = stmt.query_map([], raw_credential).map_err(db)?;
+                let mut stmt = tx.prepare(&CRED_SQL.select_live).map_err(db)?;
+                let rows = stmt.query_map([], read_row).map_err(db)?;
                 for row in rows {
-                    let raw = row.map_err(db)?;
-                    let (rec, sealed) = raw.open(keyring)?;
+                    let (rec, sealed) = open_credential_row(row.map_err(db)?, keyring)?;
                     if keyring.is_stale(&sealed) {
                         stale.push(rec.clone());
                     }
@@ -220,8 +216,8 @@ impl SqliteStore {
     pub(super) async fn create_credential(&self, rec: CredentialFields) -> Result<(), StoreError> {
         self.with(move |conn, keyring| {
             conn.execute(
-                &format!("INSERT INTO byok_credentials ({CRED_COLUMNS}) VALUES ({PLACEHOLDERS})"),
-                bind(&sealed_row(&rec, keyring)).as_slice(),
+                &CRED_SQL.insert,
+                params_from_iter(credential_row(&rec, keyring)),
             )
             .map_err(db)?;
             Ok(())
@@ -239,16 +235,12 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
-            let raw = tx
-                .query_row(
-                    &format!("SELECT {CRED_COLUMNS} FROM byok_credentials WHERE id = ?1 AND deleted_at IS NULL"),
-                    [&id],
-                    raw_credential,
-                )
+            let row = tx
+                .query_row(&CRED_SQL.select_one, [&id], read_row)
                 .optional()
                 .map_err(db)?
                 .ok_or(StoreError::NotFound)?;
-            let (mut rec, _) = raw.open(keyring)?;
+            let (mut rec, _) = open_credential_row(row, keyring)?;
             edit(&mut rec)?;
             write(&tx, &rec, keyring)?;
             tx.commit().map_err(db)?;
@@ -464,9 +456,9 @@ impl SqliteStore {
     }
 }
 
-/// `?1, …, ?18`: one placeholder per credential column.
-const PLACEHOLDERS: &str =
-    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18";
+/// Every credential statement, with SQLite's `?N` parameters.
+static CRED_SQL: LazyLock<CredentialSql> =
+    LazyLock::new(|| CredentialSql::new(|n| format!("?{n}")));
 
 /// Rewrites every column of a credential's row (the secret re-sealed).
 fn write(
@@ -475,59 +467,40 @@ fn write(
     keyring: &Keyring,
 ) -> Result<(), StoreError> {
     tx.execute(
-        &format!("UPDATE byok_credentials SET ({CRED_COLUMNS}) = ({PLACEHOLDERS}) WHERE id = ?1"),
-        bind(&sealed_row(rec, keyring)).as_slice(),
+        &CRED_SQL.update,
+        params_from_iter(credential_row(rec, keyring)),
     )
     .map_err(db)?;
     Ok(())
 }
 
-/// The row's values in [`CRED_COLUMNS`] order.
-fn bind<'a>(row: &'a SealedRow<'_>) -> [&'a dyn rusqlite::ToSql; 18] {
-    let r = row.rec;
-    [
-        &r.id,
-        &r.workspace_id,
-        &r.provider,
-        &r.name,
-        &r.created_at,
-        &r.disabled,
-        &r.is_fallback,
-        &r.sort_order,
-        &row.lists[0],
-        &row.lists[1],
-        &row.lists[2],
-        &r.base_url,
-        &row.sealed.key_id,
-        &row.sealed.nonce,
-        &row.sealed.ciphertext,
-        &r.is_required,
-        &r.is_byok_only,
-        &r.declared_zdr,
-    ]
+/// A column value as SQLite binds it (a boolean as INTEGER 0 or 1).
+impl rusqlite::ToSql for Scalar {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Scalar::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Scalar::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            Scalar::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Scalar::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Scalar::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
 }
 
-fn raw_credential(row: &Row<'_>) -> rusqlite::Result<RawCredential> {
-    Ok(RawCredential {
-        id: row.get(0)?,
-        workspace_id: row.get(1)?,
-        provider: row.get(2)?,
-        name: row.get(3)?,
-        created_at: row.get(4)?,
-        disabled: row.get(5)?,
-        is_fallback: row.get(6)?,
-        sort_order: row.get(7)?,
-        allowed_api_key_hashes: row.get(8)?,
-        allowed_models: row.get(9)?,
-        allowed_user_ids: row.get(10)?,
-        base_url: row.get(11)?,
-        key_id: row.get(12)?,
-        nonce: row.get(13)?,
-        secret: row.get(14)?,
-        is_required: row.get(15)?,
-        is_byok_only: row.get(16)?,
-        declared_zdr: row.get(17)?,
-    })
+/// A credential row's values, one per [`credential_columns`] entry.
+fn read_row(row: &Row<'_>) -> rusqlite::Result<Vec<Scalar>> {
+    credential_columns()
+        .enumerate()
+        .map(|(i, (_, kind))| {
+            Ok(match kind {
+                ScalarKind::Bool => row.get::<_, Option<bool>>(i)?.map(Scalar::Bool),
+                ScalarKind::Int => row.get::<_, Option<i64>>(i)?.map(Scalar::Int),
+                ScalarKind::Text => row.get::<_, Option<String>>(i)?.map(Scalar::Text),
+                ScalarKind::Bytes => row.get::<_, Option<Vec<u8>>>(i)?.map(Scalar::Bytes),
+            }
+            .unwrap_or(Scalar::Null))
+        })
+        .collect()
 }
 
 fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyFields> {
@@ -547,4 +520,39 @@ fn raw_api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyFields> {
         include_byok_in_limit: row.get(12)?,
         external_user: row.get(13)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column table is the table the migrations make: every column it
+    /// names exists with its kind, and the table has no other but
+    /// `deleted_at`. A field added to the spec without its migration fails here.
+    #[test]
+    fn the_column_table_matches_the_migrated_table() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name, type FROM pragma_table_info('byok_credentials') ORDER BY name")
+            .unwrap();
+        let table: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut want: Vec<(String, String)> = credential_columns()
+            .map(|(name, kind)| {
+                let sql = match kind {
+                    ScalarKind::Bool | ScalarKind::Int => "INTEGER",
+                    ScalarKind::Text => "TEXT",
+                    ScalarKind::Bytes => "BLOB",
+                };
+                (name.to_owned(), sql.to_owned())
+            })
+            .chain([("deleted_at".to_owned(), "TEXT".to_owned())])
+            .collect();
+        want.sort();
+        assert_eq!(table, want);
+    }
 }
