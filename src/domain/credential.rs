@@ -119,34 +119,11 @@ impl Credential {
     /// - each allowlist: at most [`MAX_LIST`] entries, none empty;
     ///   `allowed_api_key_hashes`, when given, non-empty and 64 lowercase hex
     ///   each.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "split once the credential spec lands (issue 23)"
-    )]
     pub fn validate(fields: CredentialFields, providers: &Providers) -> Result<Self, FieldErrors> {
         let mut errs = FieldErrors::default();
         let f = fields;
         let spec = &f.spec;
-        if f.id.is_empty() {
-            errs.at("id", "must not be empty");
-        } else if !f.id.bytes().all(|b| b.is_ascii_graphic()) {
-            errs.at(
-                "id",
-                "must be visible ASCII (it is sent in x-byok-credential-id)",
-            );
-        }
-        if f.workspace_id.as_ref().is_some_and(String::is_empty) {
-            errs.at(
-                "workspace_id",
-                "must not be empty (null, or leaving it out of a config file, makes a global credential)",
-            );
-        }
-        if spec.is_byok_only && spec.is_fallback {
-            errs.at(
-                "is_byok_only",
-                "cannot be set on a fallback credential (is_fallback): it would close the shared tier that comes before it",
-            );
-        }
+        check_identity(&f, &mut errs);
         let provider = providers.get(&f.provider);
         if provider.is_none() {
             let shown: String = f.provider.chars().take(64).collect();
@@ -164,27 +141,7 @@ impl Credential {
         {
             errs.at("name", format_args!("longer than {MAX_NAME} characters"));
         }
-        let cloud = match super::CloudKey::parse(&f.provider, &f.key) {
-            Ok(cloud) => cloud,
-            Err(e) => {
-                for err in e.iter() {
-                    errs.at(&err.path, &err.message);
-                }
-                None
-            }
-        };
-        let secret = f.key.expose_secret();
-        let structured = secret.trim_start().starts_with(['{', '['])
-            && matches!(
-                f.provider.as_str(),
-                "amazon-bedrock" | "google-vertex" | "azure"
-            );
-        if !structured && (secret.is_empty() || !secret.bytes().all(|b| b.is_ascii_graphic())) {
-            errs.at(
-                "key",
-                "must be non-empty visible ASCII (no spaces or control characters)",
-            );
-        }
+        let cloud = check_key(&f, &mut errs);
         let created_at_nanos = match OffsetDateTime::parse(&f.created_at, &Rfc3339) {
             Ok(t) => t.unix_timestamp_nanos(),
             Err(_) => {
@@ -211,33 +168,7 @@ impl Credential {
             }
         }
         let headers = header_list("headers", &f.headers, &mut errs);
-        if spec
-            .allowed_api_key_hashes
-            .as_ref()
-            .is_some_and(Vec::is_empty)
-        {
-            errs.at(
-                "allowed_api_key_hashes",
-                "[] would admit no key; use null (or leave it out) for no restriction",
-            );
-        }
-        for (field, list) in [
-            ("allowed_api_key_hashes", &spec.allowed_api_key_hashes),
-            ("allowed_models", &spec.allowed_models),
-            ("allowed_user_ids", &spec.allowed_user_ids),
-        ] {
-            let Some(list) = list else { continue };
-            if list.len() > MAX_LIST {
-                errs.at(field, format_args!("more than {MAX_LIST} entries"));
-            }
-            for (i, entry) in list.iter().enumerate() {
-                if entry.is_empty() {
-                    errs.at(format_args!("{field}[{i}]"), "must not be empty");
-                } else if field == "allowed_api_key_hashes" && KeyHash::from_hex(entry).is_none() {
-                    errs.at(format_args!("{field}[{i}]"), "not 64 lowercase hex chars");
-                }
-            }
-        }
+        check_allowlists(spec, &mut errs);
         // The normalised text of the parsed upstream, as it is stored.
         let normalised = base_url.as_ref().map(Upstream::to_string);
         errs.or_ok(|| Credential {
@@ -360,6 +291,89 @@ impl Credential {
             headers: Vec::new(),
             cloud: None,
             spec: CredentialSpec::default(),
+        }
+    }
+}
+
+/// The rules of the secret: a cloud's structured key read as such, any
+/// other non-empty visible ASCII.
+fn check_key(f: &CredentialFields, errs: &mut FieldErrors) -> Option<super::CloudKey> {
+    let cloud = match super::CloudKey::parse(&f.provider, &f.key) {
+        Ok(cloud) => cloud,
+        Err(e) => {
+            for err in e.iter() {
+                errs.at(&err.path, &err.message);
+            }
+            None
+        }
+    };
+    let secret = f.key.expose_secret();
+    let structured = secret.trim_start().starts_with(['{', '['])
+        && matches!(
+            f.provider.as_str(),
+            "amazon-bedrock" | "google-vertex" | "azure"
+        );
+    if !structured && (secret.is_empty() || !secret.bytes().all(|b| b.is_ascii_graphic())) {
+        errs.at(
+            "key",
+            "must be non-empty visible ASCII (no spaces or control characters)",
+        );
+    }
+    cloud
+}
+
+/// The rules of a credential's id, workspace and tier flags.
+fn check_identity(f: &CredentialFields, errs: &mut FieldErrors) {
+    if f.id.is_empty() {
+        errs.at("id", "must not be empty");
+    } else if !f.id.bytes().all(|b| b.is_ascii_graphic()) {
+        errs.at(
+            "id",
+            "must be visible ASCII (it is sent in x-byok-credential-id)",
+        );
+    }
+    if f.workspace_id.as_ref().is_some_and(String::is_empty) {
+        errs.at(
+                "workspace_id",
+                "must not be empty (null, or leaving it out of a config file, makes a global credential)",
+            );
+    }
+    if f.spec.is_byok_only && f.spec.is_fallback {
+        errs.at(
+                "is_byok_only",
+                "cannot be set on a fallback credential (is_fallback): it would close the shared tier that comes before it",
+            );
+    }
+}
+
+/// The rules of the three allowlists: bounded, no empty entry, key hashes
+/// 64 lowercase hex, and no `[]` of key hashes (it would admit no key).
+fn check_allowlists(spec: &CredentialSpec, errs: &mut FieldErrors) {
+    if spec
+        .allowed_api_key_hashes
+        .as_ref()
+        .is_some_and(Vec::is_empty)
+    {
+        errs.at(
+            "allowed_api_key_hashes",
+            "[] would admit no key; use null (or leave it out) for no restriction",
+        );
+    }
+    for (field, list) in [
+        ("allowed_api_key_hashes", &spec.allowed_api_key_hashes),
+        ("allowed_models", &spec.allowed_models),
+        ("allowed_user_ids", &spec.allowed_user_ids),
+    ] {
+        let Some(list) = list else { continue };
+        if list.len() > MAX_LIST {
+            errs.at(field, format_args!("more than {MAX_LIST} entries"));
+        }
+        for (i, entry) in list.iter().enumerate() {
+            if entry.is_empty() {
+                errs.at(format_args!("{field}[{i}]"), "must not be empty");
+            } else if field == "allowed_api_key_hashes" && KeyHash::from_hex(entry).is_none() {
+                errs.at(format_args!("{field}[{i}]"), "not 64 lowercase hex chars");
+            }
         }
     }
 }

@@ -69,7 +69,10 @@ fn assert_generated_id(id: &str) {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn one_access_line_per_request_with_its_fields_and_no_secret() {
     let mock = Mock::start(rate_limit_sk_429).await;
     let creds = [
@@ -260,7 +263,10 @@ async fn one_access_line_per_request_with_its_fields_and_no_secret() {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn request_ids_are_taken_or_made_sent_upstream_and_echoed() {
     let mock = Mock::start(|r| {
         if r.uri.contains("upstream-id") {

@@ -10,7 +10,10 @@ use crate::support::admin::*;
 use crate::support::*;
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn admin_routes_need_one_bearer_management_key_else_401() {
     let mock = Mock::ok().await;
     let proxy = Proxy::start(&admin_config(

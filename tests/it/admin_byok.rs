@@ -336,7 +336,10 @@ fn paging_creds() -> String {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn paging_is_bounded_stable_and_total_count_ignores_it() {
     let mock = Mock::ok().await;
     let proxy = Proxy::start(&admin_config(&mock, &[MGMT], &paging_creds())).await;
@@ -550,7 +553,10 @@ async fn writes_answer_405_on_the_read_only_file_store_and_change_nothing() {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn no_secret_in_any_admin_response_nor_in_the_process_output() {
     let mock = Mock::start(|r| {
         // Echo the secret back, as some providers do in their errors.

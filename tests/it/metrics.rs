@@ -9,7 +9,10 @@ use crate::support::metrics::*;
 use crate::support::*;
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn metrics_count_a_mix_of_allowed_refused_and_failing_requests_exactly() {
     let mock = Mock::start(rate_limit_sk_429).await;
     let dead = dead_addr();

@@ -12,7 +12,10 @@ use crate::support::*;
 const MGMT2: &str = "mk-test-management-key-two";
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn reloads_update_counters_gauges_readyz_and_rotate_management_keys() {
     let mock = Mock::ok().await;
     let creds = cred("c1", "openai", "sk-admin-reload-000001", "");

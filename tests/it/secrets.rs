@@ -105,7 +105,10 @@ async fn no_canary_in_logs_responses_or_errors() {
 /// credential it got in its complaints; the admin API, `/metrics` and debug
 /// logs are read too.
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn no_cloud_secret_in_logs_responses_metrics_or_the_admin_api() {
     use crate::support::admin::{admin_get, admin_section, MGMT};
     const AWS_SECRET: &str = "wJalrCANARYawsSECRETkey0123456789";

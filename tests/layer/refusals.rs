@@ -396,7 +396,10 @@ async fn a_model_query_parameter_is_400() {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn bodies_breaking_the_strict_json_rules_are_400() {
     let deep = format!(
         r#"{{"model":"gpt-4o","x":{}{}}}"#,

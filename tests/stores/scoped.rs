@@ -41,7 +41,10 @@ async fn tenant(node: &Node, method: &str, path: &str, body: Option<Value>) -> R
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn a_scoped_key_sees_and_writes_only_its_workspaces() {
     let mock = Mock::ok().await;
     let dir = tempfile::tempdir().unwrap();

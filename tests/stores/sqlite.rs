@@ -38,7 +38,10 @@ impl Sqlite {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
     let db = Sqlite::new().await;
     let node = Node::start(&db.config(), MASTER).await;
@@ -141,7 +144,10 @@ async fn writes_follow_openrouter_and_take_effect_on_the_next_request() {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn invalid_writes_are_400_naming_the_field_and_never_the_secret() {
     let db = Sqlite::new().await;
     let node = Node::start(&db.config(), MASTER).await;
@@ -256,7 +262,10 @@ impl Sqlite {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step, against one running proxy or store")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, step by step, against one running proxy or store"
+)]
 async fn gateway_keys_are_created_once_listed_by_hash_disabled_and_removed() {
     let db = Sqlite::new().await;
     let node = Node::start(&db.config(), MASTER).await;
