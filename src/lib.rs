@@ -53,6 +53,7 @@
 
 pub mod domain;
 
+mod auth;
 mod clock;
 mod common;
 mod config;
@@ -78,12 +79,12 @@ pub use domain::{
 };
 pub use ledger::{Day, KeyUsage, Ledger, Spend};
 pub use metrics::Metrics;
-pub use policy::{Ask, CompileError, Denial, RefusedBy, Tier};
+pub use policy::{Ask, Denial, RefusedBy, Tier};
 pub use proxy::{
     decide, Attempt, ByokBody, ByokLayer, ByokService, ForwardBody, Forwarder, ForwarderOptions,
     IdleTimeout, Rejection,
 };
-pub use registry::{Principal, Registry, Settings, Snapshot, SnapshotError};
+pub use registry::{CompileError, Principal, Registry, Settings, Snapshot, SnapshotError};
 
 /// The top-level `"model"` of a JSON body under the strict rules the layer
 /// applies (SPEC §4): one valid JSON document, `"model"` a string, no duplicate,

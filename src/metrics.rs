@@ -87,7 +87,7 @@ pub struct Metrics {
     unpriced: Family<ProviderLabels, Counter>,
     usage_unread: Family<ProviderLabels, Counter>,
     /// The ledgers drained into these metrics at each scrape.
-    ledgers: std::sync::Mutex<Vec<std::sync::Weak<crate::Ledger>>>,
+    ledgers: std::sync::Mutex<Vec<std::sync::Weak<crate::ledger::Ledger>>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -284,7 +284,7 @@ impl Metrics {
     /// Counts `ledger`'s usage too: what it holds is drained into these
     /// metrics at each scrape (and at each of the server's flushes), so a
     /// response costs no metrics update of its own.
-    pub fn watch_ledger(&self, ledger: &Arc<crate::Ledger>) {
+    pub fn watch_ledger(&self, ledger: &Arc<crate::ledger::Ledger>) {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         ledgers.retain(|l| l.strong_count() > 0);
         if !ledgers

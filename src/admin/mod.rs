@@ -56,9 +56,10 @@ use scope::Caller;
 use crate::common::bearer::bearer_token;
 use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash, LimitReset};
 use crate::ledger::{self, Ledger};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::registry::SnapshotError;
 use crate::store::{self, Store, StoreError};
-use crate::{Metrics, Registry};
 
 /// The most items one list page holds.
 const MAX_LIMIT: usize = 100;
@@ -555,7 +556,7 @@ where
 }
 
 fn snapshot_rejection(e: SnapshotError) -> AdminError {
-    use crate::CompileError;
+    use crate::registry::CompileError;
     AdminError::InvalidField(match e {
         SnapshotError::Compile(CompileError::UnknownProvider { .. }) => {
             "provider: unknown provider".to_owned()

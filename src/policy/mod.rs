@@ -1,28 +1,40 @@
 //! The pure decision: which credentials may serve a request, in which order.
 //!
-//! Nothing here does I/O, nor knows about HTTP requests. A credential is
-//! compiled once, when the registry takes it in ([`compile`]), into a
-//! [`Candidate`]: allowlists as hash sets, auth header pre-built. Groups are
-//! stored pre-sorted by [`order`]. A request's [`Plan`] holds its
-//! workspace's group and, where it may use it, the shared tier's;
-//! [`admitted`] walks them lazily in tier order and [`deny`] explains a
-//! refusal as a [`Denial`].
+//! Nothing here does I/O, waits, or knows about HTTP: it reads candidates
+//! through [`Gated`] (a record, its allowlists compiled to hash sets, its
+//! ZDR declaration, its [`health`] state machine) and takes the time as an
+//! argument ([`Clock`]). The registry compiles each credential once into
+//! such a candidate and keeps groups pre-sorted by [`order`]. A request's
+//! [`Plan`] holds its workspace's group and, where it may use it, the shared
+//! tier's; [`admitted`] walks them lazily in tier order and [`deny`]
+//! explains a refusal as a [`Denial`].
 
 mod allowlist;
-mod candidate;
 pub(crate) mod health;
-pub(crate) mod token;
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::clock::Clock;
 pub(crate) use allowlist::{Allowlists, ModelMatcher};
-pub use candidate::CompileError;
-pub(crate) use candidate::{compile, group, Candidate, Cloud};
+use health::Health;
 
+use crate::clock::Clock;
 use crate::domain::{Credential, KeyHash};
+
+/// What the policy reads of a candidate: its record, its compiled
+/// allowlists, whether it retains no data, and its health. The registry's
+/// compiled credentials are one; the tests' are another.
+pub(crate) trait Gated {
+    /// The credential's record.
+    fn credential(&self) -> &Credential;
+    /// Its allowlists, compiled.
+    fn allowlists(&self) -> &Allowlists;
+    /// Declared zero-data-retention (its own declaration, else its provider's).
+    fn zdr(&self) -> bool;
+    /// Its health.
+    fn health(&self) -> &Health;
+}
 
 /// Which allowlists refused, counted over the credentials that were considered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,19 +130,28 @@ impl Tier {
 /// What may serve one workspace's requests to one provider: its BYOK group
 /// (its own credentials and the global ones, non-fallback first), and the
 /// shared tier's group where the workspace may use it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Plan {
-    pub(crate) byok: Option<Arc<[Candidate]>>,
-    pub(crate) shared: Option<Arc<[Candidate]>>,
+#[derive(Debug, Clone)]
+pub(crate) struct Plan<C> {
+    pub(crate) byok: Option<Arc<[C]>>,
+    pub(crate) shared: Option<Arc<[C]>>,
 }
 
-impl Plan {
-    fn byok(&self) -> &[Candidate] {
+impl<C> Default for Plan<C> {
+    fn default() -> Self {
+        Plan {
+            byok: None,
+            shared: None,
+        }
+    }
+}
+
+impl<C: Gated> Plan<C> {
+    fn byok(&self) -> &[C] {
         self.byok.as_deref().unwrap_or(&[])
     }
 
     /// The shared tier's group, unless `ask` finds it closed (SPEC §5).
-    fn open_shared(&self, ask: &Ask<'_>) -> &[Candidate] {
+    fn open_shared(&self, ask: &Ask<'_>) -> &[C] {
         match self.shared.as_deref() {
             Some(shared) if !shared.is_empty() && !shared_closed(self.byok(), ask) => shared,
             _ => &[],
@@ -140,17 +161,19 @@ impl Plan {
 
 /// Whether `c` may serve `ask`: its allowlists admit it, and it is ZDR
 /// where the key requires that.
-fn admits(c: &Candidate, ask: &Ask<'_>) -> bool {
-    c.allowlists.check(ask).is_ok() && (!ask.require_zdr || c.zdr)
+fn admits(c: &impl Gated, ask: &Ask<'_>) -> bool {
+    c.allowlists().check(ask).is_ok() && (!ask.require_zdr || c.zdr())
 }
 
 /// Whether the BYOK group closes the shared tier to `ask` (SPEC §5): an
 /// enabled credential, fallback or not, with `is_byok_only`, or with
 /// `is_required` and an `allowed_models` admitting the model. Their other
 /// allowlists play no part.
-fn shared_closed(byok: &[Candidate], ask: &Ask<'_>) -> bool {
-    byok.iter()
-        .any(|c| c.record.is_byok_only || (c.record.is_required && c.allowlists.models_admit(ask)))
+fn shared_closed<C: Gated>(byok: &[C], ask: &Ask<'_>) -> bool {
+    byok.iter().any(|c| {
+        let cred = c.credential();
+        cred.is_byok_only || (cred.is_required && c.allowlists().models_admit(ask))
+    })
 }
 
 /// The one order of candidates: non-fallback before fallback; then `sort_order`,
@@ -171,10 +194,14 @@ pub(crate) fn order(a: &Credential, b: &Credential) -> Ordering {
 /// read once, when the request begins: each candidate comes once, whatever
 /// its attempts (or other requests) make of its health meanwhile. `clock` is
 /// read only when some candidate has rested.
-pub(crate) fn admitted<'c>(plan: &'c Plan, ask: &'c Ask<'c>, clock: &'c Clock) -> Admitted<'c> {
+pub(crate) fn admitted<'c, C: Gated>(
+    plan: &'c Plan<C>,
+    ask: &'c Ask<'c>,
+    clock: &'c Clock,
+) -> Admitted<'c, C> {
     let byok = plan.byok();
     // Pre-sorted: the fallback ones come last.
-    let split = byok.partition_point(|c| !c.record.is_fallback);
+    let split = byok.partition_point(|c| !c.credential().is_fallback);
     let (first, fallback) = byok.split_at(split);
     Admitted {
         tiers: [
@@ -187,27 +214,27 @@ pub(crate) fn admitted<'c>(plan: &'c Plan, ask: &'c Ask<'c>, clock: &'c Clock) -
 }
 
 /// [`admitted`]'s candidates: its three tiers, one after the other.
-pub(crate) struct Admitted<'c> {
-    tiers: [TierOrder<'c>; 3],
+pub(crate) struct Admitted<'c, C> {
+    tiers: [TierOrder<'c, C>; 3],
     at: usize,
 }
 
-impl<'c> Admitted<'c> {
+impl<'c, C: Gated> Admitted<'c, C> {
     /// The admitted candidates that were resting when the request began
     /// (for the access log), as the order read them.
-    pub(crate) fn resting(&self) -> impl Iterator<Item = &'c Candidate> + '_ {
+    pub(crate) fn resting(&self) -> impl Iterator<Item = &'c C> + '_ {
         self.tiers.iter().flat_map(|t| {
             t.list
                 .iter()
                 .enumerate()
-                .filter(move |(i, c)| t.resting.get(*i) && admits(c, t.ask))
+                .filter(move |(i, c)| t.resting.get(*i) && admits(*c, t.ask))
                 .map(|(_, c)| c)
         })
     }
 }
 
-impl<'c> Iterator for Admitted<'c> {
-    type Item = (Tier, &'c Candidate);
+impl<'c, C: Gated> Iterator for Admitted<'c, C> {
+    type Item = (Tier, &'c C);
 
     fn next(&mut self) -> Option<Self::Item> {
         while let Some(tier) = self.tiers.get_mut(self.at) {
@@ -222,9 +249,9 @@ impl<'c> Iterator for Admitted<'c> {
 
 /// One tier's admitted candidates: the healthy ones, then the resting ones,
 /// each in the group's order.
-struct TierOrder<'c> {
+struct TierOrder<'c, C> {
     tier: Tier,
-    list: &'c [Candidate],
+    list: &'c [C],
     ask: &'c Ask<'c>,
     resting: Resting,
     /// 0: the healthy pass, 1: the resting pass.
@@ -232,8 +259,8 @@ struct TierOrder<'c> {
     next: usize,
 }
 
-impl<'c> TierOrder<'c> {
-    fn new(tier: Tier, list: &'c [Candidate], ask: &'c Ask<'c>, clock: &Clock) -> Self {
+impl<'c, C: Gated> TierOrder<'c, C> {
+    fn new(tier: Tier, list: &'c [C], ask: &'c Ask<'c>, clock: &Clock) -> Self {
         TierOrder {
             tier,
             list,
@@ -245,8 +272,8 @@ impl<'c> TierOrder<'c> {
     }
 }
 
-impl<'c> Iterator for TierOrder<'c> {
-    type Item = (Tier, &'c Candidate);
+impl<'c, C: Gated> Iterator for TierOrder<'c, C> {
+    type Item = (Tier, &'c C);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -276,15 +303,15 @@ enum Resting {
 }
 
 impl Resting {
-    fn of(list: &[Candidate], clock: &Clock) -> Self {
+    fn of<C: Gated>(list: &[C], clock: &Clock) -> Self {
         if list.len() <= 64 {
             let mut bits = 0u64;
             for (i, c) in list.iter().enumerate() {
-                bits |= u64::from(c.health.resting(clock)) << i;
+                bits |= u64::from(c.health().resting(clock)) << i;
             }
             Resting::Bits(bits)
         } else {
-            Resting::Many(list.iter().map(|c| c.health.resting(clock)).collect())
+            Resting::Many(list.iter().map(|c| c.health().resting(clock)).collect())
         }
     }
 
@@ -306,15 +333,15 @@ impl Resting {
 /// Why no candidate of `plan` admitted `ask`: no credential at all (none of
 /// the workspace's, none global, and no open shared tier), or which
 /// allowlists refused.
-pub(crate) fn deny(plan: &Plan, ask: &Ask<'_>) -> Denial {
+pub(crate) fn deny<C: Gated>(plan: &Plan<C>, ask: &Ask<'_>) -> Denial {
     let shared = plan.open_shared(ask);
     if plan.byok().is_empty() && shared.is_empty() {
         return Denial::NoCredential;
     }
     let mut refused = RefusedBy::default();
     for c in plan.byok().iter().chain(shared) {
-        c.allowlists.refusals(ask, &mut refused);
-        refused.zdr += u32::from(ask.require_zdr && !c.zdr);
+        c.allowlists().refusals(ask, &mut refused);
+        refused.zdr += u32::from(ask.require_zdr && !c.zdr());
     }
     Denial::NoEligibleCredential(refused)
 }
@@ -322,6 +349,42 @@ pub(crate) fn deny(plan: &Plan, ask: &Ask<'_>) -> Denial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A candidate as the policy reads it, without the registry's
+    /// compilation (upstream, auth headers).
+    #[derive(Debug)]
+    struct Fixed {
+        record: Arc<Credential>,
+        allowlists: Allowlists,
+        zdr: bool,
+        health: Health,
+    }
+
+    impl Fixed {
+        fn new(cred: Credential) -> Self {
+            Fixed {
+                allowlists: Allowlists::compile(&cred),
+                zdr: cred.declared_zdr.unwrap_or(false),
+                health: Health::default(),
+                record: Arc::new(cred),
+            }
+        }
+    }
+
+    impl Gated for Fixed {
+        fn credential(&self) -> &Credential {
+            &self.record
+        }
+        fn allowlists(&self) -> &Allowlists {
+            &self.allowlists
+        }
+        fn zdr(&self) -> bool {
+            self.zdr
+        }
+        fn health(&self) -> &Health {
+            &self.health
+        }
+    }
 
     pub(super) fn cred(id: &str) -> Credential {
         Credential::for_tests(id, "ws", "openai")
@@ -365,10 +428,7 @@ mod tests {
         let mut r2 = cred("r2");
         r2.allowed_api_key_hashes = strs(&[&KeyHash::of(b"other").to_hex()]);
         let plan = Plan {
-            byok: Some(Arc::from(vec![
-                Candidate::for_tests(r1),
-                Candidate::for_tests(r2),
-            ])),
+            byok: Some(Arc::from(vec![Fixed::new(r1), Fixed::new(r2)])),
             shared: None,
         };
         let ask = Ask {
@@ -389,7 +449,7 @@ mod tests {
                 zdr: 0,
             })
         );
-        assert_eq!(deny(&Plan::default(), &ask), Denial::NoCredential);
+        assert_eq!(deny(&Plan::<Fixed>::default(), &ask), Denial::NoCredential);
     }
 
     /// One row of the tier table: the BYOK group's and the shared tier's
@@ -410,14 +470,15 @@ mod tests {
         c
     }
 
-    fn list(creds: Vec<Credential>) -> Arc<[Candidate]> {
-        let creds: Vec<Arc<Credential>> = creds.into_iter().map(Arc::new).collect();
-        group(
-            &creds,
-            &crate::domain::Providers::builtins(),
-            &health::HealthBook::default(),
-        )
-        .unwrap()
+    /// A group as the registry keeps it: enabled credentials, in order.
+    fn list(creds: Vec<Credential>) -> Arc<[Fixed]> {
+        let mut list: Vec<Fixed> = creds
+            .into_iter()
+            .filter(|c| !c.disabled)
+            .map(Fixed::new)
+            .collect();
+        list.sort_by(|a, b| order(&a.record, &b.record));
+        Arc::from(list)
     }
 
     #[expect(clippy::too_many_lines, reason = "one table of cases")]
@@ -705,6 +766,6 @@ mod tests {
             1,
             "disabled closes nothing"
         );
-        assert_eq!(deny(&Plan::default(), &ask), Denial::NoCredential);
+        assert_eq!(deny(&Plan::<Fixed>::default(), &ask), Denial::NoCredential);
     }
 }

@@ -109,6 +109,12 @@ pub enum Rejection {
     },
 }
 
+impl From<crate::auth::BadPath> for Rejection {
+    fn from(bad: crate::auth::BadPath) -> Self {
+        Rejection::InvalidRequest(bad.0)
+    }
+}
+
 impl Rejection {
     /// A denial by the policy, for `provider` and `model`.
     /// `also`: how many more models the body names (OpenRouter's `models`,

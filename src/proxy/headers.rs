@@ -6,7 +6,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::domain::headers::{CLIENT_ONLY, CREDENTIALS, HOP_BY_HOP};
 use crate::domain::Provider;
-use crate::policy::{Candidate, Tier};
+use crate::policy::Tier;
+use crate::registry::Candidate;
 
 /// Removes the credential headers (from an upstream's trailers): an
 /// upstream that echoes the injected secret must not hand it to the client.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tower::Layer;
 
 use super::service::ByokService;
-use crate::{Metrics, Registry};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Applies BYOK credential selection and injection to an inner service that
 /// forwards requests upstream. Cheap to clone: it holds the shared registry.

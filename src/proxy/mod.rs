@@ -18,7 +18,6 @@ mod layer;
 pub(crate) mod model;
 mod route;
 mod service;
-pub(crate) mod sigv4;
 pub(crate) mod usage;
 
 pub use attempt::Attempt;

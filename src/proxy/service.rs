@@ -49,8 +49,9 @@ use crate::domain::{ApiKey, Credential, Dialect, LimitReset, Provider};
 use crate::ledger::{self, KeyBook, Ledger};
 use crate::metrics::Metrics;
 use crate::policy::{self, Ask, Plan, Tier};
-use crate::registry::{Principal, Settings, Snapshot};
-use crate::{BoxError, Registry};
+use crate::registry::Registry;
+use crate::registry::{Candidate, Principal, Settings, Snapshot};
+use crate::BoxError;
 
 /// The middleware built by [`ByokLayer`](crate::ByokLayer). See the crate docs.
 #[derive(Debug, Clone)]
@@ -183,7 +184,7 @@ impl Serve {
         // so only credentials without a model list (and no service account)
         // serve.
         let model = model.filter(|_| {
-            route.provider.slug != "google-vertex" || cloud::vertex_names_model(route.rest)
+            route.provider.slug != "google-vertex" || crate::auth::vertex::names_model(route.rest)
         });
         cloud::check_path(&route.provider.slug, route.rest)?;
         let (also, lists_unreadable) = match lists {
@@ -421,7 +422,7 @@ fn select<'a>(
     principal: &'a Principal,
     provider: &str,
     model: Option<&'a str>,
-) -> (Plan, Ask<'a>) {
+) -> (Plan<Candidate>, Ask<'a>) {
     let plan = snapshot.plan(&principal.workspace_id, provider);
     let ask = Ask {
         key_hash: principal.key_hash.as_ref(),

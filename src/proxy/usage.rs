@@ -658,8 +658,8 @@ mod tests {
             let ledger = Arc::new(Ledger::default());
             let (plain, counted) = rt.block_on(async {
                 let idle = std::time::Duration::from_secs(5);
-                let plain = crate::ByokBody::upstream(Chunks(chunks.clone()), idle);
-                let counted = crate::ByokBody::upstream(Chunks(chunks), idle).with_usage(Accounting {
+                let plain = crate::proxy::body::ByokBody::upstream(Chunks(chunks.clone()), idle);
+                let counted = crate::proxy::body::ByokBody::upstream(Chunks(chunks), idle).with_usage(Accounting {
                     tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
                     ledger: Arc::clone(&ledger),
                     book: None,
@@ -667,7 +667,7 @@ mod tests {
                     price: None,
                     request_bytes: 0,
                 });
-                let frames = |b: crate::ByokBody<Chunks>| async move {
+                let frames = |b: crate::proxy::body::ByokBody<Chunks>| async move {
                     let mut b = std::pin::pin!(b);
                     let mut out = Vec::new();
                     while let Some(f) = b.frame().await {

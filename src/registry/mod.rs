@@ -10,6 +10,13 @@
 //! whole new snapshot and swaps it in atomically, so a request in flight finishes
 //! on the snapshot it started with.
 
+mod candidate;
+mod health;
+
+pub use candidate::CompileError;
+pub(crate) use candidate::{compile, group, Candidate, Cloud};
+use health::HealthBook;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +30,8 @@ use foldhash::HashMap;
 use crate::config::{Config, Price, Prices, ServerConfig};
 use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
 use crate::ledger::Ledger;
-use crate::policy::health::{HealthBook, Rest};
-use crate::policy::{self, Candidate, CompileError, Plan};
+use crate::policy::health::Rest;
+use crate::policy::{self, Plan};
 
 /// Who is asking: the workspace and user behind a gateway key.
 ///
@@ -255,7 +262,7 @@ impl Snapshot {
         if let Some(tier) = &shared {
             for ((ws, provider), creds) in &own {
                 if **ws == *tier.workspace_id {
-                    let list = policy::group(creds, &providers, &health)?;
+                    let list = group(creds, &providers, &health)?;
                     if !list.is_empty() {
                         shared_groups.insert(provider.as_str().into(), list);
                     }
@@ -267,7 +274,7 @@ impl Snapshot {
             if let Some(g) = global.get(&provider) {
                 creds.extend(g.iter().cloned());
             }
-            let list = policy::group(&creds, &providers, &health)?;
+            let list = group(&creds, &providers, &health)?;
             if !list.is_empty() {
                 by_workspace
                     .entry(ws.into())
@@ -282,7 +289,7 @@ impl Snapshot {
         }
         let globals = DashMap::with_hasher(RandomState::default());
         for (provider, creds) in global {
-            let list = policy::group(&creds, &providers, &health)?;
+            let list = group(&creds, &providers, &health)?;
             if !list.is_empty() {
                 globals.insert(provider.into_boxed_str(), list);
             }
@@ -360,7 +367,7 @@ impl Snapshot {
 
     /// What may serve `workspace_id`'s requests to `provider`: its BYOK
     /// group, and the shared tier's where the workspace may use it.
-    pub(crate) fn plan(&self, workspace_id: &str, provider: &str) -> Plan {
+    pub(crate) fn plan(&self, workspace_id: &str, provider: &str) -> Plan<Candidate> {
         let shared = match &self.shared {
             Some(tier) if tier.serves(workspace_id) => {
                 self.shared_groups.get(provider).map(|g| Arc::clone(&g))
@@ -499,7 +506,7 @@ impl Snapshot {
     /// rebuilt; requests already holding a group keep the one they had.
     pub fn upsert_credential(&self, cred: Credential) -> Result<(), SnapshotError> {
         let cred = Arc::new(cred);
-        policy::compile(&cred, &self.providers)?;
+        compile(&cred, &self.providers)?;
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self
             .by_id
@@ -577,7 +584,7 @@ impl Snapshot {
         if let (Some(tier), Some(ws)) = (&self.shared, workspace_id) {
             if *tier.workspace_id == *ws {
                 let members = own.get(ws).map_or(&[][..], Vec::as_slice);
-                let list = policy::group(members, &self.providers, &self.health)?;
+                let list = group(members, &self.providers, &self.health)?;
                 put_group(&self.shared_groups, provider, list);
             }
         }
@@ -588,7 +595,7 @@ impl Snapshot {
             // global group: it keeps no copy.
             let has_own = members.iter().any(|c| c.workspace_id.is_some());
             let list = if has_own {
-                policy::group(&members, &self.providers, &self.health)?
+                group(&members, &self.providers, &self.health)?
             } else {
                 Arc::from(Vec::new())
             };
@@ -609,7 +616,7 @@ impl Snapshot {
             }
         }
         if workspace_id.is_none() {
-            let list = policy::group(&global, &self.providers, &self.health)?;
+            let list = group(&global, &self.providers, &self.health)?;
             put_group(&self.globals, provider, list);
         }
         Ok(())

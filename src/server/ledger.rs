@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ledger::{self, Ledger};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::store::Store;
-use crate::{Metrics, Registry};
 
 /// How often usage is saved: at most one write a second per replica.
 pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);

@@ -34,13 +34,13 @@ use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError,
 
 use crate::admin::{Access, Admin};
 use crate::config::{self, Config, ConfigError, ServerConfig};
+use crate::metrics::Metrics;
+use crate::proxy::{ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions};
+use crate::registry::{Registry, SnapshotError};
 pub use crate::store::crypto::CryptoError;
 use crate::store::crypto::Keyring;
 use crate::store::Store;
 pub use crate::store::StoreError;
-use crate::{
-    ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions, Metrics, Registry, SnapshotError,
-};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,12 +135,12 @@ impl Future for FrontFuture {
         match self.project() {
             FrontProj::Ready { res } => std::task::Poll::Ready(Ok(res
                 .take()
-                .unwrap_or_else(|| crate::Rejection::NotFound.into_response()))),
+                .unwrap_or_else(|| crate::proxy::error::Rejection::NotFound.into_response()))),
             FrontProj::Proxy { fut } => fut.poll(cx).map(|result| match result {
                 Ok(res) => Ok(res),
                 // The layer turns every failure into a response; keep a 502
                 // should the forwarder's call ever fail regardless.
-                Err(_) => Ok(crate::Rejection::UpstreamUnreachable.into_response()),
+                Err(_) => Ok(crate::proxy::error::Rejection::UpstreamUnreachable.into_response()),
             }),
         }
     }
@@ -300,7 +300,7 @@ async fn first_snapshot(
     path: &Path,
     config: Config,
     store: &Store,
-) -> Result<(Config, crate::Snapshot), ServeError> {
+) -> Result<(Config, crate::registry::Snapshot), ServeError> {
     let store_kind = config.store.kind();
     load_snapshot(config, store, None)
         .await

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 
 use crate::admin::Admin;
 use crate::config::{self, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::registry::{Registry, Snapshot, SnapshotError};
 use crate::store::{self, Store, StoreError};
-use crate::{Metrics, Registry, Snapshot, SnapshotError};
 
 /// Device, inode, size and modification time of the file behind `path`
 /// (symlinks followed): changes with every rewrite, rename-into-place or

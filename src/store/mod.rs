@@ -201,7 +201,7 @@ impl Store {
     /// Opens the store `config.url` names (`file`, `sqlite://PATH`,
     /// `postgres://…`), creating its tables if needed.
     pub(crate) async fn open(
-        config: &crate::StoreConfig,
+        config: &crate::config::StoreConfig,
         keyring: Option<Keyring>,
     ) -> Result<Store, StoreError> {
         let url = config.url.expose_secret();

@@ -6,7 +6,9 @@
 use std::future::Future;
 
 use super::{api_key, credential, Change, PgStore, StoreError};
-use crate::{BoxError, Metrics, Registry};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::BoxError;
 
 /// Follows `pg`'s changes forever, applying each to `registry`; after every
 /// (re)connection, `resync` reloads everything.

@@ -4,11 +4,11 @@ use http::{HeaderMap, Request, Version};
 use http_body_util::Full;
 
 use super::{Attempt, Forward};
-use crate::policy::Candidate;
 use crate::proxy::body::ForwardBody;
 use crate::proxy::cloud::Target;
 use crate::proxy::error::Rejection;
 use crate::proxy::headers;
+use crate::registry::Candidate;
 
 /// One attempt's request to `cand`'s `target`: `headers` (already stripped
 /// of every client credential) with the secret injected, the body bytes the
@@ -34,7 +34,7 @@ pub(super) fn upstream_request(
     *upstream.headers_mut() = headers;
     // Only an AWS key's attempt reads the body again (to sign it).
     if let Some(key) = cand.record.aws_key() {
-        crate::proxy::sigv4::sign_request(
+        crate::auth::sigv4::sign_request(
             &mut upstream,
             key,
             req.body,

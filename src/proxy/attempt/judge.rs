@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use super::send::Sent;
 use super::{cooldown, AttemptResult, Forward};
 use crate::policy::health::Verdict;
-use crate::policy::{Candidate, Cloud};
+use crate::registry::{Candidate, Cloud};
 
 /// Records `sent`'s verdict on `cand`'s health.
 pub(super) fn judge<RB>(req: &Forward<'_>, cand: &Candidate, sent: &Sent<RB>) {

@@ -43,7 +43,7 @@ use crate::domain::{Credential, Provider};
 use crate::ledger::KeyBook;
 use crate::metrics::Metrics;
 use crate::policy::{self, Ask, Plan};
-use crate::registry::{Principal, Settings, Snapshot};
+use crate::registry::{Candidate, Principal, Settings, Snapshot};
 use crate::BoxError;
 
 use retry::Next;
@@ -111,7 +111,7 @@ pub(crate) enum Outcome<RB> {
 pub(crate) async fn forward<S, RB>(
     mut inner: S,
     req: &Forward<'_>,
-    plan: &Plan,
+    plan: &Plan<Candidate>,
     ask: &Ask<'_>,
     mut headers: HeaderMap,
     ctx: &mut Ctx,

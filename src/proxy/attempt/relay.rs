@@ -9,12 +9,13 @@ use http::{Method, Response};
 use super::send::Sent;
 use super::{Forward, Outcome};
 use crate::ledger::Entry;
-use crate::policy::{Candidate, Tier};
+use crate::policy::Tier;
 use crate::proxy::body::ByokBody;
 use crate::proxy::context::Ctx;
 use crate::proxy::error::Rejection;
 use crate::proxy::headers;
 use crate::proxy::usage::{Accounting, UsageTap};
+use crate::registry::Candidate;
 
 /// The client's answer from `sent`, which the retry table relays.
 pub(super) fn relay<RB>(

@@ -11,11 +11,11 @@ use http_body::Body;
 use tower::{Service, ServiceExt};
 
 use super::{Attempt, AttemptResult, Forward};
+use crate::auth::token::MintError;
 use crate::common::ErrorChain;
-use crate::policy::token::MintError;
-use crate::policy::{Candidate, Cloud};
 use crate::proxy::body::ForwardBody;
 use crate::proxy::cloud;
+use crate::registry::{Candidate, Cloud};
 use crate::BoxError;
 
 /// An attempt sent: what it came to, and what later phases need of how.

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use super::health::{Health, HealthBook};
-use super::token::TokenCache;
-use super::{order, Allowlists, ModelMatcher};
+use super::health::HealthBook;
+use crate::auth::token::TokenCache;
 use crate::domain::{
     AzureEntry, AzureResourceType, CloudKey, Credential, Provider, Providers, Upstream,
 };
+use crate::policy::health::Health;
+use crate::policy::{order, Allowlists, Gated, ModelMatcher};
 
 /// A credential compiled for the hot path.
 pub(crate) struct Candidate {
@@ -55,6 +56,24 @@ pub(crate) struct AzureRoute {
     pub(crate) auth_value: HeaderValue,
     /// The deployment put in the client's path, for a deployment entry.
     pub(crate) deployment: Option<Box<str>>,
+}
+
+impl Gated for Candidate {
+    fn credential(&self) -> &Credential {
+        &self.record
+    }
+
+    fn allowlists(&self) -> &Allowlists {
+        &self.allowlists
+    }
+
+    fn zdr(&self) -> bool {
+        self.zdr
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
 }
 
 impl fmt::Debug for Candidate {
@@ -264,25 +283,6 @@ pub(crate) fn group(
     }
     list.sort_by(|a, b| order(&a.record, &b.record));
     Ok(Arc::from(list))
-}
-
-#[cfg(test)]
-impl Candidate {
-    pub(crate) fn for_tests(cred: Credential) -> Self {
-        let allowlists = Allowlists::compile(&cred);
-        Candidate {
-            allowlists,
-            upstream: Upstream::parse("http://127.0.0.1:1").unwrap_or_else(|_| unreachable!()),
-            auth_name: crate::domain::AuthScheme::Bearer.header_name(),
-            auth_value: HeaderValue::from_static("Bearer x"),
-            cloud: Cloud::None,
-            id_value: HeaderValue::from_str(&cred.id).unwrap_or_else(|_| unreachable!()),
-            id_label: Arc::from(cred.id.as_str()),
-            zdr: cred.declared_zdr.unwrap_or(false),
-            health: Arc::default(),
-            record: Arc::new(cred),
-        }
-    }
 }
 
 #[cfg(test)]
