@@ -567,6 +567,9 @@ fn snapshot_rejection(e: SnapshotError) -> AdminError {
         SnapshotError::Compile(CompileError::BadHeader { .. }) => {
             "key: not usable in an HTTP header".to_owned()
         }
+        SnapshotError::Compile(CompileError::NotBuilt { feature, .. }) => {
+            format!("key: needs byok-proxy built with the `{feature}` feature")
+        }
         SnapshotError::DuplicateId { id } => format!("id: {id} exists already"),
     })
 }

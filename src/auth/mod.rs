@@ -9,7 +9,11 @@
 //! proxy signs, mints and rewrites per attempt. So it sits below both.
 
 pub(crate) mod azure;
+#[cfg(feature = "vertex")]
+pub(crate) mod jwt;
+#[cfg(feature = "aws")]
 pub(crate) mod sigv4;
+#[cfg(feature = "vertex")]
 pub(crate) mod token;
 pub(crate) mod vertex;
 

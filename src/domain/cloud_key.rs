@@ -218,6 +218,20 @@ impl CloudKey {
         };
         let mut errs = FieldErrors::default();
         let parsed = match provider {
+            "amazon-bedrock" if !cfg!(feature = "aws") => {
+                errs.at(
+                    "key",
+                    "AWS access keys need byok-proxy built with the `aws` feature (a Bedrock API key works without it)",
+                );
+                None
+            }
+            "google-vertex" if !cfg!(feature = "vertex") => {
+                errs.at(
+                    "key",
+                    "a service account needs byok-proxy built with the `vertex` feature (an express-mode API key works without it)",
+                );
+                None
+            }
             "amazon-bedrock" => aws(&json, &mut errs).map(CloudKey::Aws),
             "google-vertex" => vertex(&json, &mut errs).map(CloudKey::Vertex),
             _ => azure(&json, &mut errs).map(CloudKey::Azure),

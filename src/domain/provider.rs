@@ -199,6 +199,7 @@ impl Provider {
 
     /// Whether its upstream is the built-in one of its slug, not one the
     /// configuration set.
+    #[cfg(any(feature = "aws", feature = "vertex"))]
     pub(crate) fn has_builtin_upstream(&self) -> bool {
         let builtin = BUILTIN
             .iter()

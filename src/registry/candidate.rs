@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 
 use super::health::HealthBook;
+#[cfg(feature = "vertex")]
 use crate::auth::token::TokenCache;
 use crate::domain::{
     AzureEntry, AzureResourceType, CloudKey, Credential, Provider, Providers, Upstream,
@@ -39,9 +40,11 @@ pub(crate) enum Cloud {
     /// A plain key: the pre-built header.
     None,
     /// AWS access keys: each attempt signed with SigV4.
+    #[cfg(feature = "aws")]
     SigV4,
     /// A service account: a minted token, and the account's project and
     /// location in the path.
+    #[cfg(feature = "vertex")]
     Vertex(Arc<TokenCache>),
     /// Azure entries, deployments first in key order, then resources: the
     /// first deployment whose model matches serves, else the first resource.
@@ -105,6 +108,15 @@ pub enum CompileError {
         /// The provider slug.
         provider: String,
     },
+    /// The key is a cloud's structured key that this build cannot use:
+    /// it was compiled without the cargo feature named.
+    #[error("credential {id}: its key needs byok-proxy built with the `{feature}` feature")]
+    NotBuilt {
+        /// Credential id.
+        id: String,
+        /// `aws` or `vertex`.
+        feature: &'static str,
+    },
     /// The secret or the id cannot be sent in a header.
     #[error("credential {id}: key or id contains characters not allowed in an HTTP header")]
     BadHeader {
@@ -129,12 +141,18 @@ pub(crate) fn compile(
     let bad_header = || CompileError::BadHeader {
         id: cred.id.clone(),
     };
+    #[cfg(not(all(feature = "aws", feature = "vertex")))]
+    let not_built = |feature| CompileError::NotBuilt {
+        id: cred.id.clone(),
+        feature,
+    };
     let no_upstream = || CompileError::NoUpstream {
         id: cred.id.clone(),
         provider: cred.provider.clone(),
     };
     // A cloud key goes to its region's endpoint, unless the credential or
     // the config's provider names another (private endpoints, tests).
+    #[cfg(any(feature = "aws", feature = "vertex"))]
     let regional = |url: String| {
         Upstream::parse(&url)
             .ok()
@@ -144,6 +162,7 @@ pub(crate) fn compile(
     let mut served = None;
     let (upstream, cloud) = match cred.cloud.as_deref() {
         None => (own().ok_or_else(no_upstream)?, Cloud::None),
+        #[cfg(feature = "aws")]
         Some(CloudKey::Aws(k)) => {
             let host = format!("https://bedrock-runtime.{}.amazonaws.com", k.region);
             (
@@ -151,6 +170,11 @@ pub(crate) fn compile(
                 Cloud::SigV4,
             )
         }
+        #[cfg(not(feature = "aws"))]
+        Some(CloudKey::Aws(_)) => return Err(not_built("aws")),
+        #[cfg(not(feature = "vertex"))]
+        Some(CloudKey::Vertex(_)) => return Err(not_built("vertex")),
+        #[cfg(feature = "vertex")]
         Some(CloudKey::Vertex(sa)) => {
             let host = match sa.region.as_str() {
                 "global" => "https://aiplatform.googleapis.com".to_owned(),
@@ -275,6 +299,7 @@ pub(crate) fn group(
     for c in creds {
         if let Some(mut cand) = compile(c, providers)? {
             cand.health = health.get(&c.id);
+            #[cfg(feature = "vertex")]
             if let Some(account) = c.service_account() {
                 cand.cloud = Cloud::Vertex(health.token_cache(&c.id, account));
             }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
+#[cfg(feature = "vertex")]
 use crate::auth::token::TokenCache;
+#[cfg(feature = "vertex")]
 use crate::domain::ServiceAccount;
 use crate::policy::health::{Health, Rest};
 
@@ -19,6 +21,7 @@ pub(crate) struct HealthBook {
     by_id: DashMap<Box<str>, Arc<Health>, RandomState>,
     /// The Vertex credentials' access tokens, kept across reloads as
     /// health is (SPEC §9).
+    #[cfg(feature = "vertex")]
     tokens: DashMap<Box<str>, Arc<TokenCache>, RandomState>,
     /// Where this replica's changes go, to be told to the others (a
     /// Postgres store); unset otherwise.
@@ -55,6 +58,7 @@ impl HealthBook {
         self.by_id.get(id).map(|h| Arc::clone(&h))
     }
 
+    #[cfg(feature = "vertex")]
     /// The token cache of credential `id` for `account`: the one it had
     /// while the account stays the same, a new one otherwise.
     pub(crate) fn token_cache(&self, id: &str, account: &ServiceAccount) -> Arc<TokenCache> {
@@ -74,12 +78,14 @@ impl HealthBook {
     /// Forgets the credentials `keep` says are gone.
     pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.by_id.retain(|id, _| keep(id));
+        #[cfg(feature = "vertex")]
         self.tokens.retain(|id, _| keep(id));
     }
 
     /// Forgets one credential.
     pub(crate) fn remove(&self, id: &str) {
         self.by_id.remove(id);
+        #[cfg(feature = "vertex")]
         self.tokens.remove(id);
     }
 }

@@ -23,6 +23,7 @@
 
 mod decide;
 mod failover;
+mod features;
 mod fixtures;
 mod forward;
 mod model_property;

@@ -33,6 +33,7 @@ pub(super) fn upstream_request(
     *upstream.version_mut() = Version::HTTP_11;
     *upstream.headers_mut() = headers;
     // Only an AWS key's attempt reads the body again (to sign it).
+    #[cfg(feature = "aws")]
     if let Some(key) = cand.record.aws_key() {
         crate::auth::sigv4::sign_request(
             &mut upstream,

@@ -9,34 +9,50 @@ use http::{Response, StatusCode};
 use super::send::Sent;
 use super::{cooldown, AttemptResult, Forward};
 use crate::policy::health::Verdict;
-use crate::registry::{Candidate, Cloud};
+use crate::registry::Candidate;
 
 /// Records `sent`'s verdict on `cand`'s health.
 pub(super) fn judge<RB>(req: &Forward<'_>, cand: &Candidate, sent: &Sent<RB>) {
     let now = req.clock.now();
-    let mut verdict = verdict(
+    let verdict = verdict(
         sent.result,
         sent.response.as_ref(),
         now,
         req.settings.max_cooldown,
     );
-    if let (Cloud::Vertex(cache), Some((token, fresh))) = (&cand.cloud, &sent.token) {
-        if let Verdict::Rejected(status) = verdict {
-            // A token the upstream refuses is minted anew next time. Only a
-            // fresh one's refusal says the account is refused; a cached one
-            // may have been revoked: a strike, no more.
-            cache.forget(token);
-            if !fresh {
-                verdict = Verdict::Failed(Some(status));
-            }
-        }
-    }
+    let verdict = token_verdict(cand, sent, verdict);
     if !sent.counts {
         return;
     }
     if let Some(rest) = cand.health.record(verdict, now) {
         req.snapshot.health_changed(&cand.id_label, rest);
     }
+}
+
+/// A service account's refused token is minted anew next time. Only a fresh
+/// one's refusal says the account is refused; a cached one may have been
+/// revoked: a strike, no more.
+#[cfg(feature = "vertex")]
+fn token_verdict<RB>(cand: &Candidate, sent: &Sent<RB>, verdict: Verdict) -> Verdict {
+    use crate::registry::Cloud;
+    let (Cloud::Vertex(cache), Some((token, fresh))) = (&cand.cloud, &sent.token) else {
+        return verdict;
+    };
+    let Verdict::Rejected(status) = verdict else {
+        return verdict;
+    };
+    cache.forget(token);
+    if *fresh {
+        verdict
+    } else {
+        Verdict::Failed(Some(status))
+    }
+}
+
+/// Without the `vertex` feature no attempt bears a token.
+#[cfg(not(feature = "vertex"))]
+fn token_verdict<RB>(_cand: &Candidate, _sent: &Sent<RB>, verdict: Verdict) -> Verdict {
+    verdict
 }
 
 /// What one attempt says about its credential's health: a 429 rests it as

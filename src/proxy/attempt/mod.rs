@@ -23,6 +23,8 @@ mod build;
 mod cooldown;
 mod head;
 mod judge;
+#[cfg(feature = "vertex")]
+mod mint;
 mod relay;
 mod retry;
 mod send;

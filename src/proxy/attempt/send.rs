@@ -10,12 +10,12 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use tower::{Service, ServiceExt};
 
-use super::{Attempt, AttemptResult, Forward};
-use crate::auth::token::MintError;
+#[cfg(feature = "vertex")]
+use super::Attempt;
+use super::{AttemptResult, Forward};
 use crate::common::ErrorChain;
 use crate::proxy::body::ForwardBody;
-use crate::proxy::cloud;
-use crate::registry::{Candidate, Cloud};
+use crate::registry::Candidate;
 use crate::BoxError;
 
 /// An attempt sent: what it came to, and what later phases need of how.
@@ -27,6 +27,8 @@ pub(super) struct Sent<RB> {
     pub(super) peeked: Option<Bytes>,
     /// The service account's token the attempt bore, and whether this
     /// attempt minted it.
+    // Read only to judge a service account's token (the `vertex` feature).
+    #[cfg_attr(not(feature = "vertex"), allow(dead_code))]
     pub(super) token: Option<(HeaderValue, bool)>,
     /// False when the attempt waited on another request's mint, which
     /// failed: it says nothing more about the credential than that one did.
@@ -36,7 +38,7 @@ pub(super) struct Sent<RB> {
 }
 
 /// A token mint that failed an attempt.
-struct MintFailed {
+pub(super) struct MintFailed {
     /// The token endpoint's status, when it refused the account.
     refused: Option<u16>,
     /// The mint was another request's, which this one waited on.
@@ -60,31 +62,11 @@ where
     let mut token = None;
     let mut mint_failed = None;
     let call = async {
-        if let (Cloud::Vertex(cache), Some(account)) = (&cand.cloud, cand.record.service_account())
-        {
-            let attempt = upstream.extensions().get::<Attempt>().cloned();
-            let mint = || cloud::mint(&mut *inner, account, attempt);
-            // Boxed: the mint's state does not grow every request's future.
-            match Box::pin(cache.get(mint)).await {
-                Ok((value, fresh)) => {
-                    let auth = http::header::AUTHORIZATION;
-                    upstream.headers_mut().insert(auth, value.clone());
-                    token = Some((value, fresh));
-                }
-                Err(MintError::Mint(failure)) => {
-                    mint_failed = Some(MintFailed {
-                        refused: failure.refused,
-                        waited: false,
-                    });
-                    return Err(failure.error);
-                }
-                Err(MintError::Waited { refused }) => {
-                    mint_failed = Some(MintFailed {
-                        refused,
-                        waited: true,
-                    });
-                    return Err("the token mint this request waited on failed".into());
-                }
+        match bear_token(&mut *inner, cand, &mut upstream).await {
+            Ok(minted) => token = minted,
+            Err((error, failed)) => {
+                mint_failed = Some(failed);
+                return Err(error);
             }
         }
         let svc = inner.ready().await.map_err(Into::into)?;
@@ -119,4 +101,60 @@ where
         counts: !mint_failed.is_some_and(|f| f.waited),
         waited,
     }
+}
+
+/// A service account's token on `upstream`, minted (or read from its cache)
+/// first: the token and whether this attempt minted it; `None` for any
+/// other credential.
+#[cfg(feature = "vertex")]
+async fn bear_token<S, RB>(
+    inner: &mut S,
+    cand: &Candidate,
+    upstream: &mut Request<ForwardBody>,
+) -> Result<Option<(HeaderValue, bool)>, (BoxError, MintFailed)>
+where
+    S: Service<Request<ForwardBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Unpin,
+    RB::Error: Into<BoxError>,
+{
+    use crate::auth::token::MintError;
+    use crate::registry::Cloud;
+    let (Cloud::Vertex(cache), Some(account)) = (&cand.cloud, cand.record.service_account()) else {
+        return Ok(None);
+    };
+    let attempt = upstream.extensions().get::<Attempt>().cloned();
+    let mint = || super::mint::mint(inner, account, attempt);
+    // Boxed: the mint's state does not grow every request's future.
+    match Box::pin(cache.get(mint)).await {
+        Ok((value, fresh)) => {
+            let auth = http::header::AUTHORIZATION;
+            upstream.headers_mut().insert(auth, value.clone());
+            Ok(Some((value, fresh)))
+        }
+        Err(MintError::Mint(failure)) => Err((
+            failure.error,
+            MintFailed {
+                refused: failure.refused,
+                waited: false,
+            },
+        )),
+        Err(MintError::Waited { refused }) => Err((
+            "the token mint this request waited on failed".into(),
+            MintFailed {
+                refused,
+                waited: true,
+            },
+        )),
+    }
+}
+
+/// Without the `vertex` feature no credential is a service account.
+#[cfg(not(feature = "vertex"))]
+async fn bear_token<S>(
+    _inner: &mut S,
+    _cand: &Candidate,
+    _upstream: &mut Request<ForwardBody>,
+) -> Result<Option<(HeaderValue, bool)>, (BoxError, MintFailed)> {
+    Ok(None)
 }

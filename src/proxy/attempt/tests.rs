@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Full};
 use super::*;
 use crate::config::Config;
 use crate::domain::KeyHash;
-use crate::policy::health::State;
 
 /// What the recording service answers, one per call, in order.
 enum Answer {
@@ -224,8 +223,8 @@ async fn a_429_fails_over_and_rests_the_credential() {
             ("second".to_owned(), status(200))
         ]
     );
-    let health = snap.health("first").unwrap();
-    assert_eq!(health.state(crate::clock::now_ms()).0, State::Cooling);
+    let counts = snap.health_counts(crate::clock::now_ms());
+    assert_eq!(counts, [("healthy", 1), ("cooling", 1), ("quarantined", 0)]);
 }
 
 #[tokio::test(start_paused = true)]
