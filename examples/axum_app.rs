@@ -28,14 +28,12 @@ use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let path: PathBuf = args
-        .next()
-        .map(PathBuf::from)
-        .ok_or("usage: axum_app CONFIG.toml [ADDR]")?;
+    const USAGE: &str = "usage: axum_app CONFIG.toml [ADDR]";
+    let mut args = std::env::args_os().skip(1);
+    let path: PathBuf = args.next().map(PathBuf::from).ok_or(USAGE)?;
     let config = Config::load(&path)?;
     let addr: SocketAddr = match args.next() {
-        Some(addr) => addr.parse()?,
+        Some(addr) => addr.to_str().ok_or(USAGE)?.parse()?,
         None => config.server.listen,
     };
     let listener = TcpListener::bind(addr).await?;
