@@ -46,7 +46,7 @@
 //! - `config`: TOML → validated entries;
 //! - with the `server` feature (on by default): `store` (SQLite, Postgres,
 //!   secrets at rest, the sync that applies changes in order), `admin` (the
-//!   management API) and [`server`] (bind, serve, drain, reload).
+//!   management API) and `server` (bind, serve, drain, reload).
 //!
 //! Without default features the crate is the middleware alone: no clap, no
 //! tracing subscriber, no file watcher, no database drivers.
