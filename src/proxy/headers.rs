@@ -87,6 +87,15 @@ pub(crate) fn inject(
     }
 }
 
+/// `n` as a header value: a static one for the counts a request reaches in
+/// practice (no allocation), else formatted.
+fn count(n: usize) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    SMALL
+        .get(n)
+        .map_or_else(|| HeaderValue::from(n), |s| HeaderValue::from_static(s))
+}
+
 /// The `x-byok-*` response headers: the credential that produced the answer
 /// (its pre-built id header value), how many attempts it took, and the
 /// tier it came from.
@@ -100,10 +109,7 @@ pub(crate) fn annotate(
         HeaderName::from_static("x-byok-credential-id"),
         credential_id.clone(),
     );
-    headers.insert(
-        HeaderName::from_static("x-byok-attempts"),
-        HeaderValue::from(attempts),
-    );
+    headers.insert(HeaderName::from_static("x-byok-attempts"), count(attempts));
     headers.insert(
         HeaderName::from_static("x-byok-tier"),
         HeaderValue::from_static(tier.as_str()),
@@ -113,6 +119,13 @@ pub(crate) fn annotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_as_formatted() {
+        for n in [0, 1, 2, 9, 10, 11, 100, usize::MAX] {
+            assert_eq!(count(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn strips_credentials_hop_by_hop_and_connection_named() {
