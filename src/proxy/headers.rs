@@ -37,19 +37,25 @@ pub(crate) fn strip_request(headers: &mut HeaderMap) {
 }
 
 /// Removes every header `doomed` picks, and every header `Connection` names.
-/// One pass over the names present, then one removal per doomed name: cheaper
-/// than trying to remove each of the twenty names that might be there.
+/// Without a `Connection` header (the common case), one lookup per doomed
+/// name present and nothing allocated: `doomed` picks from fixed lists, so
+/// the loop turns at most once per listed name. With one, the names are
+/// collected first (a client may list any number).
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
-    let mut names: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    names.extend(headers.keys().filter(|n| doomed(n)).cloned());
-    for name in &names {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    while let Some(name) = headers.keys().find(|n| doomed(n)).cloned() {
+        headers.remove(&name);
     }
 }
 
