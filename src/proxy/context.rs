@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use super::attempt::AttemptResult;
 use crate::domain::{Credential, Dialect};
@@ -47,7 +48,9 @@ pub(crate) struct Ctx {
     pub(crate) principal: Option<Principal>,
     /// The model, once a credential admitted it.
     pub(crate) model: Option<String>,
-    pub(crate) attempts: Vec<Tried>,
+    /// The attempts so far: the first inline, as most requests make one
+    /// (no allocation for it).
+    pub(crate) attempts: SmallVec<[Tried; 1]>,
     /// The outcome's reason (`forwarded`, or a rejection's).
     pub(crate) outcome: &'static str,
     /// The admitted candidates that were resting (cooling down or
@@ -67,7 +70,7 @@ impl Ctx {
             dialect: None,
             principal: None,
             model: None,
-            attempts: Vec::new(),
+            attempts: SmallVec::new(),
             outcome: "forwarded",
             resting: Vec::new(),
         }
