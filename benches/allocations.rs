@@ -219,7 +219,10 @@ fn main() {
     let sse: Vec<&str> = std::iter::repeat_n(EVENT, 15)
         .chain([USAGE_EVENT])
         .collect();
-    println!("allocations per request, {} requests after {WARM_UP} of warm-up", n());
+    println!(
+        "allocations per request, {} requests after {WARM_UP} of warm-up",
+        n()
+    );
     println!();
     println!("| case | allocs/req | reallocs/req | bytes/req |");
     println!("|---|--:|--:|--:|");
