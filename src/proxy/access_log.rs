@@ -50,7 +50,7 @@ pub(super) fn finish(ctx: &Ctx, status: StatusCode, metrics: Option<&Metrics>) {
         workspace = principal.map_or("-", |p| &p.workspace_id),
         user = principal.map_or("-", |p| &p.user_id),
         key = %principal.and_then(|p| p.key_hash).map_or_else(|| "-".to_owned(), |h| h.short()),
-        model = ctx.model.as_deref().unwrap_or("-"),
+        model = ctx.model().unwrap_or("-"),
         tier = ctx.last_tier().map_or("-", Tier::as_str),
         attempts = %Attempts(&ctx.attempts),
         resting = %Resting(&ctx.resting),

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use super::attempt::AttemptResult;
 use crate::domain::{Credential, Dialect};
@@ -45,9 +47,12 @@ pub(crate) struct Ctx {
     /// provider's only; after it, the routed provider's.
     pub(crate) dialect: Option<Dialect>,
     pub(crate) principal: Option<Principal>,
-    /// The model, once a credential admitted it.
-    pub(crate) model: Option<String>,
-    pub(crate) attempts: Vec<Tried>,
+    /// The model, once a credential admitted it: UTF-8, and a slice of the
+    /// request's body when it is written there as it is (no copy).
+    pub(crate) model: Option<Bytes>,
+    /// The attempts so far: the first inline, as most requests make one
+    /// (no allocation for it).
+    pub(crate) attempts: SmallVec<[Tried; 1]>,
     /// The outcome's reason (`forwarded`, or a rejection's).
     pub(crate) outcome: &'static str,
     /// The admitted candidates that were resting (cooling down or
@@ -67,7 +72,7 @@ impl Ctx {
             dialect: None,
             principal: None,
             model: None,
-            attempts: Vec::new(),
+            attempts: SmallVec::new(),
             outcome: "forwarded",
             resting: Vec::new(),
         }
@@ -81,6 +86,25 @@ impl Ctx {
     /// The tier of the last attempt.
     pub(crate) fn last_tier(&self) -> Option<Tier> {
         self.attempts.last().map(|t| t.tier)
+    }
+
+    /// The model once a credential admitted it (see [`Ctx::admit_model`]).
+    pub(crate) fn model(&self) -> Option<&str> {
+        self.model
+            .as_deref()
+            .and_then(|m| std::str::from_utf8(m).ok())
+    }
+
+    /// Records `model` as admitted: a slice of `body` when it lies in it
+    /// (read there without escapes), else a copy.
+    pub(crate) fn admit_model(&mut self, body: &Bytes, model: &str) {
+        let start = (model.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let within = start <= body.len() && model.len() <= body.len() - start;
+        self.model = Some(if within && !model.is_empty() {
+            body.slice_ref(model.as_bytes())
+        } else {
+            Bytes::copy_from_slice(model.as_bytes())
+        });
     }
 
     /// The provider's label, `none` before the route named one.
@@ -122,7 +146,11 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     if hexed.is_err() {
         return HeaderValue::from_static("0");
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by its `Bytes` from the start: one allocation, and the copies
+    // (upstream, x-byok-request-id, x-request-id) only count references,
+    // where a value copied from a slice allocates again when first cloned.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -150,6 +178,22 @@ mod tests {
             h.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
             assert_ne!(request_id(&h), bad, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_admitted_model_is_a_slice_of_the_body_or_a_copy() {
+        let body = Bytes::from_static(br#"{"model":"gpt-4o"}"#);
+        let mut ctx = Ctx::start(&HeaderMap::new());
+        assert_eq!(ctx.model(), None);
+        let within = std::str::from_utf8(&body[10..16]).unwrap();
+        ctx.admit_model(&body, within);
+        assert_eq!(ctx.model(), Some("gpt-4o"));
+        assert_eq!(ctx.model.as_ref().unwrap().as_ptr(), body[10..].as_ptr());
+        let elsewhere = String::from("openai/o1");
+        ctx.admit_model(&body, &elsewhere);
+        assert_eq!(ctx.model(), Some("openai/o1"));
+        ctx.admit_model(&body, "");
+        assert_eq!(ctx.model(), Some(""));
     }
 
     #[test]

@@ -38,19 +38,25 @@ pub(crate) fn strip_request(headers: &mut HeaderMap) {
 }
 
 /// Removes every header `doomed` picks, and every header `Connection` names.
-/// One pass over the names present, then one removal per doomed name: cheaper
-/// than trying to remove each of the twenty names that might be there.
+/// Without a `Connection` header (the common case), one lookup per doomed
+/// name present and nothing allocated: `doomed` picks from fixed lists, so
+/// the loop turns at most once per listed name. With one, the names are
+/// collected first (a client may list any number).
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
-    let mut names: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    names.extend(headers.keys().filter(|n| doomed(n)).cloned());
-    for name in &names {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    while let Some(name) = headers.keys().find(|n| doomed(n)).cloned() {
+        headers.remove(&name);
     }
 }
 
@@ -88,6 +94,15 @@ pub(crate) fn inject(
     }
 }
 
+/// `n` as a header value: a static one for the counts a request reaches in
+/// practice (no allocation), else formatted.
+fn count(n: usize) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    SMALL
+        .get(n)
+        .map_or_else(|| HeaderValue::from(n), |s| HeaderValue::from_static(s))
+}
+
 /// The `x-byok-*` response headers: the credential that produced the answer
 /// (its pre-built id header value), how many attempts it took, and the
 /// tier it came from.
@@ -101,10 +116,7 @@ pub(crate) fn annotate(
         HeaderName::from_static("x-byok-credential-id"),
         credential_id.clone(),
     );
-    headers.insert(
-        HeaderName::from_static("x-byok-attempts"),
-        HeaderValue::from(attempts),
-    );
+    headers.insert(HeaderName::from_static("x-byok-attempts"), count(attempts));
     headers.insert(
         HeaderName::from_static("x-byok-tier"),
         HeaderValue::from_static(tier.as_str()),
@@ -114,6 +126,13 @@ pub(crate) fn annotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_as_formatted() {
+        for n in [0, 1, 2, 9, 10, 11, 100, usize::MAX] {
+            assert_eq!(count(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn strips_credentials_hop_by_hop_and_connection_named() {

@@ -134,7 +134,9 @@ where
     while let Some((tier, cand)) = candidates.next() {
         if ctx.attempts.is_empty() {
             // Admitted: the model may now appear in the access log.
-            ctx.model = req.model.map(str::to_owned);
+            if let Some(model) = req.model {
+                ctx.admit_model(req.body, model);
+            }
         }
         let Some(target) = cloud::target(cand, req.model, req.rest)? else {
             // No entry of its key serves this path: not an attempt.

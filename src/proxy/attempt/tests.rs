@@ -188,7 +188,7 @@ async fn an_attempt_carries_the_secret_the_body_and_its_number() {
     assert_eq!(&body[..], br#"{"model":"m"}"#);
     assert_eq!(*number, 1);
     assert_eq!(results(&ctx), [("first".to_owned(), status(200))]);
-    assert_eq!(ctx.model.as_deref(), Some("openai/model-a"));
+    assert_eq!(ctx.model(), Some("openai/model-a"));
 }
 
 #[tokio::test]

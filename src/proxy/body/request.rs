@@ -101,7 +101,7 @@ where
     // Frames are kept as they came (no copy) and joined once at the end; most
     // bodies arrive in one frame, which is returned as it is. The stall timer
     // is armed only when the body makes the proxy wait.
-    let mut frames: Vec<Bytes> = Vec::new();
+    let mut frames = Frames::default();
     let mut total = 0usize;
     let stalled = tokio::time::sleep(stall);
     let mut stalled = std::pin::pin!(stalled);
@@ -129,17 +129,41 @@ where
         frames.push(data.copy_to_bytes(data.remaining()));
         stalled.as_mut().reset(Instant::now() + stall);
     }
-    Ok(match frames.len() {
-        0 => Bytes::new(),
-        1 => frames.swap_remove(0),
-        _ => {
-            let mut all = BytesMut::with_capacity(total);
-            for frame in &frames {
-                all.extend_from_slice(frame);
-            }
-            all.freeze()
+    Ok(frames.join(total))
+}
+
+/// A body's frames as read: the first apart, so that a body of one frame
+/// (most of them) is returned as it came, with no list allocated.
+#[derive(Default)]
+struct Frames {
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
+}
+
+impl Frames {
+    fn push(&mut self, frame: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push(frame);
         }
-    })
+    }
+
+    /// The frames as one, `total` bytes long.
+    fn join(self, total: usize) -> Bytes {
+        let Some(first) = self.first else {
+            return Bytes::new();
+        };
+        if self.rest.is_empty() {
+            return first;
+        }
+        let mut all = BytesMut::with_capacity(total);
+        all.extend_from_slice(&first);
+        for frame in &self.rest {
+            all.extend_from_slice(frame);
+        }
+        all.freeze()
+    }
 }
 
 /// The longest an early answer waits for the client to finish sending.
