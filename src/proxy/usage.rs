@@ -384,6 +384,30 @@ impl Accounting {
     }
 }
 
+#[cfg(test)]
+impl Accounting {
+    /// The accounting of an answer of `content_type`, counted in `ledger`
+    /// for workspace `ws`, credential `c`, with no key and no price.
+    pub(crate) fn for_tests(content_type: &[u8], ledger: &Arc<Ledger>) -> Accounting {
+        Accounting {
+            tap: UsageTap::for_content_type(content_type).unwrap_or_else(|| unreachable!()),
+            ledger: Arc::clone(ledger),
+            book: None,
+            entry: Some(Entry {
+                day: 0,
+                workspace: Arc::from("ws"),
+                key: None,
+                credential: Arc::from("c"),
+                provider: Arc::from("openai"),
+                tier: crate::policy::Tier::Byok,
+                model: Arc::from("other"),
+            }),
+            price: None,
+            request_bytes: 0,
+        }
+    }
+}
+
 impl Drop for Accounting {
     fn drop(&mut self) {
         if self.entry.is_some() {

@@ -266,29 +266,13 @@ mod tests {
 
     #[tokio::test]
     async fn usage_reads_the_head_and_every_frame_gathered_or_not() {
-        use crate::ledger::{Entry, Ledger};
-        use crate::proxy::usage::UsageTap;
+        use crate::ledger::Ledger;
         use std::sync::Arc;
         let ledger = Arc::new(Ledger::default());
         let (tx, body) = channel();
         let head = Bytes::from_static(b"data: {\"usage\":{\"prompt_tokens\":3}}\n\n");
-        let body =
-            ByokBody::upstream_after(Some(head.clone()), body, STALL).with_usage(Accounting {
-                tap: UsageTap::for_content_type(b"text/event-stream").unwrap(),
-                ledger: Arc::clone(&ledger),
-                book: None,
-                entry: Some(Entry {
-                    day: 0,
-                    workspace: Arc::from("ws"),
-                    key: None,
-                    credential: Arc::from("c"),
-                    provider: Arc::from("openai"),
-                    tier: crate::policy::Tier::Byok,
-                    model: Arc::from("other"),
-                }),
-                price: None,
-                request_bytes: 0,
-            });
+        let body = ByokBody::upstream_after(Some(head.clone()), body, STALL)
+            .with_usage(Accounting::for_tests(b"text/event-stream", &ledger));
         let mut body = Box::pin(body);
         assert_eq!(
             data_of(poll_once(&mut body)),

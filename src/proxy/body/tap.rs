@@ -93,9 +93,8 @@ mod tests {
 
     use http_body_util::BodyExt;
 
-    use crate::ledger::{Entry, Ledger, Sums};
+    use crate::ledger::{Ledger, Sums};
     use crate::proxy::body::testing::poll_once;
-    use crate::proxy::usage::UsageTap;
 
     /// A body that yields these chunks, in order, never waiting; it says it
     /// has ended when the last is taken if `says_end`.
@@ -130,22 +129,7 @@ mod tests {
 
     fn counted<B>(inner: B, ct: &str, ledger: &Arc<Ledger>) -> Pin<Box<Tap<B>>> {
         let mut tap = Tap::new(inner);
-        tap.count(Accounting {
-            tap: UsageTap::for_content_type(ct.as_bytes()).unwrap(),
-            ledger: Arc::clone(ledger),
-            book: None,
-            entry: Some(Entry {
-                day: 0,
-                workspace: Arc::from("ws"),
-                key: None,
-                credential: Arc::from("c"),
-                provider: Arc::from("openai"),
-                tier: crate::policy::Tier::Byok,
-                model: Arc::from("other"),
-            }),
-            price: None,
-            request_bytes: 0,
-        });
+        tap.count(Accounting::for_tests(ct.as_bytes(), ledger));
         Box::pin(tap)
     }
 
