@@ -408,7 +408,7 @@ for (const store of STORES) {
                         paged,
                         whole.result.data.map((k) => k.id),
                     );
-                    // Grouped by provider, in order (README: workspace, provider, candidate order).
+                    // Grouped by provider, in order (docs/operating.md: workspace, provider, candidate order).
                     const providers = whole.result.data.map((k) => k.provider);
                     assert.deepEqual(providers, [...providers].sort());
                 });
@@ -865,7 +865,7 @@ for (const store of STORES) {
                 );
                 assertNoSecretIn([proxy.stderr()], "the proxy's log");
                 if (store.name === "sqlite") {
-                    // Secrets at rest are sealed (README, "The master key").
+                    // Secrets at rest are sealed (docs/configuration.md, "The master key").
                     for (const name of fs.readdirSync(dir).filter((n) => n.startsWith("byok.db"))) {
                         const bytes = fs.readFileSync(path.join(dir, name)).toString("latin1");
                         assertNoSecretIn([bytes], `the SQLite file ${name}`);
