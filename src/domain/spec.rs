@@ -119,59 +119,55 @@ impl SpecValue for i64 {
 }
 
 #[cfg(feature = "server")]
-impl SpecValue for Option<bool> {
+impl SpecValue for String {
     fn on_null() -> Option<Self> {
-        Some(None)
-    }
-    const KIND: ScalarKind = ScalarKind::Bool;
-    fn to_scalar(&self) -> Scalar {
-        self.map_or(Scalar::Null, Scalar::Bool)
-    }
-    fn from_scalar(value: Scalar) -> Result<Self, &'static str> {
-        match value {
-            Scalar::Null => Ok(None),
-            Scalar::Bool(b) => Ok(Some(b)),
-            _ => Err(NOT_BOOL),
-        }
-    }
-}
-
-#[cfg(feature = "server")]
-impl SpecValue for Option<String> {
-    fn on_null() -> Option<Self> {
-        Some(None)
+        None
     }
     const KIND: ScalarKind = ScalarKind::Text;
     fn to_scalar(&self) -> Scalar {
-        self.clone().map_or(Scalar::Null, Scalar::Text)
+        Scalar::Text(self.clone())
     }
     fn from_scalar(value: Scalar) -> Result<Self, &'static str> {
         match value {
-            Scalar::Null => Ok(None),
-            Scalar::Text(s) => Ok(Some(s)),
+            Scalar::Text(s) => Ok(s),
             _ => Err(NOT_TEXT),
         }
     }
 }
 
-#[cfg(feature = "server")]
 /// A list is kept as JSON text (`["a","b"]`).
-impl SpecValue for Option<Vec<String>> {
+#[cfg(feature = "server")]
+impl SpecValue for Vec<String> {
     fn on_null() -> Option<Self> {
-        Some(None)
+        None
     }
     const KIND: ScalarKind = ScalarKind::Text;
     fn to_scalar(&self) -> Scalar {
-        self.as_ref().map_or(Scalar::Null, |l| {
-            Scalar::Text(serde_json::to_string(l).unwrap_or_else(|_| "[]".to_owned()))
-        })
+        Scalar::Text(serde_json::to_string(self).unwrap_or_else(|_| "[]".to_owned()))
     }
     fn from_scalar(value: Scalar) -> Result<Self, &'static str> {
         const NOT_LIST: &str = "not a JSON array of strings";
         match value {
-            Scalar::Null => Ok(None),
-            Scalar::Text(t) => serde_json::from_str(&t).map(Some).map_err(|_| NOT_LIST),
+            Scalar::Text(t) => serde_json::from_str(&t).map_err(|_| NOT_LIST),
             _ => Err(NOT_LIST),
+        }
+    }
+}
+
+/// An optional field: `NULL` in its column, and cleared by `null` in a PATCH.
+#[cfg(feature = "server")]
+impl<T: SpecValue> SpecValue for Option<T> {
+    fn on_null() -> Option<Self> {
+        Some(None)
+    }
+    const KIND: ScalarKind = T::KIND;
+    fn to_scalar(&self) -> Scalar {
+        self.as_ref().map_or(Scalar::Null, T::to_scalar)
+    }
+    fn from_scalar(value: Scalar) -> Result<Self, &'static str> {
+        match value {
+            Scalar::Null => Ok(None),
+            value => T::from_scalar(value).map(Some),
         }
     }
 }
