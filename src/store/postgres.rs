@@ -602,13 +602,8 @@ impl ToSql for Scalar {
         ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            Scalar::Null => Ok(IsNull::Yes),
-            Scalar::Bool(b) => b.to_sql(ty, out),
-            Scalar::Int(i) => i.to_sql(ty, out),
-            Scalar::Text(s) => s.to_sql(ty, out),
-            Scalar::Bytes(b) => b.to_sql(ty, out),
-        }
+        // Every value is checked against its column, whichever way it is bound.
+        self.to_sql_checked(ty, out)
     }
 
     fn accepts(_: &Type) -> bool {
