@@ -190,14 +190,7 @@ where
             _ => 0,
         };
         let read = (self.held.len() + after) as u64;
-        let rest = self.inner.size_hint();
-        // Upper first: SizeHint refuses a lower bound above its upper.
-        let mut hint = SizeHint::new();
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(read));
-        }
-        hint.set_lower(rest.lower().saturating_add(read));
-        hint
+        super::plus(self.inner.size_hint(), read)
     }
 }
 

@@ -28,3 +28,15 @@ pub use idle::IdleTimeout;
 pub use request::ForwardBody;
 pub(crate) use request::{decode, drain, encoding, is_json_like, read, Encoding};
 pub use response::ByokBody;
+
+/// `rest`, a body's size hint, with `read` more bytes before it (held or
+/// read ahead by a wrapper).
+fn plus(rest: http_body::SizeHint, read: u64) -> http_body::SizeHint {
+    // Upper first: SizeHint refuses a lower bound above its upper.
+    let mut hint = http_body::SizeHint::new();
+    if let Some(upper) = rest.upper() {
+        hint.set_upper(upper.saturating_add(read));
+    }
+    hint.set_lower(rest.lower().saturating_add(read));
+    hint
+}

@@ -62,14 +62,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let read = self.head.as_ref().map_or(0, Bytes::len) as u64;
-        let rest = self.inner.size_hint();
-        // Upper first: SizeHint refuses a lower bound above its upper.
-        let mut hint = SizeHint::new();
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(read));
-        }
-        hint.set_lower(rest.lower().saturating_add(read));
-        hint
+        super::plus(self.inner.size_hint(), read)
     }
 }
 
