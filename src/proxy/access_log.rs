@@ -17,12 +17,20 @@ use crate::metrics::{status_class, Metrics};
 use crate::policy::Tier;
 
 /// Counts one attempt that just ended (the last of `ctx.attempts`).
-pub(super) fn attempt(metrics: Option<&Metrics>, ctx: &mut Ctx, credential: &Arc<str>) {
+pub(super) fn attempt(metrics: Option<&Metrics>, ctx: &Ctx, credential: &Arc<str>) {
     let (Some(m), Some(tried)) = (metrics, ctx.attempts.last()) else {
         return;
     };
     let (tier, result, failover) = (tried.tier, tried.result, ctx.attempts.len() > 1);
-    let provider = ctx.provider.get_or_insert_with(|| Arc::from("none"));
+    // The route named the provider before any attempt; "none" only in name.
+    let none;
+    let provider = match &ctx.provider {
+        Some(p) => p,
+        None => {
+            none = ctx.provider_label();
+            &none
+        }
+    };
     m.attempt(provider, credential, tier.as_str(), class(result));
     if failover {
         m.failover(provider);
