@@ -97,6 +97,16 @@ pub enum AzureResourceType {
     AiFoundry,
 }
 
+impl AzureResourceType {
+    /// The domain a resource's name is the first label of.
+    pub fn domain(self) -> &'static str {
+        match self {
+            AzureResourceType::OpenAi => "openai.azure.com",
+            AzureResourceType::AiFoundry => "services.ai.azure.com",
+        }
+    }
+}
+
 impl SecretBytes {
     /// The bytes, for the one place that signs with them.
     pub fn expose_secret(&self) -> &[u8] {
@@ -119,6 +129,21 @@ impl fmt::Debug for AwsKey {
 impl fmt::Debug for ServiceAccount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&CloudKey::Vertex(self.clone()), f)
+    }
+}
+
+impl AzureEntry {
+    /// The host this entry's key is sent to: public, and what an operator
+    /// recognises the key by.
+    fn host(&self) -> String {
+        match self {
+            AzureEntry::Resource {
+                resource_name,
+                resource_type,
+                ..
+            } => format!("{resource_name}.{}", resource_type.domain()),
+            AzureEntry::Deployment { endpoint, .. } => endpoint.host().to_owned(),
+        }
     }
 }
 
@@ -176,9 +201,10 @@ impl fmt::Debug for CloudKey {
 }
 
 impl CloudKey {
-    /// The credential's label: the public part, masked (`AKI...WXYZ`, the
-    /// client email's first 3 characters and its domain, the first Azure
-    /// entry's key as any key's).
+    /// The credential's label, made from its public part only: the access
+    /// key id masked (`AKI...WXYZ`), the client email's first 3 characters
+    /// and its domain, the first Azure entry's host (`my-res.openai.azure.com
+    /// +1` when more entries follow). No character of a secret is in it.
     pub fn label(&self) -> String {
         match self {
             CloudKey::Aws(k) => super::mask(&k.access_key_id, 3, 12),
@@ -190,12 +216,15 @@ impl CloudKey {
                 Some((_, domain)) => format!("...@{domain}"),
                 None => "...".to_owned(),
             },
-            CloudKey::Azure(entries) => match entries.first() {
-                Some(
-                    AzureEntry::Resource { api_key, .. } | AzureEntry::Deployment { api_key, .. },
-                ) => super::label_for(api_key),
-                None => "...".to_owned(),
-            },
+            CloudKey::Azure(entries) => {
+                let Some(first) = entries.first() else {
+                    return "...".to_owned();
+                };
+                match entries.len() - 1 {
+                    0 => first.host(),
+                    more => format!("{} +{more}", first.host()),
+                }
+            }
         }
     }
 
@@ -685,7 +714,14 @@ mod tests {
         assert!(
             matches!(&entries[1], AzureEntry::Deployment { model_id, .. } if model_id == "gpt4o-prod")
         );
-        assert_eq!(k.label(), "az-...0001");
+        assert_eq!(k.label(), "my-res.services.ai.azure.com +1");
+        let deployment_first = parse(
+            "azure",
+            r#"[{"model_slug":"gpt-4o","endpoint_url":"https://dep.openai.azure.com/openai","api_key":"az7secretsecret8d29","model_id":"d"}]"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(deployment_first.label(), "dep.openai.azure.com");
     }
 
     /// A deployment's endpoint keeps its origin and any prefix before the

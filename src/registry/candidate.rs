@@ -10,9 +10,7 @@ use http::{HeaderName, HeaderValue};
 use super::health::HealthBook;
 #[cfg(feature = "vertex")]
 use crate::auth::token::TokenCache;
-use crate::domain::{
-    AzureEntry, AzureResourceType, CloudKey, Credential, Provider, Providers, Upstream,
-};
+use crate::domain::{AzureEntry, CloudKey, Credential, Provider, Providers, Upstream};
 use crate::policy::health::Health;
 use crate::policy::{order, Allowlists, Gated, ModelMatcher};
 
@@ -268,21 +266,19 @@ fn azure_routes(
                 api_key,
                 resource_name,
                 resource_type,
-            } => {
-                let host = match resource_type {
-                    AzureResourceType::OpenAi => "openai.azure.com",
-                    AzureResourceType::AiFoundry => "services.ai.azure.com",
-                };
-                AzureRoute {
-                    model: None,
-                    upstream: match &cred.base_url {
-                        Some(base) => base.clone(),
-                        None => Upstream::parse(&format!("https://{resource_name}.{host}")).ok()?,
-                    },
-                    auth_value: provider.auth.header_value(api_key)?,
-                    deployment: None,
-                }
-            }
+            } => AzureRoute {
+                model: None,
+                upstream: match &cred.base_url {
+                    Some(base) => base.clone(),
+                    None => Upstream::parse(&format!(
+                        "https://{resource_name}.{}",
+                        resource_type.domain()
+                    ))
+                    .ok()?,
+                },
+                auth_value: provider.auth.header_value(api_key)?,
+                deployment: None,
+            },
         });
     }
     routes.sort_by_key(|r| r.model.is_none());
