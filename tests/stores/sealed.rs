@@ -225,7 +225,7 @@ async fn sealed_to_its_upstream_once_and_for_all(db: Db, config: String, mock: &
     // As the previous version left it.
     let legacy = seal(MASTER, SECRET, id.as_bytes());
     db.set_sealed(&id, &legacy).await;
-    db.exec("DROP TABLE byok_meta").await;
+    db.exec("DROP TABLE IF EXISTS byok_meta").await;
 
     // The first start opens it, and re-seals it to its upstream.
     {
