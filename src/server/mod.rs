@@ -150,7 +150,7 @@ impl Future for FrontFuture {
 /// names (its migrations run, as at a start) and re-seals every credential
 /// under `BYOK_MASTER_KEY`, reading those sealed under
 /// `BYOK_MASTER_KEY_PREVIOUS`. Running replicas keep serving: no secret and
-/// no field changes, and each is told of every row re-sealed.
+/// no field changes.
 pub async fn reseal(path: &Path) -> Result<Resealed, ServeError> {
     let config_error = |source| ServeError::Config {
         path: path.to_owned(),

@@ -595,9 +595,12 @@ impl PgStore {
 }
 
 /// Every live credential row (`lock`: `""` or `" FOR UPDATE"`), opened;
-/// those sealed under the previous master key are written back re-sealed,
-/// and the other replicas told (one that lacks the new key says so in its
-/// log, and keeps serving what it holds).
+/// those sealed under the previous master key are written back re-sealed.
+/// No replica is told: neither the secret nor a field changed, and a
+/// notified row is a write to the replicas (it rebuilds the credential's
+/// group and lifts its rest), which a rotation of 100 000 rows must not be.
+/// A replica that lacks the new key finds out at its next read of the row,
+/// and keeps serving what it holds ([`seal::kept_in_memory`]).
 async fn open_all(
     tx: &tokio_postgres::Transaction<'_>,
     keyring: &Keyring,
@@ -609,11 +612,10 @@ async fn open_all(
         .map_err(db)?;
     let rows = rows.iter().map(read_row).collect::<Result<_, _>>()?;
     let opened = Opened::rows(rows, keyring)?;
-    for (id, row) in &opened.resealed {
+    for (_, row) in &opened.resealed {
         tx.execute(&CRED_SQL.update, &params(row))
             .await
             .map_err(db)?;
-        notify(tx, &Change::Credential(id.clone())).await?;
     }
     Ok(opened)
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::node::*;
 use crate::pg::PgCluster;
+use crate::relay::Relay;
 use crate::sealed::{key_id, Db};
 use crate::support::*;
 
@@ -135,19 +136,26 @@ async fn reseal_rotates_the_master_key_and_the_old_one_is_then_refused() {
 }
 
 /// A reseal from outside while two replicas serve with the old key only:
-/// both keep serving from memory and say so, keep following other writes
-/// (an unbound field is taken, a moved upstream leaves the credential out
-/// rather than trust a row they cannot open), and once restarted with the
-/// new key serve it all.
+/// both keep serving from memory; B, cut off from the database meanwhile,
+/// resynchronises on reconnection (the re-sealed row kept from memory, the
+/// rest read), keeps following other writes (an unbound field is taken, a
+/// moved upstream leaves the credential out rather than trust a row it
+/// cannot open), and once restarted with the new key serves it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one rotation, step by step, across two replicas"
+)]
 async fn replicas_keep_serving_through_a_rotation() {
     let db = PgCluster::start();
     let mock = Mock::ok().await;
     let moved = Mock::ok().await;
+    let relay = Relay::start(format!("127.0.0.1:{}", db.port()).parse().unwrap()).await;
     let cfg = store_config(&mock, &db.url());
+    let cfg_b = store_config(&mock, &via(&db.url(), &relay));
     let store = Db::Pg(db.url());
     let a = Node::start_following(&cfg, MASTER).await;
-    let b = Node::start_following(&cfg, MASTER).await;
+    let b = Node::start_following(&cfg_b, MASTER).await;
     let mark = b.proxy.log_len();
     let id = a.create(json!({"provider": "openai", "key": SECRET})).await["id"]
         .as_str()
@@ -159,16 +167,30 @@ async fn replicas_keep_serving_through_a_rotation() {
         .await;
     let before = store.sealed(&id).await;
 
-    // The operator re-seals under the new key while both still run with
-    // the old one alone.
-    let (ma, mb) = (a.proxy.log_len(), b.proxy.log_len());
+    // B loses the database; the operator re-seals under the new key while
+    // both run with the old one alone; A restarts with the new key alone
+    // (reseal said the old one can go) and writes a new gateway key.
+    let mb = b.proxy.log_len();
+    relay.cut();
+    b.proxy.wait_log_after(mb, "lost the database").await;
     let (ok, out, err) = reseal(&cfg, &ROTATING);
     assert!(ok && out.contains("re-sealed 1 credentials"), "{out}{err}");
+    assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
+    drop(a);
+    let a = Node::start_following(&cfg, MASTER2).await;
+    assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
+    let (key2, _) = a.create_key("user-2").await;
+
+    // B comes back: its full reload keeps the credential it cannot open
+    // (said in its log) and takes the new key.
+    relay.restore();
     let kept = format!("credential {id} is sealed under master key");
-    a.proxy.wait_log_after(ma, &kept).await;
     b.proxy.wait_log_after(mb, &kept).await;
-    for node in [&a, &b] {
-        let r = node.chat(&key, "gpt-4o").await;
+    b.proxy
+        .wait_log_after(mb, "database back; resynchronised")
+        .await;
+    for k in [&key, &key2] {
+        let r = b.chat(k, "gpt-4o").await;
         assert_eq!(r.status, 200, "{}", r.text());
         let last = mock.requests().pop().unwrap();
         assert_eq!(
@@ -177,19 +199,7 @@ async fn replicas_keep_serving_through_a_rotation() {
         );
     }
 
-    // A restarts with the new key alone (reseal said the old one can go).
-    drop(a);
-    let a = Node::start_following(&cfg, MASTER2).await;
-    assert_eq!(a.chat(&key, "gpt-4o").await.status, 200);
-
-    // B still follows A's writes: a new gateway key…
-    let mb = b.proxy.log_len();
-    let (key2, _) = a.create_key("user-2").await;
-    b.proxy
-        .wait_log_after(mb, "applied a change from the store")
-        .await;
-    assert_eq!(b.chat(&key2, "gpt-4o").await.status, 200);
-    // …a new name, on a row B cannot open but that binds the same upstream.
+    // A new name, on a row B cannot open but that binds the same upstream.
     let mb = b.proxy.log_len();
     a.admin(
         "PATCH",
@@ -198,6 +208,9 @@ async fn replicas_keep_serving_through_a_rotation() {
     )
     .await;
     b.proxy.wait_log_after(mb, &kept).await;
+    b.proxy
+        .wait_log_after(mb, "applied a change from the store")
+        .await;
     let got = b.admin("GET", &format!("/api/v1/byok/{id}"), None).await;
     assert_eq!(got.json()["data"]["name"], "renamed");
     assert_eq!(b.chat(&key, "gpt-4o").await.status, 200);
@@ -225,11 +238,17 @@ async fn replicas_keep_serving_through_a_rotation() {
 
     // B restarted with the new key serves the moved credential.
     drop(b);
-    let b = Node::start_following(&cfg, MASTER2).await;
+    let b = Node::start_following(&cfg_b, MASTER2).await;
     assert_eq!(b.chat(&key, "gpt-4o").await.status, 200);
     assert_eq!(moved.count(), 2);
 
     // The old key's ciphertext written back is refused at load.
     store.set_sealed(&id, &before).await;
     start_refused(&cfg, MASTER2, &id);
+}
+
+/// A replica whose database link goes through `relay`.
+fn via(url: &str, relay: &Relay) -> String {
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    url.replacen(&format!(":{port}/"), &format!(":{}/", relay.addr.port()), 1)
 }
