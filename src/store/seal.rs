@@ -286,4 +286,66 @@ mod tests {
             Err(CryptoError::Corrupt)
         );
     }
+
+    /// A row as the first version wrote it: sealed to its id alone.
+    fn legacy_row(f: &CredentialFields, ring: &Keyring) -> Vec<Scalar> {
+        let mut row = credential_row(f, ring);
+        let sealed = ring.seal(f.key.expose_secret().as_bytes(), f.id.as_bytes());
+        let n = row.len();
+        row[n - 2] = Scalar::Bytes(sealed.nonce);
+        row[n - 1] = Scalar::Bytes(sealed.ciphertext);
+        row
+    }
+
+    #[test]
+    fn the_migration_reseals_id_only_rows_and_only_in_a_database_not_yet_migrated() {
+        let ring = Keyring::from_hex(K1, None).unwrap();
+        let mut other = fields();
+        other.id = "c-2".into();
+        // The first version's database: every row re-sealed, each opens.
+        let rows = migrate(vec![legacy_row(&fields(), &ring)], &ring).unwrap();
+        assert_eq!(rows.len(), 1);
+        let (f, sealed) = read_credential_row(rows[0].clone()).unwrap();
+        assert_eq!(
+            open(&f, &sealed, &ring).unwrap().expose_secret(),
+            "sk-bound-0001"
+        );
+        // Bound rows beside id-only ones: the marker was removed, nothing is accepted.
+        let mixed = vec![credential_row(&other, &ring), legacy_row(&fields(), &ring)];
+        assert!(migrate(mixed, &ring).unwrap().is_empty());
+        // A row under a master key this process lacks stops the migration.
+        let foreign = Keyring::from_hex(&"2".repeat(64), None).unwrap();
+        let err = migrate(vec![legacy_row(&fields(), &foreign)], &ring).unwrap_err();
+        assert!(err.is_unknown_key(), "{err}");
+        assert!(err.to_string().starts_with("credential c-1: "), "{err}");
+    }
+
+    #[test]
+    fn a_replica_without_the_key_keeps_its_secret_only_for_the_same_binding() {
+        let old = Keyring::from_hex(K1, None).unwrap();
+        let new = Keyring::from_hex(&"2".repeat(64), None).unwrap();
+        let providers = Providers::builtins();
+        let in_force = Credential::validate(fields(), &providers).unwrap();
+        let unopened = |change: fn(&mut CredentialFields)| {
+            let mut f = fields();
+            change(&mut f);
+            crate::store::open_credential_row(credential_row(&f, &new), &old).unwrap_err()
+        };
+        // Renamed: kept, with the new name and the secret held.
+        let kept = kept_in_memory(
+            unopened(|f| f.spec.name = Some("renamed".into())),
+            Some(&in_force),
+            &providers,
+        )
+        .unwrap();
+        assert_eq!(kept.name.as_deref(), Some("renamed"));
+        assert_eq!(kept.key.expose_secret(), "sk-bound-0001");
+        // Moved, or nothing in force: refused.
+        let moved = unopened(|f| f.spec.base_url = Some("https://evil.example".into()));
+        assert!(kept_in_memory(moved, Some(&in_force), &providers).is_err());
+        assert!(kept_in_memory(unopened(|_| {}), None, &providers).is_err());
+        // A row that does not open under a key this replica has: refused.
+        let corrupt = crate::store::open_credential_row(legacy_row(&fields(), &old), &old);
+        assert!(kept_in_memory(corrupt.unwrap_err(), Some(&in_force), &providers).is_err());
+    }
 }
