@@ -1,4 +1,5 @@
-//! `byok-proxy`: serve, check a config, or hash a gateway key.
+//! `byok-proxy`: serve, check a config, hash a gateway key, or re-seal a
+//! database store's secrets under the current master key.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -23,6 +24,10 @@ enum Command {
     Check(ConfigArg),
     /// Read one gateway key from stdin and print its SHA-256 hash for the config.
     HashKey,
+    /// Re-seal every credential of the config's database store under
+    /// BYOK_MASTER_KEY (reading those sealed under BYOK_MASTER_KEY_PREVIOUS),
+    /// and say whether the previous key is still needed.
+    Reseal(ConfigArg),
 }
 
 #[derive(Args)]
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Command::Serve(arg) => serve(arg.config),
         Command::Check(arg) => check(arg.config),
         Command::HashKey => hash_key(),
+        Command::Reseal(arg) => reseal(arg.config),
     }
 }
 
@@ -101,6 +107,48 @@ fn check(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn reseal(path: PathBuf) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("BYOK_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("byok-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let done = match runtime.block_on(byok_proxy::server::reseal(&path)) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("byok-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "re-sealed {} credentials under master key {}; {} already were",
+        done.resealed, done.key_id, done.current
+    );
+    if done.refused.is_empty() {
+        println!("every credential is sealed under BYOK_MASTER_KEY: BYOK_MASTER_KEY_PREVIOUS can be removed");
+        return ExitCode::SUCCESS;
+    }
+    for e in &done.refused {
+        eprintln!("byok-proxy: {e}");
+    }
+    eprintln!(
+        "byok-proxy: {} credentials do not open and were not re-sealed; they are not used",
+        done.refused.len()
+    );
+    ExitCode::FAILURE
 }
 
 fn hash_key() -> ExitCode {

@@ -88,7 +88,7 @@ impl From<StoreError> for AdminError {
                 tracing::warn!(error = %why, "credential store unavailable");
                 AdminError::StoreUnavailable
             }
-            e @ (StoreError::Crypto(_) | StoreError::BadRow { .. }) => {
+            e @ (StoreError::Crypto(_) | StoreError::Sealed { .. } | StoreError::BadRow { .. }) => {
                 tracing::error!(error = %e, "credential store failed");
                 AdminError::StoreFailed
             }

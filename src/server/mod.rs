@@ -40,7 +40,7 @@ use crate::registry::{Registry, SnapshotError};
 pub use crate::store::crypto::CryptoError;
 use crate::store::crypto::Keyring;
 use crate::store::Store;
-pub use crate::store::StoreError;
+pub use crate::store::{Resealed, StoreError};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,25 @@ impl Future for FrontFuture {
             }),
         }
     }
+}
+
+/// `byok-proxy reseal`: opens the database store the config at `path`
+/// names (its migrations run, as at a start) and re-seals every credential
+/// under `BYOK_MASTER_KEY`, reading those sealed under
+/// `BYOK_MASTER_KEY_PREVIOUS`. Running replicas keep serving: no secret and
+/// no field changes.
+pub async fn reseal(path: &Path) -> Result<Resealed, ServeError> {
+    let config_error = |source| ServeError::Config {
+        path: path.to_owned(),
+        source,
+    };
+    let text = config::read(path).map_err(config_error)?;
+    let config = Config::parse(&text).map_err(config_error)?;
+    let store = open_store(&config).await?;
+    store.reseal().await.map_err(|source| ServeError::Store {
+        kind: config.store.kind(),
+        source,
+    })
 }
 
 /// Loads the config at `path` and serves until SIGTERM or SIGINT, then drains.

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::Admin;
 use crate::config::{self, Config, ConfigError};
+use crate::domain::{Credential, CredentialFields};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Snapshot, SnapshotError};
 use crate::store::{self, Store, StoreError};
@@ -87,17 +88,13 @@ pub(super) async fn load_snapshot(
             ),
             Some(contents) => {
                 // A row this replica cannot use (an unknown provider after a
-                // rolling deploy, say) is left out and logged: it serves
-                // nothing here, and the rest still loads.
+                // rolling deploy, a secret that does not open) is left out
+                // and logged: it serves nothing here, and the rest still
+                // loads.
                 let keys = contents.api_keys.into_iter().map(store::api_key);
-                let creds = contents
-                    .credentials
-                    .into_iter()
-                    .map(|c| store::credential(c, &config.providers));
-                (
-                    keys.filter_map(usable).collect(),
-                    creds.filter_map(usable).collect(),
-                )
+                let keys = keys.filter_map(usable).collect();
+                let creds = stored_credentials(contents.credentials, &config, before.as_deref())?;
+                (keys, creds)
             }
         };
         let config = config.into_settings();
@@ -114,6 +111,37 @@ pub(super) async fn load_snapshot(
     } else {
         build()
     }
+}
+
+/// The stored credentials this replica can use. A secret sealed under a
+/// master key it does not have stops a start (the key is missing from its
+/// environment: `LoadError::Store` names the credential and the key id);
+/// while serving, the version in force keeps its secret if the row still
+/// binds it to the same place and principals ([`store::seal::kept_in_memory`]),
+/// and is left out otherwise.
+fn stored_credentials(
+    rows: Vec<Result<CredentialFields, StoreError>>,
+    config: &Config,
+    before: Option<&Snapshot>,
+) -> Result<Vec<Credential>, LoadError> {
+    let providers = &config.providers;
+    let mut creds = Vec::with_capacity(rows.len());
+    for row in rows {
+        let cred = match (row, before) {
+            (Err(e), None) if e.is_unknown_key() => return Err(LoadError::Store(e)),
+            (Err(e), Some(before)) if e.is_unknown_key() => {
+                let id = match &e {
+                    StoreError::Sealed { id, .. } => id.clone(),
+                    _ => String::new(),
+                };
+                let in_force = before.credential(&id);
+                store::seal::kept_in_memory(e, in_force.as_deref(), providers)
+            }
+            (row, _) => row.and_then(|c| store::credential(c, providers)),
+        };
+        creds.extend(usable(cred));
+    }
+    Ok(creds)
 }
 
 /// A stored row's record, or `None` (logged) when this replica cannot use it.

@@ -1,12 +1,15 @@
 //! Secrets at rest: AES-256-GCM under a master key from the environment.
 //!
 //! `BYOK_MASTER_KEY` is 64 hex characters (32 bytes). Every sealed secret has
-//! its own random 96-bit nonce and is bound to its row by the associated data
-//! (the credential id), so a ciphertext copied onto another row does not open.
+//! its own random 96-bit nonce and is bound by the associated data ([`Aad`])
+//! to what its row says about where and for whom it is used (the store's
+//! `seal` module decides which fields), so a ciphertext copied onto another
+//! row, or left on a row whose upstream was changed, does not open.
 //! Each row stores the id of the key that sealed it (the first 16 hex of the
 //! key's SHA-256), so a key can be rotated: set the new key as
 //! `BYOK_MASTER_KEY` and the old one as `BYOK_MASTER_KEY_PREVIOUS`; rows sealed
-//! with the old key still open, and are re-sealed with the new one at start.
+//! with the old key still open, and are re-sealed with the new one at start
+//! or by `byok-proxy reseal`.
 
 use std::fmt;
 
@@ -34,11 +37,83 @@ pub enum CryptoError {
     /// A row was sealed with a key that is neither the current nor the previous one.
     #[error("a secret was sealed with master key {0}, which is neither {MASTER_KEY_ENV} nor {PREVIOUS_MASTER_KEY_ENV}")]
     UnknownKeyId(String),
-    /// The ciphertext does not open: tampered with, moved to another row, or a wrong key.
+    /// The ciphertext does not open: tampered with, moved to another row,
+    /// its row's bound fields changed, or a wrong key.
     #[error(
-        "a secret does not decrypt (tampered with, or sealed under another key with the same id)"
+        "its secret does not open: its provider, base_url, workspace or allowlists were changed outside the proxy, or the ciphertext was tampered with or copied from another row; it is not used"
     )]
     Corrupt,
+}
+
+/// Associated data made of fields, encoded so that no two lists of fields
+/// give the same bytes: every field is its length (8 bytes, big-endian) and
+/// its bytes; an optional field is a byte 0 (absent) or 1 and the field; a
+/// list, a presence byte, its length and its entries. The first field is a
+/// tag naming the layout and its version.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Aad(Vec<u8>);
+
+impl fmt::Debug for Aad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aad")
+            .field("len", &self.0.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Aad {
+    /// Starts with `tag`, which names the layout and its version.
+    pub(crate) fn new(tag: &str) -> Aad {
+        let mut aad = Aad(Vec::with_capacity(256));
+        aad.field(tag.as_bytes());
+        aad
+    }
+
+    fn len(&mut self, n: usize) {
+        self.0.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+
+    /// One field.
+    pub(crate) fn field(&mut self, bytes: &[u8]) -> &mut Aad {
+        self.len(bytes.len());
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    /// A field that may be absent (absent is not the empty field).
+    pub(crate) fn optional(&mut self, bytes: Option<&[u8]>) -> &mut Aad {
+        match bytes {
+            None => self.0.push(0),
+            Some(b) => {
+                self.0.push(1);
+                self.field(b);
+            }
+        }
+        self
+    }
+
+    /// A list that may be absent (absent is not the empty list).
+    pub(crate) fn list<'a, I>(&mut self, entries: Option<I>) -> &mut Aad
+    where
+        I: ExactSizeIterator<Item = &'a [u8]>,
+    {
+        match entries {
+            None => self.0.push(0),
+            Some(entries) => {
+                self.0.push(1);
+                self.len(entries.len());
+                for e in entries {
+                    self.field(e);
+                }
+            }
+        }
+        self
+    }
+
+    /// The encoded bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A sealed secret, as stored.
@@ -117,7 +192,7 @@ impl Keyring {
         })
     }
 
-    /// Seals `plaintext`, bound to `aad` (the row's id), with a fresh nonce.
+    /// Seals `plaintext`, bound to `aad`, with a fresh nonce.
     pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         // Encryption of an in-memory buffer only fails on absurd lengths
@@ -174,6 +249,16 @@ impl Keyring {
     pub(crate) fn is_stale(&self, sealed: &Sealed) -> bool {
         sealed.key_id != self.current.id
     }
+
+    /// The id of the current key (never the key).
+    pub(crate) fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// The id of the previous key, during a rotation.
+    pub(crate) fn previous_id(&self) -> Option<&str> {
+        self.previous.as_ref().map(|k| &*k.id)
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +302,64 @@ mod tests {
         assert!(rotating.is_stale(&sealed));
         assert_eq!(&rotating.open(&sealed, b"c").unwrap()[..], b"sk-old");
         assert!(!rotating.is_stale(&rotating.seal(b"x", b"c")));
+    }
+
+    type Build<'a> = &'a dyn Fn(&mut Aad);
+
+    #[test]
+    fn aad_encoding_is_unambiguous() {
+        let enc = |build: &dyn Fn(&mut Aad)| {
+            let mut a = Aad::new("t/v1");
+            build(&mut a);
+            a.as_bytes().to_vec()
+        };
+        let pairs: [(Build<'_>, Build<'_>); 5] = [
+            (
+                &|a| {
+                    a.field(b"ab").field(b"c");
+                },
+                &|a| {
+                    a.field(b"a").field(b"bc");
+                },
+            ),
+            (
+                &|a| {
+                    a.optional(None);
+                },
+                &|a| {
+                    a.optional(Some(b""));
+                },
+            ),
+            (
+                &|a| {
+                    a.list::<std::iter::Empty<&[u8]>>(None);
+                },
+                &|a| {
+                    a.list(Some(std::iter::empty::<&[u8]>()));
+                },
+            ),
+            (
+                &|a| {
+                    a.list(Some([&b"a,b"[..]].into_iter()));
+                },
+                &|a| {
+                    a.list(Some([&b"a"[..], b"b"].into_iter()));
+                },
+            ),
+            (
+                &|a| {
+                    a.optional(Some(b"x")).optional(None);
+                },
+                &|a| {
+                    a.optional(None).optional(Some(b"x"));
+                },
+            ),
+        ];
+        for (i, (x, y)) in pairs.iter().enumerate() {
+            assert_ne!(enc(*x), enc(*y), "pair {i}");
+        }
+        assert_ne!(Aad::new("t/v1"), Aad::new("t/v2"));
+        assert!(!format!("{:?}", Aad::new("secret-tag")).contains("secret"));
     }
 
     #[test]

@@ -18,10 +18,13 @@
 //! the admin API refuses `headers` (they are a config-file setting).
 //!
 //! Secrets are sealed with AES-256-GCM ([`Keyring`]) before they reach a
-//! database: a dump holds no plaintext secret.
+//! database, bound to where and for whom they are used ([`seal`]): a dump
+//! holds no plaintext secret, and a row moved to another upstream, provider,
+//! workspace or set of principals does not open.
 
 pub(crate) mod crypto;
 mod postgres;
+pub(crate) mod seal;
 mod sqlite;
 pub(crate) mod sync;
 mod usage;
@@ -55,9 +58,20 @@ pub enum StoreError {
     /// A write to the read-only file store.
     #[error("the file store is read-only")]
     ReadOnly,
-    /// A secret does not open.
+    /// The master key is missing or malformed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// A credential's secret does not open: the credential is not used.
+    #[error("credential {id}: {source}")]
+    Sealed {
+        /// The credential's id.
+        id: String,
+        /// Why it does not open.
+        source: CryptoError,
+        /// The row's fields (without a secret), for a replica that holds
+        /// the secret already ([`seal::kept_in_memory`]).
+        unopened: Option<Box<CredentialFields>>,
+    },
     /// A stored row does not make a valid credential or key.
     #[error("stored row {id} is invalid: {why}")]
     BadRow {
@@ -75,6 +89,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A credential whose secret does not open.
+    pub(crate) fn sealed(fields: CredentialFields, source: CryptoError) -> Self {
+        StoreError::Sealed {
+            id: fields.id.clone(),
+            source,
+            unopened: Some(Box::new(fields)),
+        }
+    }
+
+    /// Whether it is a secret sealed under a master key this process does
+    /// not have: a deployment mistake, not a bad row.
+    pub(crate) fn is_unknown_key(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sealed {
+                source: CryptoError::UnknownKeyId(_),
+                ..
+            }
+        )
+    }
+
     /// A row that breaks a rule.
     pub(crate) fn bad_row(id: &str, errs: &FieldErrors) -> Self {
         StoreError::BadRow {
@@ -100,7 +135,10 @@ pub(crate) fn api_key(fields: ApiKeyFields) -> Result<ApiKey, StoreError> {
 }
 
 fn seal(fields: &CredentialFields, keyring: &Keyring) -> Sealed {
-    keyring.seal(fields.key.expose_secret().as_bytes(), fields.id.as_bytes())
+    keyring.seal(
+        fields.key.expose_secret().as_bytes(),
+        seal::aad(fields).as_bytes(),
+    )
 }
 
 /// One change, as seen by other replicas.
@@ -193,8 +231,85 @@ impl fmt::Debug for Store {
 pub(crate) struct Contents {
     /// Live gateway keys.
     pub api_keys: Vec<ApiKeyFields>,
-    /// Live credentials.
-    pub credentials: Vec<CredentialFields>,
+    /// Live credentials; an `Err` for each whose secret does not open.
+    pub credentials: Vec<Result<CredentialFields, StoreError>>,
+}
+
+/// What `byok-proxy reseal` did.
+#[derive(Debug, Default)]
+pub struct Resealed {
+    /// The id of the master key every secret is now sealed under.
+    pub key_id: String,
+    /// Credentials re-sealed under it.
+    pub resealed: usize,
+    /// Credentials that were sealed under it already.
+    pub current: usize,
+    /// Credentials whose secret does not open (each error names its id).
+    pub refused: Vec<StoreError>,
+}
+
+/// Live credential rows opened: the records, and the rows of those sealed
+/// under the previous master key, re-sealed under the current one.
+pub(crate) struct Opened {
+    pub(crate) credentials: Vec<Result<CredentialFields, StoreError>>,
+    pub(crate) resealed: Vec<(String, Vec<Scalar>)>,
+}
+
+impl Opened {
+    /// Opens every row; a row that does not open is an `Err` among the records.
+    pub(crate) fn rows(rows: Vec<Vec<Scalar>>, keyring: &Keyring) -> Result<Opened, StoreError> {
+        let mut opened = Opened {
+            credentials: Vec::with_capacity(rows.len()),
+            resealed: Vec::new(),
+        };
+        for row in rows {
+            match open_credential_row(row, keyring) {
+                Ok((rec, sealed)) => {
+                    if keyring.is_stale(&sealed) {
+                        let row = credential_row(&rec, keyring);
+                        opened.resealed.push((rec.id.clone(), row));
+                    }
+                    opened.credentials.push(Ok(rec));
+                }
+                Err(e @ StoreError::Sealed { .. }) => opened.credentials.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        if !opened.resealed.is_empty() {
+            tracing::info!(
+                credentials = opened.resealed.len(),
+                master_key_id = keyring.current_id(),
+                "re-sealed credentials under the current master key"
+            );
+        }
+        if let Some(previous) = keyring.previous_id() {
+            if opened.credentials.iter().all(Result::is_ok) {
+                tracing::info!(
+                    master_key_id = previous,
+                    "no credential is sealed under BYOK_MASTER_KEY_PREVIOUS any more: it can be removed"
+                );
+            }
+        }
+        Ok(opened)
+    }
+
+    /// The report of `byok-proxy reseal`.
+    pub(crate) fn report(self, keyring: &Keyring) -> Resealed {
+        let resealed = self.resealed.len();
+        let mut out = Resealed {
+            key_id: keyring.current_id().to_owned(),
+            resealed,
+            ..Resealed::default()
+        };
+        for c in self.credentials {
+            match c {
+                Ok(_) => out.current += 1,
+                Err(e) => out.refused.push(e),
+            }
+        }
+        out.current -= resealed;
+        out
+    }
 }
 
 impl Store {
@@ -235,6 +350,16 @@ impl Store {
             Store::File => Ok(Contents::default()),
             Store::Sqlite(s) => s.load().await,
             Store::Postgres(s) => s.load().await,
+        }
+    }
+
+    /// Re-seals every live credential sealed under the previous master key
+    /// under the current one, and says how many.
+    pub(crate) async fn reseal(&self) -> Result<Resealed, StoreError> {
+        match self {
+            Store::File => Err(StoreError::ReadOnly),
+            Store::Sqlite(s) => s.reseal().await,
+            Store::Postgres(s) => s.reseal().await,
         }
     }
 
@@ -423,7 +548,7 @@ impl CredentialSql {
 }
 
 /// The row to write for `rec`, one value per [`credential_columns`] entry:
-/// the secret sealed (bound to the id).
+/// the secret sealed (bound to [`seal::aad`]).
 pub(crate) fn credential_row(rec: &CredentialFields, keyring: &Keyring) -> Vec<Scalar> {
     let sealed = seal(rec, keyring);
     let mut row = vec![
@@ -442,11 +567,10 @@ pub(crate) fn credential_row(rec: &CredentialFields, keyring: &Keyring) -> Vec<S
 }
 
 /// A row as a store read it (one value per [`credential_columns`] entry) made
-/// fields again: the secret decrypted (bound to the row's id), the spec's
-/// columns parsed.
-pub(crate) fn open_credential_row(
+/// fields again, the spec's columns parsed, the secret still sealed (the
+/// fields' `key` empty).
+pub(crate) fn read_credential_row(
     row: Vec<Scalar>,
-    keyring: &Keyring,
 ) -> Result<(CredentialFields, Sealed), StoreError> {
     let mut values = row.into_iter();
     let mut own = values.by_ref().take(OWN_COLUMNS.len());
@@ -481,17 +605,30 @@ pub(crate) fn open_credential_row(
         nonce,
         ciphertext,
     };
-    let plain = keyring.open(&sealed, id.as_bytes())?;
-    let key = String::from_utf8(plain.to_vec()).map_err(|_| bad("secret is not UTF-8".into()))?;
     let rec = CredentialFields {
         id,
         workspace_id,
         provider,
-        key: SecretString::from(key),
+        key: SecretString::from(String::new()),
         created_at,
         headers: Default::default(),
         spec,
     };
+    Ok((rec, sealed))
+}
+
+/// A row as a store read it made fields again ([`read_credential_row`]), the
+/// secret opened with the fields it was sealed to ([`seal::aad`]).
+/// [`StoreError::Sealed`] when it does not open.
+pub(crate) fn open_credential_row(
+    row: Vec<Scalar>,
+    keyring: &Keyring,
+) -> Result<(CredentialFields, Sealed), StoreError> {
+    let (mut rec, sealed) = read_credential_row(row)?;
+    match seal::open(&rec, &sealed, keyring) {
+        Ok(key) => rec.key = key,
+        Err(e) => return Err(StoreError::sealed(rec, e)),
+    }
     Ok((rec, sealed))
 }
 

@@ -22,8 +22,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::crypto::Keyring;
 use super::usage::{self, Stored};
 use super::{
-    credential_columns, credential_row, now_rfc3339, open_credential_row, ApiKeyEdit, ApiKeyFields,
-    Change, Contents, CredentialEdit, CredentialFields, CredentialSql, StoreError,
+    credential_columns, credential_row, now_rfc3339, open_credential_row, seal, ApiKeyEdit,
+    ApiKeyFields, Change, Contents, CredentialEdit, CredentialFields, CredentialSql, Opened,
+    Resealed, StoreError,
 };
 use crate::domain::{KeyHash, Scalar, ScalarKind};
 use crate::ledger::{Batch, Day, Spend};
@@ -155,6 +156,8 @@ impl PgStore {
             ))
             .await
             .map_err(db)?;
+        let mut client = client;
+        migrate_seals(&mut client, &keyring).await?;
         Ok(PgStore {
             url: url.to_owned(),
             tls,
@@ -176,19 +179,8 @@ impl PgStore {
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
-        let rows = tx.query(&CRED_SQL.select_live, &[]).await.map_err(db)?;
-        let mut credentials = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (rec, sealed) = open_credential_row(read_row(row)?, &self.keyring)?;
-            if self.keyring.is_stale(&sealed) {
-                // Rotation: re-seal under the current master key.
-                let row = credential_row(&rec, &self.keyring);
-                tx.execute(&CRED_SQL.update, &params(&row))
-                    .await
-                    .map_err(db)?;
-            }
-            credentials.push(rec);
-        }
+        // Rotation: rows sealed under the previous master key are re-sealed.
+        let credentials = open_all(&tx, &self.keyring, "").await?.credentials;
         let rows = tx
             .query(&format!("SELECT {KEY_COLUMNS} FROM byok_api_keys"), &[])
             .await
@@ -204,11 +196,22 @@ impl PgStore {
         })
     }
 
-    /// One live credential, or `None` (deleted or never there).
+    /// Re-seals every credential under the current master key, in one
+    /// transaction (the rows locked meanwhile).
+    pub(super) async fn reseal(&self) -> Result<Resealed, StoreError> {
+        let mut guard = self.client().await?;
+        let tx = transaction(&mut guard).await?;
+        let opened = open_all(&tx, &self.keyring, " FOR UPDATE").await?;
+        tx.commit().await.map_err(db)?;
+        Ok(opened.report(&self.keyring))
+    }
+
+    /// One live credential, `Some(Err)` when its secret does not open, or
+    /// `None` (deleted or never there).
     pub(crate) async fn credential(
         &self,
         id: &str,
-    ) -> Result<Option<CredentialFields>, StoreError> {
+    ) -> Result<Option<Result<CredentialFields, StoreError>>, StoreError> {
         let guard = self.client().await?;
         let client = guard
             .as_ref()
@@ -217,8 +220,14 @@ impl PgStore {
             .query_opt(&CRED_SQL.select_one, &[&id])
             .await
             .map_err(db)?;
-        row.map(|r| open_credential_row(read_row(&r)?, &self.keyring).map(|(rec, _)| rec))
-            .transpose()
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(
+            match open_credential_row(read_row(&row)?, &self.keyring) {
+                Ok((rec, _)) => Ok(rec),
+                Err(e @ StoreError::Sealed { .. }) => Err(e),
+                Err(e) => return Err(e),
+            },
+        ))
     }
 
     /// One gateway key, or `None`.
@@ -583,6 +592,65 @@ impl PgStore {
         pump.abort();
         result
     }
+}
+
+/// Every live credential row (`lock`: `""` or `" FOR UPDATE"`), opened;
+/// those sealed under the previous master key are written back re-sealed.
+/// No replica is told: neither the secret nor a field changed, and a
+/// notified row is a write to the replicas (it rebuilds the credential's
+/// group and lifts its rest), which a rotation of 100 000 rows must not be.
+/// A replica that lacks the new key finds out at its next read of the row,
+/// and keeps serving what it holds ([`seal::kept_in_memory`]).
+async fn open_all(
+    tx: &tokio_postgres::Transaction<'_>,
+    keyring: &Keyring,
+    lock: &str,
+) -> Result<Opened, StoreError> {
+    let rows = tx
+        .query(&format!("{}{lock}", CRED_SQL.select_live), &[])
+        .await
+        .map_err(db)?;
+    let rows = rows.iter().map(read_row).collect::<Result<_, _>>()?;
+    let opened = Opened::rows(rows, keyring)?;
+    for (_, row) in &opened.resealed {
+        tx.execute(&CRED_SQL.update, &params(row))
+            .await
+            .map_err(db)?;
+    }
+    Ok(opened)
+}
+
+/// The one-time seal migration ([`seal::migrate`]), under the schema lock
+/// (replicas starting together): at the first start of this version, the
+/// rows sealed to their id alone are re-sealed, in the transaction that
+/// records it done. No replica is told: no secret and no field changes.
+async fn migrate_seals(client: &mut Client, keyring: &Keyring) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db)?;
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock(735201); {};",
+        seal::META_TABLE
+    ))
+    .await
+    .map_err(db)?;
+    if tx
+        .query_opt(seal::MARKER_SELECT, &[])
+        .await
+        .map_err(db)?
+        .is_none()
+    {
+        let rows = tx
+            .query(&format!("{} FOR UPDATE", CRED_SQL.select_live), &[])
+            .await
+            .map_err(db)?;
+        let rows = rows.iter().map(read_row).collect::<Result<_, _>>()?;
+        for row in seal::migrate(rows, keyring)? {
+            tx.execute(&CRED_SQL.update, &params(&row))
+                .await
+                .map_err(db)?;
+        }
+        tx.execute(seal::MARKER_INSERT, &[]).await.map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
 }
 
 /// Every credential statement, with Postgres's `$N` parameters.

@@ -9,8 +9,9 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use super::crypto::Keyring;
 use super::usage::{self, Stored};
 use super::{
-    credential_columns, credential_row, now_rfc3339, open_credential_row, ApiKeyEdit, ApiKeyFields,
-    Contents, CredentialEdit, CredentialFields, CredentialSql, StoreError,
+    credential_columns, credential_row, now_rfc3339, open_credential_row, seal, ApiKeyEdit,
+    ApiKeyFields, Contents, CredentialEdit, CredentialFields, CredentialSql, Opened, Resealed,
+    StoreError,
 };
 use crate::domain::{KeyHash, Scalar, ScalarKind};
 use crate::ledger::{Batch, Day, Spend};
@@ -154,10 +155,12 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(Box::new(e)))??;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             keyring: Arc::new(keyring),
-        })
+        };
+        store.with(migrate_seals).await?;
+        Ok(store)
     }
 
     async fn with<T: Send + 'static>(
@@ -177,23 +180,8 @@ impl SqliteStore {
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {
         self.with(|conn, keyring| {
             let tx = conn.transaction().map_err(db)?;
-            let mut credentials = Vec::new();
-            let mut stale = Vec::new();
-            {
-                let mut stmt = tx.prepare(&CRED_SQL.select_live).map_err(db)?;
-                let rows = stmt.query_map([], read_row).map_err(db)?;
-                for row in rows {
-                    let (rec, sealed) = open_credential_row(row.map_err(db)?, keyring)?;
-                    if keyring.is_stale(&sealed) {
-                        stale.push(rec.clone());
-                    }
-                    credentials.push(rec);
-                }
-            }
             // Rotation: rows sealed under the previous master key are re-sealed.
-            for rec in &stale {
-                write(&tx, rec, keyring)?;
-            }
+            let credentials = open_all(&tx, keyring)?.credentials;
             let mut api_keys = Vec::new();
             {
                 let mut stmt = tx
@@ -209,6 +197,20 @@ impl SqliteStore {
                 api_keys,
                 credentials,
             })
+        })
+        .await
+    }
+
+    /// Re-seals every credential under the current master key, in one
+    /// transaction.
+    pub(super) async fn reseal(&self) -> Result<Resealed, StoreError> {
+        self.with(|conn, keyring| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let opened = open_all(&tx, keyring)?;
+            tx.commit().map_err(db)?;
+            Ok(opened.report(keyring))
         })
         .await
     }
@@ -454,6 +456,45 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Every live credential row, opened; those sealed under the previous master
+/// key are written back re-sealed.
+fn open_all(tx: &rusqlite::Transaction<'_>, keyring: &Keyring) -> Result<Opened, StoreError> {
+    let opened = Opened::rows(live_rows(tx)?, keyring)?;
+    for (_, row) in &opened.resealed {
+        tx.execute(&CRED_SQL.update, params_from_iter(row))
+            .map_err(db)?;
+    }
+    Ok(opened)
+}
+
+fn live_rows(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Vec<Scalar>>, StoreError> {
+    let mut stmt = tx.prepare(&CRED_SQL.select_live).map_err(db)?;
+    let rows = stmt.query_map([], read_row).map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
+}
+
+/// The one-time seal migration ([`seal::migrate`]): at the first start of
+/// this version, the rows sealed to their id alone are re-sealed, in the
+/// transaction that records it done.
+fn migrate_seals(conn: &mut Connection, keyring: &Keyring) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    tx.execute_batch(seal::META_TABLE).map_err(db)?;
+    let done: Option<String> = tx
+        .query_row(seal::MARKER_SELECT, [], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    if done.is_none() {
+        for row in seal::migrate(live_rows(&tx)?, keyring)? {
+            tx.execute(&CRED_SQL.update, params_from_iter(row))
+                .map_err(db)?;
+        }
+        tx.execute(seal::MARKER_INSERT, []).map_err(db)?;
+    }
+    tx.commit().map_err(db)
 }
 
 /// Every credential statement, with SQLite's `?N` parameters.

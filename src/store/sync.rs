@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use super::{api_key, credential, Change, PgStore, StoreError};
+use super::{api_key, credential, seal, Change, PgStore, StoreError};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::BoxError;
@@ -54,8 +54,16 @@ async fn apply(
     Ok(match change {
         Change::Credential(id) => match pg.credential(id).await? {
             Some(fields) => {
-                let providers = registry.snapshot().providers().clone();
-                let applied = credential(fields, &providers)
+                let snapshot = registry.snapshot();
+                let providers = snapshot.providers().clone();
+                let applied = fields
+                    .and_then(|f| credential(f, &providers))
+                    .or_else(|e| {
+                        // A secret sealed under a master key this replica
+                        // lacks: a rotation under way elsewhere.
+                        let in_force = snapshot.credential(id);
+                        seal::kept_in_memory(e, in_force.as_deref(), &providers)
+                    })
                     .map_err(BoxError::from)
                     .and_then(|cred| {
                         registry

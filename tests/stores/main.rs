@@ -4,6 +4,8 @@
 //!   `scripts/ensure-postgres` installs PostgreSQL when missing.
 //! * `sqlite`: the embedded store through the real binary.
 //! * `replicas`: several proxies on one PostgreSQL (`relay` cuts one off).
+//! * `sealed`, `rotation`: secrets sealed to their upstream, the migration
+//!   of the first version's seals, master-key rotation.
 //! * `node`: store configs and admin API calls; `support` is the harness
 //!   shared with the other test crates (tests/support).
 
@@ -19,7 +21,9 @@ mod node;
 mod pg;
 mod relay;
 mod replicas;
+mod rotation;
 mod scoped;
+mod sealed;
 mod sqlite;
 #[path = "../support/mod.rs"]
 mod support;
