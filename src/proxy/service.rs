@@ -108,7 +108,8 @@ impl Serve {
     where
         S: Service<Request<ForwardBody>, Response = Response<RB>>,
         S::Error: Into<BoxError>,
-        B: Body,
+        B: Body + Send + 'static,
+        B::Data: Send,
         B::Error: Into<BoxError>,
         RB: Body<Data = Bytes> + Unpin,
         RB::Error: Into<BoxError>,
@@ -121,15 +122,18 @@ impl Serve {
         let (parts, body) = req.into_parts();
         let mut body = Some(body);
         let outcome = self.phases(inner, parts, &mut body, &mut ctx).await;
-        // A client that asked `Expect: 100-continue` has not sent its body:
-        // reading it would invite the upload, so it is not drained.
-        if let (true, false, Some(unread)) = (outcome.is_err(), expects_continue, body) {
-            // Refused before the body was read: take what the client is
-            // still sending, as a 413 does, so the answer reaches it rather
-            // than a reset.
-            let settings = self.snapshot.settings();
-            let unread = std::pin::pin!(unread);
-            body::drain(unread, 0, settings.max_body_bytes, settings.body_timeout).await;
+        if let (Err(_), Some(unread)) = (&outcome, body) {
+            // Refused before the body was polled: the answer goes at once
+            // (SPEC §4). A client that asked `Expect: 100-continue` has sent
+            // nothing and, having its answer, sends nothing: its body is
+            // dropped, and hyper closes the connection after the answer.
+            // Any other client may be sending still: what it sends is
+            // drained on the side, within bounds, so that the answer
+            // reaches it rather than a reset.
+            if !expects_continue {
+                let settings = self.snapshot.settings();
+                body::drain_later(unread, settings.max_body_bytes, settings.body_timeout);
+            }
         }
         let res = respond(outcome, &mut ctx);
         access_log::finish(&ctx, res.status(), self.metrics.as_deref());
@@ -174,10 +178,13 @@ impl Serve {
         // An encoding the proxy cannot decode is refused before the body is
         // taken, so the refusal drains it like any other.
         let encoding = body::encoding(&parts.headers)?;
+        // So is a declared length over the limit: judged from the head, the
+        // body never polled, so no `100 Continue` goes before the 413.
+        body::check_declared(&parts.headers, settings.max_body_bytes)?;
         let Some(body) = body.take() else {
             return Err(Rejection::InvalidBody("the request body could not be read"));
         };
-        let bytes = read_body(&parts.headers, body, encoding, settings, ctx).await?;
+        let bytes = read_body(body, encoding, settings, ctx).await?;
         let (model, lists) = model(route.rest, &parts.headers, &bytes)?;
         // Vertex names its model in the path (or, on its OpenAI-compatible
         // endpoint, in the body): elsewhere a body's `model` names nothing,
@@ -352,7 +359,6 @@ fn limit_check(book: &KeyBook, key: &ApiKey, now_ms: u64) -> Result<(), Rejectio
 /// Phase 4: the whole body, at most `max_body_bytes` once decoded, refused
 /// when it stalls for `body_timeout`.
 async fn read_body<B>(
-    headers: &HeaderMap,
     body: B,
     encoding: body::Encoding,
     settings: Settings,
@@ -364,7 +370,7 @@ where
 {
     let limit = settings.max_body_bytes;
     let reading = Instant::now();
-    let raw = body::read(headers, body, limit, settings.body_timeout).await;
+    let raw = body::read(body, limit, settings.body_timeout).await;
     ctx.body_wait = reading.elapsed();
     body::decode(encoding, raw?, limit)
 }

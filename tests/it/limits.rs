@@ -162,3 +162,93 @@ async fn an_early_answer_reaches_a_client_still_sending_its_body() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert_eq!(mock.count(), 0);
 }
+
+/// SPEC §4: an early answer is written at once — this soon after the head.
+const AT_ONCE: Duration = Duration::from_millis(100);
+
+/// Writes a request head (no body) on a fresh connection and reads until
+/// the head of a final answer (not `1xx`) has arrived, failing the test if
+/// it has not within [`AT_ONCE`]. Returns the connection and every byte read,
+/// interim answers included.
+async fn head_only(proxy: &Proxy, head: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let sent = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(AT_ONCE, async {
+        loop {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let finals = text
+                .split("HTTP/1.1 ")
+                .skip(1)
+                .any(|answer| !answer.starts_with('1') && answer.contains("\r\n\r\n"));
+            if finals {
+                return;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        read.is_ok(),
+        "no final answer within {AT_ONCE:?} ({:?} after the head); got {text:?}",
+        sent.elapsed()
+    );
+    (s, text)
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_client_waiting_to_send_its_body_is_written_at_once() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "").await;
+    // A valid length (10 MB, the default max_body_bytes), an unknown key,
+    // and the body held back until an answer comes.
+    let head = "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
+                authorization: Bearer gw-nobody-knows-this-key\r\n\
+                content-type: application/json\r\ncontent-length: 10485760\r\n\r\n";
+    let (mut s, answer) = head_only(&proxy, head).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("invalid_api_key"), "{answer}");
+    // The client sends its body after all: it is drained, and the
+    // connection serves the next request.
+    let body = vec![b' '; 10 * 1024 * 1024];
+    tokio::time::timeout(PATIENCE, s.write_all(&body))
+        .await
+        .expect("the body is taken within patience")
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = read_until_closed(&mut s).await;
+    assert!(rest.contains("HTTP/1.1 200"), "{rest:.300}");
+    assert_eq!(mock.count(), 0, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_the_early_answer_without_100_continue() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "").await;
+    // A valid key and a declared length over max_body_bytes: 413 at once.
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GW}\r\n\
+         content-type: application/json\r\ncontent-length: 20971520\r\nexpect: 100-continue\r\n\r\n"
+    );
+    let (mut s, answer) = head_only(&proxy, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+    // Nothing else follows: no late 100 Continue, and the connection ends.
+    let rest = read_until_closed(&mut s).await;
+    assert!(!rest.contains("HTTP/1.1 1"), "{rest}");
+    // An unknown key with a valid length: 401 at once, no 100 either.
+    let head = "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
+                authorization: Bearer gw-nobody-knows-this-key\r\ncontent-type: application/json\r\n\
+                content-length: 10485760\r\nexpect: 100-continue\r\n\r\n";
+    let (_s, answer) = head_only(&proxy, head).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(mock.count(), 0, "nothing was forwarded");
+}

@@ -26,7 +26,9 @@ mod testing;
 
 pub use idle::IdleTimeout;
 pub use request::ForwardBody;
-pub(crate) use request::{decode, drain, encoding, is_json_like, read, Encoding};
+pub(crate) use request::{
+    check_declared, decode, drain_later, encoding, is_json_like, read, Encoding,
+};
 pub use response::ByokBody;
 
 /// `rest`, a body's size hint, with `read` more bytes before it (held or

@@ -73,31 +73,37 @@ fn codings<'a>(
     Ok(found)
 }
 
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a
-/// declared `Content-Length` above the limit is refused before reading), and
-/// as soon as it stalls: no byte for `stall` is a 408.
+/// The body's declared `Content-Length`, when it has a readable one.
+fn declared(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Refuses a body whose declared `Content-Length` is above `limit`, from the
+/// head alone: decided before the body is polled, so that the 413 is written
+/// at once (hyper sends `100 Continue` only when a body is first polled).
+pub(crate) fn check_declared(headers: &HeaderMap, limit: usize) -> Result<(), Rejection> {
+    if declared(headers).is_some_and(|n| n > limit as u64) {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes, and
+/// as soon as it stalls: no byte for `stall` is a 408. A declared length
+/// above the limit is refused before, by [`check_declared`].
 ///
-/// Before a 413 it [`drain`]s what the client is still sending (up to twice
+/// Before a 413 for a body that turned out larger than it said (or said
+/// nothing) it [`drain`]s what the client is still sending (up to twice
 /// `limit` in all), so that the answer reaches it rather than a reset.
-pub(crate) async fn read<B>(
-    headers: &HeaderMap,
-    body: B,
-    limit: usize,
-    stall: Duration,
-) -> Result<Bytes, Rejection>
+pub(crate) async fn read<B>(body: B, limit: usize, stall: Duration) -> Result<Bytes, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let mut body = std::pin::pin!(body);
-    if declared.is_some_and(|n| n > limit as u64) {
-        drain(body, 0, limit, stall).await;
-        return Err(Rejection::BodyTooLarge { limit });
-    }
     // Frames are kept as they came (no copy) and joined once at the end; most
     // bodies arrive in one frame, which is returned as it is. The stall timer
     // is armed only when the body makes the proxy wait.
@@ -172,11 +178,34 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// The least an early answer drains of what the client still sends.
 const DRAIN_MIN: usize = 64 * 1024;
 
+/// Drains `body`, which the proxy refused before reading any of it, on a
+/// task of its own, as [`drain`] does: the refusal is answered at once,
+/// without waiting on the client's upload. A body that has ended already
+/// needs nothing; outside a tokio runtime it is dropped (then hyper closes
+/// the connection after the answer).
+pub(crate) fn drain_later<B>(body: B, limit: usize, stall: Duration)
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    if body.is_end_stream() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let body = std::pin::pin!(body);
+            drain(body, 0, limit, stall).await;
+        });
+    }
+}
+
 /// Reads and discards what the client still sends of a body the proxy will
 /// not use — `read` bytes of it already taken, up to twice `limit` (the
 /// request's `max_body_bytes`) in all, each frame within `stall`, all within
 /// 5 s — so that an early answer (413, 401, …) reaches a client still
 /// sending, instead of a reset when the connection closes on unread data.
+/// Beyond those bounds the body is dropped: hyper then closes the connection
+/// once the answer is written.
 pub(crate) async fn drain<B>(body: Pin<&mut B>, read: usize, limit: usize, stall: Duration)
 where
     B: Body,
@@ -340,17 +369,19 @@ mod tests {
     #[tokio::test]
     async fn read_refuses_declared_and_actual_oversize() {
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let ok = read(&HeaderMap::new(), body.clone(), 10, STALL)
-            .await
-            .unwrap();
+        let ok = read(body.clone(), 10, STALL).await.unwrap();
         assert_eq!(ok.len(), 10);
-        let err = read(&HeaderMap::new(), body, 9, STALL).await.unwrap_err();
+        let err = read(body, 9, STALL).await.unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
+        // A declared length is judged from the head alone.
         let declared = h("content-length", &["1000"]);
-        let err = read(&declared, http_body_util::Empty::<Bytes>::new(), 9, STALL)
-            .await
-            .unwrap_err();
-        assert_eq!(err.reason(), "body_too_large");
+        assert_eq!(
+            check_declared(&declared, 9).unwrap_err().reason(),
+            "body_too_large"
+        );
+        assert!(check_declared(&declared, 1000).is_ok());
+        assert!(check_declared(&h("content-length", &["x"]), 9).is_ok());
+        assert!(check_declared(&HeaderMap::new(), 9).is_ok());
     }
 
     /// A request body fed by the test, frame by frame.
@@ -374,22 +405,38 @@ mod tests {
             tx.send(Bytes::from(part)).await.unwrap();
         }
         drop(tx);
-        let got = read(&HeaderMap::new(), Fed(rx), 100, STALL).await.unwrap();
+        let got = read(Fed(rx), 100, STALL).await.unwrap();
         assert_eq!(&got[..], b"{\"model\":\"m\"}");
 
         // A body that stops: 408 after exactly the stall time.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tx.send(Bytes::from_static(b"{\"model\":")).await.unwrap();
         let started = Instant::now();
-        let err = read(&HeaderMap::new(), Fed(rx), 100, STALL)
-            .await
-            .unwrap_err();
+        let err = read(Fed(rx), 100, STALL).await.unwrap_err();
         assert_eq!(
             (err.reason(), err.status().as_u16()),
             ("request_timeout", 408)
         );
         assert_eq!(started.elapsed(), STALL);
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_later_takes_the_body_on_a_task_of_its_own_within_bounds() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let started = Instant::now();
+        drain_later(Fed(rx), 4, STALL);
+        // The task takes what the client still sends, beyond the channel's
+        // one slot...
+        for _ in 0..8 {
+            tx.send(Bytes::from_static(b"abcd")).await.unwrap();
+        }
+        // ...and lets the body go after 5 s at most.
+        tx.closed().await;
+        assert_eq!(started.elapsed(), DRAIN_TIME);
+
+        // A body that has ended needs no task.
+        drain_later(http_body_util::Empty::<Bytes>::new(), 4, STALL);
     }
 
     #[tokio::test(start_paused = true)]
@@ -400,9 +447,7 @@ mod tests {
             tx.send(Bytes::from_static(b"abcd")).await.unwrap();
         }
         drop(tx);
-        let err = read(&HeaderMap::new(), Fed(rx), 6, STALL)
-            .await
-            .unwrap_err();
+        let err = read(Fed(rx), 6, STALL).await.unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
 
         // A client that never stops sending is drained for at most 5 s.
@@ -413,9 +458,7 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let err = read(&HeaderMap::new(), Fed(rx), 1, STALL)
-            .await
-            .unwrap_err();
+        let err = read(Fed(rx), 1, STALL).await.unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
         let took = started.elapsed();
         assert!(
