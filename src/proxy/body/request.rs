@@ -13,6 +13,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
+use super::budget::Reservation;
 use crate::proxy::error::Rejection;
 use crate::BoxError;
 
@@ -81,24 +82,35 @@ fn declared(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Refuses a body whose declared `Content-Length` is above `limit`, from the
-/// head alone: decided before the body is polled, so that the 413 is written
-/// at once (hyper sends `100 Continue` only when a body is first polled).
-pub(crate) fn check_declared(headers: &HeaderMap, limit: usize) -> Result<(), Rejection> {
-    if declared(headers).is_some_and(|n| n > limit as u64) {
-        return Err(Rejection::BodyTooLarge { limit });
+/// The body's declared `Content-Length` (0 when it declares none), refused
+/// when above `limit` from the head alone: decided before the body is
+/// polled, so that the 413 is written at once (hyper sends `100 Continue`
+/// only when a body is first polled).
+pub(crate) fn check_declared(headers: &HeaderMap, limit: usize) -> Result<usize, Rejection> {
+    match declared(headers) {
+        None => Ok(0),
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= limit)
+            .ok_or(Rejection::BodyTooLarge { limit }),
     }
-    Ok(())
 }
 
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes, and
-/// as soon as it stalls: no byte for `stall` is a 408. A declared length
-/// above the limit is refused before, by [`check_declared`].
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes, as
+/// soon as it stalls (no byte for `stall` is a 408), and as soon as `held`
+/// cannot grow to what it has read (503: the budget of all bodies is
+/// spent). A declared length above the limit is refused before, by
+/// [`check_declared`].
 ///
-/// Before a 413 for a body that turned out larger than it said (or said
-/// nothing) it [`drain`]s what the client is still sending (up to twice
-/// `limit` in all), so that the answer reaches it rather than a reset.
-pub(crate) async fn read<B>(body: B, limit: usize, stall: Duration) -> Result<Bytes, Rejection>
+/// Before a 413 or a 503 mid-body it [`drain`]s what the client is still
+/// sending (up to twice `limit` in all), so that the answer reaches it
+/// rather than a reset; what it had read is let go first.
+pub(crate) async fn read<B>(
+    body: B,
+    limit: usize,
+    stall: Duration,
+    held: &mut Reservation<'_>,
+) -> Result<Bytes, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -128,12 +140,18 @@ where
             continue; // trailers
         };
         total = total.saturating_add(data.remaining());
-        if total > limit {
-            drain(body, total, limit, stall).await;
-            return Err(Rejection::BodyTooLarge { limit });
-        }
-        frames.push(data.copy_to_bytes(data.remaining()));
-        stalled.as_mut().reset(Instant::now() + stall);
+        let refused = if total > limit {
+            Rejection::BodyTooLarge { limit }
+        } else if let Err(exhausted) = held.grow_to(total) {
+            exhausted.into()
+        } else {
+            frames.push(data.copy_to_bytes(data.remaining()));
+            stalled.as_mut().reset(Instant::now() + stall);
+            continue;
+        };
+        drop(frames);
+        drain(body, total, limit, stall).await;
+        return Err(refused);
     }
     Ok(frames.join(total))
 }
@@ -369,9 +387,13 @@ mod tests {
     #[tokio::test]
     async fn read_refuses_declared_and_actual_oversize() {
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let ok = read(body.clone(), 10, STALL).await.unwrap();
+        let ok = read(body.clone(), 10, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap();
         assert_eq!(ok.len(), 10);
-        let err = read(body, 9, STALL).await.unwrap_err();
+        let err = read(body, 9, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
         // A declared length is judged from the head alone.
         let declared = h("content-length", &["1000"]);
@@ -405,20 +427,56 @@ mod tests {
             tx.send(Bytes::from(part)).await.unwrap();
         }
         drop(tx);
-        let got = read(Fed(rx), 100, STALL).await.unwrap();
+        let got = read(Fed(rx), 100, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap();
         assert_eq!(&got[..], b"{\"model\":\"m\"}");
 
         // A body that stops: 408 after exactly the stall time.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tx.send(Bytes::from_static(b"{\"model\":")).await.unwrap();
         let started = Instant::now();
-        let err = read(Fed(rx), 100, STALL).await.unwrap_err();
+        let err = read(Fed(rx), 100, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap_err();
         assert_eq!(
             (err.reason(), err.status().as_u16()),
             ("request_timeout", 408)
         );
         assert_eq!(started.elapsed(), STALL);
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_holds_its_bytes_in_the_budget_or_gets_503() {
+        use super::super::budget::BodyBudget;
+        let budget = BodyBudget::new(10);
+        // Two frames of 4: held as they come, 8 in all.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for part in ["abcd", "efgh"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+        drop(tx);
+        let mut first = Reservation::of(Some(&budget));
+        let got = read(Fed(rx), 100, STALL, &mut first).await.unwrap();
+        assert_eq!((&got[..], budget.held()), (&b"abcdefgh"[..], 8));
+
+        // The next body fits 2 bytes: its second frame gets 503, and it
+        // still holds only what it had.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for part in ["ab", "cd"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+        drop(tx);
+        let mut second = Reservation::of(Some(&budget));
+        let err = read(Fed(rx), 100, STALL, &mut second).await.unwrap_err();
+        assert_eq!(
+            (err.reason(), err.status().as_u16()),
+            ("body_budget_exhausted", 503)
+        );
+        assert_eq!(budget.held(), 10);
+        drop((first, second));
+        assert_eq!(budget.held(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -447,7 +505,9 @@ mod tests {
             tx.send(Bytes::from_static(b"abcd")).await.unwrap();
         }
         drop(tx);
-        let err = read(Fed(rx), 6, STALL).await.unwrap_err();
+        let err = read(Fed(rx), 6, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
 
         // A client that never stops sending is drained for at most 5 s.
@@ -458,7 +518,9 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let err = read(Fed(rx), 1, STALL).await.unwrap_err();
+        let err = read(Fed(rx), 1, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
         let took = started.elapsed();
         assert!(
