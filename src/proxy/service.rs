@@ -119,27 +119,38 @@ impl Serve {
         RB::Error: Into<BoxError>,
     {
         let mut ctx = Ctx::start(req.headers());
-        let expects_continue = req
-            .headers()
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue = req.version() < http::Version::HTTP_2
+            && req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let (parts, body) = req.into_parts();
         let mut body = Some(body);
         let outcome = self.phases(inner, parts, &mut body, &mut ctx).await;
+        let mut close = false;
         if let (Err(_), Some(unread)) = (&outcome, body) {
             // Refused before the body was polled: the answer goes at once
-            // (SPEC §4). A client that asked `Expect: 100-continue` has sent
-            // nothing and, having its answer, sends nothing: its body is
-            // dropped, and hyper closes the connection after the answer.
-            // Any other client may be sending still: what it sends is
-            // drained on the side, within bounds, so that the answer
+            // (SPEC §4). A client that asked `Expect: 100-continue` (HTTP/1)
+            // has sent nothing and, having its answer, sends nothing: its
+            // body is dropped, and the answer says the connection closes,
+            // so that neither side takes later bytes for a body or a
+            // request. Any other client may be sending still: what it sends
+            // is drained on the side, within bounds, so that the answer
             // reaches it rather than a reset.
-            if !expects_continue {
+            if expects_continue {
+                close = true;
+            } else {
                 let settings = self.snapshot.settings();
                 body::drain_later(unread, settings.max_body_bytes, settings.body_timeout);
             }
         }
-        let res = respond(outcome, &mut ctx);
+        let mut res = respond(outcome, &mut ctx);
+        if close {
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         access_log::finish(&ctx, res.status(), self.metrics.as_deref());
         res
     }

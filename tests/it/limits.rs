@@ -241,7 +241,9 @@ async fn expect_100_continue_gets_the_early_answer_without_100_continue() {
     let (mut s, answer) = head_only(&proxy, &head).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("body_too_large"), "{answer}");
-    // Nothing else follows: no late 100 Continue, and the connection ends.
+    // It says the connection closes (its body will not be read), and it
+    // does; no late 100 Continue comes first.
+    assert!(answer.contains("connection: close"), "{answer}");
     let rest = read_until_closed(&mut s).await;
     assert!(!rest.contains("HTTP/1.1 1"), "{rest}");
     // An unknown key with a valid length: 401 at once, no 100 either.

@@ -269,6 +269,31 @@ async fn bodies_over_max_body_bytes_are_413() {
 }
 
 #[tokio::test]
+async fn a_refusal_to_a_client_that_expects_100_continue_closes_the_connection() {
+    // Its body was never read, nor asked for: the connection cannot go on.
+    let expect = [
+        ("expect", "100-continue"),
+        ("content-length", "33"),
+        ("authorization", "Bearer not-a-key"),
+    ];
+    let got = refused(
+        request("POST", CHAT, &expect, GPT4O),
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(got.header("connection"), Some("close"));
+    // Without the expectation the body is drained and the connection kept.
+    let got = refused(
+        request("POST", CHAT, &expect[1..], GPT4O),
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(got.header("connection"), None);
+}
+
+#[tokio::test]
 async fn a_body_beyond_the_body_budget_is_503_and_its_bytes_come_back() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
