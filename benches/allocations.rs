@@ -38,7 +38,9 @@ use http_body_util::{BodyExt, Full};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, ServiceExt};
 
-use byok_proxy::{ByokLayer, Config, ForwardBody, Metrics, Registry, Settings, Snapshot};
+use byok_proxy::{
+    BodyBudget, ByokLayer, Config, ForwardBody, Metrics, Registry, Settings, Snapshot,
+};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -234,9 +236,10 @@ fn main() {
         ),
         ("1 KB JSON, 16-event SSE answer", "text/event-stream", sse),
     ] {
-        // With metrics, as the binary runs it.
+        // With metrics and a body budget, as the binary runs it.
         let layered = ByokLayer::new(registry.clone())
             .with_metrics(Arc::new(Metrics::new()))
+            .with_body_budget(BodyBudget::new(256 << 20))
             .layer(inner(content_type, &frames));
         row(&format!("layer: {name}"), &count(&rt, layered));
         // The bench's own: the request built, the inner service's answer

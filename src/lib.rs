@@ -81,8 +81,8 @@ pub use ledger::{Day, KeyUsage, Ledger, Spend};
 pub use metrics::Metrics;
 pub use policy::{Ask, Denial, RefusedBy, Tier};
 pub use proxy::{
-    decide, Attempt, ByokBody, ByokLayer, ByokService, ForwardBody, Forwarder, ForwarderOptions,
-    IdleTimeout, Rejection,
+    decide, Attempt, BodyBudget, ByokBody, ByokLayer, ByokService, ForwardBody, Forwarder,
+    ForwarderOptions, IdleTimeout, Rejection,
 };
 pub use registry::{CompileError, Principal, Registry, Settings, Snapshot, SnapshotError};
 

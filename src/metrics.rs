@@ -66,6 +66,10 @@ struct StateLabels {
 
 type Histograms = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
+/// What a body budget holds now (the budget lives with the proxy, above
+/// this module).
+type HeldBytes = Box<dyn Fn() -> usize + Send + Sync>;
+
 /// The proxy's metrics; share one behind an `Arc` between the layer, the
 /// reload loop and the admin listener.
 pub struct Metrics {
@@ -81,6 +85,10 @@ pub struct Metrics {
     generation: Gauge,
     connections_open: Gauge,
     connections_shed: Counter,
+    body_budget_refusals: Counter,
+    body_bytes_held: Gauge,
+    /// Reads the bytes a body budget holds, at each scrape.
+    body_budget: std::sync::Mutex<Option<HeldBytes>>,
     credential_states: Family<StateLabels, Gauge>,
     tokens: Family<TokenLabels, Counter>,
     spend: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
@@ -186,6 +194,18 @@ impl Metrics {
             "Client connections closed at once because server.max_connections were open",
             connections_shed.clone(),
         );
+        let body_budget_refusals = Counter::default();
+        registry.register(
+            "body_budget_refusals",
+            "Requests refused with 503 because their body would take more than is left of server.max_buffered_body_bytes",
+            body_budget_refusals.clone(),
+        );
+        let body_bytes_held = Gauge::default();
+        registry.register(
+            "request_body_bytes_held",
+            "Bytes of request bodies read and held at once, against server.max_buffered_body_bytes, as of the scrape",
+            body_bytes_held.clone(),
+        );
         let credential_states = Family::<StateLabels, Gauge>::default();
         registry.register(
             "credentials",
@@ -234,6 +254,9 @@ impl Metrics {
             generation,
             connections_open,
             connections_shed,
+            body_budget_refusals,
+            body_bytes_held,
+            body_budget: std::sync::Mutex::default(),
             credential_states,
         }
     }
@@ -253,9 +276,24 @@ impl Metrics {
         self.connections_shed.inc();
     }
 
+    /// A request was refused with 503: its body would have taken more than
+    /// is left of the body budget.
+    pub(crate) fn body_budget_refused(&self) {
+        self.body_budget_refusals.inc();
+    }
+
+    /// Reports what `held` reads (a body budget's bytes held) at each
+    /// scrape, in place of what it reported before.
+    pub(crate) fn watch_body_budget(&self, held: impl Fn() -> usize + Send + Sync + 'static) {
+        *self.body_budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(held));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         self.drain_ledgers();
+        if let Some(held) = &*self.body_budget.lock().unwrap_or_else(|e| e.into_inner()) {
+            self.body_bytes_held.set(gauge_value(held()));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

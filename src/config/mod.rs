@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Request bodies above this get 413.
     pub max_body_bytes: usize,
+    /// The most request-body bytes held at once over every request (the
+    /// proxy's [`BodyBudget`](crate::BodyBudget)); a request that would take
+    /// more gets 503.
+    pub max_buffered_body_bytes: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
     /// Per upstream connection attempt.
@@ -269,6 +273,7 @@ struct RawShared {
 struct RawServer {
     listen: String,
     max_body_bytes: u64,
+    max_buffered_body_bytes: u64,
     drain_secs: f64,
     connect_timeout_secs: f64,
     first_byte_timeout_secs: f64,
@@ -286,6 +291,7 @@ impl Default for RawServer {
         RawServer {
             listen: "127.0.0.1:8080".to_owned(),
             max_body_bytes: 10 * 1024 * 1024,
+            max_buffered_body_bytes: DEFAULT_BUFFERED_BODY_BYTES,
             drain_secs: 30.0,
             connect_timeout_secs: 10.0,
             first_byte_timeout_secs: 120.0,
@@ -499,6 +505,32 @@ fn bounded(
     }
 }
 
+/// `server.max_buffered_body_bytes` by default: 256 MiB, 25 bodies of the
+/// default `max_body_bytes` at once.
+const DEFAULT_BUFFERED_BODY_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The most `server.max_buffered_body_bytes` may be: 1 TiB.
+const MOST_BUFFERED_BODY_BYTES: u64 = 1 << 40;
+
+/// `server.max_buffered_body_bytes`: at least `max_body_bytes` (else a body
+/// of the largest size allowed could never be read), at most 1 TiB.
+fn body_budget(raw: u64, max_body_bytes: usize, errs: &mut Errors) -> usize {
+    match usize::try_from(raw) {
+        Ok(n) if n >= max_body_bytes && raw <= MOST_BUFFERED_BODY_BYTES => n,
+        _ => {
+            errs.at(
+                "server.max_buffered_body_bytes",
+                format_args!(
+                    "must be from server.max_body_bytes ({max_body_bytes}) to 1 TiB \
+                     ({MOST_BUFFERED_BODY_BYTES}): below it, a body of the largest size \
+                     allowed could never be read"
+                ),
+            );
+            max_body_bytes
+        }
+    }
+}
+
 fn socket_addr(path: &str, value: &str, errs: &mut Errors) -> Option<SocketAddr> {
     value
         .parse()
@@ -526,6 +558,7 @@ fn validate_server(raw: &RawServer, errs: &mut Errors) -> Option<ServerConfig> {
     let server = ServerConfig {
         listen: listen?,
         max_body_bytes,
+        max_buffered_body_bytes: body_budget(raw.max_buffered_body_bytes, max_body_bytes, errs),
         drain: duration("server.drain_secs", &raw.drain_secs, errs),
         connect_timeout: duration(
             "server.connect_timeout_secs",
@@ -954,10 +987,40 @@ key = "sk-canary-SECRET-123456"
     }
 
     #[test]
+    fn the_body_budget_holds_at_least_one_largest_body_and_is_not_absurd() {
+        for bad in [
+            "max_buffered_body_bytes = 0",
+            "max_buffered_body_bytes = 1048576", // below max_body_bytes (10 MiB)
+            "max_body_bytes = 2000\nmax_buffered_body_bytes = 1999",
+            "max_buffered_body_bytes = 1099511627777", // above 1 TiB
+            "max_buffered_body_bytes = 18446744073709551615",
+        ] {
+            let errs = errors(&format!("[server]\n{bad}\n"));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert!(
+                errs[0].starts_with("server.max_buffered_body_bytes: must be from"),
+                "{bad}: {errs:?}"
+            );
+        }
+        for (good, want) in [
+            ("max_buffered_body_bytes = 10485760", 10 << 20),
+            (
+                "max_body_bytes = 2000\nmax_buffered_body_bytes = 2000",
+                2000,
+            ),
+            ("max_buffered_body_bytes = 1099511627776", 1 << 40),
+        ] {
+            let c = Config::parse(&format!("[server]\n{good}\n")).unwrap();
+            assert_eq!(c.server.max_buffered_body_bytes, want, "{good}");
+        }
+    }
+
+    #[test]
     fn minimal_and_defaults() {
         let c = Config::parse(&cred("")).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.server.max_buffered_body_bytes, 256 * 1024 * 1024);
         assert_eq!(c.server.drain, Duration::from_secs(30));
         assert_eq!(c.credentials[0].label, "sk-...3456");
         let c = Config::parse("[server]\nfirst_byte_timeout_secs = 0.5\n").unwrap();

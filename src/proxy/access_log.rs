@@ -13,6 +13,7 @@ use http::StatusCode;
 
 use super::attempt::AttemptResult;
 use super::context::{Ctx, Tried};
+use super::error::Rejection;
 use crate::metrics::{status_class, Metrics};
 use crate::policy::Tier;
 
@@ -44,6 +45,9 @@ pub(super) fn finish(ctx: &Ctx, status: StatusCode, metrics: Option<&Metrics>) {
     if let Some(m) = metrics {
         let provider = ctx.provider_label();
         m.request(&provider, ctx.outcome);
+        if ctx.outcome == Rejection::BodyBudgetExhausted.reason() {
+            m.body_budget_refused();
+        }
         let upstream = (!ctx.attempts.is_empty()).then_some(ctx.upstream_wait.as_secs_f64());
         m.timings(&provider, own.as_secs_f64(), upstream);
     }

@@ -85,6 +85,12 @@ pub enum Rejection {
     /// Answered with `Connection: close`.
     #[error("the request body stalled: no byte arrived within server.body_timeout_secs")]
     BodyTimeout,
+    /// The request bodies being read and held take all of
+    /// `server.max_buffered_body_bytes` (the layer's [`BodyBudget`](crate::BodyBudget)):
+    /// this one would take more. Answered with `Retry-After` and
+    /// `x-should-retry: true`.
+    #[error("the proxy holds as many request bodies as its memory budget allows; retry shortly")]
+    BodyBudgetExhausted,
     /// A `Content-Encoding` the proxy cannot decode.
     #[error(
         "unsupported Content-Encoding: only gzip, deflate and identity request bodies are accepted"
@@ -153,6 +159,7 @@ impl Rejection {
             NoCredential { .. } => (StatusCode::FORBIDDEN, "no_credential"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            BodyBudgetExhausted => (StatusCode::SERVICE_UNAVAILABLE, "body_budget_exhausted"),
             UnsupportedEncoding => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             UpstreamRejectedCredential => (StatusCode::BAD_GATEWAY, "upstream_rejected_credential"),
@@ -216,6 +223,13 @@ impl Rejection {
         let h = res.headers_mut();
         if self.is_final() {
             h.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
+        } else if matches!(self, Rejection::BodyBudgetExhausted) {
+            // Memory held by other requests' bodies: soon given back.
+            h.insert(X_SHOULD_RETRY, HeaderValue::from_static("true"));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         match dialect {
             Some(Dialect::Anthropic) => {
@@ -243,6 +257,16 @@ impl Rejection {
 
 /// Tells the OpenAI and Anthropic SDKs whether to retry.
 const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// When to retry a request refused for the memory budget, in seconds: the
+/// bodies holding it are given back as their upstreams answer.
+const RETRY_AFTER_SECS: &str = "1";
+
+impl From<crate::proxy::body::Exhausted> for Rejection {
+    fn from(_: crate::proxy::body::Exhausted) -> Self {
+        Rejection::BodyBudgetExhausted
+    }
+}
 
 /// OpenRouter's error shape with a provider's own fields added.
 fn dialect_json(dialect: Dialect, status: StatusCode, message: &str, reason: &str) -> Bytes {
@@ -521,6 +545,20 @@ mod tests {
         ] {
             let res: Response<http_body_util::Full<Bytes>> = r.clone().into_response();
             assert_eq!(res.headers().get("x-should-retry").is_some(), fin, "{r:?}");
+        }
+        // The memory budget: retry, and when, in every dialect's shape.
+        for dialect in [
+            None,
+            Some(Dialect::OpenAi),
+            Some(Dialect::Anthropic),
+            Some(Dialect::Google),
+            Some(Dialect::Bedrock),
+        ] {
+            let res: Response<http_body_util::Full<Bytes>> =
+                Rejection::BodyBudgetExhausted.into_response_for(dialect, Some(&id));
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{dialect:?}");
+            assert_eq!(res.headers()["x-should-retry"], "true", "{dialect:?}");
+            assert_eq!(res.headers()["retry-after"], "1", "{dialect:?}");
         }
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
+use super::body::BodyBudget;
 use super::service::ByokService;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -25,6 +26,7 @@ pub struct ByokLayer {
     registry: Registry,
     trust_principal_extension: bool,
     metrics: Option<Arc<Metrics>>,
+    budget: Option<BodyBudget>,
 }
 
 impl ByokLayer {
@@ -34,7 +36,26 @@ impl ByokLayer {
             registry,
             trust_principal_extension: false,
             metrics: None,
+            budget: None,
         }
+    }
+
+    /// Hold the request bodies being read in `budget`, shared with every
+    /// layer and service given a clone of it: a request whose body would
+    /// take more than is left gets 503 with `Retry-After` and
+    /// `x-should-retry: true`, before its body is read when it declares its
+    /// length. A body is held from its first byte until the attempts end
+    /// (the upstream's response head, or the last failure), since it is
+    /// kept for a failover's replay. Without it (the default) the bodies
+    /// being read are bounded only by `max_body_bytes` each. The binary sets
+    /// it from `server.max_buffered_body_bytes`.
+    pub fn with_body_budget(mut self, budget: BodyBudget) -> Self {
+        if let Some(metrics) = &self.metrics {
+            let watched = budget.clone();
+            metrics.watch_body_budget(move || watched.held());
+        }
+        self.budget = Some(budget);
+        self
     }
 
     /// Count requests, attempts, failovers and timings in `metrics` (see
@@ -42,6 +63,9 @@ impl ByokLayer {
     /// writes its access log (`byok_proxy::access`, level info).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         metrics.watch_ledger(self.registry.snapshot().ledger());
+        if let Some(budget) = self.budget.clone() {
+            metrics.watch_body_budget(move || budget.held());
+        }
         self.metrics = Some(metrics);
         self
     }
@@ -68,6 +92,7 @@ impl<S> Layer<S> for ByokLayer {
             registry: self.registry.clone(),
             trust_principal_extension: self.trust_principal_extension,
             metrics: self.metrics.clone(),
+            budget: self.budget.clone(),
         }
     }
 }

@@ -21,7 +21,7 @@ mod service;
 pub(crate) mod usage;
 
 pub use attempt::Attempt;
-pub use body::{ByokBody, ForwardBody, IdleTimeout};
+pub use body::{BodyBudget, ByokBody, ForwardBody, IdleTimeout};
 pub use error::Rejection;
 pub use forward::{Forwarder, ForwarderOptions};
 pub use layer::ByokLayer;

@@ -10,7 +10,8 @@
 //!    providers exist;
 //! 3. [`principal`]: who asks, from the gateway key (or a trusted extension),
 //!    and [`spend_check`]: the key's spend limit;
-//! 4. [`read_body`]: the body, bounded and decoded;
+//! 4. [`read_body`]: the body, bounded and decoded, and held within the
+//!    [`BodyBudget`] of all bodies when the layer has one;
 //! 5. [`model`]: the model, from the path and the body under the strict rules,
 //!    and the other models the body names (OpenRouter's `models`,
 //!    `fallbacks`), which every candidate whose upstream is OpenRouter must
@@ -39,7 +40,7 @@ use http_body::Body;
 use tower::Service;
 
 use super::attempt::{self, Forward, Outcome};
-use super::body::{self, ByokBody, ForwardBody};
+use super::body::{self, BodyBudget, ByokBody, ForwardBody, Reservation};
 use super::client_key::client_key_hash;
 use super::context::{Ctx, X_BYOK_REQUEST_ID, X_REQUEST_ID};
 use super::error::Rejection;
@@ -60,6 +61,7 @@ pub struct ByokService<S> {
     pub(crate) registry: Registry,
     pub(crate) trust_principal_extension: bool,
     pub(crate) metrics: Option<Arc<Metrics>>,
+    pub(crate) budget: Option<BodyBudget>,
 }
 
 impl<S, B, RB> Service<Request<B>> for ByokService<S>
@@ -90,6 +92,7 @@ where
             snapshot: self.registry.snapshot(),
             trust: self.trust_principal_extension,
             metrics: self.metrics.clone(),
+            budget: self.budget.clone(),
         };
         Box::pin(async move { Ok(service.serve(inner, req).await) })
     }
@@ -100,6 +103,7 @@ struct Serve {
     snapshot: Arc<Snapshot>,
     trust: bool,
     metrics: Option<Arc<Metrics>>,
+    budget: Option<BodyBudget>,
 }
 
 impl Serve {
@@ -108,30 +112,45 @@ impl Serve {
     where
         S: Service<Request<ForwardBody>, Response = Response<RB>>,
         S::Error: Into<BoxError>,
-        B: Body,
+        B: Body + Send + 'static,
+        B::Data: Send,
         B::Error: Into<BoxError>,
         RB: Body<Data = Bytes> + Unpin,
         RB::Error: Into<BoxError>,
     {
         let mut ctx = Ctx::start(req.headers());
-        let expects_continue = req
-            .headers()
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue = req.version() < http::Version::HTTP_2
+            && req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let (parts, body) = req.into_parts();
         let mut body = Some(body);
         let outcome = self.phases(inner, parts, &mut body, &mut ctx).await;
-        // A client that asked `Expect: 100-continue` has not sent its body:
-        // reading it would invite the upload, so it is not drained.
-        if let (true, false, Some(unread)) = (outcome.is_err(), expects_continue, body) {
-            // Refused before the body was read: take what the client is
-            // still sending, as a 413 does, so the answer reaches it rather
-            // than a reset.
-            let settings = self.snapshot.settings();
-            let unread = std::pin::pin!(unread);
-            body::drain(unread, 0, settings.max_body_bytes, settings.body_timeout).await;
+        let mut close = false;
+        if let (Err(_), Some(unread)) = (&outcome, body) {
+            // Refused before the body was polled: the answer goes at once
+            // (SPEC §4). A client that asked `Expect: 100-continue` (HTTP/1)
+            // has sent nothing and, having its answer, sends nothing: its
+            // body is dropped, and the answer says the connection closes,
+            // so that neither side takes later bytes for a body or a
+            // request. Any other client may be sending still: what it sends
+            // is drained on the side, within bounds, so that the answer
+            // reaches it rather than a reset.
+            if expects_continue {
+                close = true;
+            } else {
+                let settings = self.snapshot.settings();
+                body::drain_later(unread, settings.max_body_bytes, settings.body_timeout);
+            }
         }
-        let res = respond(outcome, &mut ctx);
+        let mut res = respond(outcome, &mut ctx);
+        if close {
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         access_log::finish(&ctx, res.status(), self.metrics.as_deref());
         res
     }
@@ -174,10 +193,18 @@ impl Serve {
         // An encoding the proxy cannot decode is refused before the body is
         // taken, so the refusal drains it like any other.
         let encoding = body::encoding(&parts.headers)?;
+        // So is a declared length over the limit, and one the memory budget
+        // has no room for: judged from the head, the body never polled, so
+        // no `100 Continue` goes before the 413 or the 503.
+        let declared = body::check_declared(&parts.headers, settings.max_body_bytes)?;
+        // Held until the attempts end: the body is kept for a failover's
+        // replay, and dropped with this reservation.
+        let mut held = Reservation::of(self.budget.as_ref());
+        held.grow_to(declared)?;
         let Some(body) = body.take() else {
             return Err(Rejection::InvalidBody("the request body could not be read"));
         };
-        let bytes = read_body(&parts.headers, body, encoding, settings, ctx).await?;
+        let bytes = read_body(body, encoding, settings, &mut held, ctx).await?;
         let (model, lists) = model(route.rest, &parts.headers, &bytes)?;
         // Vertex names its model in the path (or, on its OpenAI-compatible
         // endpoint, in the body): elsewhere a body's `model` names nothing,
@@ -350,12 +377,13 @@ fn limit_check(book: &KeyBook, key: &ApiKey, now_ms: u64) -> Result<(), Rejectio
 }
 
 /// Phase 4: the whole body, at most `max_body_bytes` once decoded, refused
-/// when it stalls for `body_timeout`.
+/// when it stalls for `body_timeout`, and held in `held` (503 when the
+/// budget of all bodies has no room for it).
 async fn read_body<B>(
-    headers: &HeaderMap,
     body: B,
     encoding: body::Encoding,
     settings: Settings,
+    held: &mut Reservation<'_>,
     ctx: &mut Ctx,
 ) -> Result<Bytes, Rejection>
 where
@@ -364,9 +392,17 @@ where
 {
     let limit = settings.max_body_bytes;
     let reading = Instant::now();
-    let raw = body::read(headers, body, limit, settings.body_timeout).await;
+    let raw = body::read(body, limit, settings.body_timeout, held).await;
     ctx.body_wait = reading.elapsed();
-    body::decode(encoding, raw?, limit)
+    let raw = raw?;
+    if encoding == body::Encoding::Identity {
+        return Ok(raw);
+    }
+    // The decoded body is held in place of the raw one.
+    let decoded = body::decode(encoding, raw, limit)?;
+    held.grow_to(decoded.len())?;
+    held.shrink_to(decoded.len());
+    Ok(decoded)
 }
 
 /// Phase 5: the model, from the path where the provider's API puts it there,

@@ -35,7 +35,7 @@ use reload::{digest, follow_store, load_snapshot, reload_loop, watch, LoadError,
 use crate::admin::{Access, Admin};
 use crate::config::{self, Config, ConfigError, ServerConfig};
 use crate::metrics::Metrics;
-use crate::proxy::{ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions};
+use crate::proxy::{BodyBudget, ByokBody, ByokLayer, ByokService, Forwarder, ForwarderOptions};
 use crate::registry::{Registry, SnapshotError};
 pub use crate::store::crypto::CryptoError;
 use crate::store::crypto::Keyring;
@@ -191,8 +191,10 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let listeners = bind_per_core(config.server.listen, cores)?;
     let local = local_addr(&listeners[0])?;
+    // One budget for the bodies of every thread's requests.
+    let budget = BodyBudget::new(config.server.max_buffered_body_bytes);
     let fronts = (0..cores)
-        .map(|_| front(&config, &registry, &metrics))
+        .map(|_| front(&config, &registry, &metrics, &budget))
         .collect::<Result<Vec<_>, _>>()?;
     let serving = listener_serving(&config.server, config.server.tls.as_ref(), "server.tls")?;
     let admin = admin_listener(&config, &registry, &metrics, &store).await?;
@@ -398,6 +400,7 @@ fn front(
     config: &Config,
     registry: &Registry,
     metrics: &Arc<Metrics>,
+    budget: &BodyBudget,
 ) -> Result<Front, ServeError> {
     let forwarder = Forwarder::new(ForwarderOptions {
         connect_timeout: config.server.connect_timeout,
@@ -411,6 +414,7 @@ fn front(
     Ok(Front {
         proxy: ByokLayer::new(registry.clone())
             .with_metrics(metrics.clone())
+            .with_body_budget(budget.clone())
             .layer(forwarder),
     })
 }

@@ -385,9 +385,10 @@ fn warn_restart_only(before: &Config, config: &Config) {
         || config.server.connect_timeout != before.server.connect_timeout
         || config.server.drain != before.server.drain
         || config.server.upstream_roots != before.server.upstream_roots
+        || config.server.max_buffered_body_bytes != before.server.max_buffered_body_bytes
         || config.admin.as_ref().map(|a| a.listen) != before.admin.as_ref().map(|a| a.listen)
     {
-        tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file and admin.listen take effect on restart only");
+        tracing::warn!("server.listen, server.connect_timeout_secs, server.drain_secs, server.upstream_ca_file, server.max_buffered_body_bytes and admin.listen take effect on restart only");
     }
     if config.server.tls != before.server.tls
         || config.admin.as_ref().map(|a| &a.tls) != before.admin.as_ref().map(|a| &a.tls)

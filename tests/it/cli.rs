@@ -90,6 +90,20 @@ fn check_names_the_bad_entry_and_never_prints_the_secret() {
 }
 
 #[test]
+fn check_refuses_a_body_budget_of_zero_or_below_one_body() {
+    for bad in [
+        "max_buffered_body_bytes = 0",
+        "max_body_bytes = 4096\nmax_buffered_body_bytes = 4095",
+    ] {
+        let (ok, out) = check(&format!("[server]\n{bad}\n"), false);
+        assert!(!ok, "{bad}");
+        assert!(out.contains("server.max_buffered_body_bytes"), "{out}");
+    }
+    let (ok, out) = check("[server]\nmax_buffered_body_bytes = 67108864\n", false);
+    assert!(ok, "{out}");
+}
+
+#[test]
 fn serve_with_a_bad_config_exits_non_zero_naming_the_entry() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");

@@ -162,3 +162,211 @@ async fn an_early_answer_reaches_a_client_still_sending_its_body() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert_eq!(mock.count(), 0);
 }
+
+/// SPEC §4: an early answer is written at once. It takes a few
+/// milliseconds (the spec's bound is 100 ms); the test allows a second, so
+/// that a loaded 2-core CI machine does not fail it, and still fails the
+/// proxy that waited on a drain (5 s) or on the body's timeout (60 s).
+const AT_ONCE: Duration = Duration::from_secs(1);
+
+/// Writes a request head (no body) on a fresh connection and reads until
+/// the head of a final answer (not `1xx`) has arrived, failing the test if
+/// it has not within [`AT_ONCE`]. Returns the connection and every byte read,
+/// interim answers included.
+async fn head_only(proxy: &Proxy, head: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let sent = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(AT_ONCE, async {
+        loop {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let finals = text
+                .split("HTTP/1.1 ")
+                .skip(1)
+                .any(|answer| !answer.starts_with('1') && answer.contains("\r\n\r\n"));
+            if finals {
+                return;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        read.is_ok(),
+        "no final answer within {AT_ONCE:?} ({:?} after the head); got {text:?}",
+        sent.elapsed()
+    );
+    (s, text)
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_client_waiting_to_send_its_body_is_written_at_once() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "").await;
+    // A valid length (10 MB, the default max_body_bytes), an unknown key,
+    // and the body held back until an answer comes.
+    let head = "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
+                authorization: Bearer gw-nobody-knows-this-key\r\n\
+                content-type: application/json\r\ncontent-length: 10485760\r\n\r\n";
+    let (mut s, answer) = head_only(&proxy, head).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("invalid_api_key"), "{answer}");
+    // The client sends its body after all: it is drained, and the
+    // connection serves the next request.
+    let body = vec![b' '; 10 * 1024 * 1024];
+    tokio::time::timeout(PATIENCE, s.write_all(&body))
+        .await
+        .expect("the body is taken within patience")
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = read_until_closed(&mut s).await;
+    assert!(rest.contains("HTTP/1.1 200"), "{rest:.300}");
+    assert_eq!(mock.count(), 0, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_the_early_answer_without_100_continue() {
+    let mock = Mock::ok().await;
+    let proxy = proxy_with(&mock, "").await;
+    // A valid key and a declared length over max_body_bytes: 413 at once.
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GW}\r\n\
+         content-type: application/json\r\ncontent-length: 20971520\r\nexpect: 100-continue\r\n\r\n"
+    );
+    let (mut s, answer) = head_only(&proxy, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+    // It says the connection closes (its body will not be read), and it
+    // does; no late 100 Continue comes first.
+    assert!(answer.contains("connection: close"), "{answer}");
+    let rest = read_until_closed(&mut s).await;
+    assert!(!rest.contains("HTTP/1.1 1"), "{rest}");
+    // An unknown key with a valid length: 401 at once, no 100 either.
+    let head = "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
+                authorization: Bearer gw-nobody-knows-this-key\r\ncontent-type: application/json\r\n\
+                content-length: 10485760\r\nexpect: 100-continue\r\n\r\n";
+    let (_s, answer) = head_only(&proxy, head).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(mock.count(), 0, "nothing was forwarded");
+}
+
+/// Opens a request on `/openai/v1/chat/completions` with `framing` (a
+/// `content-length` or `transfer-encoding` line), sends `sent` body bytes
+/// and stalls there, holding them in the proxy.
+async fn holder(proxy: &Proxy, framing: &str, sent: usize) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GW}\r\n\
+         content-type: application/json\r\n{framing}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut body = vec![b' '; sent];
+    if framing.contains("chunked") {
+        let mut chunk = format!("{sent:x}\r\n").into_bytes();
+        chunk.append(&mut body);
+        chunk.extend_from_slice(b"\r\n");
+        body = chunk;
+    }
+    s.write_all(&body).await.unwrap();
+    s
+}
+
+/// A chat request whose body is `size` bytes, on `provider`'s route.
+async fn chat_of_size(proxy: &Proxy, provider: &str, size: usize) -> Resp {
+    let head = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"pad":""#;
+    let pad = size - head.len() - 2;
+    let body = format!("{head}{}\"}}", " ".repeat(pad));
+    assert_eq!(body.len(), size);
+    let path = match provider {
+        "anthropic" => "/anthropic/v1/messages",
+        _ => "/openai/v1/chat/completions",
+    };
+    post(proxy, path, GW, &body).await
+}
+
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded_by_max_buffered_body_bytes() {
+    use crate::support::admin::{admin_section, ADMIN_LISTEN, MGMT};
+    use crate::support::metrics::{family, gauge, scrape};
+    const MIB: usize = 1024 * 1024;
+    let mock = Mock::ok().await;
+    let creds = format!(
+        "{}{}{}",
+        admin_section(ADMIN_LISTEN, &[MGMT]),
+        cred("c1", "openai", "sk-limits-000000000001", ""),
+        cred("c2", "anthropic", "sk-limits-000000000002", ""),
+    );
+    let proxy = Proxy::start(&config_with_server(
+        &mock,
+        "max_body_bytes = 1048576\nmax_buffered_body_bytes = 3145728",
+        &creds,
+    ))
+    .await;
+    let admin = proxy.admin_addr().await;
+    let held = || async {
+        let (_, samples) = scrape(admin).await;
+        gauge(&samples, "byok_request_body_bytes_held")
+    };
+    // Two clients declare 1 MiB and stall after 900 KiB; a third sends
+    // 900 KiB chunked, and stalls: the proxy holds what each declared, and
+    // what the chunked one sent.
+    let mut holders = vec![
+        holder(&proxy, "content-length: 1048576", 900 * 1024).await,
+        holder(&proxy, "content-length: 1048576", 900 * 1024).await,
+        holder(&proxy, "transfer-encoding: chunked", 900 * 1024).await,
+    ];
+    let full = (2 * MIB + 900 * 1024) as f64;
+    poll_until(|| async { held().await == full }).await;
+    // 124 KiB are left: a body of 200 KB does not fit. 503, with when to
+    // retry, in the route's own shape, before its body is read.
+    let r = chat_of_size(&proxy, "openai", 200_000).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.reason(), "body_budget_exhausted");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("x-should-retry"), Some("true"));
+    assert_eq!(r.json()["error"]["type"], "api_error", "{}", r.text());
+    let r = chat_of_size(&proxy, "anthropic", 200_000).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["type"], "error", "{}", r.text());
+    assert_eq!(r.header("x-should-retry"), Some("true"));
+    // A chunked body that outgrows what is left: 503 as well.
+    let mut s = holder(&proxy, "transfer-encoding: chunked", 200_000).await;
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 503");
+    drop(s);
+    // A small body still fits beside the holders.
+    assert_eq!(chat_of_size(&proxy, "openai", 1000).await.status, 200);
+    assert_eq!(
+        mock.count(),
+        1,
+        "only the request that fitted went upstream"
+    );
+    let (_, samples) = scrape(admin).await;
+    assert_eq!(gauge(&samples, "byok_body_budget_refusals_total"), 3.0);
+    assert_eq!(
+        family(&samples, "byok_requests_total")["outcome=body_budget_exhausted,provider=openai"],
+        2.0
+    );
+    // The holders go: what they held comes back, and large bodies are
+    // served again.
+    holders.clear();
+    poll_until(|| async { held().await == 0.0 }).await;
+    for _ in 0..3 {
+        assert_eq!(chat_of_size(&proxy, "openai", 1_000_000).await.status, 200);
+    }
+    assert_eq!(held().await, 0.0);
+    assert_eq!(mock.count(), 4);
+}

@@ -269,6 +269,63 @@ async fn bodies_over_max_body_bytes_are_413() {
 }
 
 #[tokio::test]
+async fn a_refusal_to_a_client_that_expects_100_continue_closes_the_connection() {
+    // Its body was never read, nor asked for: the connection cannot go on.
+    let expect = [
+        ("expect", "100-continue"),
+        ("content-length", "33"),
+        ("authorization", "Bearer not-a-key"),
+    ];
+    let got = refused(
+        request("POST", CHAT, &expect, GPT4O),
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(got.header("connection"), Some("close"));
+    // Without the expectation the body is drained and the connection kept.
+    let got = refused(
+        request("POST", CHAT, &expect[1..], GPT4O),
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(got.header("connection"), None);
+}
+
+#[tokio::test]
+async fn a_body_beyond_the_body_budget_is_503_and_its_bytes_come_back() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let budget = byok_proxy::BodyBudget::new(1000);
+    let layer = byok_proxy::ByokLayer::new(registry()).with_body_budget(budget.clone());
+    // What the budget held while the inner service had the request.
+    let during = Arc::new(AtomicUsize::new(usize::MAX));
+    let (inner, rec) = {
+        let (budget, during) = (budget.clone(), Arc::clone(&during));
+        upstream(move |_, _| {
+            during.store(budget.held(), Ordering::SeqCst);
+            Reply::Status(200)
+        })
+    };
+    // One byte over, with its length declared or not: 503, nothing sent on.
+    for extra in [&[][..], &[("content-length", "1001")][..]] {
+        let got = send(&layer, inner.clone(), alice_post(CHAT, extra, padded(1001))).await;
+        got.assert_refused(503, "body_budget_exhausted");
+        assert_eq!(got.header("retry-after"), Some("1"));
+        assert_eq!(got.header("x-should-retry"), Some("true"));
+        assert_eq!(rec.count(), 0);
+        assert_eq!(budget.held(), 0);
+    }
+    // One that fits is held until its attempt is answered, then given back.
+    let got = send(&layer, inner, alice_post(CHAT, &[], padded(1000))).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(rec.only().body.len(), 1000);
+    assert_eq!(during.load(Ordering::SeqCst), 1000);
+    assert_eq!(budget.held(), 0);
+}
+
+#[tokio::test]
 async fn content_length_with_transfer_encoding_is_refused_and_closes() {
     let len = GPT4O.len().to_string();
     let req = alice_post(

@@ -1,7 +1,8 @@
 //! Bodies, one job each (as tower-http's `limit/body.rs`, `timeout/body.rs`).
 //!
 //! The request side ([`request`]): the client's body, read once within its
-//! limit, decoded, and handed to the inner service as [`ForwardBody`].
+//! limit and within the bytes all bodies may hold at once ([`budget`]),
+//! decoded, and handed to the inner service as [`ForwardBody`].
 //!
 //! The response side: [`ByokBody`] ([`response`]), either the proxy's own
 //! bytes or the upstream's stream through small wrappers, each in its own
@@ -15,6 +16,7 @@
 //!         upstream
 //! ```
 
+mod budget;
 mod gather;
 mod idle;
 mod replay;
@@ -24,9 +26,13 @@ mod tap;
 #[cfg(test)]
 mod testing;
 
+pub use budget::BodyBudget;
+pub(crate) use budget::{Exhausted, Reservation};
 pub use idle::IdleTimeout;
 pub use request::ForwardBody;
-pub(crate) use request::{decode, drain, encoding, is_json_like, read, Encoding};
+pub(crate) use request::{
+    check_declared, decode, drain_later, encoding, is_json_like, read, Encoding,
+};
 pub use response::ByokBody;
 
 /// `rest`, a body's size hint, with `read` more bytes before it (held or

@@ -13,6 +13,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
+use super::budget::Reservation;
 use crate::proxy::error::Rejection;
 use crate::BoxError;
 
@@ -73,31 +74,48 @@ fn codings<'a>(
     Ok(found)
 }
 
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes (a
-/// declared `Content-Length` above the limit is refused before reading), and
-/// as soon as it stalls: no byte for `stall` is a 408.
+/// The body's declared `Content-Length`, when it has a readable one.
+fn declared(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The body's declared `Content-Length` (0 when it declares none), refused
+/// when above `limit` from the head alone: decided before the body is
+/// polled, so that the 413 is written at once (hyper sends `100 Continue`
+/// only when a body is first polled).
+pub(crate) fn check_declared(headers: &HeaderMap, limit: usize) -> Result<usize, Rejection> {
+    match declared(headers) {
+        None => Ok(0),
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= limit)
+            .ok_or(Rejection::BodyTooLarge { limit }),
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes, as
+/// soon as it stalls (no byte for `stall` is a 408), and as soon as `held`
+/// cannot grow to what it has read (503: the budget of all bodies is
+/// spent). A declared length above the limit is refused before, by
+/// [`check_declared`].
 ///
-/// Before a 413 it [`drain`]s what the client is still sending (up to twice
-/// `limit` in all), so that the answer reaches it rather than a reset.
+/// Before a 413 or a 503 mid-body it [`drain`]s what the client is still
+/// sending (up to twice `limit` in all), so that the answer reaches it
+/// rather than a reset; what it had read is let go first.
 pub(crate) async fn read<B>(
-    headers: &HeaderMap,
     body: B,
     limit: usize,
     stall: Duration,
+    held: &mut Reservation<'_>,
 ) -> Result<Bytes, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let mut body = std::pin::pin!(body);
-    if declared.is_some_and(|n| n > limit as u64) {
-        drain(body, 0, limit, stall).await;
-        return Err(Rejection::BodyTooLarge { limit });
-    }
     // Frames are kept as they came (no copy) and joined once at the end; most
     // bodies arrive in one frame, which is returned as it is. The stall timer
     // is armed only when the body makes the proxy wait.
@@ -122,12 +140,19 @@ where
             continue; // trailers
         };
         total = total.saturating_add(data.remaining());
-        if total > limit {
-            drain(body, total, limit, stall).await;
-            return Err(Rejection::BodyTooLarge { limit });
-        }
-        frames.push(data.copy_to_bytes(data.remaining()));
-        stalled.as_mut().reset(Instant::now() + stall);
+        let refused = if total > limit {
+            Rejection::BodyTooLarge { limit }
+        } else if let Err(exhausted) = held.grow_to(total) {
+            exhausted.into()
+        } else {
+            frames.push(data.copy_to_bytes(data.remaining()));
+            stalled.as_mut().reset(Instant::now() + stall);
+            continue;
+        };
+        drop(frames);
+        held.shrink_to(0);
+        drain(body, total, limit, stall).await;
+        return Err(refused);
     }
     Ok(frames.join(total))
 }
@@ -172,11 +197,34 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// The least an early answer drains of what the client still sends.
 const DRAIN_MIN: usize = 64 * 1024;
 
+/// Drains `body`, which the proxy refused before reading any of it, on a
+/// task of its own, as [`drain`] does: the refusal is answered at once,
+/// without waiting on the client's upload. A body that has ended already
+/// needs nothing; outside a tokio runtime it is dropped (then hyper closes
+/// the connection after the answer).
+pub(crate) fn drain_later<B>(body: B, limit: usize, stall: Duration)
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    if body.is_end_stream() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let body = std::pin::pin!(body);
+            drain(body, 0, limit, stall).await;
+        });
+    }
+}
+
 /// Reads and discards what the client still sends of a body the proxy will
 /// not use — `read` bytes of it already taken, up to twice `limit` (the
 /// request's `max_body_bytes`) in all, each frame within `stall`, all within
 /// 5 s — so that an early answer (413, 401, …) reaches a client still
 /// sending, instead of a reset when the connection closes on unread data.
+/// Beyond those bounds the body is dropped: hyper then closes the connection
+/// once the answer is written.
 pub(crate) async fn drain<B>(body: Pin<&mut B>, read: usize, limit: usize, stall: Duration)
 where
     B: Body,
@@ -340,17 +388,23 @@ mod tests {
     #[tokio::test]
     async fn read_refuses_declared_and_actual_oversize() {
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let ok = read(&HeaderMap::new(), body.clone(), 10, STALL)
+        let ok = read(body.clone(), 10, STALL, &mut Reservation::of(None))
             .await
             .unwrap();
         assert_eq!(ok.len(), 10);
-        let err = read(&HeaderMap::new(), body, 9, STALL).await.unwrap_err();
-        assert_eq!(err.reason(), "body_too_large");
-        let declared = h("content-length", &["1000"]);
-        let err = read(&declared, http_body_util::Empty::<Bytes>::new(), 9, STALL)
+        let err = read(body, 9, STALL, &mut Reservation::of(None))
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
+        // A declared length is judged from the head alone.
+        let declared = h("content-length", &["1000"]);
+        assert_eq!(
+            check_declared(&declared, 9).unwrap_err().reason(),
+            "body_too_large"
+        );
+        assert!(check_declared(&declared, 1000).is_ok());
+        assert!(check_declared(&h("content-length", &["x"]), 9).is_ok());
+        assert!(check_declared(&HeaderMap::new(), 9).is_ok());
     }
 
     /// A request body fed by the test, frame by frame.
@@ -374,14 +428,16 @@ mod tests {
             tx.send(Bytes::from(part)).await.unwrap();
         }
         drop(tx);
-        let got = read(&HeaderMap::new(), Fed(rx), 100, STALL).await.unwrap();
+        let got = read(Fed(rx), 100, STALL, &mut Reservation::of(None))
+            .await
+            .unwrap();
         assert_eq!(&got[..], b"{\"model\":\"m\"}");
 
         // A body that stops: 408 after exactly the stall time.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tx.send(Bytes::from_static(b"{\"model\":")).await.unwrap();
         let started = Instant::now();
-        let err = read(&HeaderMap::new(), Fed(rx), 100, STALL)
+        let err = read(Fed(rx), 100, STALL, &mut Reservation::of(None))
             .await
             .unwrap_err();
         assert_eq!(
@@ -393,6 +449,56 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn read_holds_its_bytes_in_the_budget_or_gets_503() {
+        use super::super::budget::BodyBudget;
+        let budget = BodyBudget::new(10);
+        // Two frames of 4: held as they come, 8 in all.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for part in ["abcd", "efgh"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+        drop(tx);
+        let mut first = Reservation::of(Some(&budget));
+        let got = read(Fed(rx), 100, STALL, &mut first).await.unwrap();
+        assert_eq!((&got[..], budget.held()), (&b"abcdefgh"[..], 8));
+
+        // The next body fits 2 bytes: its second frame gets 503, and what
+        // it had read is let go before its drain.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for part in ["ab", "cd"] {
+            tx.send(Bytes::from(part)).await.unwrap();
+        }
+        drop(tx);
+        let mut second = Reservation::of(Some(&budget));
+        let err = read(Fed(rx), 100, STALL, &mut second).await.unwrap_err();
+        assert_eq!(
+            (err.reason(), err.status().as_u16()),
+            ("body_budget_exhausted", 503)
+        );
+        assert_eq!(budget.held(), 8);
+        drop((first, second));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_later_takes_the_body_on_a_task_of_its_own_within_bounds() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let started = Instant::now();
+        drain_later(Fed(rx), 4, STALL);
+        // The task takes what the client still sends, beyond the channel's
+        // one slot...
+        for _ in 0..8 {
+            tx.send(Bytes::from_static(b"abcd")).await.unwrap();
+        }
+        // ...and lets the body go after 5 s at most.
+        tx.closed().await;
+        assert_eq!(started.elapsed(), DRAIN_TIME);
+
+        // A body that has ended needs no task.
+        drain_later(http_body_util::Empty::<Bytes>::new(), 4, STALL);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_oversized_body_is_drained_within_bounds_before_the_answer() {
         // 4 frames of 4 bytes over a limit of 6: read to the end, then 413.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -400,7 +506,7 @@ mod tests {
             tx.send(Bytes::from_static(b"abcd")).await.unwrap();
         }
         drop(tx);
-        let err = read(&HeaderMap::new(), Fed(rx), 6, STALL)
+        let err = read(Fed(rx), 6, STALL, &mut Reservation::of(None))
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
@@ -413,7 +519,7 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let err = read(&HeaderMap::new(), Fed(rx), 1, STALL)
+        let err = read(Fed(rx), 1, STALL, &mut Reservation::of(None))
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "body_too_large");
