@@ -246,7 +246,7 @@ async fn publish_health(
     };
     while let Some((id, rest)) = changes.recv().await {
         let change = crate::store::Change::Health(id.to_string(), rest);
-        if let Err(e) = pg.publish(&change).await {
+        if let Err(e) = pg.timed(pg.publish(&change)).await {
             tracing::debug!(credential_id = %id, error = %e, "health change not told to the other replicas");
         }
     }

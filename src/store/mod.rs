@@ -212,10 +212,12 @@ impl Store {
             crypto::MASTER_KEY_ENV,
         )))?;
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return SqliteStore::open(path, keyring).await.map(Store::Sqlite);
+            return SqliteStore::open(path, keyring, config.statement_timeout)
+                .await
+                .map(Store::Sqlite);
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return PgStore::open(url, keyring, &config.ca_roots)
+            return PgStore::open(url, keyring, &config.ca_roots, config.statement_timeout)
                 .await
                 .map(|s| Store::Postgres(Box::new(s)));
         }
@@ -243,7 +245,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.create_credential(rec).await,
-            Store::Postgres(s) => s.create_credential(rec).await,
+            Store::Postgres(s) => s.timed(s.create_credential(rec)).await,
         }
     }
 
@@ -257,7 +259,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.update_credential(id, edit).await,
-            Store::Postgres(s) => s.update_credential(id, edit).await,
+            Store::Postgres(s) => s.timed(s.update_credential(id, edit)).await,
         }
     }
 
@@ -267,7 +269,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_credential(id).await,
-            Store::Postgres(s) => s.delete_credential(id).await,
+            Store::Postgres(s) => s.timed(s.delete_credential(id)).await,
         }
     }
 
@@ -276,7 +278,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.create_api_key(rec).await,
-            Store::Postgres(s) => s.create_api_key(rec).await,
+            Store::Postgres(s) => s.timed(s.create_api_key(rec)).await,
         }
     }
 
@@ -289,7 +291,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.update_api_key(hash, edit).await,
-            Store::Postgres(s) => s.update_api_key(hash, edit).await,
+            Store::Postgres(s) => s.timed(s.update_api_key(hash, edit)).await,
         }
     }
 
@@ -298,7 +300,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_api_key(hash).await,
-            Store::Postgres(s) => s.delete_api_key(hash).await,
+            Store::Postgres(s) => s.timed(s.delete_api_key(hash)).await,
         }
     }
 
@@ -312,7 +314,7 @@ impl Store {
         match self {
             Store::File => Ok(()),
             Store::Sqlite(s) => s.save_usage(batch.clone()).await,
-            Store::Postgres(s) => s.save_usage(batch).await,
+            Store::Postgres(s) => s.timed(s.save_usage(batch)).await,
         }
     }
 
@@ -322,7 +324,7 @@ impl Store {
         match self {
             Store::File => Ok(Stored::default()),
             Store::Sqlite(s) => s.read_usage(since, all).await,
-            Store::Postgres(s) => s.read_usage(since, all).await,
+            Store::Postgres(s) => s.timed(s.read_usage(since, all)).await,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! with backoff, and on reconnect LISTENs first and then reloads everything,
 //! so no change made in between is lost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -89,6 +90,11 @@ pub(crate) struct PgStore {
     tls: MakeRustlsConnect,
     client: Mutex<Option<Client>>,
     keyring: Arc<Keyring>,
+    /// `store.statement_timeout_ms`: each statement's, on the server.
+    statement_timeout: Duration,
+    /// An operation outlived its deadline ([`PgStore::timed`]): the query
+    /// connection may be stuck, and is replaced before its next use.
+    stale: AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -124,13 +130,27 @@ fn tls(extra_roots: &[CertificateDer<'static>]) -> Result<MakeRustlsConnect, Sto
         .map_err(|e| StoreError::Unavailable(Box::new(e)))
 }
 
-async fn connect(url: &str, tls: &MakeRustlsConnect) -> Result<Client, StoreError> {
+/// A query connection whose every statement is cancelled by the server
+/// after `statement_timeout` (a lock wait included): a stuck database fails
+/// a write, and the store's turn is let go.
+async fn connect(
+    url: &str,
+    tls: &MakeRustlsConnect,
+    statement_timeout: Duration,
+) -> Result<Client, StoreError> {
     let (client, connection) = pg_config(url)?.connect(tls.clone()).await.map_err(db)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection ended");
         }
     });
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            statement_timeout.as_millis()
+        ))
+        .await
+        .map_err(db)?;
     Ok(client)
 }
 
@@ -140,12 +160,13 @@ impl PgStore {
         url: &str,
         keyring: Keyring,
         ca_roots: &[CertificateDer<'static>],
+        statement_timeout: Duration,
     ) -> Result<PgStore, StoreError> {
         if pg_config(url)?.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
             tracing::warn!("store.url has sslmode=prefer (the default): a man in the middle can refuse TLS and read the connection; use sslmode=require");
         }
         let tls = tls(ca_roots)?;
-        let client = connect(url, &tls).await?;
+        let client = connect(url, &tls, statement_timeout).await?;
         client.batch_execute(SCHEMA).await.map_err(db)?;
         // Under the same lock: replicas starting together race to create.
         client
@@ -160,17 +181,49 @@ impl PgStore {
             tls,
             client: Mutex::new(Some(client)),
             keyring: Arc::new(keyring),
+            statement_timeout,
+            stale: AtomicBool::new(false),
         })
     }
 
-    /// The query connection, reconnected if it was lost.
+    /// The query connection, reconnected if it was lost (or went stale).
     async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, StoreError> {
         let mut guard = self.client.lock().await;
+        if self.stale.swap(false, Ordering::SeqCst) {
+            // Dropped, it closes: the server rolls back whatever it held.
+            *guard = None;
+        }
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
-            *guard = Some(connect(&self.url, &self.tls).await?);
+            *guard = Some(connect(&self.url, &self.tls, self.statement_timeout).await?);
         }
         Ok(guard)
+    }
+
+    /// Runs one operation within its deadline: twice the statement
+    /// timeout, so that the server's cancellation (a clean error, the
+    /// connection kept) normally comes first. Past it — the server or the
+    /// network is not answering at all — the operation is dropped where it
+    /// stands: a transaction it opened is rolled back by the driver (a
+    /// `ROLLBACK` queued ahead of anything else), and the connection is
+    /// replaced before its next use, so nothing waits behind a stuck one.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.statement_timeout * 2, op).await {
+            Ok(out) => out,
+            Err(_) => {
+                self.stale.store(true, Ordering::SeqCst);
+                Err(StoreError::Unavailable(
+                    format!(
+                        "no answer from the database within {} ms",
+                        (self.statement_timeout * 2).as_millis()
+                    )
+                    .into(),
+                ))
+            }
+        }
     }
 
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {

@@ -17,7 +17,6 @@ use crate::ledger::{Batch, Day, Spend};
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA busy_timeout = 5000;
 ";
 
 /// The credentials table as this version writes it (`workspace_id` NULL: a
@@ -144,11 +143,18 @@ fn db(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
-    pub(crate) async fn open(path: &str, keyring: Keyring) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating if needed) the database at `path`. A statement that
+    /// waits for another process's lock on the file fails after
+    /// `busy_timeout` (`store.statement_timeout_ms`).
+    pub(crate) async fn open(
+        path: &str,
+        keyring: Keyring,
+        busy_timeout: std::time::Duration,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let mut conn = Connection::open(&path).map_err(db)?;
+            conn.busy_timeout(busy_timeout).map_err(db)?;
             migrate(&mut conn).map_err(db)?;
             Ok(conn)
         })

@@ -23,6 +23,7 @@ mod scoped;
 mod sqlite;
 #[path = "../support/mod.rs"]
 mod support;
+mod timeouts;
 mod tls;
 
 use std::time::Duration;
