@@ -232,6 +232,30 @@ impl Tokens {
 /// A drained set of entries, for the metrics and the store.
 pub(crate) type Batch = Vec<(Entry, Sums)>;
 
+/// A batch on its way to the store, with its number: the store keeps the
+/// number in the same transaction, so a batch whose save committed but
+/// whose acknowledgement was lost (the caller saw an error or a timeout)
+/// is a no-op when it is tried again.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Numbered {
+    /// From 1, rising by one a batch, on this process.
+    pub(crate) seq: u64,
+    pub(crate) entries: Batch,
+}
+
+/// Drained entries on their way to the store.
+#[derive(Debug, Default)]
+struct Unsaved {
+    /// Not in a batch yet.
+    entries: Batch,
+    /// The batch whose save failed: tried again as it was, under its number,
+    /// before anything newer (never merged with newer entries, or a save
+    /// that did commit would be counted again).
+    retry: Option<Numbered>,
+    /// The last batch's number.
+    last: u64,
+}
+
 /// Entries not drained yet, in shards chosen by thread: each worker adds
 /// to its own, so a busy key's responses on several cores do not take turns
 /// at one lock.
@@ -242,8 +266,8 @@ pub struct Ledger {
     pending: Pending,
     keys: DashMap<KeyHash, Arc<KeyBook>, RandomState>,
     credentials_last_used: DashMap<Box<str>, u64, RandomState>,
-    /// Drained batches the store has not taken yet (only when one does).
-    unsaved: Mutex<Batch>,
+    /// Drained entries the store has not taken yet (only when one does).
+    unsaved: Mutex<Unsaved>,
     persistent: std::sync::atomic::AtomicBool,
     /// Another replica added to the store: read the keys' spend anew.
     #[cfg(feature = "server")]
@@ -436,31 +460,44 @@ impl Ledger {
             }
         }
         if !batch.is_empty() {
-            self.unsaved
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(batch);
+            self.lock_unsaved().entries.extend(batch);
         }
     }
 
+    fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, Unsaved> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[cfg(feature = "server")]
-    /// The drained entries the store has yet to hold, merged by entry.
-    pub(crate) fn take_unsaved(&self) -> Batch {
-        let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
+    /// The next batch for the store: the one whose save failed, as it was;
+    /// else the drained entries, merged by entry, under a new number.
+    /// `None`: nothing to save.
+    pub(crate) fn take_unsaved(&self) -> Option<Numbered> {
+        let mut unsaved = self.lock_unsaved();
+        if let Some(retry) = unsaved.retry.take() {
+            return Some(retry);
+        }
+        if unsaved.entries.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut unsaved.entries);
         let mut merged: HashMap<Entry, Sums> = HashMap::with_capacity(batch.len());
         for (entry, sums) in batch {
             merged.entry(entry).or_default().add(&sums);
         }
-        merged.into_iter().collect()
+        unsaved.last += 1;
+        Some(Numbered {
+            seq: unsaved.last,
+            entries: merged.into_iter().collect(),
+        })
     }
 
     #[cfg(feature = "server")]
-    /// A batch the store did not take, to try again at the next drain.
-    pub(crate) fn unsaved_again(&self, batch: Batch) {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(batch);
+    /// A batch the store may not have taken (its save failed, or its
+    /// acknowledgement was lost): the next [`take_unsaved`](Self::take_unsaved)
+    /// gives it again, under the same number.
+    pub(crate) fn unsaved_again(&self, batch: Numbered) {
+        self.lock_unsaved().retry = Some(batch);
     }
 
     #[cfg(feature = "server")]
@@ -691,7 +728,7 @@ mod tests {
         spend(&ledger, today, Tier::Byok, 1.0);
         ledger.drain(|_, _| {});
         spend(&ledger, today, Tier::Byok, 2.0); // after the drain
-        let batch = ledger.take_unsaved();
+        let batch = ledger.take_unsaved().unwrap().entries;
         assert_eq!(batch.len(), 1);
         ledger.saved(&batch);
         assert_eq!(ledger.key_usage(&k, today).0.monthly.byok, 3.0);
@@ -726,10 +763,35 @@ mod tests {
         );
         assert_eq!(remaining, Some(3.0), "10 - 7");
         assert_eq!(ledger.key_last_used_ms(&k.hash), Some(7));
-        // A failed save is tried again, merged.
+    }
+
+    #[cfg(feature = "server")]
+    /// A batch whose save failed (or whose acknowledgement was lost) comes
+    /// back as it was, under its number, before anything newer: it is never
+    /// merged with entries drained since, so a store that holds its number
+    /// can refuse it whole.
+    #[test]
+    fn a_failed_batch_is_tried_again_whole_under_its_number() {
+        let today = day(2026, 12, 1);
+        let ledger = Ledger::default();
+        ledger.persist();
+        assert_eq!(ledger.take_unsaved(), None, "nothing drained");
+        spend(&ledger, today, Tier::Byok, 1.0);
         ledger.drain(|_, _| {});
-        let again = ledger.take_unsaved();
-        ledger.unsaved_again(again.clone());
-        assert_eq!(ledger.take_unsaved(), again);
+        let first = ledger.take_unsaved().unwrap();
+        assert_eq!(first.seq, 1);
+        spend(&ledger, today, Tier::Byok, 2.0);
+        ledger.drain(|_, _| {});
+        ledger.unsaved_again(first.clone());
+        assert_eq!(
+            ledger.take_unsaved().as_ref(),
+            Some(&first),
+            "the same batch"
+        );
+        let second = ledger.take_unsaved().unwrap();
+        assert_eq!(second.seq, 2);
+        assert_eq!(second.entries.len(), 1);
+        assert_eq!(second.entries[0].1.usd, 2.0, "the newer entries alone");
+        assert_eq!(ledger.take_unsaved(), None);
     }
 }

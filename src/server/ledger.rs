@@ -65,22 +65,27 @@ pub(super) async fn flush(ledger: &Ledger, metrics: &Metrics, store: &Store) -> 
     if !store.keeps_usage() {
         return false;
     }
-    let batch = ledger.take_unsaved();
-    if batch.is_empty() {
-        return false;
-    }
-    match store.save_usage(&batch).await {
-        Ok(()) => {
-            ledger.saved(&batch);
-            let since = recent_since();
-            batch.iter().any(|(entry, _)| entry.day < since)
+    let since = recent_since();
+    let mut old_days = false;
+    // A batch tried again (under its number) goes first, then what was
+    // drained since.
+    for _ in 0..2 {
+        let Some(batch) = ledger.take_unsaved() else {
+            break;
+        };
+        match store.save_usage(&batch).await {
+            Ok(()) => {
+                ledger.saved(&batch.entries);
+                old_days |= batch.entries.iter().any(|(entry, _)| entry.day < since);
+            }
+            Err(e) => {
+                tracing::warn!(entries = batch.entries.len(), batch = batch.seq, error = %e, "usage not saved; kept for the next flush");
+                ledger.unsaved_again(batch);
+                break;
+            }
         }
-        Err(e) => {
-            tracing::warn!(entries = batch.len(), error = %e, "usage not saved; kept for the next flush");
-            ledger.unsaved_again(batch);
-            false
-        }
     }
+    old_days
 }
 
 /// Reads every key's spend back from the store (the other replicas'
@@ -107,4 +112,66 @@ pub(super) async fn load(ledger: &Ledger, store: &Store) {
         ledger.persist();
     }
     read_back(ledger, store, true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::KeyHash;
+    use crate::ledger::{Entry, Tokens};
+    use crate::policy::Tier;
+    use crate::store::crypto::Keyring;
+    use crate::store::SqliteStore;
+
+    fn entry(day: ledger::Day) -> Entry {
+        Entry {
+            day,
+            workspace: "ws".into(),
+            key: Some(KeyHash::of(b"k")),
+            credential: "c".into(),
+            provider: "openai".into(),
+            tier: Tier::Byok,
+            model: "other".into(),
+        }
+    }
+
+    /// The store commits a batch but its caller sees an error (the
+    /// acknowledgement was lost) and tries the batch again: it counts once.
+    #[tokio::test]
+    async fn a_batch_whose_acknowledgement_was_lost_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let keyring = Keyring::from_hex(&"ab".repeat(32), None).unwrap();
+        let store = Store::Sqlite(
+            SqliteStore::open(path.to_str().unwrap(), keyring, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+        let (ledger, metrics) = (Ledger::default(), Metrics::new());
+        ledger.persist();
+        let today = ledger::day_of_ms(ledger::now_ms());
+        let key = KeyHash::of(b"k");
+        let book = ledger.book(key);
+        let t = Tokens::default();
+        ledger.record(entry(today), Some(&book), t, 1.0, (false, false), 1);
+        ledger.drain(|_, _| {});
+        let batch = ledger.take_unsaved().unwrap();
+        store.save_usage(&batch).await.unwrap();
+        ledger.unsaved_again(batch);
+        // Spent meanwhile: saved after the batch tried again.
+        ledger.record(entry(today), Some(&book), t, 2.0, (false, false), 2);
+        assert!(!flush(&ledger, &metrics, &store).await);
+        let stored = store.read_usage(today, true).await.unwrap();
+        let spent: f64 = stored.days.iter().map(|(_, _, s, _)| s.byok).sum();
+        assert_eq!(spent, 3.0, "1 + 2, the first once");
+        read_back(&ledger, &store, true).await;
+        let k = crate::ApiKey::validate(crate::domain::ApiKeyFields {
+            hash: key.to_hex(),
+            workspace_id: "ws".into(),
+            user_id: "u".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ledger.key_usage(&k, today).0.total.byok, 3.0);
+    }
 }

@@ -38,7 +38,7 @@ use crate::domain::{
 };
 use crypto::{CryptoError, Keyring, Sealed};
 
-use crate::ledger::{Batch, Day};
+use crate::ledger::{Day, Numbered};
 use crate::policy::health::Rest;
 pub(crate) use usage::Stored;
 
@@ -309,8 +309,9 @@ impl Store {
         !matches!(self, Store::File)
     }
 
-    /// Adds a drained batch of usage to the store's rows.
-    pub(crate) async fn save_usage(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// Adds a drained batch of usage to the store's rows, once: a batch
+    /// whose number the store already holds for this process is a no-op.
+    pub(crate) async fn save_usage(&self, batch: &Numbered) -> Result<(), StoreError> {
         match self {
             Store::File => Ok(()),
             Store::Sqlite(s) => s.save_usage(batch.clone()).await,

@@ -27,7 +27,7 @@ use super::{
     Change, Contents, CredentialEdit, CredentialFields, CredentialSql, StoreError,
 };
 use crate::domain::{KeyHash, Scalar, ScalarKind};
-use crate::ledger::{Batch, Day, Spend};
+use crate::ledger::{Day, Numbered, Spend};
 
 const CHANNEL: &str = "byok_changes";
 
@@ -92,6 +92,8 @@ pub(crate) struct PgStore {
     keyring: Arc<Keyring>,
     /// `store.statement_timeout_ms`: each statement's, on the server.
     statement_timeout: Duration,
+    /// This process's id for its usage batches ([`usage::claim_batch`]).
+    replica: String,
     /// An operation outlived its deadline ([`PgStore::timed`]): the query
     /// connection may be stuck, and is replaced before its next use.
     stale: AtomicBool,
@@ -182,6 +184,7 @@ impl PgStore {
             client: Mutex::new(Some(client)),
             keyring: Arc::new(keyring),
             statement_timeout,
+            replica: super::new_uuid(),
             stale: AtomicBool::new(false),
         })
     }
@@ -434,10 +437,20 @@ impl PgStore {
     /// health), on the query connection.
     /// Adds `batch` to the usage rows in one transaction, and tells the
     /// other replicas, which read their keys' spend anew.
-    pub(super) async fn save_usage(&self, batch: &Batch) -> Result<(), StoreError> {
-        let (rows, keys) = usage::rows(batch);
+    pub(super) async fn save_usage(&self, batch: &Numbered) -> Result<(), StoreError> {
+        let (rows, keys) = usage::rows(&batch.entries);
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
+        let claim = usage::claim_batch(|n| format!("${n}"));
+        let now = usage::now_ms();
+        let fresh = tx
+            .execute(&claim, &[&self.replica, &usage::seq(batch), &now])
+            .await
+            .map_err(db)?;
+        if fresh == 0 {
+            usage::already_saved(batch);
+            return Ok(());
+        }
         let add = tx
             .prepare(&usage::add_usage(|n| format!("${n}"), "GREATEST"))
             .await

@@ -13,7 +13,7 @@ use super::{
     Contents, CredentialEdit, CredentialFields, CredentialSql, StoreError,
 };
 use crate::domain::{KeyHash, Scalar, ScalarKind};
-use crate::ledger::{Batch, Day, Spend};
+use crate::ledger::{Day, Numbered, Spend};
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -130,6 +130,8 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     keyring: Arc<Keyring>,
+    /// This process's id for its usage batches ([`usage::claim_batch`]).
+    replica: String,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -163,6 +165,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             keyring: Arc::new(keyring),
+            replica: super::new_uuid(),
         })
     }
 
@@ -353,10 +356,22 @@ impl SqliteStore {
     }
 
     /// Adds `batch` to the usage rows, in one transaction.
-    pub(super) async fn save_usage(&self, batch: Batch) -> Result<(), StoreError> {
+    pub(super) async fn save_usage(&self, batch: Numbered) -> Result<(), StoreError> {
+        let replica = self.replica.clone();
         self.with(move |conn, _| {
-            let (rows, keys) = usage::rows(&batch);
+            let (rows, keys) = usage::rows(&batch.entries);
             let tx = conn.transaction().map_err(db)?;
+            let claim = usage::claim_batch(|n| format!("?{n}"));
+            let fresh = tx
+                .execute(
+                    &claim,
+                    params![replica, usage::seq(&batch), usage::now_ms()],
+                )
+                .map_err(db)?;
+            if fresh == 0 {
+                usage::already_saved(&batch);
+                return Ok(());
+            }
             {
                 let mut add = tx
                     .prepare_cached(&usage::add_usage(|n| format!("?{n}"), "max"))

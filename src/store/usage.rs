@@ -5,7 +5,7 @@
 //! placeholders and the name of `max`).
 
 use crate::domain::KeyHash;
-use crate::ledger::{Batch, Day, Spend};
+use crate::ledger::{Batch, Day, Numbered, Spend};
 use crate::policy::Tier;
 
 /// The tables, for both databases (`BIGINT` and `DOUBLE PRECISION` are
@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS byok_usage_keys (
     PRIMARY KEY (key_hash, day)
 );
 CREATE INDEX IF NOT EXISTS byok_usage_keys_day ON byok_usage_keys (day);
+CREATE TABLE IF NOT EXISTS byok_usage_batches (
+    replica TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    saved_ms BIGINT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS byok_usage_credential ON byok_usage (credential_id, last_used_ms);
 ";
 
@@ -76,6 +81,35 @@ pub(super) fn add_key_day(p: fn(usize) -> String, max: &str) -> String {
         p(4),
         p(5)
     )
+}
+
+/// Notes that this process (`replica`, a fresh id each start) saved its
+/// batch `seq`, in the save's own transaction. Its batches are saved one
+/// at a time, in order, and one is tried again until it is saved: a
+/// number at or below the one held is a batch already saved (a retry after
+/// an acknowledgement was lost), and the statement changes no row.
+pub(super) fn claim_batch(p: fn(usize) -> String) -> String {
+    format!(
+        "INSERT INTO byok_usage_batches (replica, seq, saved_ms) VALUES ({}, {}, {}) \
+         ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, saved_ms = excluded.saved_ms \
+         WHERE byok_usage_batches.seq < excluded.seq",
+        p(1),
+        p(2),
+        p(3)
+    )
+}
+
+/// The number of a batch as its column holds it.
+pub(super) fn seq(batch: &Numbered) -> i64 {
+    int(batch.seq)
+}
+
+/// Logs a batch that was saved already: it is not counted again.
+pub(super) fn already_saved(batch: &Numbered) {
+    tracing::info!(
+        batch = batch.seq,
+        "usage batch already saved (its acknowledgement was lost); not counted again"
+    );
 }
 
 /// Every key's days from a day on.
@@ -189,6 +223,11 @@ pub(crate) struct Stored {
 /// A key hash column; `None` for the rows of keyless principals.
 pub(super) fn key(text: &str) -> Option<KeyHash> {
     KeyHash::from_hex(text)
+}
+
+/// Now, as a millisecond column.
+pub(super) fn now_ms() -> i64 {
+    int(crate::ledger::now_ms())
 }
 
 /// A millisecond column.

@@ -25,6 +25,7 @@ mod sqlite;
 mod support;
 mod timeouts;
 mod tls;
+mod usage;
 
 use std::time::Duration;
 
