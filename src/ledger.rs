@@ -324,6 +324,30 @@ impl Ledger {
         self.keys.get(key).map(|b| Arc::clone(&b))
     }
 
+    /// Frees the book of `key` (deleted, or gone with a reload).
+    pub(crate) fn forget_key(&self, key: &KeyHash) {
+        self.keys.remove(key);
+    }
+
+    /// Frees what is kept of credential `id` (deleted, or gone with a
+    /// reload).
+    pub(crate) fn forget_credential(&self, id: &str) {
+        self.credentials_last_used.remove(id);
+    }
+
+    /// Keeps the books of the keys, and the last uses of the credentials,
+    /// that are still in force; frees the rest.
+    pub(crate) fn retain(&self, key: impl Fn(&KeyHash) -> bool, credential: impl Fn(&str) -> bool) {
+        self.keys.retain(|k, _| key(k));
+        self.credentials_last_used.retain(|id, _| credential(id));
+    }
+
+    #[cfg(test)]
+    /// How many books are kept (one a key in force that has one).
+    pub(crate) fn books(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Counts one response as it ends.
     pub(crate) fn record(
         &self,
@@ -506,8 +530,10 @@ impl Ledger {
     /// all.
     pub(crate) fn saved(&self, batch: &Batch) {
         for (entry, sums) in batch {
-            let Some(key) = entry.key else { continue };
-            let book = self.book(key);
+            // A key deleted since keeps no book.
+            let Some(book) = entry.key.and_then(|key| self.peek_book(&key)) else {
+                continue;
+            };
             let mut b = book.lock();
             let spend = Spend::of(entry.tier, sums.usd);
             if let Some(local) = b.local.get_mut(&entry.day) {
@@ -526,20 +552,24 @@ impl Ledger {
     #[cfg(feature = "server")]
     /// What the store holds, read after a save: every key's days from a
     /// `since` on (replacing this replica's view of them) with their last
-    /// uses, and, when given, each key's total before that day.
+    /// uses, and, when given, each key's total before that day. Only the
+    /// keys `live` says are in force keep a book: the store still holds
+    /// the usage of deleted ones.
     pub(crate) fn refresh(
         &self,
         days: Vec<(KeyHash, Day, Spend, u64)>,
         before: Option<Vec<(KeyHash, Spend)>>,
+        live: impl Fn(&KeyHash) -> bool,
     ) {
+        self.keys.retain(|k, _| live(k));
         let mut by_key: HashMap<KeyHash, BTreeMap<Day, Spend>> = HashMap::new();
-        // A book for every key the store knows of; then every book is set:
-        // one whose key has no recent day has spent nothing recently.
-        for (key, day, spend, last) in days {
+        // A book for every live key the store knows of; then every book is
+        // set: one whose key has no recent day has spent nothing recently.
+        for (key, day, spend, last) in days.into_iter().filter(|d| live(&d.0)) {
             by_key.entry(key).or_default().insert(day, spend);
             Ledger::touch(&self.book(key), last);
         }
-        for (key, _) in before.iter().flatten() {
+        for (key, _) in before.iter().flatten().filter(|b| live(&b.0)) {
             self.book(*key);
         }
         let before: Option<HashMap<KeyHash, Spend>> = before.map(|b| b.into_iter().collect());
@@ -558,9 +588,14 @@ impl Ledger {
     }
 
     #[cfg(feature = "server")]
-    /// Credentials' last uses as the store holds them.
-    pub(crate) fn adopt_credentials_last_used(&self, rows: Vec<(String, u64)>) {
-        for (id, ms) in rows {
+    /// Credentials' last uses as the store holds them, for the credentials
+    /// `live` says are in force.
+    pub(crate) fn adopt_credentials_last_used(
+        &self,
+        rows: Vec<(String, u64)>,
+        live: impl Fn(&str) -> bool,
+    ) {
+        for (id, ms) in rows.into_iter().filter(|r| live(&r.0)) {
             self.credential_used(&id, ms);
         }
     }
@@ -751,6 +786,7 @@ mod tests {
                     byok: 0.0,
                 },
             )]),
+            |_| true,
         );
         let (u, remaining) = ledger.key_usage(&k, today);
         assert_eq!(u.monthly.byok, 7.0, "5 stored + 2 local");
@@ -763,6 +799,32 @@ mod tests {
         );
         assert_eq!(remaining, Some(3.0), "10 - 7");
         assert_eq!(ledger.key_last_used_ms(&k.hash), Some(7));
+    }
+
+    #[cfg(feature = "server")]
+    /// Neither a save nor a read of the store brings back the book of a
+    /// key that is no longer in force (the store keeps its rows).
+    #[test]
+    fn a_deleted_keys_book_is_not_made_again() {
+        let today = day(2026, 12, 1);
+        let ledger = Ledger::default();
+        ledger.persist();
+        let k = KeyHash::of(b"k");
+        spend(&ledger, today, Tier::Byok, 1.0);
+        ledger.drain(|_, _| {});
+        assert_eq!(ledger.books(), 1);
+        ledger.forget_key(&k);
+        ledger.saved(&ledger.take_unsaved().unwrap().entries);
+        assert_eq!(ledger.books(), 0, "saved");
+        let row = (k, today, Spend::default(), 1);
+        let other = KeyHash::of(b"other");
+        ledger.book(other);
+        ledger.refresh(vec![row], Some(vec![(k, Spend::default())]), |key| {
+            *key != k
+        });
+        assert_eq!(ledger.books(), 1, "refreshed");
+        ledger.refresh(vec![], None, |_| false);
+        assert_eq!(ledger.books(), 0, "a key gone meanwhile is dropped");
     }
 
     #[cfg(feature = "server")]

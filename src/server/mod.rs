@@ -162,12 +162,13 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     tracing::info!(store = config.store.kind(), "credential store opened");
     let metrics = Arc::new(Metrics::new());
     metrics.observe_snapshot(&registry.snapshot());
-    ledger::load(registry.snapshot().ledger(), &store).await;
-    tokio::spawn(ledger::keep(
-        registry.clone(),
-        metrics.clone(),
-        store.clone(),
-    ));
+    ledger::start(
+        &registry,
+        &metrics,
+        &store,
+        config.store.usage_retention_days,
+    )
+    .await;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let listeners = bind_per_core(config.server.listen, cores)?;

@@ -319,6 +319,31 @@ impl Store {
         }
     }
 
+    /// Prunes the usage rows older than `retention_days` (a key's pruned
+    /// days are rolled into one row: its lifetime spend stays whole), and
+    /// the usage batch numbers as old. On Postgres one replica prunes a
+    /// period of `every`: `Ok(None)` when another did within it. `Some`:
+    /// the usage rows deleted and the keys rolled up.
+    pub(crate) async fn prune_usage(
+        &self,
+        retention_days: u32,
+        every: std::time::Duration,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let now_ms = i64::try_from(crate::ledger::now_ms()).unwrap_or(i64::MAX);
+        let retention = i64::from(retention_days) * 86_400_000;
+        let batches_before_ms = now_ms.saturating_sub(retention);
+        let before = crate::ledger::day_of_ms(crate::ledger::now_ms())
+            .saturating_sub(Day::try_from(retention_days).unwrap_or(Day::MAX));
+        match self {
+            Store::File => Ok(None),
+            Store::Sqlite(s) => s.prune_usage(before, batches_before_ms).await.map(Some),
+            Store::Postgres(s) => {
+                s.prune_usage(before, (now_ms, every), batches_before_ms)
+                    .await
+            }
+        }
+    }
+
     /// Every key's stored spend from `since` on; with `all`, before it too
     /// and the credentials' last uses.
     pub(crate) async fn read_usage(&self, since: Day, all: bool) -> Result<Stored, StoreError> {

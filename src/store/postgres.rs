@@ -173,8 +173,9 @@ impl PgStore {
         // Under the same lock: replicas starting together race to create.
         client
             .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock(735201); {} COMMIT;",
-                usage::TABLES
+                "BEGIN; SELECT pg_advisory_xact_lock(735201); {} {} COMMIT;",
+                usage::TABLES,
+                usage::MAINTENANCE_TABLE
             ))
             .await
             .map_err(db)?;
@@ -491,6 +492,47 @@ impl PgStore {
         }
         notify(&tx, &Change::Usage).await?;
         tx.commit().await.map_err(db)
+    }
+
+    /// Prunes the usage rows before day `before` (each key's days rolled
+    /// into one row, so its lifetime spend stays whole) and the batch
+    /// numbers saved before `batches_before_ms`, unless another replica
+    /// pruned since `now_ms - every`: `None` then. On a connection of its
+    /// own, with a longer statement timeout: a first prune of a large table
+    /// holds no other operation up.
+    pub(super) async fn prune_usage(
+        &self,
+        before: Day,
+        (now_ms, every): (i64, Duration),
+        batches_before_ms: i64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut client = connect(&self.url, &self.tls, self.statement_timeout).await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.batch_execute("SET LOCAL statement_timeout = 600000")
+            .await
+            .map_err(db)?;
+        let since = now_ms.saturating_sub(i64::try_from(every.as_millis()).unwrap_or(i64::MAX));
+        let claimed = tx
+            .execute(usage::CLAIM_PRUNE, &[&now_ms, &since])
+            .await
+            .map_err(db)?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let p = |n| format!("${n}");
+        let rows = tx
+            .execute(&usage::prune_usage(p), &[&before])
+            .await
+            .map_err(db)?;
+        let keys = tx
+            .execute(&usage::roll_up_key_days_pg(), &[&before])
+            .await
+            .map_err(db)?;
+        tx.execute(&usage::prune_batches(p), &[&batches_before_ms])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some((rows, keys)))
     }
 
     /// Every key's spend from `since` on; with `all`, before it too, and

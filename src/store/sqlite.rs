@@ -410,6 +410,32 @@ impl SqliteStore {
         .await
     }
 
+    /// Prunes the usage rows before day `before` (each key's days rolled
+    /// into one row, so its lifetime spend stays whole) and the batch
+    /// numbers saved before `batches_before_ms`, in one transaction.
+    pub(super) async fn prune_usage(
+        &self,
+        before: Day,
+        batches_before_ms: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        self.with(move |conn, _| {
+            let tx = conn.transaction().map_err(db)?;
+            let p = |n| format!("?{n}");
+            let rows = tx.execute(&usage::prune_usage(p), [before]).map_err(db)?;
+            let keys = tx
+                .execute(&usage::roll_up_key_days_sqlite(), [before])
+                .map_err(db)?;
+            tx.execute(&usage::prune_key_days_sqlite(), [before])
+                .map_err(db)?;
+            tx.execute(&usage::prune_batches(p), [batches_before_ms])
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            let n = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            Ok((n(rows), n(keys)))
+        })
+        .await
+    }
+
     /// Every key's spend from `since` on; with `all`, before it too, and
     /// the credentials' last uses.
     pub(super) async fn read_usage(&self, since: Day, all: bool) -> Result<Stored, StoreError> {

@@ -112,6 +112,74 @@ pub(super) fn already_saved(batch: &Numbered) {
     );
 }
 
+/// Postgres only: when a replica last pruned, so that one prunes a period.
+pub(super) const MAINTENANCE_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS byok_maintenance (
+    job TEXT PRIMARY KEY,
+    last_ms BIGINT NOT NULL
+);
+";
+
+/// Postgres: takes the pruning of this period (`$1` now, `$2` now less the
+/// period), or changes no row when another replica pruned within it. The
+/// row stays locked until the prune commits: a replica that tries at the
+/// same time waits, then finds it taken.
+pub(super) const CLAIM_PRUNE: &str = "INSERT INTO byok_maintenance (job, last_ms) \
+    VALUES ('prune_usage', $1) ON CONFLICT (job) DO UPDATE SET last_ms = excluded.last_ms \
+    WHERE byok_maintenance.last_ms <= $2";
+
+/// The day a pruned key's days are rolled into (1970-01-01, before any
+/// real one): what a lifetime limit and the key's `usage` read stays whole.
+const ROLLED_UP: &str = "0";
+
+/// Deletes the usage rows before a day (the first parameter).
+pub(super) fn prune_usage(p: fn(usize) -> String) -> String {
+    format!("DELETE FROM byok_usage WHERE day < {}", p(1))
+}
+
+/// Forgets the batch numbers of processes that saved none since a time
+/// (the first parameter, in milliseconds).
+pub(super) fn prune_batches(p: fn(usize) -> String) -> String {
+    format!("DELETE FROM byok_usage_batches WHERE saved_ms < {}", p(1))
+}
+
+/// The upsert that adds a key's pruned days to its rolled-up row.
+fn roll_up_into(select: &str, max: &str) -> String {
+    format!(
+        "INSERT INTO byok_usage_keys (key_hash, day, shared_usd, byok_usd, last_used_ms) \
+         SELECT key_hash, {ROLLED_UP}, SUM(shared_usd), SUM(byok_usd), MAX(last_used_ms) {select} \
+         GROUP BY key_hash ON CONFLICT (key_hash, day) DO UPDATE SET \
+         shared_usd = byok_usage_keys.shared_usd + excluded.shared_usd, \
+         byok_usd = byok_usage_keys.byok_usd + excluded.byok_usd, \
+         last_used_ms = {max}(byok_usage_keys.last_used_ms, excluded.last_used_ms)"
+    )
+}
+
+/// SQLite: rolls each key's days before `?1` into its rolled-up row; then
+/// [`prune_key_days_sqlite`] deletes them (one transaction, one writer).
+pub(super) fn roll_up_key_days_sqlite() -> String {
+    roll_up_into(
+        &format!("FROM byok_usage_keys WHERE day < ?1 AND day <> {ROLLED_UP}"),
+        "max",
+    )
+}
+
+/// SQLite: deletes the key days [`roll_up_key_days_sqlite`] rolled up.
+pub(super) fn prune_key_days_sqlite() -> String {
+    format!("DELETE FROM byok_usage_keys WHERE day < ?1 AND day <> {ROLLED_UP}")
+}
+
+/// Postgres: deletes each key's days before `$1` and adds them to its
+/// rolled-up row in one statement, so a row committed meanwhile is never
+/// deleted without being added.
+pub(super) fn roll_up_key_days_pg() -> String {
+    format!(
+        "WITH gone AS (DELETE FROM byok_usage_keys WHERE day < $1 AND day <> {ROLLED_UP} \
+         RETURNING key_hash, shared_usd, byok_usd, last_used_ms) {}",
+        roll_up_into("FROM gone", "GREATEST")
+    )
+}
+
 /// Every key's days from a day on.
 pub(super) const RECENT: &str =
     "SELECT key_hash, day, shared_usd, byok_usd, last_used_ms FROM byok_usage_keys WHERE day >= ";
