@@ -10,6 +10,8 @@ use tokio_postgres::NoTls;
 
 use crate::node::*;
 use crate::pg::PgCluster;
+use crate::relay::Relay;
+use crate::replicas::{query, via};
 use crate::support::*;
 
 /// The statement timeout of these tests, and the most a refused write may
@@ -83,6 +85,45 @@ async fn a_locked_postgres_table_fails_writes_within_the_timeout_then_they_succe
     let names: Vec<_> = node.listed().await.into_iter().map(|c| c.1).collect();
     assert_eq!(names.iter().filter(|n| n.is_none()).count(), 1, "{names:?}");
     assert!(names.contains(&Some("after".to_owned())), "{names:?}");
+    assert!(
+        !node.proxy.logs().contains(secret),
+        "the secret reached the logs"
+    );
+}
+
+/// The network stops answering in the middle of a write (nothing comes
+/// back, nothing closes): the proxy gives the write up after twice the
+/// statement timeout with `503`, and replaces the connection. What the
+/// write had sent, delivered late, is never committed; the next write
+/// after the network is back succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_that_stops_answering_fails_a_write_within_its_deadline() {
+    let db = PgCluster::start();
+    let mock = Mock::ok().await;
+    let relay = Relay::start(format!("127.0.0.1:{}", db.port()).parse().unwrap()).await;
+    let config = with_timeout(store_config(&mock, &via(&db.url(), &relay)));
+    let node = Node::start_following(&config, MASTER).await;
+    node.create(json!({"provider": "openai", "key": "sk-before-the-stall-0001"}))
+        .await;
+
+    relay.freeze();
+    let secret = "sk-during-the-stall-SECRET-0002";
+    refused_fast(&node, "POST", "/api/v1/byok", secret).await;
+    relay.thaw();
+
+    node.create(json!({"provider": "openai", "key": "sk-after-the-stall-0003"}))
+        .await;
+    assert_eq!(node.listed().await.len(), 2);
+    let rows = query(
+        &db.url(),
+        "SELECT COUNT(*) FROM byok_credentials WHERE name = 'stuck'",
+    )
+    .await;
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        0,
+        "the stalled write was committed"
+    );
     assert!(
         !node.proxy.logs().contains(secret),
         "the secret reached the logs"
