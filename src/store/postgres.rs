@@ -147,13 +147,15 @@ async fn connect(
         }
     });
     client
-        .batch_execute(&format!(
-            "SET statement_timeout = {}",
-            statement_timeout.as_millis()
-        ))
+        .batch_execute(&statement_timeout_sql(statement_timeout))
         .await
         .map_err(db)?;
     Ok(client)
+}
+
+/// Sets the session's `statement_timeout`.
+fn statement_timeout_sql(timeout: Duration) -> String {
+    format!("SET statement_timeout = {}", timeout.as_millis())
 }
 
 impl PgStore {
@@ -169,6 +171,12 @@ impl PgStore {
         }
         let tls = tls(ca_roots)?;
         let client = connect(url, &tls, statement_timeout).await?;
+        // The migrations wait for each other (replicas starting together)
+        // as long as they take: no turn is held yet.
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(db)?;
         client.batch_execute(SCHEMA).await.map_err(db)?;
         // Under the same lock: replicas starting together race to create.
         client
@@ -177,6 +185,10 @@ impl PgStore {
                 usage::TABLES,
                 usage::MAINTENANCE_TABLE
             ))
+            .await
+            .map_err(db)?;
+        client
+            .batch_execute(&statement_timeout_sql(statement_timeout))
             .await
             .map_err(db)?;
         Ok(PgStore {
