@@ -236,6 +236,7 @@ pub(crate) type Batch = Vec<(Entry, Sums)>;
 /// number in the same transaction, so a batch whose save committed but
 /// whose acknowledgement was lost (the caller saw an error or a timeout)
 /// is a no-op when it is tried again.
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Numbered {
     /// From 1, rising by one a batch, on this process.
@@ -251,8 +252,10 @@ struct Unsaved {
     /// The batch whose save failed: tried again as it was, under its number,
     /// before anything newer (never merged with newer entries, or a save
     /// that did commit would be counted again).
+    #[cfg(feature = "server")]
     retry: Option<Numbered>,
     /// The last batch's number.
+    #[cfg(feature = "server")]
     last: u64,
 }
 

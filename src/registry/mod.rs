@@ -1050,7 +1050,20 @@ mod tests {
         let ledger = Arc::clone(snap.ledger());
         ledger.book(ha);
         ledger.book(hb);
-        ledger.adopt_credentials_last_used(vec![("c1".into(), 5), ("c2".into(), 6)], |_| true);
+        for (id, at_ms) in [("c1", 5), ("c2", 6)] {
+            let entry = crate::ledger::Entry {
+                day: 0,
+                workspace: "ws".into(),
+                key: None,
+                credential: id.into(),
+                provider: "openai".into(),
+                tier: crate::policy::Tier::Byok,
+                model: "other".into(),
+            };
+            let tokens = crate::ledger::Tokens::default();
+            ledger.record(entry, None, tokens, 0.0, (false, false), at_ms);
+        }
+        ledger.drain(|_, _| {});
         assert_eq!(ledger.books(), 2);
         assert!(snap.remove_api_key(&ha));
         assert_eq!(ledger.books(), 1, "the deleted key's book is freed");
