@@ -232,6 +232,33 @@ impl Tokens {
 /// A drained set of entries, for the metrics and the store.
 pub(crate) type Batch = Vec<(Entry, Sums)>;
 
+/// A batch on its way to the store, with its number: the store keeps the
+/// number in the same transaction, so a batch whose save committed but
+/// whose acknowledgement was lost (the caller saw an error or a timeout)
+/// is a no-op when it is tried again.
+#[cfg(feature = "server")]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Numbered {
+    /// From 1, rising by one a batch, on this process.
+    pub(crate) seq: u64,
+    pub(crate) entries: Batch,
+}
+
+/// Drained entries on their way to the store.
+#[derive(Debug, Default)]
+struct Unsaved {
+    /// Not in a batch yet.
+    entries: Batch,
+    /// The batch whose save failed: tried again as it was, under its number,
+    /// before anything newer (never merged with newer entries, or a save
+    /// that did commit would be counted again).
+    #[cfg(feature = "server")]
+    retry: Option<Numbered>,
+    /// The last batch's number.
+    #[cfg(feature = "server")]
+    last: u64,
+}
+
 /// Entries not drained yet, in shards chosen by thread: each worker adds
 /// to its own, so a busy key's responses on several cores do not take turns
 /// at one lock.
@@ -242,8 +269,8 @@ pub struct Ledger {
     pending: Pending,
     keys: DashMap<KeyHash, Arc<KeyBook>, RandomState>,
     credentials_last_used: DashMap<Box<str>, u64, RandomState>,
-    /// Drained batches the store has not taken yet (only when one does).
-    unsaved: Mutex<Batch>,
+    /// Drained entries the store has not taken yet (only when one does).
+    unsaved: Mutex<Unsaved>,
     persistent: std::sync::atomic::AtomicBool,
     /// Another replica added to the store: read the keys' spend anew.
     #[cfg(feature = "server")]
@@ -298,6 +325,30 @@ impl Ledger {
     /// The book of `key`, when it has one (nothing is made).
     pub(crate) fn peek_book(&self, key: &KeyHash) -> Option<Arc<KeyBook>> {
         self.keys.get(key).map(|b| Arc::clone(&b))
+    }
+
+    /// Frees the book of `key` (deleted, or gone with a reload).
+    pub(crate) fn forget_key(&self, key: &KeyHash) {
+        self.keys.remove(key);
+    }
+
+    /// Frees what is kept of credential `id` (deleted, or gone with a
+    /// reload).
+    pub(crate) fn forget_credential(&self, id: &str) {
+        self.credentials_last_used.remove(id);
+    }
+
+    /// Keeps the books of the keys, and the last uses of the credentials,
+    /// that are still in force; frees the rest.
+    pub(crate) fn retain(&self, key: impl Fn(&KeyHash) -> bool, credential: impl Fn(&str) -> bool) {
+        self.keys.retain(|k, _| key(k));
+        self.credentials_last_used.retain(|id, _| credential(id));
+    }
+
+    #[cfg(test)]
+    /// How many books are kept (one a key in force that has one).
+    pub(crate) fn books(&self) -> usize {
+        self.keys.len()
     }
 
     /// Counts one response as it ends.
@@ -436,31 +487,44 @@ impl Ledger {
             }
         }
         if !batch.is_empty() {
-            self.unsaved
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(batch);
+            self.lock_unsaved().entries.extend(batch);
         }
     }
 
+    fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, Unsaved> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[cfg(feature = "server")]
-    /// The drained entries the store has yet to hold, merged by entry.
-    pub(crate) fn take_unsaved(&self) -> Batch {
-        let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
+    /// The next batch for the store: the one whose save failed, as it was;
+    /// else the drained entries, merged by entry, under a new number.
+    /// `None`: nothing to save.
+    pub(crate) fn take_unsaved(&self) -> Option<Numbered> {
+        let mut unsaved = self.lock_unsaved();
+        if let Some(retry) = unsaved.retry.take() {
+            return Some(retry);
+        }
+        if unsaved.entries.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut unsaved.entries);
         let mut merged: HashMap<Entry, Sums> = HashMap::with_capacity(batch.len());
         for (entry, sums) in batch {
             merged.entry(entry).or_default().add(&sums);
         }
-        merged.into_iter().collect()
+        unsaved.last += 1;
+        Some(Numbered {
+            seq: unsaved.last,
+            entries: merged.into_iter().collect(),
+        })
     }
 
     #[cfg(feature = "server")]
-    /// A batch the store did not take, to try again at the next drain.
-    pub(crate) fn unsaved_again(&self, batch: Batch) {
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(batch);
+    /// A batch the store may not have taken (its save failed, or its
+    /// acknowledgement was lost): the next [`take_unsaved`](Self::take_unsaved)
+    /// gives it again, under the same number.
+    pub(crate) fn unsaved_again(&self, batch: Numbered) {
+        self.lock_unsaved().retry = Some(batch);
     }
 
     #[cfg(feature = "server")]
@@ -469,8 +533,10 @@ impl Ledger {
     /// all.
     pub(crate) fn saved(&self, batch: &Batch) {
         for (entry, sums) in batch {
-            let Some(key) = entry.key else { continue };
-            let book = self.book(key);
+            // A key deleted since keeps no book.
+            let Some(book) = entry.key.and_then(|key| self.peek_book(&key)) else {
+                continue;
+            };
             let mut b = book.lock();
             let spend = Spend::of(entry.tier, sums.usd);
             if let Some(local) = b.local.get_mut(&entry.day) {
@@ -489,20 +555,24 @@ impl Ledger {
     #[cfg(feature = "server")]
     /// What the store holds, read after a save: every key's days from a
     /// `since` on (replacing this replica's view of them) with their last
-    /// uses, and, when given, each key's total before that day.
+    /// uses, and, when given, each key's total before that day. Only the
+    /// keys `live` says are in force keep a book: the store still holds
+    /// the usage of deleted ones.
     pub(crate) fn refresh(
         &self,
         days: Vec<(KeyHash, Day, Spend, u64)>,
         before: Option<Vec<(KeyHash, Spend)>>,
+        live: impl Fn(&KeyHash) -> bool,
     ) {
+        self.keys.retain(|k, _| live(k));
         let mut by_key: HashMap<KeyHash, BTreeMap<Day, Spend>> = HashMap::new();
-        // A book for every key the store knows of; then every book is set:
-        // one whose key has no recent day has spent nothing recently.
-        for (key, day, spend, last) in days {
+        // A book for every live key the store knows of; then every book is
+        // set: one whose key has no recent day has spent nothing recently.
+        for (key, day, spend, last) in days.into_iter().filter(|d| live(&d.0)) {
             by_key.entry(key).or_default().insert(day, spend);
             Ledger::touch(&self.book(key), last);
         }
-        for (key, _) in before.iter().flatten() {
+        for (key, _) in before.iter().flatten().filter(|b| live(&b.0)) {
             self.book(*key);
         }
         let before: Option<HashMap<KeyHash, Spend>> = before.map(|b| b.into_iter().collect());
@@ -521,9 +591,14 @@ impl Ledger {
     }
 
     #[cfg(feature = "server")]
-    /// Credentials' last uses as the store holds them.
-    pub(crate) fn adopt_credentials_last_used(&self, rows: Vec<(String, u64)>) {
-        for (id, ms) in rows {
+    /// Credentials' last uses as the store holds them, for the credentials
+    /// `live` says are in force.
+    pub(crate) fn adopt_credentials_last_used(
+        &self,
+        rows: Vec<(String, u64)>,
+        live: impl Fn(&str) -> bool,
+    ) {
+        for (id, ms) in rows.into_iter().filter(|r| live(&r.0)) {
             self.credential_used(&id, ms);
         }
     }
@@ -691,7 +766,7 @@ mod tests {
         spend(&ledger, today, Tier::Byok, 1.0);
         ledger.drain(|_, _| {});
         spend(&ledger, today, Tier::Byok, 2.0); // after the drain
-        let batch = ledger.take_unsaved();
+        let batch = ledger.take_unsaved().unwrap().entries;
         assert_eq!(batch.len(), 1);
         ledger.saved(&batch);
         assert_eq!(ledger.key_usage(&k, today).0.monthly.byok, 3.0);
@@ -714,6 +789,7 @@ mod tests {
                     byok: 0.0,
                 },
             )]),
+            |_| true,
         );
         let (u, remaining) = ledger.key_usage(&k, today);
         assert_eq!(u.monthly.byok, 7.0, "5 stored + 2 local");
@@ -726,10 +802,61 @@ mod tests {
         );
         assert_eq!(remaining, Some(3.0), "10 - 7");
         assert_eq!(ledger.key_last_used_ms(&k.hash), Some(7));
-        // A failed save is tried again, merged.
+    }
+
+    #[cfg(feature = "server")]
+    /// Neither a save nor a read of the store brings back the book of a
+    /// key that is no longer in force (the store keeps its rows).
+    #[test]
+    fn a_deleted_keys_book_is_not_made_again() {
+        let today = day(2026, 12, 1);
+        let ledger = Ledger::default();
+        ledger.persist();
+        let k = KeyHash::of(b"k");
+        spend(&ledger, today, Tier::Byok, 1.0);
         ledger.drain(|_, _| {});
-        let again = ledger.take_unsaved();
-        ledger.unsaved_again(again.clone());
-        assert_eq!(ledger.take_unsaved(), again);
+        assert_eq!(ledger.books(), 1);
+        ledger.forget_key(&k);
+        ledger.saved(&ledger.take_unsaved().unwrap().entries);
+        assert_eq!(ledger.books(), 0, "saved");
+        let row = (k, today, Spend::default(), 1);
+        let other = KeyHash::of(b"other");
+        ledger.book(other);
+        ledger.refresh(vec![row], Some(vec![(k, Spend::default())]), |key| {
+            *key != k
+        });
+        assert_eq!(ledger.books(), 1, "refreshed");
+        ledger.refresh(vec![], None, |_| false);
+        assert_eq!(ledger.books(), 0, "a key gone meanwhile is dropped");
+    }
+
+    #[cfg(feature = "server")]
+    /// A batch whose save failed (or whose acknowledgement was lost) comes
+    /// back as it was, under its number, before anything newer: it is never
+    /// merged with entries drained since, so a store that holds its number
+    /// can refuse it whole.
+    #[test]
+    fn a_failed_batch_is_tried_again_whole_under_its_number() {
+        let today = day(2026, 12, 1);
+        let ledger = Ledger::default();
+        ledger.persist();
+        assert_eq!(ledger.take_unsaved(), None, "nothing drained");
+        spend(&ledger, today, Tier::Byok, 1.0);
+        ledger.drain(|_, _| {});
+        let first = ledger.take_unsaved().unwrap();
+        assert_eq!(first.seq, 1);
+        spend(&ledger, today, Tier::Byok, 2.0);
+        ledger.drain(|_, _| {});
+        ledger.unsaved_again(first.clone());
+        assert_eq!(
+            ledger.take_unsaved().as_ref(),
+            Some(&first),
+            "the same batch"
+        );
+        let second = ledger.take_unsaved().unwrap();
+        assert_eq!(second.seq, 2);
+        assert_eq!(second.entries.len(), 1);
+        assert_eq!(second.entries[0].1.usd, 2.0, "the newer entries alone");
+        assert_eq!(ledger.take_unsaved(), None);
     }
 }

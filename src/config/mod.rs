@@ -113,6 +113,13 @@ pub struct StoreConfig {
     /// Extra roots for TLS to Postgres, from `store.ca_file` (beside the
     /// webpki roots).
     pub ca_roots: Vec<CertificateDer<'static>>,
+    /// The longest one store statement may run or wait for a lock
+    /// (`store.statement_timeout_ms`, default 5 s): Postgres's
+    /// `statement_timeout`, SQLite's busy timeout.
+    pub statement_timeout: Duration,
+    /// Usage rows older than this many days are pruned
+    /// (`store.usage_retention_days`, default 400).
+    pub usage_retention_days: u32,
 }
 
 impl StoreConfig {
@@ -312,7 +319,29 @@ struct RawStore {
     url: SecretString,
     default_workspace_id: Option<String>,
     ca_file: Option<PathBuf>,
+    #[serde(default = "default_statement_timeout_ms")]
+    statement_timeout_ms: u64,
+    #[serde(default = "default_usage_retention_days")]
+    usage_retention_days: u64,
 }
+
+/// `store.statement_timeout_ms` when absent.
+const fn default_statement_timeout_ms() -> u64 {
+    5_000
+}
+
+/// `store.usage_retention_days` when absent.
+const fn default_usage_retention_days() -> u64 {
+    400
+}
+
+/// The bounds of `store.statement_timeout_ms`: from 100 ms to 10 minutes.
+const STATEMENT_TIMEOUT_MS: std::ops::RangeInclusive<usize> = 100..=600_000;
+
+/// The bounds of `store.usage_retention_days`: at least the oldest day a
+/// limit reads (this month's 1st, or the Monday before it: 36 days back at
+/// most), at most a century.
+const USAGE_RETENTION_DAYS: std::ops::RangeInclusive<usize> = 40..=36_500;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -643,6 +672,8 @@ fn validate_store(raw: Option<&RawStore>, errs: &mut Errors) -> StoreConfig {
             url: SecretString::from("file"),
             default_workspace_id: None,
             ca_roots: Vec::new(),
+            statement_timeout: Duration::from_millis(default_statement_timeout_ms()),
+            usage_retention_days: 400,
         };
     };
     let url = raw.url.expose_secret();
@@ -668,6 +699,22 @@ fn validate_store(raw: Option<&RawStore>, errs: &mut Errors) -> StoreConfig {
             .as_deref()
             .map(|path| roots("store.ca_file", path, errs))
             .unwrap_or_default(),
+        statement_timeout: Duration::from_millis(
+            u64::try_from(bounded(
+                "store.statement_timeout_ms",
+                raw.statement_timeout_ms,
+                STATEMENT_TIMEOUT_MS,
+                errs,
+            ))
+            .unwrap_or(u64::MAX),
+        ),
+        usage_retention_days: u32::try_from(bounded(
+            "store.usage_retention_days",
+            raw.usage_retention_days,
+            USAGE_RETENTION_DAYS,
+            errs,
+        ))
+        .unwrap_or(u32::MAX),
     }
 }
 
@@ -1025,6 +1072,14 @@ key = "sk-canary-SECRET-123456"
         assert_eq!(c.credentials[0].label, "sk-...3456");
         let c = Config::parse("[server]\nfirst_byte_timeout_secs = 0.5\n").unwrap();
         assert_eq!(c.server.first_byte_timeout, Duration::from_millis(500));
+        assert_eq!(c.store.statement_timeout, Duration::from_secs(5));
+        assert_eq!(c.store.usage_retention_days, 400);
+        let c = Config::parse(
+            "[store]\nurl = \"file\"\nstatement_timeout_ms = 250\nusage_retention_days = 40\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.statement_timeout, Duration::from_millis(250));
+        assert_eq!(c.store.usage_retention_days, 40);
     }
 
     #[test]
@@ -1044,6 +1099,8 @@ key = "sk-canary-SECRET-123456"
             (format!("{}{}", cred(""), cred("")), "credentials[1].id: same id as credentials[0]"),
             ("[server]\nlisten = \"nowhere\"\n".into(), "server.listen:"),
             ("[server]\ndrain_secs = 0\n".into(), "server.drain_secs: must be a positive"),
+            ("[store]\nurl = \"file\"\nstatement_timeout_ms = 0\n".into(), "store.statement_timeout_ms: must be from 100 to 600000"),
+            ("[store]\nurl = \"file\"\nusage_retention_days = 30\n".into(), "store.usage_retention_days: must be from 40 to 36500"),
             ("[server]\nbogus = 1\n".into(), "server.bogus: unknown field `bogus`"),
             (format!("[[api_keys]]\nhash = \"{H1}\"\nworkspace_id = \"w\"\nuser_id = \"u\"\n[[api_keys]]\nhash = \"{H1}\"\nworkspace_id = \"w\"\nuser_id = \"\"\n"), "api_keys[1].hash: same hash as api_keys[0]"),
             ("[providers.Bad]\nbase_url = \"https://x\"\n".into(), "providers.Bad: a provider name"),

@@ -219,6 +219,11 @@ impl Snapshot {
         next.prices = PriceTable::new(&config.prices);
         next.ledger = Arc::clone(&before.ledger);
         next.health.retain(|id| next.by_id.contains_key(id));
+        // Keys and credentials the reload removed keep nothing in memory.
+        next.ledger.retain(
+            |key| next.keys.contains_key(key),
+            |id| next.by_id.contains_key(id),
+        );
         Ok(next)
     }
 
@@ -530,6 +535,7 @@ impl Snapshot {
         match self.by_id.remove(id) {
             Some((_, old)) => {
                 self.health.remove(id);
+                self.ledger.forget_credential(id);
                 self.rebuild(old.workspace_id.as_deref(), &old.provider)
                     .map(|()| true)
             }
@@ -544,6 +550,8 @@ impl Snapshot {
 
     /// Removes one gateway key, in place; `false` if there was none.
     pub fn remove_api_key(&self, hash: &KeyHash) -> bool {
+        // Its usage book goes with it (the store keeps its usage rows).
+        self.ledger.forget_key(hash);
         self.keys.remove(hash).is_some()
     }
 
@@ -1010,5 +1018,68 @@ mod tests {
         assert_eq!(reg.snapshot().generation(), 2);
         assert_eq!(held.provider_count(), 0);
         assert!(reg.snapshot().provider_count() > 0);
+    }
+
+    fn test_key(name: &str) -> ApiKey {
+        ApiKey::validate(crate::domain::ApiKeyFields {
+            hash: KeyHash::of(name.as_bytes()).to_hex(),
+            workspace_id: "ws".into(),
+            user_id: "u".into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// A gateway key deleted in place, or gone with a reload, leaves no
+    /// usage book behind; nor a credential its last use.
+    #[test]
+    fn a_removed_key_or_credential_frees_what_the_ledger_kept_of_it() {
+        let (a, b) = (test_key("a"), test_key("b"));
+        let (ha, hb) = (a.hash, b.hash);
+        let creds = vec![
+            Credential::for_tests("c1", "ws", "openai"),
+            Credential::for_tests("c2", "ws", "openai"),
+        ];
+        let snap = Snapshot::build(
+            Settings::default(),
+            Providers::builtins(),
+            vec![a, b],
+            creds,
+        )
+        .unwrap();
+        let ledger = Arc::clone(snap.ledger());
+        ledger.book(ha);
+        ledger.book(hb);
+        for (id, at_ms) in [("c1", 5), ("c2", 6)] {
+            let entry = crate::ledger::Entry {
+                day: 0,
+                workspace: "ws".into(),
+                key: None,
+                credential: id.into(),
+                provider: "openai".into(),
+                tier: crate::policy::Tier::Byok,
+                model: "other".into(),
+            };
+            let tokens = crate::ledger::Tokens::default();
+            ledger.record(entry, None, tokens, 0.0, (false, false), at_ms);
+        }
+        ledger.drain(|_, _| {});
+        assert_eq!(ledger.books(), 2);
+        assert!(snap.remove_api_key(&ha));
+        assert_eq!(ledger.books(), 1, "the deleted key's book is freed");
+        assert!(ledger.peek_book(&ha).is_none());
+        assert!(snap.remove_credential("c1").unwrap());
+        assert_eq!(ledger.credential_last_used_ms("c1"), None);
+        assert_eq!(ledger.credential_last_used_ms("c2"), Some(6));
+        // A reload without the other key and credential.
+        let config = Config::parse("").unwrap();
+        let next = Snapshot::following(&snap, &config, vec![], vec![]).unwrap();
+        assert!(Arc::ptr_eq(next.ledger(), &ledger));
+        assert_eq!(
+            ledger.books(),
+            0,
+            "the reload's removed key's book is freed"
+        );
+        assert_eq!(ledger.credential_last_used_ms("c2"), None);
     }
 }

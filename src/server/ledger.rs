@@ -18,8 +18,21 @@ pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// last uses) are read anew.
 const FULL_EVERY: Duration = Duration::from_secs(60);
 
+/// Reads the usage the store holds, then flushes the ledger and prunes the
+/// store's old usage rows, on tasks of their own.
+pub(super) async fn start(
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+    store: &Arc<Store>,
+    retention_days: u32,
+) {
+    load(registry, store).await;
+    tokio::spawn(keep(registry.clone(), metrics.clone(), store.clone()));
+    tokio::spawn(prune(store.clone(), retention_days));
+}
+
 /// Flushes `registry`'s ledger forever.
-pub(super) async fn keep(registry: Registry, metrics: Arc<Metrics>, store: Arc<Store>) {
+async fn keep(registry: Registry, metrics: Arc<Metrics>, store: Arc<Store>) {
     let ledger = Arc::clone(registry.snapshot().ledger());
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -43,7 +56,7 @@ pub(super) async fn keep(registry: Registry, metrics: Arc<Metrics>, store: Arc<S
             full_at = tokio::time::Instant::now() + FULL_EVERY;
             since = now_since;
         }
-        read_back(&ledger, &store, full).await;
+        read_back(&registry, &store, full).await;
     }
 }
 
@@ -65,35 +78,73 @@ pub(super) async fn flush(ledger: &Ledger, metrics: &Metrics, store: &Store) -> 
     if !store.keeps_usage() {
         return false;
     }
-    let batch = ledger.take_unsaved();
-    if batch.is_empty() {
-        return false;
-    }
-    match store.save_usage(&batch).await {
-        Ok(()) => {
-            ledger.saved(&batch);
-            let since = recent_since();
-            batch.iter().any(|(entry, _)| entry.day < since)
+    let since = recent_since();
+    let mut old_days = false;
+    // A batch tried again (under its number) goes first, then what was
+    // drained since.
+    for _ in 0..2 {
+        let Some(batch) = ledger.take_unsaved() else {
+            break;
+        };
+        match store.save_usage(&batch).await {
+            Ok(()) => {
+                ledger.saved(&batch.entries);
+                old_days |= batch.entries.iter().any(|(entry, _)| entry.day < since);
+            }
+            Err(e) => {
+                tracing::warn!(entries = batch.entries.len(), batch = batch.seq, error = %e, "usage not saved; kept for the next flush");
+                ledger.unsaved_again(batch);
+                break;
+            }
         }
-        Err(e) => {
-            tracing::warn!(entries = batch.len(), error = %e, "usage not saved; kept for the next flush");
-            ledger.unsaved_again(batch);
-            false
+    }
+    old_days
+}
+
+/// How often usage rows past `store.usage_retention_days` are pruned (and
+/// at start); with Postgres, by one replica a period.
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the store's old usage rows at start and every [`PRUNE_EVERY`],
+/// forever.
+async fn prune(store: Arc<Store>, retention_days: u32) {
+    if !store.keeps_usage() {
+        return;
+    }
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.prune_usage(retention_days, PRUNE_EVERY).await {
+            Ok(Some((usage_rows, keys_rolled_up))) => tracing::info!(
+                retention_days,
+                usage_rows,
+                keys_rolled_up,
+                "pruned the usage older than store.usage_retention_days"
+            ),
+            Ok(None) => tracing::debug!("usage not pruned: another replica pruned within the hour"),
+            Err(e) => tracing::warn!(error = %e, "usage not pruned; trying again in an hour"),
         }
     }
 }
 
-/// Reads every key's spend back from the store (the other replicas'
-/// included).
-async fn read_back(ledger: &Ledger, store: &Store, full: bool) {
+/// Reads the spend of every key in force back from the store (the other
+/// replicas' included).
+async fn read_back(registry: &Registry, store: &Store, full: bool) {
     if !store.keeps_usage() {
         return;
     }
     match store.read_usage(recent_since(), full).await {
         Ok(stored) => {
-            ledger.refresh(stored.days, stored.before);
+            // Read after the rows: a key created meanwhile gets its book at
+            // the next read.
+            let snapshot = registry.snapshot();
+            let ledger = snapshot.ledger();
+            ledger.refresh(stored.days, stored.before, |key| {
+                snapshot.api_key(key).is_some()
+            });
             if let Some(creds) = stored.credentials {
-                ledger.adopt_credentials_last_used(creds);
+                ledger.adopt_credentials_last_used(creds, |id| snapshot.credential(id).is_some());
             }
         }
         Err(e) => tracing::debug!(error = %e, "usage not read back; the local view stays"),
@@ -102,9 +153,80 @@ async fn read_back(ledger: &Ledger, store: &Store, full: bool) {
 
 /// Reads what the store holds before the proxy serves: usage survives a
 /// restart.
-pub(super) async fn load(ledger: &Ledger, store: &Store) {
+async fn load(registry: &Registry, store: &Store) {
     if store.keeps_usage() {
-        ledger.persist();
+        registry.snapshot().ledger().persist();
     }
-    read_back(ledger, store, true).await;
+    read_back(registry, store, true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::KeyHash;
+    use crate::ledger::{Entry, Tokens};
+    use crate::policy::Tier;
+    use crate::store::crypto::Keyring;
+    use crate::store::SqliteStore;
+
+    fn entry(day: ledger::Day) -> Entry {
+        Entry {
+            day,
+            workspace: "ws".into(),
+            key: Some(KeyHash::of(b"k")),
+            credential: "c".into(),
+            provider: "openai".into(),
+            tier: Tier::Byok,
+            model: "other".into(),
+        }
+    }
+
+    /// The store commits a batch but its caller sees an error (the
+    /// acknowledgement was lost) and tries the batch again: it counts once.
+    #[tokio::test]
+    async fn a_batch_whose_acknowledgement_was_lost_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let keyring = Keyring::from_hex(&"ab".repeat(32), None).unwrap();
+        let store = Store::Sqlite(
+            SqliteStore::open(path.to_str().unwrap(), keyring, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+        let key = KeyHash::of(b"k");
+        let k = crate::ApiKey::validate(crate::domain::ApiKeyFields {
+            hash: key.to_hex(),
+            workspace_id: "ws".into(),
+            user_id: "u".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let snapshot = crate::Snapshot::build(
+            crate::Settings::default(),
+            crate::Providers::builtins(),
+            vec![k.clone()],
+            vec![],
+        )
+        .unwrap();
+        let registry = Registry::new(snapshot);
+        let ledger = Arc::clone(registry.snapshot().ledger());
+        let metrics = Metrics::new();
+        ledger.persist();
+        let today = ledger::day_of_ms(ledger::now_ms());
+        let book = ledger.book(key);
+        let t = Tokens::default();
+        ledger.record(entry(today), Some(&book), t, 1.0, (false, false), 1);
+        ledger.drain(|_, _| {});
+        let batch = ledger.take_unsaved().unwrap();
+        store.save_usage(&batch).await.unwrap();
+        ledger.unsaved_again(batch);
+        // Spent meanwhile: saved after the batch tried again.
+        ledger.record(entry(today), Some(&book), t, 2.0, (false, false), 2);
+        assert!(!flush(&ledger, &metrics, &store).await);
+        let stored = store.read_usage(today, true).await.unwrap();
+        let spent: f64 = stored.days.iter().map(|(_, _, s, _)| s.byok).sum();
+        assert_eq!(spent, 3.0, "1 + 2, the first once");
+        read_back(&registry, &store, true).await;
+        assert_eq!(ledger.key_usage(&k, today).0.total.byok, 3.0);
+    }
 }

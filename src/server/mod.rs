@@ -181,12 +181,13 @@ pub async fn run(path: &Path) -> Result<(), ServeError> {
     tracing::info!(store = config.store.kind(), "credential store opened");
     let metrics = Arc::new(Metrics::new());
     metrics.observe_snapshot(&registry.snapshot());
-    ledger::load(registry.snapshot().ledger(), &store).await;
-    tokio::spawn(ledger::keep(
-        registry.clone(),
-        metrics.clone(),
-        store.clone(),
-    ));
+    ledger::start(
+        &registry,
+        &metrics,
+        &store,
+        config.store.usage_retention_days,
+    )
+    .await;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let listeners = bind_per_core(config.server.listen, cores)?;
@@ -267,7 +268,7 @@ async fn publish_health(
     };
     while let Some((id, rest)) = changes.recv().await {
         let change = crate::store::Change::Health(id.to_string(), rest);
-        if let Err(e) = pg.publish(&change).await {
+        if let Err(e) = pg.timed(pg.publish(&change)).await {
             tracing::debug!(credential_id = %id, error = %e, "health change not told to the other replicas");
         }
     }

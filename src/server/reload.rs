@@ -381,6 +381,13 @@ fn warn_restart_only(before: &Config, config: &Config) {
     if config.store.url.expose_secret() != before.store.url.expose_secret() {
         tracing::warn!("store.url takes effect on restart only");
     }
+    if config.store.statement_timeout != before.store.statement_timeout
+        || config.store.usage_retention_days != before.store.usage_retention_days
+    {
+        tracing::warn!(
+            "store.statement_timeout_ms and store.usage_retention_days take effect on restart only"
+        );
+    }
     if config.server.listen != before.server.listen
         || config.server.connect_timeout != before.server.connect_timeout
         || config.server.drain != before.server.drain

@@ -41,7 +41,7 @@ use crate::domain::{
 };
 use crypto::{CryptoError, Keyring, Sealed};
 
-use crate::ledger::{Batch, Day};
+use crate::ledger::{Day, Numbered};
 use crate::policy::health::Rest;
 pub(crate) use usage::Stored;
 
@@ -327,10 +327,12 @@ impl Store {
             crypto::MASTER_KEY_ENV,
         )))?;
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return SqliteStore::open(path, keyring).await.map(Store::Sqlite);
+            return SqliteStore::open(path, keyring, config.statement_timeout)
+                .await
+                .map(Store::Sqlite);
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return PgStore::open(url, keyring, &config.ca_roots)
+            return PgStore::open(url, keyring, &config.ca_roots, config.statement_timeout)
                 .await
                 .map(|s| Store::Postgres(Box::new(s)));
         }
@@ -368,7 +370,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.create_credential(rec).await,
-            Store::Postgres(s) => s.create_credential(rec).await,
+            Store::Postgres(s) => s.timed(s.create_credential(rec)).await,
         }
     }
 
@@ -382,7 +384,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.update_credential(id, edit).await,
-            Store::Postgres(s) => s.update_credential(id, edit).await,
+            Store::Postgres(s) => s.timed(s.update_credential(id, edit)).await,
         }
     }
 
@@ -392,7 +394,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_credential(id).await,
-            Store::Postgres(s) => s.delete_credential(id).await,
+            Store::Postgres(s) => s.timed(s.delete_credential(id)).await,
         }
     }
 
@@ -401,7 +403,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.create_api_key(rec).await,
-            Store::Postgres(s) => s.create_api_key(rec).await,
+            Store::Postgres(s) => s.timed(s.create_api_key(rec)).await,
         }
     }
 
@@ -414,7 +416,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.update_api_key(hash, edit).await,
-            Store::Postgres(s) => s.update_api_key(hash, edit).await,
+            Store::Postgres(s) => s.timed(s.update_api_key(hash, edit)).await,
         }
     }
 
@@ -423,7 +425,7 @@ impl Store {
         match self {
             Store::File => Err(StoreError::ReadOnly),
             Store::Sqlite(s) => s.delete_api_key(hash).await,
-            Store::Postgres(s) => s.delete_api_key(hash).await,
+            Store::Postgres(s) => s.timed(s.delete_api_key(hash)).await,
         }
     }
 
@@ -432,12 +434,38 @@ impl Store {
         !matches!(self, Store::File)
     }
 
-    /// Adds a drained batch of usage to the store's rows.
-    pub(crate) async fn save_usage(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// Adds a drained batch of usage to the store's rows, once: a batch
+    /// whose number the store already holds for this process is a no-op.
+    pub(crate) async fn save_usage(&self, batch: &Numbered) -> Result<(), StoreError> {
         match self {
             Store::File => Ok(()),
             Store::Sqlite(s) => s.save_usage(batch.clone()).await,
-            Store::Postgres(s) => s.save_usage(batch).await,
+            Store::Postgres(s) => s.timed(s.save_usage(batch)).await,
+        }
+    }
+
+    /// Prunes the usage rows older than `retention_days` (a key's pruned
+    /// days are rolled into one row: its lifetime spend stays whole), and
+    /// the usage batch numbers as old. On Postgres one replica prunes a
+    /// period of `every`: `Ok(None)` when another did within it. `Some`:
+    /// the usage rows deleted and the keys rolled up.
+    pub(crate) async fn prune_usage(
+        &self,
+        retention_days: u32,
+        every: std::time::Duration,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let now_ms = i64::try_from(crate::ledger::now_ms()).unwrap_or(i64::MAX);
+        let retention = i64::from(retention_days) * 86_400_000;
+        let batches_before_ms = now_ms.saturating_sub(retention);
+        let before = crate::ledger::day_of_ms(crate::ledger::now_ms())
+            .saturating_sub(Day::try_from(retention_days).unwrap_or(Day::MAX));
+        match self {
+            Store::File => Ok(None),
+            Store::Sqlite(s) => s.prune_usage(before, batches_before_ms).await.map(Some),
+            Store::Postgres(s) => {
+                s.prune_usage(before, (now_ms, every), batches_before_ms)
+                    .await
+            }
         }
     }
 
@@ -447,7 +475,7 @@ impl Store {
         match self {
             Store::File => Ok(Stored::default()),
             Store::Sqlite(s) => s.read_usage(since, all).await,
-            Store::Postgres(s) => s.read_usage(since, all).await,
+            Store::Postgres(s) => s.timed(s.read_usage(since, all)).await,
         }
     }
 }

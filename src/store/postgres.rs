@@ -8,6 +8,7 @@
 //! with backoff, and on reconnect LISTENs first and then reloads everything,
 //! so no change made in between is lost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use super::{
     Resealed, StoreError,
 };
 use crate::domain::{KeyHash, Scalar, ScalarKind};
-use crate::ledger::{Batch, Day, Spend};
+use crate::ledger::{Day, Numbered, Spend};
 
 const CHANNEL: &str = "byok_changes";
 
@@ -90,6 +91,13 @@ pub(crate) struct PgStore {
     tls: MakeRustlsConnect,
     client: Mutex<Option<Client>>,
     keyring: Arc<Keyring>,
+    /// `store.statement_timeout_ms`: each statement's, on the server.
+    statement_timeout: Duration,
+    /// This process's id for its usage batches ([`usage::claim_batch`]).
+    replica: String,
+    /// An operation outlived its deadline ([`PgStore::timed`]): the query
+    /// connection may be stuck, and is replaced before its next use.
+    stale: AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -125,14 +133,30 @@ fn tls(extra_roots: &[CertificateDer<'static>]) -> Result<MakeRustlsConnect, Sto
         .map_err(|e| StoreError::Unavailable(Box::new(e)))
 }
 
-async fn connect(url: &str, tls: &MakeRustlsConnect) -> Result<Client, StoreError> {
+/// A query connection whose every statement is cancelled by the server
+/// after `statement_timeout` (a lock wait included): a stuck database fails
+/// a write, and the store's turn is let go.
+async fn connect(
+    url: &str,
+    tls: &MakeRustlsConnect,
+    statement_timeout: Duration,
+) -> Result<Client, StoreError> {
     let (client, connection) = pg_config(url)?.connect(tls.clone()).await.map_err(db)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection ended");
         }
     });
+    client
+        .batch_execute(&statement_timeout_sql(statement_timeout))
+        .await
+        .map_err(db)?;
     Ok(client)
+}
+
+/// Sets the session's `statement_timeout`.
+fn statement_timeout_sql(timeout: Duration) -> String {
+    format!("SET statement_timeout = {}", timeout.as_millis())
 }
 
 impl PgStore {
@@ -141,39 +165,84 @@ impl PgStore {
         url: &str,
         keyring: Keyring,
         ca_roots: &[CertificateDer<'static>],
+        statement_timeout: Duration,
     ) -> Result<PgStore, StoreError> {
         if pg_config(url)?.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
             tracing::warn!("store.url has sslmode=prefer (the default): a man in the middle can refuse TLS and read the connection; use sslmode=require");
         }
         let tls = tls(ca_roots)?;
-        let client = connect(url, &tls).await?;
+        let client = connect(url, &tls, statement_timeout).await?;
+        // The migrations wait for each other (replicas starting together)
+        // as long as they take: no turn is held yet.
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(db)?;
         client.batch_execute(SCHEMA).await.map_err(db)?;
         // Under the same lock: replicas starting together race to create.
         client
             .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock(735201); {} COMMIT;",
-                usage::TABLES
+                "BEGIN; SELECT pg_advisory_xact_lock(735201); {} {} COMMIT;",
+                usage::TABLES,
+                usage::MAINTENANCE_TABLE
             ))
             .await
             .map_err(db)?;
         let mut client = client;
         migrate_seals(&mut client, &keyring).await?;
+        client
+            .batch_execute(&statement_timeout_sql(statement_timeout))
+            .await
+            .map_err(db)?;
         Ok(PgStore {
             url: url.to_owned(),
             tls,
             client: Mutex::new(Some(client)),
             keyring: Arc::new(keyring),
+            statement_timeout,
+            replica: super::new_uuid(),
+            stale: AtomicBool::new(false),
         })
     }
 
-    /// The query connection, reconnected if it was lost.
+    /// The query connection, reconnected if it was lost (or went stale).
     async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, StoreError> {
         let mut guard = self.client.lock().await;
+        if self.stale.swap(false, Ordering::SeqCst) {
+            // Dropped, it closes: the server rolls back whatever it held.
+            *guard = None;
+        }
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
-            *guard = Some(connect(&self.url, &self.tls).await?);
+            *guard = Some(connect(&self.url, &self.tls, self.statement_timeout).await?);
         }
         Ok(guard)
+    }
+
+    /// Runs one operation within its deadline: twice the statement
+    /// timeout, so that the server's cancellation (a clean error, the
+    /// connection kept) normally comes first. Past it — the server or the
+    /// network is not answering at all — the operation is dropped where it
+    /// stands: a transaction it opened is rolled back by the driver (a
+    /// `ROLLBACK` queued ahead of anything else), and the connection is
+    /// replaced before its next use, so nothing waits behind a stuck one.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.statement_timeout * 2, op).await {
+            Ok(out) => out,
+            Err(_) => {
+                self.stale.store(true, Ordering::SeqCst);
+                Err(StoreError::Unavailable(
+                    format!(
+                        "no answer from the database within {} ms",
+                        (self.statement_timeout * 2).as_millis()
+                    )
+                    .into(),
+                ))
+            }
+        }
     }
 
     pub(super) async fn load(&self) -> Result<Contents, StoreError> {
@@ -390,10 +459,20 @@ impl PgStore {
     /// health), on the query connection.
     /// Adds `batch` to the usage rows in one transaction, and tells the
     /// other replicas, which read their keys' spend anew.
-    pub(super) async fn save_usage(&self, batch: &Batch) -> Result<(), StoreError> {
-        let (rows, keys) = usage::rows(batch);
+    pub(super) async fn save_usage(&self, batch: &Numbered) -> Result<(), StoreError> {
+        let (rows, keys) = usage::rows(&batch.entries);
         let mut guard = self.client().await?;
         let tx = transaction(&mut guard).await?;
+        let claim = usage::claim_batch(|n| format!("${n}"));
+        let now = usage::now_ms();
+        let fresh = tx
+            .execute(&claim, &[&self.replica, &usage::seq(batch), &now])
+            .await
+            .map_err(db)?;
+        if fresh == 0 {
+            usage::already_saved(batch);
+            return Ok(());
+        }
         let add = tx
             .prepare(&usage::add_usage(|n| format!("${n}"), "GREATEST"))
             .await
@@ -434,6 +513,47 @@ impl PgStore {
         }
         notify(&tx, &Change::Usage).await?;
         tx.commit().await.map_err(db)
+    }
+
+    /// Prunes the usage rows before day `before` (each key's days rolled
+    /// into one row, so its lifetime spend stays whole) and the batch
+    /// numbers saved before `batches_before_ms`, unless another replica
+    /// pruned since `now_ms - every`: `None` then. On a connection of its
+    /// own, with a longer statement timeout: a first prune of a large table
+    /// holds no other operation up.
+    pub(super) async fn prune_usage(
+        &self,
+        before: Day,
+        (now_ms, every): (i64, Duration),
+        batches_before_ms: i64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut client = connect(&self.url, &self.tls, self.statement_timeout).await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.batch_execute("SET LOCAL statement_timeout = 600000")
+            .await
+            .map_err(db)?;
+        let since = now_ms.saturating_sub(i64::try_from(every.as_millis()).unwrap_or(i64::MAX));
+        let claimed = tx
+            .execute(usage::CLAIM_PRUNE, &[&now_ms, &since])
+            .await
+            .map_err(db)?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let p = |n| format!("${n}");
+        let rows = tx
+            .execute(&usage::prune_usage(p), &[&before])
+            .await
+            .map_err(db)?;
+        let keys = tx
+            .execute(&usage::roll_up_key_days_pg(), &[&before])
+            .await
+            .map_err(db)?;
+        tx.execute(&usage::prune_batches(p), &[&batches_before_ms])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some((rows, keys)))
     }
 
     /// Every key's spend from `since` on; with `all`, before it too, and

@@ -14,11 +14,10 @@ use super::{
     StoreError,
 };
 use crate::domain::{KeyHash, Scalar, ScalarKind};
-use crate::ledger::{Batch, Day, Spend};
+use crate::ledger::{Day, Numbered, Spend};
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA busy_timeout = 5000;
 ";
 
 /// The credentials table as this version writes it (`workspace_id` NULL: a
@@ -132,6 +131,8 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     keyring: Arc<Keyring>,
+    /// This process's id for its usage batches ([`usage::claim_batch`]).
+    replica: String,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -145,11 +146,18 @@ fn db(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
-    pub(crate) async fn open(path: &str, keyring: Keyring) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating if needed) the database at `path`. A statement that
+    /// waits for another process's lock on the file fails after
+    /// `busy_timeout` (`store.statement_timeout_ms`).
+    pub(crate) async fn open(
+        path: &str,
+        keyring: Keyring,
+        busy_timeout: std::time::Duration,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let mut conn = Connection::open(&path).map_err(db)?;
+            conn.busy_timeout(busy_timeout).map_err(db)?;
             migrate(&mut conn).map_err(db)?;
             Ok(conn)
         })
@@ -158,6 +166,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             keyring: Arc::new(keyring),
+            replica: super::new_uuid(),
         };
         store.with(migrate_seals).await?;
         Ok(store)
@@ -349,10 +358,22 @@ impl SqliteStore {
     }
 
     /// Adds `batch` to the usage rows, in one transaction.
-    pub(super) async fn save_usage(&self, batch: Batch) -> Result<(), StoreError> {
+    pub(super) async fn save_usage(&self, batch: Numbered) -> Result<(), StoreError> {
+        let replica = self.replica.clone();
         self.with(move |conn, _| {
-            let (rows, keys) = usage::rows(&batch);
+            let (rows, keys) = usage::rows(&batch.entries);
             let tx = conn.transaction().map_err(db)?;
+            let claim = usage::claim_batch(|n| format!("?{n}"));
+            let fresh = tx
+                .execute(
+                    &claim,
+                    params![replica, usage::seq(&batch), usage::now_ms()],
+                )
+                .map_err(db)?;
+            if fresh == 0 {
+                usage::already_saved(&batch);
+                return Ok(());
+            }
             {
                 let mut add = tx
                     .prepare_cached(&usage::add_usage(|n| format!("?{n}"), "max"))
@@ -387,6 +408,32 @@ impl SqliteStore {
                 }
             }
             tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    /// Prunes the usage rows before day `before` (each key's days rolled
+    /// into one row, so its lifetime spend stays whole) and the batch
+    /// numbers saved before `batches_before_ms`, in one transaction.
+    pub(super) async fn prune_usage(
+        &self,
+        before: Day,
+        batches_before_ms: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        self.with(move |conn, _| {
+            let tx = conn.transaction().map_err(db)?;
+            let p = |n| format!("?{n}");
+            let rows = tx.execute(&usage::prune_usage(p), [before]).map_err(db)?;
+            let keys = tx
+                .execute(&usage::roll_up_key_days_sqlite(), [before])
+                .map_err(db)?;
+            tx.execute(&usage::prune_key_days_sqlite(), [before])
+                .map_err(db)?;
+            tx.execute(&usage::prune_batches(p), [batches_before_ms])
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            let n = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            Ok((n(rows), n(keys)))
         })
         .await
     }

@@ -52,7 +52,7 @@ async fn apply(
     change: &Change,
 ) -> Result<Result<(), BoxError>, StoreError> {
     Ok(match change {
-        Change::Credential(id) => match pg.credential(id).await? {
+        Change::Credential(id) => match pg.timed(pg.credential(id)).await? {
             Some(fields) => {
                 let snapshot = registry.snapshot();
                 let providers = snapshot.providers().clone();
@@ -82,7 +82,7 @@ async fn apply(
                 .map(drop)
                 .map_err(BoxError::from),
         },
-        Change::ApiKey(hash) => match pg.api_key(*hash).await? {
+        Change::ApiKey(hash) => match pg.timed(pg.api_key(*hash)).await? {
             Some(fields) => api_key(fields)
                 .map(|key| registry.apply(|s| s.upsert_api_key(key)))
                 .map_err(|e| {

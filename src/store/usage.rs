@@ -5,7 +5,7 @@
 //! placeholders and the name of `max`).
 
 use crate::domain::KeyHash;
-use crate::ledger::{Batch, Day, Spend};
+use crate::ledger::{Batch, Day, Numbered, Spend};
 use crate::policy::Tier;
 
 /// The tables, for both databases (`BIGINT` and `DOUBLE PRECISION` are
@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS byok_usage_keys (
     PRIMARY KEY (key_hash, day)
 );
 CREATE INDEX IF NOT EXISTS byok_usage_keys_day ON byok_usage_keys (day);
+CREATE TABLE IF NOT EXISTS byok_usage_batches (
+    replica TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    saved_ms BIGINT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS byok_usage_credential ON byok_usage (credential_id, last_used_ms);
 ";
 
@@ -75,6 +80,103 @@ pub(super) fn add_key_day(p: fn(usize) -> String, max: &str) -> String {
         p(3),
         p(4),
         p(5)
+    )
+}
+
+/// Notes that this process (`replica`, a fresh id each start) saved its
+/// batch `seq`, in the save's own transaction. Its batches are saved one
+/// at a time, in order, and one is tried again until it is saved: a
+/// number at or below the one held is a batch already saved (a retry after
+/// an acknowledgement was lost), and the statement changes no row.
+pub(super) fn claim_batch(p: fn(usize) -> String) -> String {
+    format!(
+        "INSERT INTO byok_usage_batches (replica, seq, saved_ms) VALUES ({}, {}, {}) \
+         ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, saved_ms = excluded.saved_ms \
+         WHERE byok_usage_batches.seq < excluded.seq",
+        p(1),
+        p(2),
+        p(3)
+    )
+}
+
+/// The number of a batch as its column holds it.
+pub(super) fn seq(batch: &Numbered) -> i64 {
+    int(batch.seq)
+}
+
+/// Logs a batch that was saved already: it is not counted again.
+pub(super) fn already_saved(batch: &Numbered) {
+    tracing::info!(
+        batch = batch.seq,
+        "usage batch already saved (its acknowledgement was lost); not counted again"
+    );
+}
+
+/// Postgres only: when a replica last pruned, so that one prunes a period.
+pub(super) const MAINTENANCE_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS byok_maintenance (
+    job TEXT PRIMARY KEY,
+    last_ms BIGINT NOT NULL
+);
+";
+
+/// Postgres: takes the pruning of this period (`$1` now, `$2` now less the
+/// period), or changes no row when another replica pruned within it. The
+/// row stays locked until the prune commits: a replica that tries at the
+/// same time waits, then finds it taken.
+pub(super) const CLAIM_PRUNE: &str = "INSERT INTO byok_maintenance (job, last_ms) \
+    VALUES ('prune_usage', $1) ON CONFLICT (job) DO UPDATE SET last_ms = excluded.last_ms \
+    WHERE byok_maintenance.last_ms <= $2";
+
+/// The day a pruned key's days are rolled into (1970-01-01, before any
+/// real one): what a lifetime limit and the key's `usage` read stays whole.
+const ROLLED_UP: &str = "0";
+
+/// Deletes the usage rows before a day (the first parameter).
+pub(super) fn prune_usage(p: fn(usize) -> String) -> String {
+    format!("DELETE FROM byok_usage WHERE day < {}", p(1))
+}
+
+/// Forgets the batch numbers of processes that saved none since a time
+/// (the first parameter, in milliseconds).
+pub(super) fn prune_batches(p: fn(usize) -> String) -> String {
+    format!("DELETE FROM byok_usage_batches WHERE saved_ms < {}", p(1))
+}
+
+/// The upsert that adds a key's pruned days to its rolled-up row.
+fn roll_up_into(select: &str, max: &str) -> String {
+    format!(
+        "INSERT INTO byok_usage_keys (key_hash, day, shared_usd, byok_usd, last_used_ms) \
+         SELECT key_hash, {ROLLED_UP}, SUM(shared_usd), SUM(byok_usd), MAX(last_used_ms) {select} \
+         GROUP BY key_hash ON CONFLICT (key_hash, day) DO UPDATE SET \
+         shared_usd = byok_usage_keys.shared_usd + excluded.shared_usd, \
+         byok_usd = byok_usage_keys.byok_usd + excluded.byok_usd, \
+         last_used_ms = {max}(byok_usage_keys.last_used_ms, excluded.last_used_ms)"
+    )
+}
+
+/// SQLite: rolls each key's days before `?1` into its rolled-up row; then
+/// [`prune_key_days_sqlite`] deletes them (one transaction, one writer).
+pub(super) fn roll_up_key_days_sqlite() -> String {
+    roll_up_into(
+        &format!("FROM byok_usage_keys WHERE day < ?1 AND day <> {ROLLED_UP}"),
+        "max",
+    )
+}
+
+/// SQLite: deletes the key days [`roll_up_key_days_sqlite`] rolled up.
+pub(super) fn prune_key_days_sqlite() -> String {
+    format!("DELETE FROM byok_usage_keys WHERE day < ?1 AND day <> {ROLLED_UP}")
+}
+
+/// Postgres: deletes each key's days before `$1` and adds them to its
+/// rolled-up row in one statement, so a row committed meanwhile is never
+/// deleted without being added.
+pub(super) fn roll_up_key_days_pg() -> String {
+    format!(
+        "WITH gone AS (DELETE FROM byok_usage_keys WHERE day < $1 AND day <> {ROLLED_UP} \
+         RETURNING key_hash, shared_usd, byok_usd, last_used_ms) {}",
+        roll_up_into("FROM gone", "GREATEST")
     )
 }
 
@@ -189,6 +291,11 @@ pub(crate) struct Stored {
 /// A key hash column; `None` for the rows of keyless principals.
 pub(super) fn key(text: &str) -> Option<KeyHash> {
     KeyHash::from_hex(text)
+}
+
+/// Now, as a millisecond column.
+pub(super) fn now_ms() -> i64 {
+    int(crate::ledger::now_ms())
 }
 
 /// A millisecond column.

@@ -27,7 +27,9 @@ mod sealed;
 mod sqlite;
 #[path = "../support/mod.rs"]
 mod support;
+mod timeouts;
 mod tls;
+mod usage;
 
 use std::time::Duration;
 

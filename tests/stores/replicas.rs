@@ -15,12 +15,12 @@ use crate::support::*;
 const APPLIED: &str = "applied a change from the store";
 
 /// A replica whose database link goes through `relay`.
-fn via(url: &str, relay: &Relay) -> String {
+pub(crate) fn via(url: &str, relay: &Relay) -> String {
     let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
     url.replacen(&format!(":{port}/"), &format!(":{}/", relay.addr.port()), 1)
 }
 
-async fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+pub(crate) async fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
     tokio::spawn(conn);
     client.query(sql, &[]).await.unwrap()
@@ -613,7 +613,7 @@ async fn health_propagation_latency() {
 
 /// A mock that reports two output tokens a response, and a config that
 /// prices them at one USD each: 2 USD a request.
-async fn two_usd_a_request(db: &PgCluster) -> (Mock, String) {
+pub(crate) async fn two_usd_a_request(db: &PgCluster) -> (Mock, String) {
     let mock = Mock::start(|_| {
         Reply::json(
             200,
