@@ -621,6 +621,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "aws")]
     fn aws_keys_parse_and_label_by_their_public_half() {
         let k = parse(
             "amazon-bedrock",
@@ -661,6 +662,16 @@ mod tests {
             ("azure", r#"[{"api_key":"SECRETSECRET","resource_name":"r1","resource_type":"openai"},{"model_slug":"azure/gpt-4o","api_key":"SECRETSECRET","model_id":"gpt4o-prod"}]"#.into(), "key[1].endpoint_url: missing"),
         ];
         for (provider, key, want) in cases {
+            // Without its feature a key is refused for that, or read as a
+            // plain one (tests/layer/features.rs): the reader is not built.
+            let built = match provider {
+                "amazon-bedrock" => cfg!(feature = "aws"),
+                "google-vertex" => cfg!(feature = "vertex"),
+                _ => true,
+            };
+            if !built {
+                continue;
+            }
             let err = parse(provider, &key).expect_err(want);
             assert!(err.contains(want), "{provider}: want {want:?}, got {err:?}");
             assert!(!err.contains("SECRETSECRET"), "{err}");
@@ -668,6 +679,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "vertex")]
     fn a_service_account_parses_with_its_region_and_a_masked_email() {
         let k = parse("google-vertex", &service_account(|_| {}))
             .unwrap()
