@@ -132,10 +132,34 @@ pub fn config(data: &[u8]) {
     let (mut secrets, mut others) = (Vec::new(), Vec::new());
     collect(&toml::Value::Table(table), None, &mut secrets, &mut others);
     let shown = match Config::parse(text) {
-        Ok(config) => format!("{config:?}"),
+        Ok(config) => {
+            check_durations(&config);
+            format!("{config:?}")
+        }
         Err(error) => format!("{error}\n{error:?}"),
     };
     assert_hidden(&shown, &secrets, &others, "a config");
+}
+
+/// Every duration a loaded config holds can be added to the clock: the
+/// proxy computes deadlines as `Instant::now() + timeout`, which panics on
+/// overflow.
+fn check_durations(config: &Config) {
+    let server = &config.server;
+    let now = std::time::Instant::now();
+    for (name, duration) in [
+        ("drain_secs", server.drain),
+        ("connect_timeout_secs", server.connect_timeout),
+        ("first_byte_timeout_secs", server.first_byte_timeout),
+        ("idle_timeout_secs", server.idle_timeout),
+        ("body_timeout_secs", server.body_timeout),
+        ("max_cooldown_secs", server.max_cooldown),
+    ] {
+        assert!(
+            now.checked_add(duration).is_some(),
+            "server.{name} overflows a deadline"
+        );
+    }
 }
 
 /// The secrets (every `key` and `url` string) and the other strings of a
