@@ -57,6 +57,9 @@ mod auth;
 mod clock;
 mod common;
 mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ledger;
 mod metrics;
 mod policy;

@@ -506,11 +506,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 }
 
+/// The longest duration a setting may hold: more means "never" for every
+/// one of them, and a deadline `Instant::now() + timeout` beyond the clock's
+/// range panics (1e19 seconds did).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 fn duration(path: &str, secs: &f64, errs: &mut Errors) -> Duration {
     match Duration::try_from_secs_f64(*secs) {
-        Ok(d) if !d.is_zero() => d,
+        Ok(d) if !d.is_zero() && d <= MAX_DURATION => d,
         _ => {
-            errs.at(path, "must be a positive number of seconds");
+            errs.at(
+                path,
+                "must be a positive number of seconds, at most a year (31536000)",
+            );
             Duration::from_secs(1)
         }
     }
@@ -1101,6 +1109,10 @@ key = "sk-canary-SECRET-123456"
             ("[server]\ndrain_secs = 0\n".into(), "server.drain_secs: must be a positive"),
             ("[store]\nurl = \"file\"\nstatement_timeout_ms = 0\n".into(), "store.statement_timeout_ms: must be from 100 to 600000"),
             ("[store]\nurl = \"file\"\nusage_retention_days = 30\n".into(), "store.usage_retention_days: must be from 40 to 36500"),
+            // Loaded, they overflowed `Instant::now() + timeout` at the first
+            // request (found by fuzz/config's deadline check).
+            ("[server]\nidle_timeout_secs = 1e19\n".into(), "server.idle_timeout_secs: must be a positive number of seconds, at most a year"),
+            ("[server]\nfirst_byte_timeout_secs = 31536000.5\n".into(), "server.first_byte_timeout_secs: must be a positive"),
             ("[server]\nbogus = 1\n".into(), "server.bogus: unknown field `bogus`"),
             (format!("[[api_keys]]\nhash = \"{H1}\"\nworkspace_id = \"w\"\nuser_id = \"u\"\n[[api_keys]]\nhash = \"{H1}\"\nworkspace_id = \"w\"\nuser_id = \"\"\n"), "api_keys[1].hash: same hash as api_keys[0]"),
             ("[providers.Bad]\nbase_url = \"https://x\"\n".into(), "providers.Bad: a provider name"),

@@ -16,7 +16,7 @@ pub(crate) mod forward;
 pub(crate) mod headers;
 mod layer;
 pub(crate) mod model;
-mod route;
+pub(crate) mod route;
 mod service;
 pub(crate) mod usage;
 

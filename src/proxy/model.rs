@@ -188,7 +188,7 @@ fn keyword_in_another_case(segment: &str) -> bool {
 }
 
 /// [`path_model`] without the fast path.
-fn path_model_full(rest: &str) -> Result<Option<String>, ModelError> {
+pub(crate) fn path_model_full(rest: &str) -> Result<Option<String>, ModelError> {
     let mut segments: Vec<Cow<'_, str>> = Vec::new();
     for raw in rest.split('/') {
         if !valid_percent_encoding(raw) {

@@ -102,8 +102,14 @@ enum Param {
 
 fn param_kind(pair: &str) -> Param {
     let name = pair.split('=').next().unwrap_or(pair);
-    // Short-circuit the common case: names that cannot decode to `key`/`model`.
-    if name.len() > 3 * "model".len() {
+    // Short-circuit the common case: a name with nothing to decode or trim
+    // (no `%`, `+`, whitespace or non-ASCII byte) that is longer than
+    // `model`. A length bound alone is not enough: padding (`key%09%09…`,
+    // `++++model`) is unbounded and trimmed away below.
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'+');
+    if plain && name.len() > "model".len() {
         return Param::Other;
     }
     let name = name.replace('+', " ");
@@ -202,6 +208,20 @@ mod tests {
             (Some("m%6fdel=x"), Err("ambiguous_model")),
             (Some("+model=x"), Err("ambiguous_model")),
             (Some("models=x"), Ok(Some("models=x"))),
+            // Padded past 15 bytes, a name still decodes and trims to `key`
+            // or `model` (found by fuzz/path_model).
+            (
+                Some("key%09%09%09%09%09%09=gw&alt=sse"),
+                Ok(Some("alt=sse")),
+            ),
+            (Some("key++++++++++++++=gw"), Ok(None)),
+            (Some("%20%20%20%20%20model=x"), Err("ambiguous_model")),
+            (Some("+++++++++++++++++model=x"), Err("ambiguous_model")),
+            (Some("%6d%6f%64%65%6c%20%20=x"), Err("ambiguous_model")),
+            (
+                Some("a-long-parameter-name=1"),
+                Ok(Some("a-long-parameter-name=1")),
+            ),
         ];
         for (q, want) in cases {
             let got = filter_query(*q).map_err(|r| r.reason());
