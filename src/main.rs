@@ -67,16 +67,9 @@ fn serve(path: PathBuf) -> ExitCode {
     }
     // The control plane (signals, reloads, the admin API, the store): the
     // proxy's requests are served on threads of their own, one a core.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("byok-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(1))
+    else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(byok_proxy::server::run(&path)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +78,15 @@ fn serve(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds a runtime with every driver, or says why not on stderr.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("byok-proxy: cannot start the runtime: {e}"))
+        .ok()
 }
 
 fn check(path: PathBuf) -> ExitCode {
@@ -116,15 +118,8 @@ fn reseal(path: PathBuf) -> ExitCode {
             EnvFilter::try_from_env("BYOK_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("byok-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let done = match runtime.block_on(byok_proxy::server::reseal(&path)) {
         Ok(done) => done,

@@ -152,12 +152,7 @@ impl Future for FrontFuture {
 /// `BYOK_MASTER_KEY_PREVIOUS`. Running replicas keep serving: no secret and
 /// no field changes.
 pub async fn reseal(path: &Path) -> Result<Resealed, ServeError> {
-    let config_error = |source| ServeError::Config {
-        path: path.to_owned(),
-        source,
-    };
-    let text = config::read(path).map_err(config_error)?;
-    let config = Config::parse(&text).map_err(config_error)?;
+    let (config, _) = read_config(path)?;
     let store = open_store(&config).await?;
     store.reseal().await.map_err(|source| ServeError::Store {
         kind: config.store.kind(),
@@ -165,14 +160,21 @@ pub async fn reseal(path: &Path) -> Result<Resealed, ServeError> {
     })
 }
 
-/// Loads the config at `path` and serves until SIGTERM or SIGINT, then drains.
-pub async fn run(path: &Path) -> Result<(), ServeError> {
+/// Reads and parses the config at `path` (errors naming it): the config, and
+/// its text.
+fn read_config(path: &Path) -> Result<(Config, zeroize::Zeroizing<String>), ServeError> {
     let config_error = |source| ServeError::Config {
         path: path.to_owned(),
         source,
     };
     let text = config::read(path).map_err(config_error)?;
     let config = Config::parse(&text).map_err(config_error)?;
+    Ok((config, text))
+}
+
+/// Loads the config at `path` and serves until SIGTERM or SIGINT, then drains.
+pub async fn run(path: &Path) -> Result<(), ServeError> {
+    let (config, text) = read_config(path)?;
     let store = open_store(&config).await?;
     let (config, snapshot) = first_snapshot(path, config, &store).await?;
     // From here on the registry holds the keys and credentials; the config
