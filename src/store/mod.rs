@@ -69,7 +69,7 @@ pub enum StoreError {
         /// Why it does not open.
         source: CryptoError,
         /// The row's fields (without a secret), for a replica that holds
-        /// the secret already ([`seal::kept_in_memory`]).
+        /// the secret already (`seal::kept_in_memory`).
         unopened: Option<Box<CredentialFields>>,
     },
     /// A stored row does not make a valid credential or key.
