@@ -605,7 +605,7 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::ApiKeyFields;
 
@@ -651,7 +651,8 @@ mod tests {
         .unwrap()
     }
 
-    fn entry(day: Day, tier: Tier) -> Entry {
+    /// An entry of key `k`, credential `c`, model `other`.
+    pub(crate) fn entry(day: Day, tier: Tier) -> Entry {
         Entry {
             day,
             workspace: "ws".into(),

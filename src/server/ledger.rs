@@ -164,22 +164,11 @@ async fn load(registry: &Registry, store: &Store) {
 mod tests {
     use super::*;
     use crate::domain::KeyHash;
-    use crate::ledger::{Entry, Tokens};
+    use crate::ledger::tests::entry;
+    use crate::ledger::Tokens;
     use crate::policy::Tier;
     use crate::store::crypto::Keyring;
     use crate::store::SqliteStore;
-
-    fn entry(day: ledger::Day) -> Entry {
-        Entry {
-            day,
-            workspace: "ws".into(),
-            key: Some(KeyHash::of(b"k")),
-            credential: "c".into(),
-            provider: "openai".into(),
-            tier: Tier::Byok,
-            model: "other".into(),
-        }
-    }
 
     /// The store commits a batch but its caller sees an error (the
     /// acknowledgement was lost) and tries the batch again: it counts once.
@@ -215,13 +204,27 @@ mod tests {
         let today = ledger::day_of_ms(ledger::now_ms());
         let book = ledger.book(key);
         let t = Tokens::default();
-        ledger.record(entry(today), Some(&book), t, 1.0, (false, false), 1);
+        ledger.record(
+            entry(today, Tier::Byok),
+            Some(&book),
+            t,
+            1.0,
+            (false, false),
+            1,
+        );
         ledger.drain(|_, _| {});
         let batch = ledger.take_unsaved().unwrap();
         store.save_usage(&batch).await.unwrap();
         ledger.unsaved_again(batch);
         // Spent meanwhile: saved after the batch tried again.
-        ledger.record(entry(today), Some(&book), t, 2.0, (false, false), 2);
+        ledger.record(
+            entry(today, Tier::Byok),
+            Some(&book),
+            t,
+            2.0,
+            (false, false),
+            2,
+        );
         assert!(!flush(&ledger, &metrics, &store).await);
         let stored = store.read_usage(today, true).await.unwrap();
         let spent: f64 = stored.days.iter().map(|(_, _, s, _)| s.byok).sum();
