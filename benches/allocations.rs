@@ -38,6 +38,9 @@ use http_body_util::{BodyExt, Full};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, ServiceExt};
 
+mod support;
+use support::chat_body;
+
 use byok_proxy::{
     BodyBudget, ByokLayer, Config, ForwardBody, Metrics, Registry, Settings, Snapshot,
 };
@@ -88,17 +91,6 @@ fn registry() -> Registry {
     )
     .expect("snapshot");
     Registry::new(snapshot)
-}
-
-/// A chat body of about `len` bytes.
-fn chat_body(len: usize) -> Bytes {
-    let mut body = String::from(r#"{"model":"gpt-4o","messages":[{"role":"user","content":""#);
-    let filler = "lorem ipsum dolor sit amet, \\\"quoted\\\" text and numbers 12345 ";
-    while body.len() + filler.len() + 4 < len {
-        body.push_str(filler);
-    }
-    body.push_str(r#""}],"temperature":0.7,"stream":false}"#);
-    Bytes::from(body)
 }
 
 fn request(body: &Bytes) -> Request<Full<Bytes>> {

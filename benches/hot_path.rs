@@ -51,6 +51,8 @@ use byok_proxy::domain::{ApiKeyFields, CredentialFields, CredentialSpec};
 )]
 #[path = "../src/proxy/model.rs"]
 mod model;
+mod support;
+use support::chat_body;
 
 use byok_proxy::{
     ApiKey, ByokLayer, Credential, ForwardBody, KeyHash, Metrics, Providers, Registry, Settings,
@@ -109,16 +111,6 @@ fn registry() -> Registry {
     let snapshot =
         Snapshot::build(Settings::default(), providers, api_keys(), credentials).expect("snapshot");
     Registry::new(snapshot)
-}
-
-fn chat_body(len: usize) -> Bytes {
-    let mut body = String::from(r#"{"model":"gpt-4o","messages":[{"role":"user","content":""#);
-    let filler = "lorem ipsum dolor sit amet, \\\"quoted\\\" text and numbers 12345 ";
-    while body.len() + filler.len() + 4 < len {
-        body.push_str(filler);
-    }
-    body.push_str(r#""}],"temperature":0.7,"stream":false}"#);
-    Bytes::from(body)
 }
 
 /// Key 42 009 (user-42009): only the last credential (sort_order 9) of its
