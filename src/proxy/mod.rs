@@ -15,6 +15,7 @@ pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod headers;
 mod layer;
+pub(crate) mod one;
 pub(crate) mod model;
 pub(crate) mod route;
 mod service;

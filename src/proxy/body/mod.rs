@@ -17,6 +17,7 @@
 //! ```
 
 mod budget;
+mod eventstream;
 mod gather;
 mod idle;
 mod replay;

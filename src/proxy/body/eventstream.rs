@@ -1,0 +1,1 @@
+//! Bedrock's binary event stream turned into Anthropic's server-sent events.

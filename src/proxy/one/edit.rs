@@ -1,0 +1,1 @@
+//! Editing a JSON body's top-level members in place, every other byte as sent.
