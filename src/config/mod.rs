@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -28,7 +29,7 @@ use tls::RawTls;
 pub use tls::TlsConfig;
 
 use crate::domain::{
-    valid_slug, ApiKey, ApiKeyFields, AuthScheme, Credential, CredentialFields, CredentialSpec,
+    valid_model_slug, valid_slug, ApiKey, Catalog, CatalogModel, Endpoint, ApiKeyFields, AuthScheme, Credential, CredentialFields, CredentialSpec,
     FieldErrors, Flat, KeyHash, Provider, Providers, SharedTier, Upstream,
 };
 
@@ -51,6 +52,9 @@ pub struct Config {
     pub shared: Option<SharedTier>,
     /// `[prices."provider/model"]`: USD per million tokens.
     pub prices: Prices,
+    /// `[models."author/model"]`: the model catalog of the one endpoint
+    /// (SPEC §11).
+    pub models: Catalog,
 }
 
 /// One model's prices, in USD per million tokens.
@@ -253,6 +257,23 @@ struct RawConfig {
     shared: Option<RawShared>,
     #[serde(default)]
     prices: BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: Option<String>,
+    context_length: Option<u64>,
+    endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    provider: String,
+    model: String,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +388,7 @@ struct RawProvider {
     base_url: Option<String>,
     auth: Option<AuthScheme>,
     zdr: Option<bool>,
+    openai_compatible: Option<bool>,
     #[serde(default)]
     headers: BTreeMap<String, SecretString>,
 }
@@ -491,6 +513,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let credentials = validate_credentials(raw.credentials, &providers, &mut errs);
     let shared = raw.shared.map(|s| validate_shared(s, &mut errs));
     let prices = validate_prices(raw.prices, &mut errs);
+    let models = validate_models(raw.models, &providers, &mut errs);
     match (server, errs.0.is_empty()) {
         (Some(server), true) => Ok(Config {
             server,
@@ -501,6 +524,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             credentials,
             shared,
             prices,
+            models,
         }),
         _ => Err(ConfigError::Invalid(errs.0)),
     }
@@ -820,6 +844,13 @@ fn validate_providers(raw: BTreeMap<String, RawProvider>, errs: &mut Errors) -> 
             );
             continue;
         }
+        if slug == "api" {
+            errs.at(
+                &path,
+                "\"api\" is reserved: /api/v1/… is the one endpoint (OpenRouter's API), not a provider's route",
+            );
+            continue;
+        }
         let mut field_errs = FieldErrors::default();
         let upstream = p.base_url.as_deref().and_then(|u| {
             Upstream::parse(u)
@@ -834,9 +865,13 @@ fn validate_providers(raw: BTreeMap<String, RawProvider>, errs: &mut Errors) -> 
             auth: AuthScheme::Bearer,
             headers: Vec::new(),
             zdr: false,
+            openai_compatible: false,
         });
         if let Some(zdr) = p.zdr {
             entry.zdr = zdr;
+        }
+        if let Some(compatible) = p.openai_compatible {
+            entry.openai_compatible = compatible;
         }
         if upstream.is_some() {
             entry.upstream = upstream;
@@ -886,6 +921,76 @@ fn validate_prices(raw: BTreeMap<String, RawPrice>, errs: &mut Errors) -> Prices
         );
     }
     out
+}
+
+/// The most endpoints one model of the catalog may list.
+const MAX_ENDPOINTS: usize = 16;
+
+/// `[models."author/model"]`: a slug, and 1–16 endpoints, each a known
+/// provider and a model id, none listed twice.
+fn validate_models(
+    raw: BTreeMap<String, RawModel>,
+    providers: &Providers,
+    errs: &mut Errors,
+) -> Catalog {
+    let mut out = Vec::with_capacity(raw.len());
+    for (slug, m) in raw {
+        let path = format!("models.{slug:?}");
+        if !valid_model_slug(&slug) {
+            errs.at(
+                &path,
+                "a model slug is \"author/model\" (printable ASCII, no spaces), like \"anthropic/claude-sonnet-4\"",
+            );
+            continue;
+        }
+        if m.endpoints.is_empty() || m.endpoints.len() > MAX_ENDPOINTS {
+            errs.at(
+                format_args!("{path}.endpoints"),
+                format_args!("lists 1 to {MAX_ENDPOINTS} endpoints"),
+            );
+        }
+        if m.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            errs.at(format_args!("{path}.name"), "must not be empty");
+        }
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(m.endpoints.len());
+        for (i, e) in m.endpoints.into_iter().enumerate() {
+            let at = format!("{path}.endpoints[{i}]");
+            let Some(provider) = providers.entry(&e.provider).map(|(slug, _)| Arc::clone(slug))
+            else {
+                errs.at(
+                    format_args!("{at}.provider"),
+                    "names no provider (a built-in one, or one of [providers])",
+                );
+                continue;
+            };
+            if e.model.is_empty()
+                || e.model.len() > 256
+                || e.model.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                errs.at(
+                    format_args!("{at}.model"),
+                    "is the provider's model id: 1 to 256 characters, no spaces",
+                );
+                continue;
+            }
+            let endpoint = Endpoint {
+                provider,
+                model: Arc::from(e.model),
+            };
+            if endpoints.contains(&endpoint) {
+                errs.at(&at, "lists the same provider and model twice");
+                continue;
+            }
+            endpoints.push(endpoint);
+        }
+        out.push(CatalogModel {
+            slug: Arc::from(slug),
+            name: m.name,
+            context_length: m.context_length,
+            endpoints,
+        });
+    }
+    Catalog::new(out)
 }
 
 /// `[shared]`: a workspace id, and `["*"]` or a list of workspace ids.

@@ -11,6 +11,7 @@
 //! value: a value could be a secret.
 
 mod api_key;
+mod catalog;
 mod cloud_key;
 mod credential;
 mod flat;
@@ -23,6 +24,8 @@ mod spec;
 use std::fmt;
 
 pub use api_key::{key_label, ApiKey, ApiKeyFields, LimitReset};
+pub(crate) use catalog::valid_model_slug;
+pub use catalog::{Catalog, CatalogModel, Endpoint};
 pub use cloud_key::{AwsKey, AzureEntry, AzureResourceType, CloudKey, SecretBytes, ServiceAccount};
 pub(crate) use credential::header_list;
 pub use credential::{label_for, Credential, CredentialFields, MAX_LIST, MAX_NAME};

@@ -152,6 +152,11 @@ pub struct Provider {
     /// What a credential's `declared_zdr = null` inherits: whether the
     /// operator's account with this provider retains no data.
     pub zdr: bool,
+    /// Whether it serves the OpenAI-format routes of the one endpoint
+    /// (`/api/v1/chat/completions`, …; SPEC §11): true for the built-in
+    /// providers that speak OpenAI's format, and for a configured one that
+    /// says `openai_compatible = true`.
+    pub openai_compatible: bool,
 }
 
 /// The error shape a provider's own SDK reads (SPEC §6): the proxy's
@@ -195,6 +200,15 @@ impl Provider {
     /// else OpenAI's.
     pub fn dialect(&self) -> Dialect {
         Dialect::for_provider(&self.slug, self.auth)
+    }
+
+    /// Its name in OpenRouter's answers: a built-in provider's (`OpenAI`,
+    /// `Amazon Bedrock`, …), else its slug.
+    pub fn display_name(&self) -> &str {
+        BUILTIN
+            .iter()
+            .find(|b| b.slug == self.slug)
+            .map_or(&self.slug, |b| b.name)
     }
 
     /// Whether its upstream is the built-in one of its slug, not one the
@@ -246,6 +260,7 @@ impl Providers {
                     .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
                     .collect(),
                 zdr: false,
+                openai_compatible: b.openai_compatible,
             })
             .collect()
     }
@@ -312,37 +327,50 @@ struct Builtin {
     auth: AuthScheme,
     /// Headers added when the client sent none of that name.
     headers: &'static [(&'static str, &'static str)],
+    /// Its name in OpenRouter's answers (`"provider": "OpenAI"`).
+    name: &'static str,
+    /// Whether it serves OpenAI's format (SPEC §11).
+    openai_compatible: bool,
 }
 
-const fn bearer(slug: &'static str, base_url: &'static str) -> Builtin {
+const fn bearer(slug: &'static str, name: &'static str, base_url: &'static str) -> Builtin {
     Builtin {
         slug,
         base_url: Some(base_url),
         auth: AuthScheme::Bearer,
         headers: &[],
+        name,
+        openai_compatible: true,
     }
 }
 
 /// The providers every config has without declaring them.
 const BUILTIN: &[Builtin] = &[
-    bearer("openai", "https://api.openai.com"),
+    bearer("openai", "OpenAI", "https://api.openai.com"),
+    // Anthropic's own format, and an OpenAI-compatible chat endpoint.
     Builtin {
         slug: "anthropic",
         base_url: Some("https://api.anthropic.com"),
         auth: AuthScheme::XApiKey,
         headers: &[("anthropic-version", "2023-06-01")],
+        name: "Anthropic",
+        openai_compatible: true,
     },
     Builtin {
         slug: "google-ai-studio",
         base_url: Some("https://generativelanguage.googleapis.com"),
         auth: AuthScheme::XGoogApiKey,
         headers: &[],
+        name: "Google AI Studio",
+        openai_compatible: true,
     },
     Builtin {
         slug: "azure",
         base_url: None,
         auth: AuthScheme::ApiKey,
         headers: &[],
+        name: "Azure",
+        openai_compatible: true,
     },
     // Vertex: an express-mode API key as `x-goog-api-key`; a service
     // account mints its bearer token instead (SPEC §9).
@@ -351,18 +379,24 @@ const BUILTIN: &[Builtin] = &[
         base_url: Some("https://aiplatform.googleapis.com"),
         auth: AuthScheme::XGoogApiKey,
         headers: &[],
+        name: "Google",
+        openai_compatible: true,
     },
-    bearer(
-        "amazon-bedrock",
-        "https://bedrock-runtime.us-east-1.amazonaws.com",
-    ),
-    bearer("mistral", "https://api.mistral.ai"),
-    bearer("groq", "https://api.groq.com/openai"),
-    bearer("deepseek", "https://api.deepseek.com"),
-    bearer("xai", "https://api.x.ai"),
-    bearer("together", "https://api.together.xyz"),
-    bearer("fireworks", "https://api.fireworks.ai/inference"),
-    bearer("openrouter", "https://openrouter.ai/api"),
+    Builtin {
+        openai_compatible: false,
+        ..bearer(
+            "amazon-bedrock",
+            "Amazon Bedrock",
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+        )
+    },
+    bearer("mistral", "Mistral", "https://api.mistral.ai"),
+    bearer("groq", "Groq", "https://api.groq.com/openai"),
+    bearer("deepseek", "DeepSeek", "https://api.deepseek.com"),
+    bearer("xai", "xAI", "https://api.x.ai"),
+    bearer("together", "Together", "https://api.together.xyz"),
+    bearer("fireworks", "Fireworks", "https://api.fireworks.ai/inference"),
+    bearer("openrouter", "OpenRouter", "https://openrouter.ai/api"),
 ];
 
 /// A provider slug is a lowercase path segment: `[a-z0-9][a-z0-9._-]*`.

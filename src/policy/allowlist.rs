@@ -86,10 +86,9 @@ impl Allowlists {
     /// Whether `allowed_models` admits the request's model (`null` admits
     /// every model, a known one or not).
     pub(crate) fn models_admit(&self, ask: &Ask<'_>) -> bool {
-        [&self.models, &self.served].into_iter().all(|list| {
-            list.as_ref()
-                .is_none_or(|m| ask.model.is_some_and(|model| m.admits(model)))
-        })
+        [&self.models, &self.served]
+            .into_iter()
+            .all(|list| list.as_ref().is_none_or(|m| m.admits_asked(ask)))
     }
 
     /// Whether `allowed_models`, and the models the key serves, admit the
@@ -173,11 +172,17 @@ impl ModelMatcher {
             || self.prefixes.iter().any(|p| model.starts_with(&**p))
     }
 
+    /// Whether the request's model is admitted, by the provider's id or by
+    /// the OpenRouter slug the request named it with (SPEC §11).
+    fn admits_asked(&self, ask: &Ask<'_>) -> bool {
+        ask.model.is_some_and(|m| self.admits(m)) || ask.slug.is_some_and(|s| self.admits(s))
+    }
+
     /// Whether the request's model, and (where the upstream reads them)
     /// every other model it names, are admitted; a request without a model
     /// is not.
     fn admits_all(&self, ask: &Ask<'_>, lists: bool) -> bool {
-        ask.model.is_some_and(|m| self.admits(m))
+        self.admits_asked(ask)
             && (!lists || (!ask.lists_unreadable && ask.also.iter().all(|m| self.admits(m))))
     }
 }
@@ -263,6 +268,7 @@ mod tests {
                 key_hash: key,
                 user_id: user,
                 model,
+                slug: None,
                 also: &[],
                 lists_unreadable: false,
                 require_zdr: false,

@@ -96,6 +96,10 @@ pub struct Ask<'a> {
     /// The model, when it could be determined; `None` admits only credentials
     /// with `allowed_models = null`.
     pub model: Option<&'a str>,
+    /// The OpenRouter slug the request named the model by, on the one
+    /// endpoint (SPEC §11): an allowlist entry naming the slug admits the
+    /// request as one naming the provider's id does.
+    pub slug: Option<&'a str>,
     /// The other models the request names (OpenRouter's `models` and
     /// `fallbacks` lists): a credential's `allowed_models` must admit every
     /// one of them too.
@@ -435,6 +439,7 @@ mod tests {
             key_hash: Some(&k1),
             user_id: "u1",
             model: Some("o1"),
+            slug: None,
             also: &[],
             lists_unreadable: false,
             require_zdr: false,
@@ -643,6 +648,7 @@ mod tests {
                 key_hash: Some(&key),
                 user_id: "u",
                 model: Some(row.model),
+                slug: None,
                 also: &[],
                 lists_unreadable: false,
                 require_zdr: row.require_zdr,
@@ -672,6 +678,7 @@ mod tests {
             key_hash: Some(&key),
             user_id: "u",
             model: Some("gpt-4o"),
+            slug: None,
             also: &[],
             lists_unreadable: false,
             require_zdr: false,
@@ -740,6 +747,7 @@ mod tests {
             key_hash: Some(&key),
             user_id: "u",
             model: Some("gpt-4o"),
+            slug: None,
             also: &[],
             lists_unreadable: false,
             require_zdr: true,

@@ -464,6 +464,7 @@ fn select<'a>(
         key_hash: principal.key_hash.as_ref(),
         user_id: &principal.user_id,
         model,
+        slug: None,
         also: &[],
         lists_unreadable: false,
         require_zdr: principal.require_zdr,

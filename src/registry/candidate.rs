@@ -322,6 +322,7 @@ mod tests {
             key_hash: Some(&key),
             user_id: "u",
             model: Some("gpt-4o-mini"),
+            slug: None,
             also: &also,
             lists_unreadable: false,
             require_zdr: false,

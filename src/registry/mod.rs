@@ -28,7 +28,9 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 
 use crate::config::{Config, Price, Prices, ServerConfig};
-use crate::domain::{ApiKey, Credential, KeyHash, Provider, Providers, SharedTier};
+use crate::domain::{
+    ApiKey, Catalog, Credential, KeyHash, Provider, Providers, SharedTier,
+};
 use crate::ledger::Ledger;
 use crate::policy::health::Rest;
 use crate::policy::{self, Plan};
@@ -114,6 +116,8 @@ pub struct Snapshot {
     health: Arc<HealthBook>,
     /// `[prices]`: what tokens cost, by model slug.
     prices: PriceTable,
+    /// `[models]`: the one endpoint's model catalog (SPEC §11).
+    catalog: Arc<Catalog>,
     /// Usage and spend, carried from snapshot to snapshot.
     ledger: Arc<Ledger>,
     by_id: DashMap<Box<str>, Arc<Credential>, RandomState>,
@@ -169,6 +173,7 @@ impl Snapshot {
             credentials,
         )?;
         snapshot.prices = PriceTable::new(&config.prices);
+        snapshot.catalog = Arc::new(config.models.clone());
         Ok(snapshot)
     }
 
@@ -217,6 +222,7 @@ impl Snapshot {
             Arc::clone(&before.health),
         )?;
         next.prices = PriceTable::new(&config.prices);
+        next.catalog = Arc::new(config.models.clone());
         next.ledger = Arc::clone(&before.ledger);
         next.health.retain(|id| next.by_id.contains_key(id));
         // Keys and credentials the reload removed keep nothing in memory.
@@ -312,6 +318,7 @@ impl Snapshot {
             by_id,
             health,
             prices: PriceTable::default(),
+            catalog: Arc::default(),
             ledger: Arc::default(),
             writer: Mutex::new(()),
         })
@@ -437,6 +444,24 @@ impl Snapshot {
             .get(provider)
             .and_then(|models| models.get(model))
             .or_else(|| self.prices.whole.get(model))
+    }
+
+    /// The price of a model slug as the price table names it
+    /// (`openai/gpt-4o`), with its key.
+    pub(crate) fn price_of_slug(&self, slug: &str) -> Option<&(Arc<str>, Price)> {
+        self.prices.whole.get(slug)
+    }
+
+    /// The model catalog of the one endpoint (SPEC §11).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// This snapshot with `catalog` as its model catalog (for an embedding
+    /// application that builds its snapshot itself).
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Arc::new(catalog);
+        self
     }
 
     /// Usage and spend (SPEC §8), shared by every snapshot of a registry.
