@@ -53,9 +53,10 @@ use error::AdminError;
 pub(crate) use scope::Access;
 use scope::Caller;
 
+use crate::common::openrouter::{key_json, rfc3339_ms};
 use crate::common::bearer::bearer_token;
-use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash, LimitReset};
-use crate::ledger::{self, Ledger};
+use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::registry::SnapshotError;
@@ -571,54 +572,6 @@ fn snapshot_rejection(e: SnapshotError) -> AdminError {
             format!("key: needs byok-proxy built with the `{feature}` feature")
         }
         SnapshotError::DuplicateId { id } => format!("id: {id} exists already"),
-    })
-}
-
-/// Milliseconds since the Unix epoch as RFC 3339 (to the second).
-fn rfc3339_ms(ms: u64) -> String {
-    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-    OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// A gateway key on the wire, in OpenRouter's API-key shape (SPEC §2, §8)
-/// with this proxy's `user_id`, `require_zdr` and `last_used_at` beside:
-/// never the key, only its hash and its masked label. Spend is USD, as of
-/// this replica's view (the last flush, and its own responses since).
-fn key_json(k: &ApiKey, ledger: &Ledger) -> serde_json::Value {
-    let today = ledger::day_of_ms(ledger::now_ms());
-    let (usage, limit_remaining) = ledger.key_usage(k, today);
-    let hash = k.hash.to_hex();
-    // A key made without a user is its own (its hash): no creator.
-    let creator = (*k.user_id != *hash).then_some(&*k.user_id);
-    serde_json::json!({
-        "hash": hash,
-        "label": k.label,
-        "name": k.name.as_deref().unwrap_or(""),
-        "workspace_id": &*k.workspace_id,
-        "user_id": &*k.user_id,
-        "creator_user_id": creator,
-        "external_user": k.external_user,
-        "disabled": k.disabled,
-        "created_at": k.created_at.as_deref().unwrap_or(""),
-        "updated_at": k.updated_at,
-        "expires_at": k.expires_at,
-        "require_zdr": k.require_zdr,
-        "limit": k.limit,
-        "limit_remaining": limit_remaining,
-        "limit_reset": k.limit_reset.map(LimitReset::as_str),
-        "include_byok_in_limit": k.include_byok_in_limit,
-        "usage": usage.total.shared,
-        "usage_daily": usage.daily.shared,
-        "usage_weekly": usage.weekly.shared,
-        "usage_monthly": usage.monthly.shared,
-        "byok_usage": usage.total.byok,
-        "byok_usage_daily": usage.daily.byok,
-        "byok_usage_weekly": usage.weekly.byok,
-        "byok_usage_monthly": usage.monthly.byok,
-        "last_used_at": ledger.key_last_used_ms(&k.hash).map(rfc3339_ms),
     })
 }
 

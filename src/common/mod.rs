@@ -5,6 +5,7 @@
 pub(crate) mod bearer;
 mod error_chain;
 pub(crate) mod json;
+pub(crate) mod openrouter;
 pub(crate) mod tls;
 
 pub(crate) use error_chain::ErrorChain;

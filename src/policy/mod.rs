@@ -50,6 +50,16 @@ pub struct RefusedBy {
     pub zdr: u32,
 }
 
+impl RefusedBy {
+    /// Adds `other`'s counts to these.
+    pub(crate) fn add(&mut self, other: &RefusedBy) {
+        self.api_key_hashes += other.api_key_hashes;
+        self.models += other.models;
+        self.user_ids += other.user_ids;
+        self.zdr += other.zdr;
+    }
+}
+
 impl fmt::Display for RefusedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";

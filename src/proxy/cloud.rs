@@ -79,6 +79,17 @@ pub(crate) fn target<'c>(
     }
 }
 
+/// Whether `cand`'s key is a service account, whose project and location
+/// a Vertex path takes (SPEC §9).
+pub(crate) fn is_service_account(cand: &Candidate) -> bool {
+    #[cfg(feature = "vertex")]
+    if let Cloud::Vertex(_) = cand.cloud {
+        return cand.record.service_account().is_some();
+    }
+    let _ = cand;
+    false
+}
+
 /// Refuses, before any attempt, a path that a cloud key's rewrite could
 /// not read as the upstream would (see [`vertex::path`], [`azure::path`]).
 pub(crate) fn check_path(provider: &str, rest: &str) -> Result<(), Rejection> {

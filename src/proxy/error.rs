@@ -59,6 +59,28 @@ pub enum Rejection {
     /// The model is given twice or in conflicting ways.
     #[error("ambiguous model: {0}")]
     AmbiguousModel(&'static str),
+    /// A member of the body that the one endpoint reads (SPEC §11) is not
+    /// what it must be: `model`, `models`, `provider.order`, ….
+    #[error("invalid body: \"{field}\" {message}")]
+    BadField {
+        /// The member, as OpenAI's `error.param` names it.
+        field: &'static str,
+        /// What is wrong with it, never quoting it.
+        message: &'static str,
+    },
+    /// The one endpoint's slug names no model of the catalog and no
+    /// provider (SPEC §11).
+    #[error("unknown model {}: no [models] entry names it, and its author names no provider", Clip(.0))]
+    UnknownModel(String),
+    /// No endpoint of the request's models serves the route's format, or
+    /// the request's provider preferences left none (SPEC §11).
+    #[error("no endpoint of {} {why}", Clip(.models))]
+    NoCompatibleEndpoint {
+        /// The models asked for, `, `-separated.
+        models: String,
+        /// Why none is left.
+        why: &'static str,
+    },
     /// The workspace has credentials for the provider, but none admits the request.
     #[error("no credential for provider {provider} admits {} for this key (refused by {refused})", ModelPhrase(.model.as_deref(), .provider))]
     NoEligibleCredential {
@@ -68,6 +90,17 @@ pub enum Rejection {
         model: Option<String>,
         /// Which allowlists refused.
         refused: RefusedBy,
+    },
+    /// On the one endpoint (SPEC §11): no credential of any endpoint's
+    /// provider admits the request, or (`refused` none) none is configured.
+    #[error("{}", EndpointsPhrase(self))]
+    NoEndpointCredential {
+        /// The endpoints' providers, `, `-separated.
+        providers: String,
+        /// The models asked for, `, `-separated.
+        models: String,
+        /// Which allowlists refused, when some credential was considered.
+        refused: Option<RefusedBy>,
     },
     /// The workspace has no enabled credential for the provider.
     #[error("no credential configured for provider {provider} in this workspace")]
@@ -141,6 +174,20 @@ impl Rejection {
         }
     }
 
+    /// A body member that is not what it must be (SPEC §11).
+    pub(crate) fn bad_field(field: &'static str, message: &'static str) -> Self {
+        Rejection::BadField { field, message }
+    }
+
+    /// The body member a 400 is about: OpenAI's `error.param`.
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Rejection::BadField { field, .. } => Some(field),
+            Rejection::UnknownModel(_) | Rejection::NoCompatibleEndpoint { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
     /// The HTTP status and the stable `metadata.reason` string (also a bounded
     /// metric label) of this condition: the one table of both.
     fn parts(&self) -> (StatusCode, &'static str) {
@@ -155,8 +202,16 @@ impl Rejection {
             InvalidRequest(_) | AmbiguousFraming => (StatusCode::BAD_REQUEST, "invalid_request"),
             InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             AmbiguousModel(_) => (StatusCode::BAD_REQUEST, "ambiguous_model"),
+            BadField { .. } => (StatusCode::BAD_REQUEST, "invalid_body"),
+            UnknownModel(_) => (StatusCode::BAD_REQUEST, "unknown_model"),
+            NoCompatibleEndpoint { .. } => (StatusCode::BAD_REQUEST, "no_compatible_endpoint"),
             NoEligibleCredential { .. } => (StatusCode::FORBIDDEN, "no_eligible_credential"),
-            NoCredential { .. } => (StatusCode::FORBIDDEN, "no_credential"),
+            NoCredential { .. } | NoEndpointCredential { refused: None, .. } => {
+                (StatusCode::FORBIDDEN, "no_credential")
+            }
+            NoEndpointCredential {
+                refused: Some(_), ..
+            } => (StatusCode::FORBIDDEN, "no_eligible_credential"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             BodyBudgetExhausted => (StatusCode::SERVICE_UNAVAILABLE, "body_budget_exhausted"),
@@ -217,7 +272,7 @@ impl Rejection {
         let message = self.to_string();
         let body = match dialect {
             None => error_json(status, &message, reason),
-            Some(d) => dialect_json(d, status, &message, reason),
+            Some(d) => dialect_json(d, status, &message, reason, self.param()),
         };
         let mut res = json_response(status, body);
         let h = res.headers_mut();
@@ -269,7 +324,13 @@ impl From<crate::proxy::body::Exhausted> for Rejection {
 }
 
 /// OpenRouter's error shape with a provider's own fields added.
-fn dialect_json(dialect: Dialect, status: StatusCode, message: &str, reason: &str) -> Bytes {
+fn dialect_json(
+    dialect: Dialect,
+    status: StatusCode,
+    message: &str,
+    reason: &str,
+    param: Option<&str>,
+) -> Bytes {
     let mut error = serde_json::json!({
         "code": status.as_u16(),
         "message": message,
@@ -279,7 +340,7 @@ fn dialect_json(dialect: Dialect, status: StatusCode, message: &str, reason: &st
     match dialect {
         Dialect::OpenAi => {
             error["type"] = sdk_type(status).into();
-            error["param"] = serde_json::Value::Null;
+            error["param"] = param.into();
         }
         Dialect::Anthropic => {
             error["type"] = sdk_type(status).into();
@@ -355,6 +416,34 @@ impl fmt::Display for Clip<'_> {
     }
 }
 
+/// The message of [`Rejection::NoEndpointCredential`].
+struct EndpointsPhrase<'a>(&'a Rejection);
+
+impl fmt::Display for EndpointsPhrase<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Rejection::NoEndpointCredential {
+            providers,
+            models,
+            refused,
+        } = self.0
+        else {
+            return Ok(());
+        };
+        match refused {
+            Some(refused) => write!(
+                f,
+                "no credential of {providers} admits model {} for this key (refused by {refused})",
+                Clip(models)
+            ),
+            None => write!(
+                f,
+                "no credential configured for {providers} in this workspace (model {})",
+                Clip(models)
+            ),
+        }
+    }
+}
+
 struct ModelPhrase<'a>(Option<&'a str>, &'a str);
 
 impl fmt::Display for ModelPhrase<'_> {
@@ -383,6 +472,12 @@ mod tests {
             Rejection::AmbiguousFraming,
             Rejection::InvalidBody("x"),
             Rejection::AmbiguousModel("x"),
+            Rejection::bad_field("models", "lists at most 10 models"),
+            Rejection::UnknownModel("meta/llama".into()),
+            Rejection::NoCompatibleEndpoint {
+                models: "a/b".into(),
+                why: "serves this format",
+            },
             Rejection::NoEligibleCredential {
                 provider: "openai".into(),
                 model: None,
@@ -431,6 +526,18 @@ mod tests {
                 Some(Dialect::OpenAi),
                 "/error/type",
                 "not_found_error".into(),
+            ),
+            (
+                Rejection::bad_field("provider.order", "must be a list"),
+                Some(Dialect::OpenAi),
+                "/error/param",
+                "provider.order".into(),
+            ),
+            (
+                Rejection::UnknownModel("x/y".into()),
+                Some(Dialect::Anthropic),
+                "/error/type",
+                "invalid_request_error".into(),
             ),
             (
                 Rejection::BodyTooLarge { limit: 1 },

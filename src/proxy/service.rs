@@ -35,16 +35,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Method, Request, Response};
+use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::Service;
 
-use super::attempt::{self, Forward, Outcome};
+use super::attempt::{self, Forward, Leg, OneLeg, Outcome};
 use super::body::{self, BodyBudget, ByokBody, ForwardBody, Reservation};
 use super::client_key::client_key_hash;
 use super::context::{Ctx, X_BYOK_REQUEST_ID, X_REQUEST_ID};
 use super::error::Rejection;
-use super::{access_log, cloud, headers, model, route};
+use super::{access_log, cloud, headers, model, one, route};
+use crate::common::json::json_response;
 use crate::clock::Clock;
 use crate::domain::{ApiKey, Credential, Dialect, LimitReset, Provider};
 use crate::ledger::{self, KeyBook, Ledger};
@@ -173,6 +174,9 @@ impl Serve {
     {
         let snapshot = &*self.snapshot;
         request_filter(&parts)?;
+        if let Some(route) = one::route(&parts.method, parts.uri.path()) {
+            return self.one_endpoint(inner, parts, body, ctx, route).await;
+        }
         // The provider is looked up first (the access log and the metrics
         // name it), but an unknown one is answered only after the key:
         // without a key, a request learns nothing about which providers are
@@ -237,9 +241,137 @@ impl Serve {
             book: book.as_ref(),
             clock: &clock,
             metrics: self.metrics.as_deref(),
+            label: route.label,
+            one: None,
         };
-        attempt::forward(inner, &forward, &plan, &ask, headers, ctx).await
+        let leg = Leg {
+            req: forward,
+            plan: &plan,
+            ask: &ask,
+        };
+        attempt::forward(inner, std::slice::from_ref(&leg), headers, Some(&mut held), ctx).await
     }
+
+    /// The one endpoint (SPEC §11): the key, then the listings, or the
+    /// body's models and preferences, their endpoints as legs, and the
+    /// attempts across all of them.
+    async fn one_endpoint<S, B, RB>(
+        &self,
+        inner: S,
+        parts: Parts,
+        body: &mut Option<B>,
+        ctx: &mut Ctx,
+        route: Result<one::Route, Rejection>,
+    ) -> Result<Outcome<RB>, Rejection>
+    where
+        S: Service<Request<ForwardBody>, Response = Response<RB>>,
+        S::Error: Into<BoxError>,
+        B: Body,
+        B::Error: Into<BoxError>,
+        RB: Body<Data = Bytes> + Unpin,
+        RB::Error: Into<BoxError>,
+    {
+        let snapshot = &*self.snapshot;
+        ctx.provider = Some(api_label());
+        // A path under /api/ that is none of the one endpoint's routes
+        // tells nothing about the configuration: answered before the key.
+        let route = route?;
+        ctx.dialect = Some(route.dialect());
+        let (principal, key) = principal(snapshot, self.trust, &parts.headers, &parts.extensions)?;
+        ctx.principal = Some(principal.clone());
+        let book = spend_check(snapshot, key.as_deref())?;
+        let format = match route {
+            one::Route::Infer(format) => format,
+            one::Route::Models => {
+                ctx.outcome = "answered";
+                let json = one::listing::models(snapshot, &principal);
+                return Ok(Outcome::Forwarded(json_response(StatusCode::OK, json)));
+            }
+            one::Route::Key => {
+                let key = key.ok_or(Rejection::InvalidRequest(
+                    "GET /api/v1/key describes the calling gateway key, and this request came without one",
+                ))?;
+                ctx.outcome = "answered";
+                let json = one::listing::key(snapshot, &key);
+                return Ok(Outcome::Forwarded(json_response(StatusCode::OK, json)));
+            }
+        };
+        let query = route::filter_query(parts.uri.query())?;
+        let settings = snapshot.settings();
+        let encoding = body::encoding(&parts.headers)?;
+        let declared = body::check_declared(&parts.headers, settings.max_body_bytes)?;
+        let mut held = Reservation::of(self.budget.as_ref());
+        held.grow_to(declared)?;
+        let Some(body) = body.take() else {
+            return Err(Rejection::InvalidRequest("the request body could not be read"));
+        };
+        let bytes = read_body(body, encoding, settings, &mut held, ctx).await?;
+        // §4's rules first: one JSON document, one `model` string.
+        let read = model::read_body_model(&bytes).map_err(model_rejection)?;
+        let members = one::edit::members(&bytes)
+            .ok_or(Rejection::InvalidBody("the body must be a JSON object"))?;
+        let asked = one::fields::read(&bytes, &members, read.model, format)?;
+        let planned = one::legs::plan(snapshot.catalog(), snapshot.providers(), &asked, format)?;
+        let require_zdr = principal.require_zdr || asked.prefs.zdr;
+        let plans: Vec<Plan<Candidate>> = planned
+            .iter()
+            .map(|p| snapshot.plan(&principal.workspace_id, p.label))
+            .collect();
+        let asks: Vec<Ask<'_>> = planned
+            .iter()
+            .map(|p| Ask {
+                key_hash: principal.key_hash.as_ref(),
+                user_id: &principal.user_id,
+                model: Some(&p.model),
+                slug: Some(&asked.models[p.model_index]),
+                also: &[],
+                lists_unreadable: false,
+                require_zdr,
+            })
+            .collect();
+        let ones: Vec<OneLeg<'_>> = planned
+            .iter()
+            .map(|p| OneLeg {
+                slug: &asked.models[p.model_index],
+                wire: &p.wire,
+                members: &members,
+            })
+            .collect();
+        let clock = Clock::default();
+        let legs: Vec<Leg<'_>> = planned
+            .iter()
+            .zip(plans.iter().zip(asks.iter().zip(&ones)))
+            .map(|(p, (plan, (ask, one)))| Leg {
+                req: Forward {
+                    snapshot,
+                    settings,
+                    method: &parts.method,
+                    provider: p.provider,
+                    rest: &p.wire.path,
+                    query: p.wire.query.or(query.as_deref().filter(|_| p.wire.client_query)),
+                    model: Some(&p.model),
+                    body: &bytes,
+                    principal: &principal,
+                    book: book.as_ref(),
+                    clock: &clock,
+                    metrics: self.metrics.as_deref(),
+                    label: p.label,
+                    one: Some(one),
+                },
+                plan,
+                ask,
+            })
+            .collect();
+        let headers = upstream_headers(parts.headers, &parts.method, ctx);
+        attempt::forward(inner, &legs, headers, Some(&mut held), ctx).await
+    }
+}
+
+/// The metrics label of the one endpoint's requests before a leg names a
+/// provider.
+fn api_label() -> Arc<str> {
+    static API: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(API.get_or_init(|| Arc::from("api")))
 }
 
 /// The client's answer: the upstream's, or the proxy's own, with the request
@@ -308,9 +440,11 @@ fn request_filter(parts: &Parts) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Where a request goes: its provider and the path after the provider segment.
+/// Where a request goes: its provider (and its label) and the path after
+/// the provider segment.
 struct Route<'a> {
     provider: &'a Provider,
+    label: &'a Arc<str>,
     rest: &'a str,
 }
 
@@ -325,7 +459,11 @@ fn route<'a>(snapshot: &'a Snapshot, path: &'a str, ctx: &mut Ctx) -> Result<Rou
     // Before the key: only a built-in provider's dialect (every client
     // knows those exist), so answers tell nothing about the configuration.
     ctx.dialect = Dialect::of_builtin(slug);
-    Ok(Route { provider, rest })
+    Ok(Route {
+        provider,
+        label,
+        rest,
+    })
 }
 
 /// Phase 3: the principal — from an earlier auth layer when trusted and

@@ -452,6 +452,15 @@ impl Snapshot {
         self.prices.whole.get(slug)
     }
 
+    /// The model slugs the price table names (`author/model`).
+    pub(crate) fn price_slugs(&self) -> impl Iterator<Item = &str> {
+        self.prices
+            .whole
+            .keys()
+            .map(|k| &**k)
+            .filter(|k| crate::domain::valid_model_slug(k))
+    }
+
     /// The model catalog of the one endpoint (SPEC §11).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

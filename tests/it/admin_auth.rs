@@ -160,12 +160,11 @@ async fn the_proxy_port_never_serves_admin_routes() {
         "/metrics",
         "/readyz",
     ] {
-        // 404 where the path names no provider; 401 where it names one
-        // (`api`), since a management key is no gateway key and the key is
-        // checked before the provider (SPEC §4). Never the admin API.
+        // 404: no provider's route, and none of the one endpoint's (SPEC
+        // §11), which answers its unknown paths before the key. Never the
+        // admin API.
         let r = admin_req(proxy.addr, "GET", path, &auth, "").await;
-        let want = if path.starts_with("/api/") { 401 } else { 404 };
-        assert_eq!(r.status, want, "proxy port {path}: {}", r.text());
+        assert_eq!(r.status, 404, "proxy port {path}: {}", r.text());
         for needle in ["c1", "byok_", "total_count", "generation"] {
             assert!(!r.text().contains(needle), "{path}: {}", r.text());
         }
@@ -173,7 +172,7 @@ async fn the_proxy_port_never_serves_admin_routes() {
         assert_eq!(admin_req(admin, "GET", path, &auth, "").await.status, 200);
     }
     let r = admin_req(proxy.addr, "POST", "/api/v1/byok", &auth, "{}").await;
-    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.status, 404, "{}", r.text());
     // The proxy's own liveness stays where it was.
     assert_eq!(
         admin_req(proxy.addr, "GET", "/healthz", &[], "")
@@ -188,8 +187,7 @@ async fn the_proxy_port_never_serves_admin_routes() {
     assert!(!proxy.logs().contains("admin API"), "{}", proxy.logs());
     for path in ["/metrics", "/api/v1/byok", "/readyz"] {
         let r = admin_req(proxy.addr, "GET", path, &auth, "").await;
-        let want = if path.starts_with("/api/") { 401 } else { 404 };
-        assert_eq!(r.status, want, "{path}");
+        assert_eq!(r.status, 404, "{path}");
     }
     assert_eq!(mock.count(), 0);
 }

@@ -32,6 +32,7 @@ mod limits;
 mod metrics;
 mod model_rules;
 mod native_errors;
+mod one_endpoint;
 mod reload;
 mod secrets;
 mod tiers;

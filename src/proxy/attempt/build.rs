@@ -22,6 +22,10 @@ pub(super) fn upstream_request(
     mut headers: HeaderMap,
     attempt: Attempt,
 ) -> Result<Request<ForwardBody>, Rejection> {
+    if req.one.is_some_and(|one| one.wire.beta_in_body) {
+        // In the body instead (see `one::leg_body`).
+        headers.remove(crate::proxy::one::ANTHROPIC_BETA);
+    }
     headers::inject(&mut headers, req.provider, cand, target.auth);
     let uri = target
         .upstream

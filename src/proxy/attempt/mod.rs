@@ -36,10 +36,12 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body::Body;
 use tower::Service;
 
-use super::body::{ByokBody, ForwardBody};
+use super::body::{ByokBody, ForwardBody, Reservation};
 use super::cloud;
 use super::context::{Ctx, Tried};
 use super::error::Rejection;
+use super::one::edit::Member;
+use super::one::wire::Wire;
 use crate::clock::Clock;
 use crate::domain::{Credential, Provider};
 use crate::ledger::KeyBook;
@@ -72,8 +74,8 @@ pub(crate) enum AttemptResult {
     Timeout,
 }
 
-/// What the request phases decided, read by every attempt.
-#[derive(Debug)]
+/// What the request phases decided, read by every attempt of a leg.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Forward<'a> {
     pub(crate) snapshot: &'a Snapshot,
     pub(crate) settings: Settings,
@@ -83,7 +85,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) rest: &'a str,
     pub(crate) query: Option<&'a str>,
     pub(crate) model: Option<&'a str>,
-    /// The client's body, read once, sent by every attempt.
+    /// The client's body, read once, sent by every attempt (on the one
+    /// endpoint, edited for each leg first: see [`Forward::one`]).
     pub(crate) body: &'a Bytes,
     pub(crate) principal: &'a Principal,
     /// The key's spend, where its usage counts.
@@ -91,6 +94,33 @@ pub(crate) struct Forward<'a> {
     /// Read at most once, and only when some candidate rests.
     pub(crate) clock: &'a Clock,
     pub(crate) metrics: Option<&'a Metrics>,
+    /// The provider's metrics label.
+    pub(crate) label: &'a Arc<str>,
+    /// On the one endpoint (SPEC §11): the slug, the body's edits and the
+    /// answer's shape for this leg's provider.
+    pub(crate) one: Option<&'a OneLeg<'a>>,
+}
+
+/// What the one endpoint adds to a leg (SPEC §11).
+#[derive(Debug)]
+pub(crate) struct OneLeg<'a> {
+    /// The model's slug, as the client's answer names it.
+    pub(crate) slug: &'a str,
+    /// How requests reach this leg's provider.
+    pub(crate) wire: &'a Wire,
+    /// The client body's top-level members, which the leg's edits address.
+    pub(crate) members: &'a [Member<'a>],
+}
+
+/// One leg of a request's attempts: one provider's candidates (its plan,
+/// and what the request asks of their allowlists) for one model. A request
+/// on a provider's own route has one leg; one on the one endpoint (SPEC
+/// §11), a leg per endpoint of each of its models, in order.
+#[derive(Debug)]
+pub(crate) struct Leg<'a> {
+    pub(crate) req: Forward<'a>,
+    pub(crate) plan: &'a Plan<Candidate>,
+    pub(crate) ask: &'a Ask<'a>,
 }
 
 /// How the attempts ended.
@@ -107,15 +137,16 @@ pub(crate) enum Outcome<RB> {
     },
 }
 
-/// Tries `plan`'s candidates that admit `ask`, in order, each with a copy of
-/// `headers` (already stripped of the client's credentials), until one
-/// answers in a way the retry table relays, or none is left.
+/// Tries each leg's candidates that admit its ask, leg after leg, each
+/// attempt with a copy of `headers` (already stripped of the client's
+/// credentials), until one answers in a way the retry table relays, or none
+/// is left. A leg of the one endpoint sends its own edit of the body, held
+/// in `held` beside the client's.
 pub(crate) async fn forward<S, RB>(
     mut inner: S,
-    req: &Forward<'_>,
-    plan: &Plan<Candidate>,
-    ask: &Ask<'_>,
+    legs: &[Leg<'_>],
     mut headers: HeaderMap,
+    mut held: Option<&mut Reservation<'_>>,
     ctx: &mut Ctx,
 ) -> Result<Outcome<RB>, Rejection>
 where
@@ -124,70 +155,170 @@ where
     RB: Body<Data = Bytes> + Unpin,
     RB::Error: Into<BoxError>,
 {
-    let candidates = policy::admitted(plan, ask, req.clock);
-    ctx.resting = candidates
-        .resting()
-        .map(|c| Arc::clone(&c.id_label))
-        .collect();
-    let mut candidates = candidates.peekable();
-    let mut unserved = 0;
-    while let Some((tier, cand)) = candidates.next() {
-        if ctx.attempts.is_empty() {
-            // Admitted: the model may now appear in the access log.
-            if let Some(model) = req.model {
-                ctx.admit_model(req.body, model);
-            }
+    let mut last_id = None;
+    for (i, leg) in legs.iter().enumerate() {
+        let candidates = policy::admitted(leg.plan, leg.ask, leg.req.clock);
+        ctx.resting
+            .extend(candidates.resting().map(|c| Arc::clone(&c.id_label)));
+        // Admitted candidates that no entry of their key serves (an Azure
+        // key of deployments, for a path naming none; an express-mode
+        // Vertex key, for a path that takes a project): not attempts.
+        let mut candidates = Served {
+            admitted: candidates,
+            req: &leg.req,
         }
-        let Some(target) = cloud::target(cand, req.model, req.rest)? else {
-            // No entry of its key serves this path: not an attempt.
-            unserved += 1;
+        .peekable();
+        if candidates.peek().is_none() {
             continue;
-        };
-        let is_last = candidates.peek().is_none();
-        // The last candidate takes the headers; earlier ones work on a copy.
-        let headers = if is_last {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
-        };
-        let attempt = Attempt {
-            credential: Arc::clone(&cand.record),
-            number: ctx.next_attempt(),
-        };
-        let upstream_req = build::upstream_request(req, cand, &target, headers, attempt)?;
-        let sent = send::send(&mut inner, req, cand, upstream_req).await;
-        ctx.upstream_wait += sent.waited;
-        let sent = head::read_head(sent, req.provider.dialect(), req.settings).await;
-        tracing::debug!(provider = %req.provider.slug, credential_id = %cand.record.id, attempt = ctx.next_attempt(), result = ?sent.result, "attempt");
-        ctx.attempts.push(Tried {
-            credential: Arc::clone(&cand.record),
-            tier,
-            result: sent.result,
-        });
-        super::access_log::attempt(req.metrics, ctx, &cand.id_label);
-        judge::judge(req, cand, &sent);
-        match retry::classify(sent.result, is_last) {
-            Next::Failover => continue,
-            Next::Fail(rejection) => {
-                let last = cand.id_value.clone();
-                return Ok(Outcome::Failed { rejection, last });
-            }
-            Next::Relay => {}
         }
-        return Ok(relay::relay(req, ctx, cand, tier, sent));
+        // The last candidate of all is the last of the last leg that has any.
+        let later = legs[i + 1..].iter().any(|l| {
+            policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| serves(&l.req, c))
+        });
+        let edited;
+        let req = match leg.req.one {
+            None => leg.req,
+            Some(one) => {
+                edited = crate::proxy::one::leg_body(&leg.req, one, &headers)?;
+                if let Some(held) = held.as_deref_mut() {
+                    held.grow_to(leg.req.body.len().saturating_add(edited.len()))?;
+                }
+                Forward {
+                    body: &edited,
+                    ..leg.req
+                }
+            }
+        };
+        ctx.provider = Some(Arc::clone(req.label));
+        while let Some((tier, cand)) = candidates.next() {
+            if ctx.attempts.is_empty() {
+                // Admitted: the model may now appear in the access log.
+                match (req.one, req.model) {
+                    (Some(one), _) => ctx.admit_model(leg.req.body, one.slug),
+                    (None, Some(model)) => ctx.admit_model(req.body, model),
+                    (None, None) => {}
+                }
+            }
+            let Some(target) = cloud::target(cand, req.model, req.rest)? else {
+                continue; // not served: filtered out above
+            };
+            let is_last = !later && candidates.peek().is_none();
+            // The last candidate takes the headers; earlier ones work on a copy.
+            let headers = if is_last {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            let attempt = Attempt {
+                credential: Arc::clone(&cand.record),
+                number: ctx.next_attempt(),
+            };
+            let upstream_req = build::upstream_request(&req, cand, &target, headers, attempt)?;
+            let sent = send::send(&mut inner, &req, cand, upstream_req).await;
+            ctx.upstream_wait += sent.waited;
+            let sent = head::read_head(sent, req.provider.dialect(), req.settings).await;
+            tracing::debug!(provider = %req.provider.slug, credential_id = %cand.record.id, attempt = ctx.next_attempt(), result = ?sent.result, "attempt");
+            ctx.attempts.push(Tried {
+                credential: Arc::clone(&cand.record),
+                tier,
+                result: sent.result,
+            });
+            super::access_log::attempt(req.metrics, ctx, &cand.id_label);
+            judge::judge(&req, cand, &sent);
+            last_id = Some(cand.id_value.clone());
+            match retry::classify(sent.result, is_last) {
+                Next::Failover => continue,
+                Next::Fail(rejection) => {
+                    let last = cand.id_value.clone();
+                    return Ok(Outcome::Failed { rejection, last });
+                }
+                Next::Relay => {}
+            }
+            return Ok(relay::relay(&req, ctx, cand, tier, sent));
+        }
     }
-    if unserved > 0 {
+    if let (Some(last), Some(tried)) = (last_id, ctx.attempts.last()) {
+        // Only reached when every candidate's serving was misjudged: the
+        // last failure, as the proxy words it.
+        let rejection = match retry::classify(tried.result, true) {
+            Next::Fail(rejection) => rejection,
+            Next::Failover | Next::Relay => Rejection::UpstreamUnreachable,
+        };
+        return Ok(Outcome::Failed { rejection, last });
+    }
+    let unserved = legs.iter().any(|l| {
+        policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| !serves(&l.req, c))
+    });
+    if unserved {
         // Admitted, but no entry of their keys serves this path.
         return Err(Rejection::InvalidRequest(
-            "no admitted credential serves this path: Azure deployment entries serve paths that name a deployment",
+            "no admitted credential serves this path: Azure deployment entries serve paths that name a deployment, and Vertex's Claude and OpenAI-compatible endpoints take a service account",
         ));
     }
-    Err(Rejection::denied(
-        policy::deny(plan, ask),
-        &req.provider.slug,
-        ask.model,
-        ask.also.len(),
-    ))
+    Err(denied(legs))
+}
+
+/// The admitted candidates that can serve a leg's request (see [`serves`]).
+struct Served<'c, 'r> {
+    admitted: policy::Admitted<'c, Candidate>,
+    req: &'r Forward<'r>,
+}
+
+impl<'c> Iterator for Served<'c, '_> {
+    type Item = (policy::Tier, &'c Candidate);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let req = self.req;
+        self.admitted.find(|(_, c)| serves(req, c))
+    }
+}
+
+/// Whether `cand` can serve `req`: a Vertex path that takes a project only
+/// a service account; an Azure path only an entry of its key that serves
+/// it. A path the rewrite refuses counts as served: its attempt says why.
+fn serves(req: &Forward<'_>, cand: &Candidate) -> bool {
+    let account = req
+        .one
+        .is_none_or(|one| !one.wire.service_account || cloud::is_service_account(cand));
+    account && !matches!(cloud::target(cand, req.model, req.rest), Ok(None))
+}
+
+/// Why no candidate of any leg served: the policy's denial of a leg, or of
+/// all of them (the one endpoint's).
+fn denied(legs: &[Leg<'_>]) -> Rejection {
+    match legs {
+        [leg] => Rejection::denied(
+            policy::deny(leg.plan, leg.ask),
+            &leg.req.provider.slug,
+            leg.ask.model,
+            leg.ask.also.len(),
+        ),
+        _ => {
+            let mut providers: Vec<&str> = Vec::new();
+            let mut models: Vec<&str> = Vec::new();
+            let mut refused = policy::RefusedBy::default();
+            let mut any = false;
+            for leg in legs {
+                let provider = leg.req.provider.slug.as_str();
+                if !providers.contains(&provider) {
+                    providers.push(provider);
+                }
+                let model = leg.req.one.map_or("", |o| o.slug);
+                if !models.contains(&model) {
+                    models.push(model);
+                }
+                if let policy::Denial::NoEligibleCredential(r) = policy::deny(leg.plan, leg.ask) {
+                    any = true;
+                    refused.add(&r);
+                }
+            }
+            Rejection::NoEndpointCredential {
+                providers: providers.join(", "),
+                models: models.join(", "),
+                refused: any.then_some(refused),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use http::{Method, Response};
+use http::{HeaderName, HeaderValue, Method, Response};
 
 use super::send::Sent;
-use super::{Forward, Outcome};
+use super::{Forward, OneLeg, Outcome};
+use crate::proxy::body::{JsonEdit, Shaping};
+use crate::proxy::one::edit;
 use crate::ledger::Entry;
 use crate::policy::Tier;
 use crate::proxy::body::ByokBody;
@@ -35,7 +37,11 @@ pub(super) fn relay<RB>(
     let (mut head, body) = res.into_parts();
     headers::strip_response(&mut head.headers);
     headers::annotate(&mut head.headers, &cand.id_value, ctx.attempts.len(), tier);
-    let mut out = ByokBody::upstream_after(sent.peeked, body, req.settings.idle_timeout);
+    let shaping = match req.one {
+        Some(one) if sent.peeked.is_none() => one_endpoint(req, one, &mut head),
+        _ => Shaping::Plain,
+    };
+    let mut out = ByokBody::shaped(sent.peeked, body, req.settings.idle_timeout, shaping);
     // Every provider generates (and reports usage) on POST alone.
     let tap = head
         .headers
@@ -48,6 +54,46 @@ pub(super) fn relay<RB>(
     Outcome::Forwarded(Response::from_parts(head, out))
 }
 
+/// The one endpoint's answer (SPEC §11): which endpoint served it in
+/// `x-byok-provider` and `x-byok-model`, and a successful JSON answer's
+/// `model` made the slug (with `provider` on chat completions).
+fn one_endpoint(req: &Forward<'_>, one: &OneLeg<'_>, head: &mut http::response::Parts) -> Shaping {
+    let h = &mut head.headers;
+    if let Ok(v) = HeaderValue::from_str(req.label) {
+        h.insert(X_BYOK_PROVIDER, v);
+    }
+    if let Some(v) = req.model.and_then(|m| HeaderValue::from_str(m).ok()) {
+        h.insert(X_BYOK_MODEL, v);
+    }
+    let json = h
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| media_type_is(ct.as_bytes(), b"application/json"));
+    if !head.status.is_success() || !json {
+        return Shaping::Plain;
+    }
+    // Its length changes.
+    h.remove(http::header::CONTENT_LENGTH);
+    Shaping::Json(JsonEdit {
+        model: edit::string(one.slug),
+        provider: one
+            .wire
+            .reply
+            .provider_field
+            .then(|| edit::string(req.provider.display_name())),
+    })
+}
+
+/// Whether a `Content-Type` value is `media` (parameters aside, any case).
+fn media_type_is(value: &[u8], media: &[u8]) -> bool {
+    let end = value.iter().position(|&b| b == b';').unwrap_or(value.len());
+    value[..end].trim_ascii().eq_ignore_ascii_case(media)
+}
+
+/// The endpoint that served a one-endpoint answer: its provider's slug.
+const X_BYOK_PROVIDER: HeaderName = HeaderName::from_static("x-byok-provider");
+/// … and that provider's id of the model.
+const X_BYOK_MODEL: HeaderName = HeaderName::from_static("x-byok-model");
+
 /// Where the answer's usage counts, and at what price.
 fn accounting(
     req: &Forward<'_>,
@@ -56,9 +102,14 @@ fn accounting(
     tier: Tier,
     tap: UsageTap,
 ) -> Accounting {
+    // On the one endpoint, the slug's price first (SPEC §11).
     let price = req
-        .model
-        .and_then(|m| req.snapshot.price(&req.provider.slug, m));
+        .one
+        .and_then(|one| req.snapshot.price_of_slug(one.slug))
+        .or_else(|| {
+            req.model
+                .and_then(|m| req.snapshot.price(&req.provider.slug, m))
+        });
     Accounting {
         tap,
         ledger: Arc::clone(req.snapshot.ledger()),

@@ -136,6 +136,7 @@ where
     };
     let body = Bytes::from_static(br#"{"model":"m"}"#);
     let clock = Clock::default();
+    let label: Arc<str> = Arc::from("test-provider");
     let req = Forward {
         snapshot,
         settings: snapshot.settings(),
@@ -149,11 +150,18 @@ where
         book: None,
         clock: &clock,
         metrics: None,
+        label: &label,
+        one: None,
     };
     let mut headers = HeaderMap::new();
     headers.insert("x-client", HeaderValue::from_static("kept"));
     let mut ctx = Ctx::start(&HeaderMap::new());
-    let outcome = forward(inner, &req, &plan, &ask, headers, &mut ctx).await;
+    let leg = Leg {
+        req,
+        plan: &plan,
+        ask: &ask,
+    };
+    let outcome = forward(inner, std::slice::from_ref(&leg), headers, None, &mut ctx).await;
     (outcome, ctx)
 }
 
@@ -283,6 +291,7 @@ async fn a_refused_request_never_reaches_the_inner_service() {
     };
     let body = Bytes::new();
     let clock = Clock::default();
+    let label: Arc<str> = Arc::from("test-provider");
     let forward_req = Forward {
         snapshot: &snap,
         settings: snap.settings(),
@@ -296,10 +305,23 @@ async fn a_refused_request_never_reaches_the_inner_service() {
         book: None,
         clock: &clock,
         metrics: None,
+        label: &label,
+        one: None,
     };
     let mut ctx = Ctx::start(&HeaderMap::new());
     let outcome: Result<Outcome<Full<Bytes>>, _> =
-        forward(inner, &forward_req, &plan, &ask, HeaderMap::new(), &mut ctx).await;
+        forward(
+            inner,
+            &[Leg {
+                req: forward_req,
+                plan: &plan,
+                ask: &ask,
+            }],
+            HeaderMap::new(),
+            None,
+            &mut ctx,
+        )
+        .await;
     assert!(matches!(
         outcome,
         Err(Rejection::NoEligibleCredential { .. })

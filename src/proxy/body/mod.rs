@@ -12,8 +12,9 @@
 //! Replay            bytes a peek read ahead, first          replay.rs
 //!   Gather          small frames ready together, as one     gather.rs
 //!     Tap           the usage report, read as it passes     tap.rs
-//!       Idle        the upstream's silences, bounded        idle.rs
-//!         upstream
+//!       Shape       the one endpoint's edit of an answer    shape.rs
+//!         Idle      the upstream's silences, bounded        idle.rs
+//!           upstream
 //! ```
 
 mod budget;
@@ -23,6 +24,7 @@ mod idle;
 mod replay;
 mod request;
 mod response;
+mod shape;
 mod tap;
 #[cfg(test)]
 mod testing;
@@ -35,6 +37,7 @@ pub(crate) use request::{
     check_declared, decode, drain_later, encoding, is_json_like, read, Encoding,
 };
 pub use response::ByokBody;
+pub(crate) use shape::{JsonEdit, Shaping};
 
 /// `rest`, a body's size hint, with `read` more bytes before it (held or
 /// read ahead by a wrapper).

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use super::gather::Gather;
 use super::idle::Idle;
 use super::replay::Replay;
+use super::shape::{Shape, Shaping};
 use super::tap::Tap;
 use crate::proxy::usage::Accounting;
 use crate::BoxError;
@@ -26,8 +27,10 @@ use crate::BoxError;
 ///   are held is counted with them).
 /// - [`Tap`]: over the idle timeout, so that the tap sees every frame the
 ///   upstream gave, and a body cut for idling is counted when dropped.
+/// - [`Shape`]: the one endpoint's edit of a JSON answer (or none), under
+///   the tap, so that the tap reads what the client gets.
 /// - [`Idle`]: around the upstream alone: its silences are what it bounds.
-type Upstream<B> = Replay<Gather<Tap<Idle<B>>>>;
+type Upstream<B> = Replay<Gather<Tap<Shape<Idle<B>>>>>;
 
 pin_project! {
     /// The response body: the upstream's, streamed through as it arrives with an
@@ -62,7 +65,18 @@ impl<B> ByokBody<B> {
     /// Streams `head` (bytes already read from `body`), then the rest of
     /// `body`, as [`ByokBody::upstream`] does.
     pub(crate) fn upstream_after(head: Option<Bytes>, body: B, idle_timeout: Duration) -> Self {
-        let body = Idle::new(body, idle_timeout);
+        Self::shaped(head, body, idle_timeout, Shaping::Plain)
+    }
+
+    /// [`ByokBody::upstream_after`], the upstream's body shaped as
+    /// `shaping` says.
+    pub(crate) fn shaped(
+        head: Option<Bytes>,
+        body: B,
+        idle_timeout: Duration,
+        shaping: Shaping,
+    ) -> Self {
+        let body = Shape::new(Idle::new(body, idle_timeout), shaping);
         ByokBody {
             kind: Kind::Upstream {
                 body: Replay::new(head, Gather::new(Tap::new(body))),

@@ -1,0 +1,218 @@
+//! The one endpoint's answers shaped for its client (SPEC §11): a JSON
+//! answer's top-level `model` made the slug the client asked for (and on
+//! chat completions, a `provider` member naming who served it), or
+//! Bedrock's event stream turned into Anthropic's server-sent events. Any
+//! other answer passes as it came.
+//!
+//! A JSON answer is held whole to be edited, up to [`MAX_EDITED`]: past
+//! that, what was held goes out as it came and the rest streams through.
+//! The edit touches those two members alone, every other byte as the
+//! provider sent it.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::proxy::one::edit;
+use crate::BoxError;
+
+/// The largest JSON answer edited; a larger one is relayed as it came.
+const MAX_EDITED: usize = 8 * 1024 * 1024;
+
+/// What a JSON answer's edit sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JsonEdit {
+    /// `model`'s new value, a JSON string.
+    pub(crate) model: Vec<u8>,
+    /// `provider`'s value, a JSON string, where the format has one.
+    pub(crate) provider: Option<Vec<u8>>,
+}
+
+impl JsonEdit {
+    /// `body` edited, or `None` when it is not a JSON object.
+    fn apply(&self, body: &[u8]) -> Option<Bytes> {
+        let members = edit::members(body)?;
+        let mut set: Vec<(&str, &[u8])> = vec![("model", &self.model)];
+        if let Some(provider) = &self.provider {
+            set.push(("provider", provider));
+        }
+        edit::edit(body, &members, &set, &[])
+    }
+}
+
+/// How an answer is shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shaping {
+    /// As it came.
+    Plain,
+    /// A JSON answer, edited.
+    Json(JsonEdit),
+}
+
+pin_project! {
+    /// An answer on its way out, shaped as its [`Shaping`] says.
+    #[derive(Debug)]
+    pub(crate) struct Shape<B> {
+        #[pin]
+        inner: B,
+        edit: Option<JsonEdit>,
+        held: BytesMut,
+        // Trailers that came after a held body: sent after it.
+        trailers: Option<http::HeaderMap>,
+        // The inner body has ended (the held part still to go).
+        ended: bool,
+    }
+}
+
+impl<B> Shape<B> {
+    /// `inner`, shaped as `shaping` says.
+    pub(crate) fn new(inner: B, shaping: Shaping) -> Self {
+        Shape {
+            inner,
+            edit: match shaping {
+                Shaping::Plain => None,
+                Shaping::Json(edit) => Some(edit),
+            },
+            held: BytesMut::new(),
+            trailers: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B> Body for Shape<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let Some(json) = this.edit.as_ref() else {
+            // Plain, or past the edit: as it comes.
+            if !this.held.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+            }
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if *this.ended {
+                return Poll::Ready(None);
+            }
+            return this.inner.poll_frame(cx).map_err(Into::into);
+        };
+        while !*this.ended {
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        this.held.extend_from_slice(&data);
+                        if this.held.len() > MAX_EDITED {
+                            // Too large to hold: the rest as it comes.
+                            *this.edit = None;
+                            return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+                        }
+                    }
+                    Err(frame) => {
+                        *this.trailers = frame.into_trailers().ok();
+                        *this.ended = true;
+                    }
+                },
+                Some(Err(e)) => {
+                    *this.edit = None;
+                    this.held.clear();
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                None => *this.ended = true,
+            }
+        }
+        let held = this.held.split().freeze();
+        let out = json.apply(&held).unwrap_or(held);
+        *this.edit = None;
+        if out.is_empty() {
+            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
+        Poll::Ready(Some(Ok(Frame::data(out))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.edit.is_none()
+            && self.held.is_empty()
+            && self.trailers.is_none()
+            && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.edit.is_some() {
+            return SizeHint::default();
+        }
+        super::plus(self.inner.size_hint(), self.held.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::body::testing::{channel, data};
+    use http_body_util::{BodyExt, Full};
+
+    fn edit(provider: bool) -> Shaping {
+        Shaping::Json(JsonEdit {
+            model: br#""anthropic/claude-sonnet-4""#.to_vec(),
+            provider: provider.then(|| br#""Amazon Bedrock""#.to_vec()),
+        })
+    }
+
+    async fn shaped(chunks: &[&'static [u8]], shaping: Shaping) -> Bytes {
+        let (tx, body) = channel();
+        for c in chunks {
+            data(&tx, c);
+        }
+        drop(tx);
+        Shape::new(body, shaping).collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_gets_the_slug_and_the_provider_every_other_byte_kept() {
+        let out = shaped(
+            &[b"{\"id\":\"msg_1\",  \"model\": \"anthropic.claude-x-v1:0\",", b"\"usage\":{\"input_tokens\":1}}"],
+            edit(true),
+        )
+        .await;
+        assert_eq!(
+            &out[..],
+            &b"{\"provider\":\"Amazon Bedrock\",\"id\":\"msg_1\",  \"model\": \"anthropic/claude-sonnet-4\",\"usage\":{\"input_tokens\":1}}"[..]
+        );
+        let out = shaped(&[b"{\"model\":\"m\"}"], edit(false)).await;
+        assert_eq!(&out[..], b"{\"model\":\"anthropic/claude-sonnet-4\"}");
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_json_object_or_is_plain_passes_as_it_came() {
+        for body in [&b"[1,2]"[..], b"not json", b""] {
+            let out = shaped(&[body], edit(true)).await;
+            assert_eq!(&out[..], body);
+        }
+        let out = shaped(&[b"{\"model\":", b"\"m\"}"], Shaping::Plain).await;
+        assert_eq!(&out[..], b"{\"model\":\"m\"}");
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_too_large_to_hold_streams_as_it_came() {
+        let big = vec![b' '; MAX_EDITED + 1];
+        let input = Bytes::from([&b"{\"model\":\"m\","[..], &big, b"\"a\":1}"].concat());
+        let out = Shape::new(Full::new(input.clone()), edit(true))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(out == input, "relayed as it came");
+    }
+}
