@@ -213,10 +213,18 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         .iter()
         .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
         .collect();
+    // OpenAI's chat completion and Anthropic's message in one: each SDK
+    // reads its own members.
     let echo = serde_json::json!({
+        "id": "mock-1",
         "object": "chat.completion",
+        "type": "message",
+        "role": "assistant",
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock"}}],
+        "content": [{"type": "text", "text": "Hello from the mock"}],
+        "stop_reason": "end_turn",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "input_tokens": 3, "output_tokens": 4},
         "received": {
             "method": parts.method.as_str(),
             "path": parts.uri.to_string(),

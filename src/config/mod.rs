@@ -1229,6 +1229,14 @@ key = "sk-canary-SECRET-123456"
             (format!("[admin]\nlisten = \"127.0.0.1:9\"\n[[admin.management_keys]]\nhash = \"{H1}\"\nworkspaces = [\"w\", \"\"]\n"), "admin.management_keys[0].workspaces[1]: must not be empty"),
             ("[admin]\nlisten = \"127.0.0.1:9\"\n".into(), "admin.management_key_hashes: needs at least one hash"),
             ("[shared]\nworkspace_id = \"p\"\nworkspaces = [\"\"]\n".into(), "shared.workspaces[0]: must not be empty"),
+            ("[providers.api]\nbase_url = \"https://x\"\n".into(), "providers.api: \"api\" is reserved"),
+            ("[models.\"claude\"]\nendpoints = [{ provider = \"anthropic\", model = \"m\" }]\n".into(), "models.\"claude\": a model slug is"),
+            ("[models.\"a/b\"]\nendpoints = []\n".into(), "models.\"a/b\".endpoints: lists 1 to 16 endpoints"),
+            ("[models.\"a/b\"]\nendpoints = [{ provider = \"nope\", model = \"m\" }]\n".into(), "models.\"a/b\".endpoints[0].provider: names no provider"),
+            ("[models.\"a/b\"]\nendpoints = [{ provider = \"openai\", model = \"m x\" }]\n".into(), "models.\"a/b\".endpoints[0].model: is the provider's model id"),
+            ("[models.\"a/b\"]\nendpoints = [{ provider = \"openai\", model = \"m\" }, { provider = \"openai\", model = \"m\" }]\n".into(), "models.\"a/b\".endpoints[1]: lists the same provider and model twice"),
+            ("[models.\"a/b\"]\nendpoints = [{ provider = \"openai\", model = \"m\", weight = 2 }]\n".into(), "models.a/b.endpoints[0].weight: unknown field"),
+            ("[models.\"a/b\"]\nname = \" \"\nendpoints = [{ provider = \"openai\", model = \"m\" }]\n".into(), "models.\"a/b\".name: must not be empty"),
         ];
         for (text, want) in cases {
             let errs = errors(text);
@@ -1258,6 +1266,52 @@ key = "sk-canary-SECRET-123456"
         }
         let dbg = format!("{:?}", Config::parse(&cred("")).unwrap());
         assert!(!dbg.contains("canary"), "{dbg}");
+    }
+
+    #[test]
+    fn the_catalog_maps_slugs_to_endpoints_of_known_providers() {
+        let config = Config::parse(
+            r#"
+[providers.local]
+base_url = "http://127.0.0.1:9"
+openai_compatible = true
+
+[providers.openai]
+openai_compatible = false
+
+[models."anthropic/claude-sonnet-4"]
+name = "Claude Sonnet 4"
+context_length = 200000
+endpoints = [
+  { provider = "anthropic", model = "claude-sonnet-4-20250514" },
+  { provider = "amazon-bedrock", model = "anthropic.claude-sonnet-4-20250514-v1:0" },
+]
+
+[models."meta/llama-3"]
+endpoints = [{ provider = "local", model = "llama3" }]
+"#,
+        )
+        .unwrap();
+        assert!(config.providers.get("local").unwrap().openai_compatible);
+        assert!(!config.providers.get("openai").unwrap().openai_compatible);
+        assert!(config.providers.get("mistral").unwrap().openai_compatible);
+        assert!(!config.providers.get("amazon-bedrock").unwrap().openai_compatible);
+        assert_eq!(config.models.len(), 2);
+        let claude = config.models.get("anthropic/claude-sonnet-4").unwrap();
+        assert_eq!(claude.name.as_deref(), Some("Claude Sonnet 4"));
+        assert_eq!(claude.context_length, Some(200_000));
+        let ids: Vec<(&str, &str)> = claude
+            .endpoints
+            .iter()
+            .map(|e| (&*e.provider, &*e.model))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("anthropic", "claude-sonnet-4-20250514"),
+                ("amazon-bedrock", "anthropic.claude-sonnet-4-20250514-v1:0")
+            ]
+        );
     }
 
     #[test]
