@@ -27,7 +27,9 @@ const MAX_EDITED: usize = 8 * 1024 * 1024;
 pub(crate) struct JsonEdit {
     /// `model`'s new value, a JSON string.
     pub(crate) model: Vec<u8>,
-    /// `provider`'s value, a JSON string, where the format has one.
+    /// `provider`'s value, a JSON string, where the format has one (chat
+    /// completions, whose answers also get `"system_fingerprint": null`
+    /// where the provider sent none: OpenRouter's SDK requires the member).
     pub(crate) provider: Option<Vec<u8>>,
 }
 
@@ -38,6 +40,9 @@ impl JsonEdit {
         let mut set: Vec<(&str, &[u8])> = vec![("model", &self.model)];
         if let Some(provider) = &self.provider {
             set.push(("provider", provider));
+            if !members.iter().any(|m| m.key == "system_fingerprint") {
+                set.push(("system_fingerprint", b"null"));
+            }
         }
         edit::edit(body, &members, &set, &[])
     }

@@ -42,6 +42,8 @@ pub(crate) fn models(snapshot: &Snapshot, principal: &Principal) -> Bytes {
     let first = data.first().and_then(|m| m["id"].as_str()).map(str::to_owned);
     let last = data.last().and_then(|m| m["id"].as_str()).map(str::to_owned);
     let body = serde_json::json!({
+        "total_count": data.len(),
+        "links": { "next": null },
         "object": "list",
         "data": data,
         "has_more": false,
@@ -109,7 +111,11 @@ fn model_json(slug: &str, name: &str, context: Option<u64>, price: Option<Price>
         },
         "per_request_limits": null,
         "supported_parameters": [],
+        "supported_voices": null,
         "default_parameters": null,
+        "expiration_date": null,
+        "knowledge_cutoff": null,
+        "links": { "details": format!("/api/v1/models/{slug}/endpoints") },
         // OpenAI's model object.
         "object": "model",
         "owned_by": author,
@@ -121,16 +127,33 @@ fn model_json(slug: &str, name: &str, context: Option<u64>, price: Option<Price>
 }
 
 /// The calling key's record, as OpenRouter's `GET /api/v1/key` answers
-/// (`{"data": {…}}`), with the fields the admin API shows beside.
+/// (`{"data": {…}}`, every field its SDK requires), with the fields the
+/// admin API shows beside. This proxy has no free tier, no organisations
+/// and no rate limits of OpenRouter's kind: those fields say so.
 pub(crate) fn key(snapshot: &Snapshot, key: &ApiKey) -> Bytes {
     let mut data = crate::common::openrouter::key_json(key, snapshot.ledger());
     if let Some(object) = data.as_object_mut() {
-        object.insert("is_free_tier".into(), false.into());
-        object.insert("is_provisioning_key".into(), false.into());
-        object.insert(
-            "rate_limit".into(),
-            serde_json::json!({"requests": -1, "interval": "10s"}),
-        );
+        for (field, value) in [
+            ("is_free_tier", false.into()),
+            ("is_provisioning_key", false.into()),
+            ("is_management_key", false.into()),
+            ("organization_id", serde_json::Value::Null),
+            ("allowed_data_regions", serde_json::json!(["global"])),
+            (
+                "free_model_daily_requests",
+                serde_json::json!({"limit": 0, "remaining": 0, "used": 0}),
+            ),
+            (
+                "rate_limit",
+                serde_json::json!({
+                    "requests": -1,
+                    "interval": "10s",
+                    "note": "byok-proxy sets no request rate limit on gateway keys",
+                }),
+            ),
+        ] {
+            object.insert(field.into(), value);
+        }
     }
     Bytes::from(serde_json::json!({ "data": data }).to_string())
 }
