@@ -136,6 +136,7 @@ def tenant_credentials() -> dict[str, list]:
         t[name] = [anth(f"sk-ant-{name}-01"), aws(), VERTEX]
     t["to-bedrock"] = [anth("sk-ant-to-bedrock-01"), aws(), VERTEX]
     t["to-bedrock-stream"] = [anth("sk-ant-to-bedrock-stream-01"), aws(), VERTEX]
+    t["beta-query"] = [anth("sk-ant-beta-query-01"), aws()]
     t["to-vertex"] = [anth("sk-ant-to-vertex-01"), absk("ABSK-to-vertex-0001"), VERTEX]
     t["to-vertex-stream"] = [anth("sk-ant-to-vertex-stream-01"), absk("ABSK-to-vertex-stream-01"), VERTEX_GLOBAL]
     # OpenRouter's `provider` object and `models` list.
@@ -598,6 +599,21 @@ def test_a_streamed_message_fails_over_to_bedrocks_event_stream_as_sse(gateway, 
     assert request.path == bedrock_path(SONNET_ID["amazon-bedrock"], True)
     assert request.headers["authorization"] == botocore_signature(request, AWS_KEY)
     assert_bedrock_body(request, sdk_body(raw))
+
+
+def test_claude_codes_beta_query_is_taken_and_not_sent_to_bedrock(gateway, mocks):
+    """Claude Code posts /v1/messages?beta=true (its SDK's beta client): the route takes the
+    query; Bedrock's invoke URL gets none of it (Anthropic's may)."""
+    mocks["anthropic"].reply_for_secret("sk-ant-beta-query-01", 529, ANTHROPIC_OVERLOADED)
+
+    events, raw = stream_message(claude(gateway, "beta-query"), extra_query={"beta": "true"})
+
+    assert_streamed_message(events)
+    assert raw.headers.get("x-byok-provider") == "amazon-bedrock"
+    assert mocks["anthropic"].requests[0].path == "/v1/messages"
+    (request,) = mocks["amazon-bedrock"].requests
+    assert (request.path, request.query) == (bedrock_path(SONNET_ID["amazon-bedrock"], True), "")
+    assert request.headers["authorization"] == botocore_signature(request, AWS_KEY)
 
 
 def test_anthropic_rejected_and_bedrock_throttled_fail_over_to_vertex(gateway, mocks):
