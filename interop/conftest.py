@@ -114,7 +114,8 @@ def pytest_runtest_makereport(item, call):
         seen = "\n".join(f"{r.method} {r.path}?{r.query} secret={r.secret!r}" for r in upstream.requests)
         report.sections.append((f"mock upstream requests{name}", seen or "(none)"))
         tokens = "\n".join(
-            f"{t.request.method} {t.path} -> {t.status} {t.access_token or t.error or ''}" for t in upstream.token_requests
+            f"{t.request.method} {t.path} -> {t.status} {t.access_token or t.error or ''}"
+            for t in upstream.token_requests
         )
         if tokens:
             report.sections.append((f"mock token endpoint requests{name}", tokens))

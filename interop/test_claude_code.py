@@ -68,9 +68,7 @@ def fresh_mocks(mocks):
 def gateway(start_proxy, mocks):
     catalog = {SLUG: CatalogModel([(p, MODEL_ID[p]) for p in PROVIDERS], "Claude Sonnet 5.5")}
     tenants = [Tenant(name, creds) for name, creds in TENANTS.items()]
-    return start_proxy(
-        "anthropic", tenants, upstream_urls={p: m.url for p, m in mocks.items()}, models=catalog
-    )
+    return start_proxy("anthropic", tenants, upstream_urls={p: m.url for p, m in mocks.items()}, models=catalog)
 
 
 def claude_p(gateway, tenant: str, tmp_path) -> subprocess.CompletedProcess:

@@ -63,7 +63,9 @@ NOVA = "amazon/nova-pro"  # on Bedrock only: no OpenAI-format endpoint
 GEMINI = "google/gemini-2.5-flash"
 
 CATALOG = {
-    SONNET: CatalogModel([(p, SONNET_ID[p]) for p in ("anthropic", "amazon-bedrock", "google-vertex")], "Claude Sonnet 4"),
+    SONNET: CatalogModel(
+        [(p, SONNET_ID[p]) for p in ("anthropic", "amazon-bedrock", "google-vertex")], "Claude Sonnet 4"
+    ),
     HAIKU: CatalogModel(
         [("anthropic", "claude-haiku-4-5-20251001"), ("amazon-bedrock", "anthropic.claude-haiku-4-5-20251001-v1:0")]
     ),
@@ -154,7 +156,10 @@ def tenant_credentials() -> dict[str, list]:
         anth("sk-ant-allow-id-01", allowed_models=[HAIKU]),
         absk("ABSK-allow-id-0001", allowed_models=[SONNET_ID["amazon-bedrock"]]),
     ]
-    t["refused"] = [anth("sk-ant-refused-01", allowed_models=[GPT4O]), absk("ABSK-refused-0001", allowed_models=[GPT4O])]
+    t["refused"] = [
+        anth("sk-ant-refused-01", allowed_models=[GPT4O]),
+        absk("ABSK-refused-0001", allowed_models=[GPT4O]),
+    ]
     # The OpenAI-format routes.
     t["chat"] = [of("openai", "sk-openai-chat-0001")]
     t["chat-azure"] = [of("openai", "sk-openai-chat-azure-01"), of("azure", "azure-key-chat-azure-0001")]
@@ -243,7 +248,9 @@ class Sent:
         self.requests.append(request)
 
 
-def oai(proxy, tenant: str | None = None, *, key: str | None = None, sdk_retries: bool = False, sent: Sent | None = None):
+def oai(
+    proxy, tenant: str | None = None, *, key: str | None = None, sdk_retries: bool = False, sent: Sent | None = None
+):
     hooks = {"request": [sent.hook]} if sent else {}
     return openai.OpenAI(
         base_url=f"{proxy.url}/api/v1",
@@ -254,7 +261,9 @@ def oai(proxy, tenant: str | None = None, *, key: str | None = None, sdk_retries
     )
 
 
-def claude(proxy, tenant: str | None = None, *, key: str | None = None, sdk_retries: bool = False, sent: Sent | None = None):
+def claude(
+    proxy, tenant: str | None = None, *, key: str | None = None, sdk_retries: bool = False, sent: Sent | None = None
+):
     hooks = {"request": [sent.hook]} if sent else {}
     return anthropic.Anthropic(
         base_url=f"{proxy.url}/api",
@@ -276,7 +285,9 @@ def create_message(client, model: str = SONNET, **options):
 
 def stream_message(client, model: str = SONNET, **options):
     """A streamed message: (events, raw response)."""
-    raw = client.messages.with_raw_response.create(model=model, max_tokens=64, messages=MESSAGES, stream=True, **options)
+    raw = client.messages.with_raw_response.create(
+        model=model, max_tokens=64, messages=MESSAGES, stream=True, **options
+    )
     return list(raw.parse()), raw
 
 
@@ -377,7 +388,10 @@ def minted(mocks, tenant: str) -> list[str]:
 
 def assert_byok_headers(headers, proxy, tenant: str, *, provider: str, model_id: str, credential: int, attempts: int):
     """x-byok-*: the endpoint that answered, the credential (its index in the tenant's list)."""
-    got = {h: headers.get(h) for h in ("x-byok-provider", "x-byok-model", "x-byok-credential-id", "x-byok-attempts", "x-byok-tier")}
+    got = {
+        h: headers.get(h)
+        for h in ("x-byok-provider", "x-byok-model", "x-byok-credential-id", "x-byok-attempts", "x-byok-tier")
+    }
     assert got == {
         "x-byok-provider": provider,
         "x-byok-model": model_id,
@@ -424,8 +438,14 @@ def test_the_mock_bedrock_invoke_stream_decodes_with_botocore(mocks):
 
 def test_the_catalog_renders_as_the_spec_writes_it(tmp_path):
     """The [models] tables parse as TOML into the shape SPEC §11 shows."""
-    text = render_config("anthropic", [], "http://127.0.0.1:9", tls=False, models=CATALOG,
-                         providers={"acme": {"base_url": "http://127.0.0.1:9", "openai_compatible": True}})
+    text = render_config(
+        "anthropic",
+        [],
+        "http://127.0.0.1:9",
+        tls=False,
+        models=CATALOG,
+        providers={"acme": {"base_url": "http://127.0.0.1:9", "openai_compatible": True}},
+    )
     parsed = tomllib.loads(text)
     assert parsed["models"][SONNET] == {
         "name": "Claude Sonnet 4",
@@ -447,7 +467,9 @@ def test_chat_completion(plain, mocks):
     body = json.loads(raw.content)
     assert body["model"] == "openai/gpt-4o-mini"  # the slug asked for
     assert body["provider"] == "OpenAI"
-    assert_byok_headers(raw.headers, plain, "plain", provider="openai", model_id="gpt-4o-mini", credential=0, attempts=1)
+    assert_byok_headers(
+        raw.headers, plain, "plain", provider="openai", model_id="gpt-4o-mini", credential=0, attempts=1
+    )
     assert_hits(mocks, openai=1)
     (request,) = mocks["openai"].requests
     assert (request.method, request.path, request.query) == ("POST", "/v1/chat/completions", "")
@@ -463,7 +485,9 @@ def test_chat_completion_stream(plain, mocks):
     assert chunks[-1].usage.prompt_tokens == up.INPUT_TOKENS
     assert all(c.model == "gpt-4o-mini" for c in chunks)  # streamed events as the provider sent them
     assert raw.headers["content-type"].startswith("text/event-stream")
-    assert_byok_headers(raw.headers, plain, "plain", provider="openai", model_id="gpt-4o-mini", credential=0, attempts=1)
+    assert_byok_headers(
+        raw.headers, plain, "plain", provider="openai", model_id="gpt-4o-mini", credential=0, attempts=1
+    )
     assert_hits(mocks, openai=1)
     (request,) = mocks["openai"].requests
     assert request.path == "/v1/chat/completions"
@@ -532,7 +556,9 @@ def test_message_on_the_first_endpoint(gateway, mocks):
     assert [block.text for block in message.content] == [up.TEXT]
     assert message.model == SONNET
     assert (message.usage.input_tokens, message.usage.output_tokens) == (up.INPUT_TOKENS, up.OUTPUT_TOKENS)
-    assert_byok_headers(raw.headers, gateway, "json", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=0, attempts=1)
+    assert_byok_headers(
+        raw.headers, gateway, "json", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=0, attempts=1
+    )
     assert_hits(mocks, anthropic=1)
     (request,) = mocks["anthropic"].requests
     assert request.path == "/v1/messages"
@@ -547,7 +573,9 @@ def test_message_stream_on_the_first_endpoint(gateway, mocks):
 
     assert_streamed_message(events)
     assert raw.headers["content-type"].startswith("text/event-stream")
-    assert_byok_headers(raw.headers, gateway, "stream", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=0, attempts=1)
+    assert_byok_headers(
+        raw.headers, gateway, "stream", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=0, attempts=1
+    )
     assert_hits(mocks, anthropic=1)
     (request,) = mocks["anthropic"].requests
     assert_auth(request, "x-api-key", "sk-ant-stream-01", gateway.key("stream"))
@@ -566,13 +594,23 @@ def test_anthropic_overloaded_fails_over_to_bedrock_signed_with_sigv4(gateway, m
     assert message.model == SONNET
     assert (message.usage.input_tokens, message.usage.output_tokens) == (up.INPUT_TOKENS, up.OUTPUT_TOKENS)
     assert_byok_headers(
-        raw.headers, gateway, "to-bedrock", provider="amazon-bedrock", model_id=SONNET_ID["amazon-bedrock"], credential=1, attempts=2
+        raw.headers,
+        gateway,
+        "to-bedrock",
+        provider="amazon-bedrock",
+        model_id=SONNET_ID["amazon-bedrock"],
+        credential=1,
+        attempts=2,
     )
     assert_hits(mocks, anthropic=1, amazon_bedrock=1)
     (first,) = mocks["anthropic"].requests
     assert_forwarded(first, sdk_body(raw), SONNET_ID["anthropic"])
     (request,) = mocks["amazon-bedrock"].requests
-    assert (request.method, request.path, request.query) == ("POST", bedrock_path(SONNET_ID["amazon-bedrock"], False), "")
+    assert (request.method, request.path, request.query) == (
+        "POST",
+        bedrock_path(SONNET_ID["amazon-bedrock"], False),
+        "",
+    )
     auth = request.headers["authorization"]
     assert auth.startswith(f"AWS4-HMAC-SHA256 Credential={AWS_KEY['accessKeyId']}/")
     assert f"/{AWS_KEY['region']}/bedrock/aws4_request" in auth
@@ -591,8 +629,13 @@ def test_a_streamed_message_fails_over_to_bedrocks_event_stream_as_sse(gateway, 
     assert_streamed_message(events)
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert_byok_headers(
-        raw.headers, gateway, "to-bedrock-stream", provider="amazon-bedrock", model_id=SONNET_ID["amazon-bedrock"],
-        credential=1, attempts=2,
+        raw.headers,
+        gateway,
+        "to-bedrock-stream",
+        provider="amazon-bedrock",
+        model_id=SONNET_ID["amazon-bedrock"],
+        credential=1,
+        attempts=2,
     )
     assert_hits(mocks, anthropic=1, amazon_bedrock=1)
     (request,) = mocks["amazon-bedrock"].requests
@@ -625,7 +668,13 @@ def test_anthropic_rejected_and_bedrock_throttled_fail_over_to_vertex(gateway, m
     assert [block.text for block in message.content] == [up.TEXT]
     assert message.model == SONNET
     assert_byok_headers(
-        raw.headers, gateway, "to-vertex", provider="google-vertex", model_id=SONNET_ID["google-vertex"], credential=2, attempts=3
+        raw.headers,
+        gateway,
+        "to-vertex",
+        provider="google-vertex",
+        model_id=SONNET_ID["google-vertex"],
+        credential=2,
+        attempts=3,
     )
     assert_hits(mocks, anthropic=1, amazon_bedrock=1, google_vertex=1)
     (bedrock,) = mocks["amazon-bedrock"].requests
@@ -646,14 +695,21 @@ def test_a_streamed_message_fails_over_to_vertex_stream_raw_predict_in_the_globa
 
     assert_streamed_message(events)
     assert_byok_headers(
-        raw.headers, gateway, "to-vertex-stream", provider="google-vertex", model_id=SONNET_ID["google-vertex"],
-        credential=2, attempts=3,
+        raw.headers,
+        gateway,
+        "to-vertex-stream",
+        provider="google-vertex",
+        model_id=SONNET_ID["google-vertex"],
+        credential=2,
+        attempts=3,
     )
     assert_hits(mocks, anthropic=1, amazon_bedrock=1, google_vertex=1)
     assert mocks["amazon-bedrock"].requests[0].path == bedrock_path(SONNET_ID["amazon-bedrock"], True)
     (request,) = mocks["google-vertex"].requests
     assert unquote(request.path) == vertex_path(SONNET_ID["google-vertex"], True, region="global")
-    assert_auth(request, "authorization", f"Bearer {minted(mocks, 'to-vertex-stream')[0]}", gateway.key("to-vertex-stream"))
+    assert_auth(
+        request, "authorization", f"Bearer {minted(mocks, 'to-vertex-stream')[0]}", gateway.key("to-vertex-stream")
+    )
     assert request.json()["stream"] is True  # Vertex keeps it
     assert_vertex_body(request, sdk_body(raw))
 
@@ -669,7 +725,13 @@ def test_provider_order_puts_those_endpoints_first(gateway, mocks):
 
     assert [block.text for block in message.content] == [up.TEXT]
     assert_byok_headers(
-        raw.headers, gateway, "order", provider="amazon-bedrock", model_id=SONNET_ID["amazon-bedrock"], credential=1, attempts=2
+        raw.headers,
+        gateway,
+        "order",
+        provider="amazon-bedrock",
+        model_id=SONNET_ID["amazon-bedrock"],
+        credential=1,
+        attempts=2,
     )
     assert_hits(mocks, google_vertex=1, amazon_bedrock=1)
     (request,) = mocks["amazon-bedrock"].requests
@@ -681,7 +743,9 @@ def test_provider_order_puts_those_endpoints_first(gateway, mocks):
 def test_provider_order_by_openrouters_provider_names(gateway, mocks):
     """@openrouter/sdk types `provider.order` as OpenRouter's provider names ("Amazon Bedrock",
     "Google", …) or strings; OpenRouter takes its names and its slugs alike."""
-    message, raw = create_message(claude(gateway, "order-names"), extra_body={"provider": {"order": ["Amazon Bedrock"]}})
+    message, raw = create_message(
+        claude(gateway, "order-names"), extra_body={"provider": {"order": ["Amazon Bedrock"]}}
+    )
 
     assert [block.text for block in message.content] == [up.TEXT]
     assert raw.headers.get("x-byok-provider") == "amazon-bedrock"
@@ -705,7 +769,13 @@ def test_provider_ignore(gateway, mocks):
 
     assert [block.text for block in message.content] == [up.TEXT]
     assert_byok_headers(
-        raw.headers, gateway, "ignore", provider="amazon-bedrock", model_id=SONNET_ID["amazon-bedrock"], credential=1, attempts=1
+        raw.headers,
+        gateway,
+        "ignore",
+        provider="amazon-bedrock",
+        model_id=SONNET_ID["amazon-bedrock"],
+        credential=1,
+        attempts=1,
     )
     assert_hits(mocks, amazon_bedrock=1)
 
@@ -717,7 +787,13 @@ def test_allow_fallbacks_false_keeps_to_the_first_endpoints_provider_and_its_cre
 
     assert [block.text for block in message.content] == [up.TEXT]
     assert_byok_headers(
-        raw.headers, gateway, "no-fallbacks", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=1, attempts=2
+        raw.headers,
+        gateway,
+        "no-fallbacks",
+        provider="anthropic",
+        model_id=SONNET_ID["anthropic"],
+        credential=1,
+        attempts=2,
     )
     assert [r.secret for r in mocks["anthropic"].requests] == ["sk-ant-no-fallbacks-01", "sk-ant-no-fallbacks-02"]
     assert_hits(mocks, anthropic=2)
@@ -739,7 +815,13 @@ def test_provider_zdr_uses_only_zero_retention_credentials(gateway, mocks):
 
     assert [block.text for block in message.content] == [up.TEXT]
     assert_byok_headers(
-        raw.headers, gateway, "zdr", provider="amazon-bedrock", model_id=SONNET_ID["amazon-bedrock"], credential=1, attempts=1
+        raw.headers,
+        gateway,
+        "zdr",
+        provider="amazon-bedrock",
+        model_id=SONNET_ID["amazon-bedrock"],
+        credential=1,
+        attempts=1,
     )
     assert_hits(mocks, amazon_bedrock=1)
 
@@ -755,7 +837,13 @@ def test_the_models_list_is_tried_after_the_models_endpoints(gateway, mocks):
     assert [block.text for block in message.content] == [up.TEXT]
     assert message.model == SONNET  # the model that served, as OpenRouter says it
     assert_byok_headers(
-        raw.headers, gateway, "models-failover", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=0, attempts=2
+        raw.headers,
+        gateway,
+        "models-failover",
+        provider="anthropic",
+        model_id=SONNET_ID["anthropic"],
+        credential=0,
+        attempts=2,
     )
     assert_hits(mocks, google_vertex=1, anthropic=1)
     assert unquote(mocks["google-vertex"].requests[0].path) == vertex_path(OPUS_VERTEX_ID, False)
@@ -790,7 +878,13 @@ def test_an_allowlist_naming_the_providers_id_admits_that_endpoint(gateway, mock
 
     assert [block.text for block in message.content] == [up.TEXT]
     assert_byok_headers(
-        raw.headers, gateway, "allow-id", provider="amazon-bedrock", model_id=SONNET_ID["amazon-bedrock"], credential=1, attempts=1
+        raw.headers,
+        gateway,
+        "allow-id",
+        provider="amazon-bedrock",
+        model_id=SONNET_ID["amazon-bedrock"],
+        credential=1,
+        attempts=1,
     )
     assert_hits(mocks, amazon_bedrock=1)  # the anthropic credential (HAIKU only) was never tried
 
@@ -827,7 +921,9 @@ def test_chat_with_a_catalog_slug(gateway, mocks):
     assert completion.choices[0].message.content == up.TEXT
     body = json.loads(raw.content)
     assert (body["model"], body["provider"]) == (GPT4O, "OpenAI")
-    assert_byok_headers(raw.headers, gateway, "chat", provider="openai", model_id=GPT4O_ID["openai"], credential=0, attempts=1)
+    assert_byok_headers(
+        raw.headers, gateway, "chat", provider="openai", model_id=GPT4O_ID["openai"], credential=0, attempts=1
+    )
     assert_hits(mocks, openai=1)
     assert_forwarded(mocks["openai"].requests[0], sdk_body(raw), GPT4O_ID["openai"])
 
@@ -840,7 +936,9 @@ def test_chat_fails_over_from_openai_to_azure(gateway, mocks):
     assert completion.choices[0].message.content == up.TEXT
     body = json.loads(raw.content)
     assert (body["model"], body["provider"]) == (GPT4O, "Azure")
-    assert_byok_headers(raw.headers, gateway, "chat-azure", provider="azure", model_id=GPT4O_ID["azure"], credential=1, attempts=2)
+    assert_byok_headers(
+        raw.headers, gateway, "chat-azure", provider="azure", model_id=GPT4O_ID["azure"], credential=1, attempts=2
+    )
     assert_hits(mocks, openai=1, azure=1)
     (request,) = mocks["azure"].requests
     assert (request.path, request.query) == ("/openai/deployments/gpt-4o/chat/completions", "api-version=2024-10-21")
@@ -854,7 +952,15 @@ def test_chat_with_a_claude_slug_goes_to_anthropics_openai_compatible_endpoint(g
     assert completion.choices[0].message.content == up.TEXT
     body = json.loads(raw.content)
     assert (body["model"], body["provider"]) == (SONNET, "Anthropic")
-    assert_byok_headers(raw.headers, gateway, "chat-claude", provider="anthropic", model_id=SONNET_ID["anthropic"], credential=0, attempts=1)
+    assert_byok_headers(
+        raw.headers,
+        gateway,
+        "chat-claude",
+        provider="anthropic",
+        model_id=SONNET_ID["anthropic"],
+        credential=0,
+        attempts=1,
+    )
     assert_hits(mocks, anthropic=1)
     (request,) = mocks["anthropic"].requests
     assert request.path == "/v1/chat/completions"
@@ -964,7 +1070,9 @@ def test_a_malformed_openrouter_field_is_400_on_messages(plain, mocks, what):
     extra, field = BAD_BODIES[what]
     sent = Sent()
     with pytest.raises(anthropic.BadRequestError) as caught:
-        create_message(claude(plain, "plain", sdk_retries=True, sent=sent), model="claude-3-5-haiku-latest", extra_body=extra)
+        create_message(
+            claude(plain, "plain", sdk_retries=True, sent=sent), model="claude-3-5-haiku-latest", extra_body=extra
+        )
 
     message = assert_anthropic_refusal(caught.value, 400, "invalid_body", "invalid_request_error")
     assert field in message, message
