@@ -865,7 +865,7 @@ def test_a_model_of_the_list_that_no_credential_admits_is_skipped(gateway, mocks
 # --- Allowlists see the slug and the provider's model id -------------------------------------------
 
 
-def test_an_allowlist_naming_the_slug_admits_every_endpoint(gateway, mocks):
+def test_an_allowlist_naming_the_slug_admits_the_model(gateway, mocks):
     message, raw = create_message(claude(gateway, "allow-slug"))
 
     assert [block.text for block in message.content] == [up.TEXT]
