@@ -5,6 +5,10 @@ its own, with that workspace's credentials in try order) and gets a running
 proxy whose credentials point at the mock upstream (each credential's
 `base_url`, by default the mock's URL). Separate tenants keep
 one test's failing credentials from changing another test's candidates.
+
+A module that needs several providers (SPEC §11) gives each credential its
+`provider` and each provider a mock of its own (`upstream_urls`), and may add
+the model catalog (`CatalogModel`) and `[providers.NAME]` tables.
 """
 
 from __future__ import annotations
