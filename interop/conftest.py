@@ -68,12 +68,13 @@ _RUNNING: list[Proxy] = []
 
 @pytest.fixture(scope="module")
 def start_proxy(mock, tmp_path_factory):
-    """start_proxy(provider, tenants, tls=False) -> a running Proxy, stopped after the module."""
+    """start_proxy(provider, tenants, tls=False, **extra) -> a running Proxy, stopped after the
+    module; `extra` (upstream_urls, models, providers) goes to gateway.render_config."""
     started: list[Proxy] = []
 
-    def start(provider: str, tenants: list[Tenant], *, tls: bool = False) -> Proxy:
+    def start(provider: str, tenants: list[Tenant], *, tls: bool = False, **extra) -> Proxy:
         config = tmp_path_factory.mktemp(f"byok-{provider}") / "config.toml"
-        config.write_text(render_config(provider, tenants, mock.url, tls=tls))
+        config.write_text(render_config(provider, tenants, mock.url, tls=tls, **extra))
         proxy = Proxy(proxy_binary(), config, tenants, tls=tls)
         started.append(proxy)
         _RUNNING.append(proxy)
@@ -104,12 +105,17 @@ def pytest_runtest_makereport(item, call):
     starts = item.stash.get(_LOG_START, {})
     for proxy in _RUNNING:
         report.sections.append((f"byok-proxy stderr ({proxy.url})", proxy.log(starts.get(id(proxy), 0))))
-    upstream = item.funcargs.get("mock")
-    if isinstance(upstream, MockUpstream):
+    # `mock`, and a module's mocks per provider (a dict named `mocks`).
+    upstreams = {"": item.funcargs.get("mock")}
+    upstreams.update({f" ({name})": m for name, m in (item.funcargs.get("mocks") or {}).items()})
+    for name, upstream in upstreams.items():
+        if not isinstance(upstream, MockUpstream) or (name and not upstream.requests and not upstream.token_requests):
+            continue
         seen = "\n".join(f"{r.method} {r.path}?{r.query} secret={r.secret!r}" for r in upstream.requests)
-        report.sections.append(("mock upstream requests", seen or "(none)"))
+        report.sections.append((f"mock upstream requests{name}", seen or "(none)"))
         tokens = "\n".join(
-            f"{t.request.method} {t.path} -> {t.status} {t.access_token or t.error or ''}" for t in upstream.token_requests
+            f"{t.request.method} {t.path} -> {t.status} {t.access_token or t.error or ''}"
+            for t in upstream.token_requests
         )
         if tokens:
-            report.sections.append(("mock token endpoint requests", tokens))
+            report.sections.append((f"mock token endpoint requests{name}", tokens))

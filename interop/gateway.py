@@ -5,6 +5,10 @@ its own, with that workspace's credentials in try order) and gets a running
 proxy whose credentials point at the mock upstream (each credential's
 `base_url`, by default the mock's URL). Separate tenants keep
 one test's failing credentials from changing another test's candidates.
+
+A module that needs several providers (SPEC §11) gives each credential its
+`provider` and each provider a mock of its own (`upstream_urls`), and may add
+the model catalog (`CatalogModel`) and `[providers.NAME]` tables.
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ class Credential:
     is_fallback: bool = False
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     base_url: str | _MockUrl | None = MOCK_URL  # None: the credential sets none
+    provider: str | None = None  # None: the provider the proxy is started for
+    declared_zdr: bool | None = None
+
+
+@dataclass
+class CatalogModel:
+    """One `[models."{slug}"]` entry of the operator's catalog (SPEC §11): its endpoints as
+    (provider, provider's model id) pairs, in the default order of preference."""
+
+    endpoints: list[tuple[str, str]]
+    name: str | None = None
 
 
 @dataclass
@@ -87,7 +102,13 @@ def _toml(value) -> str:
         return json.dumps(value)  # a JSON string of printable text is a TOML basic string
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML for {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _table(header: str, entries: dict) -> str:
@@ -101,7 +122,13 @@ def render_config(
     upstream_url: str,
     *,
     tls: bool,
+    upstream_urls: dict[str, str] | None = None,
+    models: dict[str, CatalogModel] | None = None,
+    providers: dict[str, dict] | None = None,
 ) -> str:
+    """The proxy's TOML config. Each credential is of its own `provider`, else of `provider`;
+    a credential whose base_url is MOCK_URL points at `upstream_urls[its provider]` when given,
+    else at `upstream_url`. `models` is the catalog, `providers` the `[providers.NAME]` tables."""
     server = {
         "listen": "127.0.0.1:0",
         "max_body_bytes": MAX_BODY_BYTES,
@@ -137,19 +164,33 @@ def render_config(
                     {
                         "id": cred.id,
                         "workspace_id": tenant.workspace,
-                        "provider": provider,
+                        "provider": cred.provider or provider,
                         "name": f"{tenant.name} #{order}",
                         "key": cred.secret,
-                        "base_url": upstream_url if cred.base_url is MOCK_URL else cred.base_url,
+                        "base_url": _base_url(cred, provider, upstream_url, upstream_urls),
                         "created_at": "2025-08-24T10:30:00Z",
                         "is_fallback": cred.is_fallback,
                         "sort_order": order,
                         "allowed_models": cred.allowed_models,
                         "allowed_api_key_hashes": [key_hash(tenant.key)],
+                        "declared_zdr": cred.declared_zdr,
                     },
                 )
             )
+    for name, table in (providers or {}).items():
+        tables.append(_table(f"[providers.{_toml_key(name)}]", table))
+    for slug, model in (models or {}).items():
+        endpoints = [{"provider": p, "model": m} for p, m in model.endpoints]
+        tables.append(_table(f"[models.{json.dumps(slug)}]", {"name": model.name, "endpoints": endpoints}))
     return "\n".join(tables)
+
+
+def _base_url(cred: Credential, provider: str, upstream_url: str, upstream_urls: dict[str, str] | None):
+    if cred.base_url is not MOCK_URL:
+        return cred.base_url
+    if upstream_urls is None:
+        return upstream_url
+    return upstream_urls[cred.provider or provider]
 
 
 class ProxyStartError(RuntimeError):

@@ -3,9 +3,10 @@
 It records every request it gets (method, path, query, lowercased headers,
 body) and answers each route in that provider's own wire format, close enough
 for the official SDKs to parse: JSON, server-sent events, and AWS's binary
-event stream for Bedrock's ConverseStream. A test can script the answer for
-requests carrying a given upstream secret (`reply_for_secret`), e.g. to make
-a revoked key answer 401.
+event stream for Bedrock's ConverseStream and InvokeModelWithResponseStream.
+A test can script the answer for requests carrying a given upstream secret
+(`reply_for_secret`), e.g. to make a revoked key answer 401, or for a path
+(`reply_for_path`) when the secret is minted or signed.
 
 Every answer carries the same text and token counts (the constants below), so
 a test compares what its SDK parsed with them.
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -155,7 +156,7 @@ def sse(data, event: str | None = None) -> bytes:
 def openai_chat(req: Recorded, body: dict, _m) -> Answer:
     model = body.get("model", "gpt-4o-mini")
     usage = {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS, "total_tokens": TOTAL_TOKENS}
-    common = {"id": "chatcmpl-mock", "created": 1_700_000_000, "model": model}
+    common = {"id": "chatcmpl-mock", "created": 1_700_000_000, "model": model, "system_fingerprint": "fp_mock"}
     if not body.get("stream"):
         message = {"role": "assistant", "content": TEXT, "refusal": None}
         choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
@@ -377,6 +378,72 @@ def bedrock_converse(req: Recorded, body: dict, m: re.Match) -> Answer:
     return Streamed("application/vnd.amazon.eventstream", chunks)
 
 
+# InvokeModel with an Anthropic model: the body is Anthropic's Messages request without `model`
+# and `stream`, with "anthropic_version": "bedrock-2023-05-31"; the answer is Anthropic's message
+# JSON, or (invoke-with-response-stream) an event stream whose `chunk` events carry each Anthropic
+# SSE event's JSON, base64, in {"bytes": ..., "p": padding} (Bedrock pads payloads so that their
+# length says nothing); the last event adds Bedrock's invocation metrics.
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+BEDROCK_PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
+
+
+def bedrock_anthropic_model(model_id: str) -> str:
+    """Anthropic's name of a Bedrock model id, as Bedrock's answers carry it:
+    anthropic.claude-sonnet-4-20250514-v1:0 -> claude-sonnet-4-20250514."""
+    name = re.sub(r"^([a-z]{2,4}\.)?anthropic\.", "", model_id)
+    return re.sub(r"-v\d+(:\d+)?$", "", name)
+
+
+def bedrock_chunk(event: dict, n: int) -> bytes:
+    payload = {"bytes": base64.b64encode(json.dumps(event).encode()).decode(), "p": BEDROCK_PADDING[: 1 + n % 40]}
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    return eventstream_message(headers, json.dumps(payload).encode())
+
+
+def bedrock_invoke(req: Recorded, body: dict, m: re.Match) -> Answer:
+    model = bedrock_anthropic_model(unquote(m["model"]))
+    headers = {"x-amzn-requestid": "00000000-mock-bedrock-request"}
+    if m["op"] == "invoke":
+        content = [{"type": "text", "text": TEXT}]
+        message = {**anthropic_message(model, content, "end_turn", OUTPUT_TOKENS), "id": "msg_bdrk_mock"}
+        counts = {
+            "x-amzn-bedrock-input-token-count": str(INPUT_TOKENS),
+            "x-amzn-bedrock-output-token-count": str(OUTPUT_TOKENS),
+        }
+        return Reply.json(message, headers={**headers, **counts})
+    events = [
+        {"type": "message_start", "message": {**anthropic_message(model, [], None, 1), "id": "msg_bdrk_mock"}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in STREAM_PIECES
+    ]
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": OUTPUT_TOKENS},
+        },
+        {
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": INPUT_TOKENS,
+                "outputTokenCount": OUTPUT_TOKENS,
+                "invocationLatency": 321,
+                "firstByteLatency": 123,
+            },
+        },
+    ]
+    chunks = [bedrock_chunk(event, n) for n, event in enumerate(events)]
+    return Streamed(
+        "application/vnd.amazon.eventstream",
+        chunks,
+        headers={**headers, "x-amzn-bedrock-content-type": "application/json"},
+    )
+
+
 ROUTES: list[tuple[str, re.Pattern, Route]] = [
     ("POST", re.compile(r"/v1/chat/completions"), openai_chat),
     ("POST", re.compile(r"/v1/embeddings"), openai_embeddings),
@@ -387,6 +454,9 @@ ROUTES: list[tuple[str, re.Pattern, Route]] = [
     ("POST", re.compile(r"/v1(beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"),
      google_generate),
     ("POST", re.compile(r"/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream)"), bedrock_converse),
+    ("POST", re.compile(r"/model/(?P<model>[^/]+)/(?P<op>invoke|invoke-with-response-stream)"), bedrock_invoke),
+    # Google AI Studio's OpenAI-compatible endpoint.
+    ("POST", re.compile(r"/v1beta/openai/chat/completions"), openai_chat),
     # Vertex AI (google-genai sends v1beta1 by default, AnthropicVertex v1).
     ("POST", re.compile(r"/v1(beta1)?/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google"
                         r"/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"), google_generate),
@@ -527,6 +597,7 @@ class MockUpstream:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._scripted: dict[str, Reply] = {}
+        self._scripted_paths: dict[str, Reply] = {}
         # Google's token endpoint: accounts and the token counter survive reset(), so that no
         # two tokens of a module are equal; the rest is per test.
         self._accounts: dict[str, ServiceAccount] = {}
@@ -566,6 +637,7 @@ class MockUpstream:
         with self._lock:
             self._requests.clear()
             self._scripted.clear()
+            self._scripted_paths.clear()
             self._token_requests.clear()
             self._token_scripts.clear()
 
@@ -626,6 +698,12 @@ class MockUpstream:
         with self._lock:
             self._scripted[secret] = reply
 
+    def reply_for_path(self, path: str, status: int, body, headers: dict[str, str] | None = None):
+        """Answer requests to `path` with this status and body (dict: JSON) instead of the route, for
+        credentials whose secret a test cannot know in advance (a minted token, a SigV4 signature)."""
+        with self._lock:
+            self._scripted_paths[path] = Reply.json(body, status, headers)
+
     def reject(self, provider: str, *secrets: str):
         """Answer these secrets as `provider` answers a key it does not accept."""
         status, body, headers = REJECTED_SECRET[provider]
@@ -638,6 +716,7 @@ class MockUpstream:
         with self._lock:
             self._requests.append(req)
             scripted = self._scripted.get(req.secret) if req.secret else None
+            scripted = scripted or self._scripted_paths.get(req.path)
         return scripted or route(req)
 
 

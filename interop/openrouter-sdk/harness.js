@@ -1,11 +1,15 @@
 // The harness for byok.test.js: the real byok-proxy binary with a database
 // store (SQLite, or a throwaway PostgreSQL cluster), and OpenRouter's SDK
-// pointed at its admin API with every HTTP exchange recorded.
+// pointed at its admin API with every HTTP exchange recorded; and for
+// one.test.js: the binary with a config of the test's own (startGateway) in
+// front of a recording mock upstream of OpenAI's chat completions
+// (startMockUpstream), the SDK pointed at its proxy listener.
 //
 // * The binary is $BYOK_PROXY_BIN (scripts/interop-openrouter-sdk sets it;
 //   default target/debug/byok-proxy from the repository root).
 // * Every listener is 127.0.0.1:0; the admin address is read from the
-//   proxy's stderr ("admin API listening on http://ADDR"), polled against a
+//   proxy's stderr ("admin API listening on http://ADDR", or "byok-proxy
+//   listening on http://ADDR" for the proxy listener), polled against a
 //   deadline, never slept for.
 // * PostgreSQL mirrors tests/stores/pg.rs: binaries from
 //   $BYOK_PG_LIB_ROOT/*/bin (default /usr/lib/postgresql, highest version
@@ -21,6 +25,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -95,7 +100,7 @@ export function removeDir(dir) {
 }
 
 /** A TOML basic string. */
-function tomlString(value) {
+export function tomlString(value) {
     return JSON.stringify(value);
 }
 
@@ -168,7 +173,6 @@ export async function startProxy({
     masterKey,
     defaultWorkspace = "ws-1",
 }) {
-    const bin = proxyBinary();
     const lines = [
         "[server]",
         'listen = "127.0.0.1:0"',
@@ -193,10 +197,50 @@ export async function startProxy({
         `default_workspace_id = ${tomlString(defaultWorkspace)}`,
         "",
     );
-    const configPath = path.join(dir, `byok-${randomHex(4)}.toml`);
-    fs.writeFileSync(configPath, lines.join("\n"));
+    const env = { BYOK_MASTER_KEY: masterKey };
+    const { match, ...proxy } = await spawnProxy({
+        dir,
+        config: lines.join("\n"),
+        env,
+        pattern: /admin API listening on http:\/\/(\S+)/,
+        what: "its admin API",
+    });
+    return { adminAddress: match[1], adminUrl: `http://${match[1]}`, ...proxy };
+}
 
-    const env = { ...process.env, BYOK_MASTER_KEY: masterKey };
+/**
+ * Starts `byok-proxy serve --config FILE` with `config` (TOML text) as the
+ * file, for the proxy listener itself (SPEC §4, §11): no store, no admin API
+ * unless the config says so.
+ *
+ * @param {object} options
+ * @param {string} options.dir where the config file goes
+ * @param {string} options.config the config file's text
+ * @returns {Promise<{url: string, stderr: () => string, exited: () => object | null, stop: () => Promise<void>}>}
+ */
+export async function startGateway({ dir, config }) {
+    const { match, ...proxy } = await spawnProxy({
+        dir,
+        config,
+        env: {},
+        pattern: /byok-proxy listening on (http:\/\/\S+)/,
+        what: "its proxy listener",
+    });
+    return { url: match[1], ...proxy };
+}
+
+/**
+ * Writes `config` into `dir`, runs `byok-proxy serve` on it with `env` added
+ * to this process's environment, and waits for `pattern` in its output: woken
+ * by every chunk of output and by the exit, bounded by a deadline.
+ */
+async function spawnProxy({ dir, config, env: extraEnv, pattern, what }) {
+    const bin = proxyBinary();
+    const configPath = path.join(dir, `byok-${randomHex(4)}.toml`);
+    fs.writeFileSync(configPath, config);
+
+    const env = { ...process.env, ...extraEnv };
+    if (!("BYOK_MASTER_KEY" in extraEnv)) delete env.BYOK_MASTER_KEY;
     delete env.BYOK_MASTER_KEY_PREVIOUS;
     delete env.BYOK_PROXY_CONFIG;
     env.NO_COLOR = "1";
@@ -242,35 +286,23 @@ export async function startProxy({
         }
     };
 
-    // Wait for the admin address: woken by every chunk of output and by
-    // the exit, bounded by a deadline.
-    const pattern = /admin API listening on http:\/\/(\S+)/;
     const deadline = Date.now() + PROXY_START_DEADLINE_MS;
     const clean = () => output.replace(/\x1b\[[0-9;]*m/g, "");
     for (;;) {
         const match = pattern.exec(clean());
         if (match) {
-            const adminAddress = match[1];
-            return {
-                adminAddress,
-                adminUrl: `http://${adminAddress}`,
-                stderr: clean,
-                exited: () => exited,
-                stop,
-            };
+            return { match, stderr: clean, exited: () => exited, stop };
         }
         if (exited !== null) {
             throw new Error(
-                `byok-proxy exited (${JSON.stringify(exited)}) before announcing its admin API; ` +
-                    `config ${configPath}:\n${lines.join("\n")}\n--- output:\n${clean()}`,
+                `byok-proxy exited (${JSON.stringify(exited)}) before announcing ${what}; ` +
+                    `config ${configPath}:\n${config}\n--- output:\n${clean()}`,
             );
         }
         const remaining = deadline - Date.now();
         if (remaining <= 0) {
             await stop();
-            throw new Error(
-                `byok-proxy did not announce its admin API within ${PROXY_START_DEADLINE_MS} ms:\n${clean()}`,
-            );
+            throw new Error(`byok-proxy did not announce ${what} within ${PROXY_START_DEADLINE_MS} ms:\n${clean()}`);
         }
         await new Promise((resolve) => {
             const timer = setTimeout(resolve, remaining);
@@ -281,6 +313,118 @@ export async function startProxy({
         });
         wake = () => {};
     }
+}
+
+// ---------------------------------------------------------------------------
+// A mock upstream: OpenAI's chat completions, recorded.
+
+/** What every answer of the mock upstream says (as interop/mock_upstream.py's). */
+export const MOCK = {
+    text: "Hello from the mock upstream.",
+    streamPieces: ["Hello", " from", " the", " mock", " stream."],
+    inputTokens: 11,
+    outputTokens: 7,
+};
+
+function chatAnswer(body) {
+    const model = body.model ?? "gpt-4o-mini";
+    const usage = {
+        prompt_tokens: MOCK.inputTokens,
+        completion_tokens: MOCK.outputTokens,
+        total_tokens: MOCK.inputTokens + MOCK.outputTokens,
+    };
+    const common = { id: "chatcmpl-mock", created: 1_700_000_000, model, system_fingerprint: "fp_mock" };
+    if (!body.stream) {
+        const message = { role: "assistant", content: MOCK.text, refusal: null };
+        const choice = { index: 0, message, finish_reason: "stop", logprobs: null };
+        return { json: { ...common, object: "chat.completion", choices: [choice], usage } };
+    }
+    const chunk = (delta, finishReason = null) => ({
+        ...common,
+        object: "chat.completion.chunk",
+        choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+    });
+    const events = [chunk({ role: "assistant", content: "" })];
+    for (const piece of MOCK.streamPieces) events.push(chunk({ content: piece }));
+    events.push(chunk({}, "stop"));
+    if (body.stream_options?.include_usage) {
+        events.push({ ...common, object: "chat.completion.chunk", choices: [], usage });
+    }
+    return { sse: [...events.map((e) => JSON.stringify(e)), "[DONE]"] };
+}
+
+/**
+ * An upstream on 127.0.0.1:0 that answers `POST …/chat/completions` as
+ * OpenAI does (JSON, or server-sent events when the body says `stream`) and
+ * records every request: `{method, path, query, headers, body}` (headers
+ * lowercased, body as text). `replyForSecret(secret, status, json)` scripts
+ * the answer to requests carrying that secret as a bearer token;
+ * `reset()` forgets requests and scripts.
+ */
+export async function startMockUpstream() {
+    const requests = [];
+    const scripted = new Map();
+    const server = http.createServer((req, res) => {
+        const parts = [];
+        req.on("data", (part) => parts.push(part));
+        req.on("end", () => {
+            const [pathname, query = ""] = req.url.split("?", 2);
+            const body = Buffer.concat(parts).toString("utf8");
+            const auth = req.headers.authorization ?? "";
+            const secret = auth.toLowerCase().startsWith("bearer ") ? auth.slice(7) : null;
+            requests.push({ method: req.method, path: pathname, query, headers: { ...req.headers }, body, secret });
+            const send = (status, json) => {
+                const text = JSON.stringify(json);
+                res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+                res.end(text);
+            };
+            if (secret !== null && scripted.has(secret)) {
+                const { status, json } = scripted.get(secret);
+                send(status, json);
+                return;
+            }
+            if (req.method !== "POST" || !pathname.endsWith("/chat/completions")) {
+                send(404, { error: { message: `mock upstream: no route for ${req.method} ${pathname}` } });
+                return;
+            }
+            let parsed;
+            try {
+                parsed = JSON.parse(body);
+            } catch {
+                send(400, { error: { message: "mock upstream: body is not JSON" } });
+                return;
+            }
+            const answer = chatAnswer(parsed);
+            if (answer.json) {
+                send(200, answer.json);
+                return;
+            }
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const data of answer.sse) res.write(`data: ${data}\n\n`);
+            res.end();
+        });
+    });
+    await new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+    });
+    const { port } = server.address();
+    const close = () => server.close();
+    cleanups.add(close);
+    return {
+        url: `http://127.0.0.1:${port}`,
+        requests,
+        replyForSecret: (secret, status, json) => scripted.set(secret, { status, json }),
+        reset: () => {
+            requests.length = 0;
+            scripted.clear();
+        },
+        stop: async () => {
+            cleanups.delete(close);
+            server.closeAllConnections();
+            await new Promise((resolve) => server.close(resolve));
+        },
+    };
 }
 
 // ---------------------------------------------------------------------------
