@@ -257,13 +257,12 @@ describe("@openrouter/sdk on the proxy listener (SPEC §11)", () => {
         assert.equal(upstream.requests.length, 0);
     });
 
+    // @openrouter/sdk 1.3.19's ChatResult requires system_fingerprint (string
+    // or null). OpenAI sends it, other OpenAI-format providers may not: the
+    // proxy adds `null` where the answer has none, as OpenRouter's answers
+    // carry it.
     it(
         "chat.send parses a completion whose provider sent no system_fingerprint",
-        {
-            todo:
-                "@openrouter/sdk 1.3.19's ChatResult requires system_fingerprint (string or null); OpenAI sends it, " +
-                "other OpenAI-format providers may not: the proxy would have to add it (as OpenRouter does)",
-        },
         async () => {
             upstream.replyForSecret(SECRET, 200, {
                 id: "chatcmpl-bare",
