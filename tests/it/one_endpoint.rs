@@ -153,6 +153,15 @@ async fn one_claude_model_fails_over_from_anthropic_to_bedrock_with_only_model_c
     for r in &seen {
         assert!(!r.everything().contains(GW), "the gateway key went upstream");
     }
+    // The access log: the endpoint that served, the slug, both attempts.
+    let line = p.wait_log("byok_proxy::access").await;
+    for part in [
+        "provider=\"amazon-bedrock\"",
+        "model=\"anthropic/claude-sonnet-4\"",
+        "attempts=anth:529,bed:200",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
 
     // Usage counts under the slug, at its price, with the provider that served.
     let (_, samples) = scrape(p.admin_addr().await).await;
@@ -382,4 +391,42 @@ async fn the_listings_show_what_the_key_may_use_and_its_record() {
     let r = get("/api/v1/key", "gw-unknown").await;
     assert_eq!(r.status, 401);
     assert_eq!(mock.count(), 0);
+}
+
+#[tokio::test]
+async fn the_catalog_is_reloaded_with_the_rest_of_the_file() {
+    let mock = Mock::start(upstream).await;
+    let creds = [
+        cred("anth", "anthropic", "sk-ant-200-x", ""),
+        cred("bed", "amazon-bedrock", "ABSK-bedrock-200-x", ""),
+    ];
+    let p = proxy(&mock, &creds).await;
+    let body = r#"{"model":"anthropic/claude-sonnet-4","max_tokens":1,"messages":[]}"#;
+    assert_eq!(messages(&p, GW, body).await.header("x-byok-provider"), Some("anthropic"));
+    // Bedrock first now, under another id.
+    let reordered = CATALOG.replace(
+        r#"  { provider = "anthropic", model = "claude-sonnet-4-20250514" },
+  { provider = "amazon-bedrock", model = "anthropic.claude-sonnet-4-20250514-v1:0" },"#,
+        r#"  { provider = "amazon-bedrock", model = "anthropic.claude-sonnet-4-v2:0" },
+  { provider = "anthropic", model = "claude-sonnet-4-20250514" },"#,
+    );
+    assert_ne!(reordered, CATALOG);
+    let mark = p.log_len();
+    p.write_config(&config(
+        &mock,
+        &[
+            admin::admin_section("127.0.0.1:0", &[admin::MGMT]),
+            reordered,
+            creds.concat(),
+        ]
+        .concat(),
+    ));
+    p.wait_log_after(mark, "config reloaded").await;
+    let r = messages(&p, GW, body).await;
+    assert_eq!(r.header("x-byok-provider"), Some("amazon-bedrock"));
+    assert_eq!(r.header("x-byok-model"), Some("anthropic.claude-sonnet-4-v2:0"));
+    assert_eq!(
+        mock.requests()[1].uri,
+        "/bedrock/model/anthropic.claude-sonnet-4-v2%3A0/invoke"
+    );
 }
