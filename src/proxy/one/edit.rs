@@ -372,8 +372,9 @@ struct Plan<'p, 'a> {
 }
 
 impl<'p, 'a> Plan<'p, 'a> {
-    /// The plan, if `members` fits `body`: in order, inside the braces, each
-    /// value at the end of its member.
+    /// The plan, if `members` fits `body`: each member's value at its end,
+    /// and between the braces nothing but the members, whitespace and one
+    /// comma between each two (so no member is missing from the list).
     fn new(
         body: &'p [u8],
         members: &'p [Member<'a>],
@@ -385,9 +386,11 @@ impl<'p, 'a> Plan<'p, 'a> {
             return None;
         }
         let mut end = open + 1;
-        for member in members {
+        for (index, member) in members.iter().enumerate() {
             let Member { span, value, .. } = member;
-            let fits = end <= span.start
+            let fits = body
+                .get(end..span.start)
+                .is_some_and(|gap| separates(gap, index > 0))
                 && span.start <= value.start
                 && value.start < value.end
                 && value.end == span.end
@@ -492,6 +495,18 @@ impl<'p, 'a> Plan<'p, 'a> {
         }
         any
     }
+}
+
+/// Whether `gap` is whitespace, around one comma when `comma`.
+fn separates(gap: &[u8], comma: bool) -> bool {
+    let mut at = skip_ws(gap, 0);
+    if comma {
+        if gap.get(at) != Some(&b',') {
+            return false;
+        }
+        at = skip_ws(gap, at + 1);
+    }
+    at == gap.len()
 }
 
 /// Writes `text` as a JSON string.
@@ -779,6 +794,16 @@ mod tests {
         assert_eq!(edit(br#"{"a":1}"#, &found, &[], &["a"]), None);
         assert_eq!(edit(b"{}", &found, &[], &[]), None);
         assert_eq!(edit(br#"{"a":1,"b":2,"c":3}"#, &found, &[], &[]), None);
+        // A list with a member missing.
+        let three = br#"{"a":1, "b":2 ,"c":3}"#;
+        let found = members(three).expect("an object");
+        assert!(edit(three, &found, &[], &["b"]).is_some());
+        assert_eq!(edit(three, &found[1..], &[], &["b"]), None);
+        assert_eq!(edit(three, &found[..2], &[], &["b"]), None);
+        assert_eq!(
+            edit(three, &[found[0].clone(), found[2].clone()], &[], &["a"]),
+            None
+        );
     }
 
     #[test]
