@@ -22,6 +22,11 @@
 //!   values, which let lone surrogate escapes and any nesting through;
 //!   `serde_visitor_strict`: the same plus the second pass that closes those
 //!   gaps) and `serde_json::from_slice::<Value>`, at 1 KB, 100 KB and 1 MB.
+//! * `one_edit/*`: the one endpoint's body edit (issue 25: `model` set,
+//!   `models` and `provider` removed, every other byte kept) beside a plain
+//!   copy of the body and beside the same edit through `serde_json::Value`
+//!   (which loses key order, number spellings and duplicate keys), at 1 KB
+//!   and 100 KB.
 //!
 //! ```sh
 //! cargo bench --bench hot_path
@@ -51,6 +56,10 @@ use byok_proxy::domain::{ApiKeyFields, CredentialFields, CredentialSpec};
 )]
 #[path = "../src/proxy/model.rs"]
 mod model;
+// The one endpoint's body edit, compiled here on its own like the visitor.
+#[allow(dead_code, unused_imports, reason = "only the edit is measured")]
+#[path = "../src/proxy/one/edit.rs"]
+mod edit;
 mod support;
 use support::chat_body;
 
@@ -314,11 +323,61 @@ fn model_extraction(c: &mut Criterion) {
     group.finish();
 }
 
+/// A chat body of about `len` bytes that also names OpenRouter's `models`
+/// and `provider`.
+fn one_body(len: usize) -> Bytes {
+    let extra = r#"{"models":["openai/gpt-4o","anthropic/claude-3.5-sonnet"],"provider":{"order":["OpenAI","Azure"],"allow_fallbacks":true},"#;
+    let chat = chat_body(len.saturating_sub(extra.len()));
+    let mut body = extra.as_bytes().to_vec();
+    body.extend_from_slice(chat.get(1..).expect("an object"));
+    Bytes::from(body)
+}
+
+fn one_edit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_edit");
+    let set: &[(&str, &[u8])] = &[("model", br#""gpt-4o""#)];
+    let remove = &["models", "provider"];
+    for size in [1024usize, 100 * 1024] {
+        let body = one_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("members_and_edit", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let found = edit::members(black_box(body)).expect("an object");
+                    edit::edit(body, &found, set, remove).expect("an object")
+                })
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("baseline_copy", size), &body, |b, body| {
+            b.iter(|| Bytes::copy_from_slice(black_box(body)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("baseline_serde_json_value", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mut value: serde_json::Value =
+                        serde_json::from_slice(black_box(body)).expect("valid");
+                    let map = value.as_object_mut().expect("an object");
+                    map.remove("models");
+                    map.remove("provider");
+                    map.insert("model".to_owned(), "gpt-4o".into());
+                    Bytes::from(serde_json::to_vec(&value).expect("serialises"))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     per_request,
     decision,
     registry_lookup,
-    model_extraction
+    model_extraction,
+    one_edit
 );
 criterion_main!(benches);

@@ -74,12 +74,12 @@ fn one_endpoint(req: &Forward<'_>, one: &OneLeg<'_>, head: &mut http::response::
     // Its length changes.
     h.remove(http::header::CONTENT_LENGTH);
     Shaping::Json(JsonEdit {
-        model: edit::string(one.slug),
+        model: edit::json_string(one.slug),
         provider: one
             .wire
             .reply
             .provider_field
-            .then(|| edit::string(req.provider.display_name())),
+            .then(|| edit::json_string(req.provider.display_name())),
     })
 }
 

@@ -193,10 +193,16 @@ mod tests {
         .await;
         assert_eq!(
             &out[..],
-            &b"{\"provider\":\"Amazon Bedrock\",\"id\":\"msg_1\",  \"model\": \"anthropic/claude-sonnet-4\",\"usage\":{\"input_tokens\":1}}"[..]
+            &b"{\"provider\":\"Amazon Bedrock\",\"system_fingerprint\":null,\"id\":\"msg_1\",  \"model\": \"anthropic/claude-sonnet-4\",\"usage\":{\"input_tokens\":1}}"[..]
         );
         let out = shaped(&[b"{\"model\":\"m\"}"], edit(false)).await;
         assert_eq!(&out[..], b"{\"model\":\"anthropic/claude-sonnet-4\"}");
+        // A fingerprint the provider sent stays.
+        let out = shaped(&[b"{\"model\":\"m\",\"system_fingerprint\":\"fp_1\"}"], edit(true)).await;
+        assert_eq!(
+            &out[..],
+            &b"{\"provider\":\"Amazon Bedrock\",\"model\":\"anthropic/claude-sonnet-4\",\"system_fingerprint\":\"fp_1\"}"[..]
+        );
     }
 
     #[tokio::test]

@@ -41,7 +41,7 @@ pub(crate) const ANTHROPIC_BETA: http::HeaderName = http::HeaderName::from_stati
 pub(crate) fn leg_body(req: &Forward<'_>, one: &OneLeg<'_>, headers: &HeaderMap) -> Result<Bytes, Rejection> {
     let wire = one.wire;
     let model = req.model.unwrap_or_default();
-    let model_json = edit::string(model);
+    let model_json = edit::json_string(model);
     let betas = if wire.beta_in_body {
         beta_list(headers)
     } else {
