@@ -20,7 +20,7 @@ use crate::proxy::one::edit;
 use crate::BoxError;
 
 /// The largest JSON answer edited; a larger one is relayed as it came.
-const MAX_EDITED: usize = 8 * 1024 * 1024;
+const MAX_EDITED: usize = 2 * 1024 * 1024;
 
 /// What a JSON answer's edit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
