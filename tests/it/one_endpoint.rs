@@ -430,3 +430,38 @@ async fn the_catalog_is_reloaded_with_the_rest_of_the_file() {
         "/bedrock/model/anthropic.claude-sonnet-4-v2%3A0/invoke"
     );
 }
+
+#[tokio::test]
+async fn count_tokens_goes_to_anthropic_alone_with_the_clients_query() {
+    let mock = Mock::start(|_: &Recorded| Reply::json(200, r#"{"input_tokens":42}"#)).await;
+    let p = proxy(
+        &mock,
+        &[
+            cred("bed", "amazon-bedrock", "ABSK-bedrock-200-x", ""),
+            cred("anth", "anthropic", "sk-ant-200-x", ""),
+        ],
+    )
+    .await;
+    let r = send(
+        http::Request::builder()
+            .method("POST")
+            .uri(p.url("/api/v1/messages/count_tokens?beta=true"))
+            .header("x-api-key", GW)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"model":"claude-sonnet-4","messages":[{"role":"user","content":"hi"}]}"#,
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"{"input_tokens":42}"#, "no model where there was none");
+    assert_eq!(r.header("x-byok-provider"), Some("anthropic"));
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1, "Bedrock has no such API here");
+    assert_eq!(seen[0].uri, "/v1/messages/count_tokens?beta=true");
+    assert_eq!(
+        String::from_utf8_lossy(&seen[0].body),
+        r#"{"model":"claude-sonnet-4-20250514","messages":[{"role":"user","content":"hi"}]}"#
+    );
+}

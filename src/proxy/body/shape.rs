@@ -25,7 +25,7 @@ const MAX_EDITED: usize = 2 * 1024 * 1024;
 /// What a JSON answer's edit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JsonEdit {
-    /// `model`'s new value, a JSON string.
+    /// `model`'s new value, a JSON string, where the answer has a `model`.
     pub(crate) model: Vec<u8>,
     /// `provider`'s value, a JSON string, where the format has one (chat
     /// completions, whose answers also get `"system_fingerprint": null`
@@ -37,10 +37,15 @@ impl JsonEdit {
     /// `body` edited, or `None` when it is not a JSON object.
     fn apply(&self, body: &[u8]) -> Option<Bytes> {
         let members = edit::members(body)?;
-        let mut set: Vec<(&str, &[u8])> = vec![("model", &self.model)];
+        let has = |key: &str| members.iter().any(|m| m.key == key);
+        let mut set: Vec<(&str, &[u8])> = Vec::with_capacity(3);
+        // Where the answer names its model (a token count does not).
+        if has("model") {
+            set.push(("model", &self.model));
+        }
         if let Some(provider) = &self.provider {
             set.push(("provider", provider));
-            if !members.iter().any(|m| m.key == "system_fingerprint") {
+            if !has("system_fingerprint") {
                 set.push(("system_fingerprint", b"null"));
             }
         }
