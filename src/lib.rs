@@ -87,6 +87,10 @@ pub use proxy::{
     decide, Attempt, BodyBudget, ByokBody, ByokLayer, ByokService, ForwardBody, Forwarder,
     ForwarderOptions, IdleTimeout, Rejection,
 };
+// Bedrock's event stream as Anthropic's SSE, for benches/eventstream.rs: not
+// an API.
+#[doc(hidden)]
+pub use proxy::body::{to_sse, EventStreamSse};
 pub use registry::{CompileError, Principal, Registry, Settings, Snapshot, SnapshotError};
 
 /// The top-level `"model"` of a JSON body under the strict rules the layer

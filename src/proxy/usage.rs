@@ -465,6 +465,7 @@ mod tests {
     /// Real-shaped captures: (content type, body, tokens to price: the
     /// input without its cached part).
     fn captures() -> Vec<(&'static str, Vec<u8>, Tokens)> {
+        use crate::proxy::body::eventstream_encode::event as event_frame;
         let u = |input, output, cache_read, cache_write| Tokens {
             input,
             output,
@@ -478,6 +479,7 @@ mod tests {
         all.push((
             "application/vnd.amazon.eventstream",
             [
+                // ConverseStream's events, in AWS's event-stream frames.
                 event_frame("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"usage"},"p":"abcd"}"#),
                 event_frame("messageStop", br#"{"stopReason":"end_turn","p":"ab"}"#),
                 event_frame("metadata", br#"{"metrics":{"latencyMs":120},"p":"abcdefghij","usage":{"inputTokens":30,"outputTokens":9,"totalTokens":39,"cacheReadInputTokens":5,"cacheWriteInputTokens":6}}"#),
@@ -486,32 +488,6 @@ mod tests {
             u(30, 9, 5, 6),
         ));
         all
-    }
-
-    /// One frame of AWS's event-stream encoding (the checksums are not
-    /// read by the tap and are left zero).
-    fn event_frame(event: &str, payload: &[u8]) -> Vec<u8> {
-        let mut headers = Vec::new();
-        for (name, value) in [
-            (":event-type", event),
-            (":content-type", "application/json"),
-            (":message-type", "event"),
-        ] {
-            headers.push(u8::try_from(name.len()).unwrap());
-            headers.extend_from_slice(name.as_bytes());
-            headers.push(7);
-            headers.extend_from_slice(&u16::try_from(value.len()).unwrap().to_be_bytes());
-            headers.extend_from_slice(value.as_bytes());
-        }
-        let total = 12 + headers.len() + payload.len() + 4;
-        let mut frame = Vec::with_capacity(total);
-        frame.extend_from_slice(&u32::try_from(total).unwrap().to_be_bytes());
-        frame.extend_from_slice(&u32::try_from(headers.len()).unwrap().to_be_bytes());
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend_from_slice(&headers);
-        frame.extend_from_slice(payload);
-        frame.extend_from_slice(&[0; 4]);
-        frame
     }
 
     fn texts() -> Vec<(&'static str, String, Tokens)> {

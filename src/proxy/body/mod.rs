@@ -16,6 +16,10 @@
 //!         Idle      the upstream's silences, bounded        idle.rs
 //!           upstream
 //! ```
+//!
+//! And one converter, for the one endpoint's Bedrock answers:
+//! [`eventstream`], Bedrock's binary event stream as Anthropic's server-sent
+//! events, a frame at a time.
 
 mod budget;
 mod eventstream;
@@ -31,6 +35,9 @@ mod testing;
 
 pub use budget::BodyBudget;
 pub(crate) use budget::{Exhausted, Reservation};
+#[cfg(test)]
+pub(crate) use eventstream::encode as eventstream_encode;
+pub use eventstream::{to_sse, EventStreamSse};
 pub use idle::IdleTimeout;
 pub use request::ForwardBody;
 pub(crate) use request::{
