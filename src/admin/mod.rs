@@ -53,8 +53,8 @@ use error::AdminError;
 pub(crate) use scope::Access;
 use scope::Caller;
 
-use crate::common::openrouter::{key_json, rfc3339_ms};
 use crate::common::bearer::bearer_token;
+use crate::common::openrouter::{key_json, rfc3339_ms};
 use crate::domain::{ApiKey, ApiKeyFields, Credential, CredentialFields, KeyHash};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;

@@ -54,4 +54,3 @@ pub(crate) fn key_json(k: &ApiKey, ledger: &Ledger) -> serde_json::Value {
         "last_used_at": ledger.key_last_used_ms(&k.hash).map(rfc3339_ms),
     })
 }
-

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -29,8 +29,9 @@ use tls::RawTls;
 pub use tls::TlsConfig;
 
 use crate::domain::{
-    valid_model_slug, valid_slug, ApiKey, Catalog, CatalogModel, Endpoint, ApiKeyFields, AuthScheme, Credential, CredentialFields, CredentialSpec,
-    FieldErrors, Flat, KeyHash, Provider, Providers, SharedTier, Upstream,
+    valid_model_slug, valid_slug, ApiKey, ApiKeyFields, AuthScheme, Catalog, CatalogModel,
+    Credential, CredentialFields, CredentialSpec, Endpoint, FieldErrors, Flat, KeyHash, Provider,
+    Providers, SharedTier, Upstream,
 };
 
 /// A config that parsed and validated.
@@ -955,7 +956,9 @@ fn validate_models(
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(m.endpoints.len());
         for (i, e) in m.endpoints.into_iter().enumerate() {
             let at = format!("{path}.endpoints[{i}]");
-            let Some(provider) = providers.entry(&e.provider).map(|(slug, _)| Arc::clone(slug))
+            let Some(provider) = providers
+                .entry(&e.provider)
+                .map(|(slug, _)| Arc::clone(slug))
             else {
                 errs.at(
                     format_args!("{at}.provider"),
@@ -1295,7 +1298,13 @@ endpoints = [{ provider = "local", model = "llama3" }]
         assert!(config.providers.get("local").unwrap().openai_compatible);
         assert!(!config.providers.get("openai").unwrap().openai_compatible);
         assert!(config.providers.get("mistral").unwrap().openai_compatible);
-        assert!(!config.providers.get("amazon-bedrock").unwrap().openai_compatible);
+        assert!(
+            !config
+                .providers
+                .get("amazon-bedrock")
+                .unwrap()
+                .openai_compatible
+        );
         assert_eq!(config.models.len(), 2);
         let claude = config.models.get("anthropic/claude-sonnet-4").unwrap();
         assert_eq!(claude.name.as_deref(), Some("Claude Sonnet 4"));

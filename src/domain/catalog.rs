@@ -96,7 +96,9 @@ mod tests {
         ] {
             assert!(valid_model_slug(good), "{good}");
         }
-        for bad in ["", "gpt-4o", "/gpt-4o", "openai/", "a/b c", "a/\"b", "a/b\n"] {
+        for bad in [
+            "", "gpt-4o", "/gpt-4o", "openai/", "a/b c", "a/\"b", "a/b\n",
+        ] {
             assert!(!valid_model_slug(bad), "{bad:?}");
         }
     }

@@ -395,7 +395,11 @@ const BUILTIN: &[Builtin] = &[
     bearer("deepseek", "DeepSeek", "https://api.deepseek.com"),
     bearer("xai", "xAI", "https://api.x.ai"),
     bearer("together", "Together", "https://api.together.xyz"),
-    bearer("fireworks", "Fireworks", "https://api.fireworks.ai/inference"),
+    bearer(
+        "fireworks",
+        "Fireworks",
+        "https://api.fireworks.ai/inference",
+    ),
     bearer("openrouter", "OpenRouter", "https://openrouter.ai/api"),
 ];
 

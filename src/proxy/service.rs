@@ -45,8 +45,8 @@ use super::client_key::client_key_hash;
 use super::context::{Ctx, X_BYOK_REQUEST_ID, X_REQUEST_ID};
 use super::error::Rejection;
 use super::{access_log, cloud, headers, model, one, route};
-use crate::common::json::json_response;
 use crate::clock::Clock;
+use crate::common::json::json_response;
 use crate::domain::{ApiKey, Credential, Dialect, LimitReset, Provider};
 use crate::ledger::{self, KeyBook, Ledger};
 use crate::metrics::Metrics;
@@ -249,7 +249,14 @@ impl Serve {
             plan: &plan,
             ask: &ask,
         };
-        attempt::forward(inner, std::slice::from_ref(&leg), headers, Some(&mut held), ctx).await
+        attempt::forward(
+            inner,
+            std::slice::from_ref(&leg),
+            headers,
+            Some(&mut held),
+            ctx,
+        )
+        .await
     }
 
     /// The one endpoint (SPEC §11): the key, then the listings, or the
@@ -296,6 +303,37 @@ impl Serve {
                 return Ok(Outcome::Forwarded(json_response(StatusCode::OK, json)));
             }
         };
+        let book = book.as_ref();
+        self.one_infer(inner, parts, body, ctx, format, &principal, book)
+            .await
+    }
+
+    /// An inference request of the one endpoint in `format`: the body read
+    /// under §4's rules, its models and preferences, their endpoints as
+    /// legs, the attempts across all of them.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request phases' results, passed on"
+    )]
+    async fn one_infer<S, B, RB>(
+        &self,
+        inner: S,
+        parts: Parts,
+        body: &mut Option<B>,
+        ctx: &mut Ctx,
+        format: one::Format,
+        principal: &Principal,
+        book: Option<&Arc<KeyBook>>,
+    ) -> Result<Outcome<RB>, Rejection>
+    where
+        S: Service<Request<ForwardBody>, Response = Response<RB>>,
+        S::Error: Into<BoxError>,
+        B: Body,
+        B::Error: Into<BoxError>,
+        RB: Body<Data = Bytes> + Unpin,
+        RB::Error: Into<BoxError>,
+    {
+        let snapshot = &*self.snapshot;
         let query = route::filter_query(parts.uri.query())?;
         let settings = snapshot.settings();
         let encoding = body::encoding(&parts.headers)?;
@@ -303,7 +341,9 @@ impl Serve {
         let mut held = Reservation::of(self.budget.as_ref());
         held.grow_to(declared)?;
         let Some(body) = body.take() else {
-            return Err(Rejection::InvalidRequest("the request body could not be read"));
+            return Err(Rejection::InvalidRequest(
+                "the request body could not be read",
+            ));
         };
         let bytes = read_body(body, encoding, settings, &mut held, ctx).await?;
         // §4's rules first: one JSON document, one `model` string.
@@ -348,11 +388,14 @@ impl Serve {
                     method: &parts.method,
                     provider: p.provider,
                     rest: &p.wire.path,
-                    query: p.wire.query.or(query.as_deref().filter(|_| p.wire.client_query)),
+                    query: p
+                        .wire
+                        .query
+                        .or(query.as_deref().filter(|_| p.wire.client_query)),
                     model: Some(&p.model),
                     body: &bytes,
-                    principal: &principal,
-                    book: book.as_ref(),
+                    principal,
+                    book,
                     clock: &clock,
                     metrics: self.metrics.as_deref(),
                     label: p.label,

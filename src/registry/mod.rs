@@ -28,9 +28,7 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 
 use crate::config::{Config, Price, Prices, ServerConfig};
-use crate::domain::{
-    ApiKey, Catalog, Credential, KeyHash, Provider, Providers, SharedTier,
-};
+use crate::domain::{ApiKey, Catalog, Credential, KeyHash, Provider, Providers, SharedTier};
 use crate::ledger::Ledger;
 use crate::policy::health::Rest;
 use crate::policy::{self, Plan};

@@ -19,6 +19,8 @@ use super::recording::{Recorded, Recording};
 pub(crate) enum Reply {
     /// A complete response.
     Full(u16, Vec<(&'static str, String)>, String),
+    /// A complete response whose body need not be text.
+    Bytes(u16, Vec<(&'static str, String)>, Bytes),
     /// A streamed body: `first` at once, then the rest once `gate` is notified.
     /// `cancelled` is notified if the reader goes away while waiting.
     Stream {
@@ -178,14 +180,8 @@ async fn answer(
     let reply = behavior(&rec);
     log.record(rec);
     match reply {
-        Reply::Full(status, headers, body) => {
-            let mut res = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));
-            *res.status_mut() = StatusCode::from_u16(status).unwrap();
-            for (k, v) in headers {
-                res.headers_mut().insert(k, v.parse().unwrap());
-            }
-            res
-        }
+        Reply::Full(status, headers, body) => full(status, headers, Bytes::from(body)),
+        Reply::Bytes(status, headers, body) => full(status, headers, body),
         Reply::Stream {
             first,
             rest,
@@ -214,6 +210,16 @@ async fn answer(
         }
         Reply::Hang => std::future::pending().await,
     }
+}
+
+/// A complete response of `status`, `headers` and `body`.
+fn full(status: u16, headers: Vec<(&'static str, String)>, body: Bytes) -> Response<MockBody> {
+    let mut res = Response::new(http_body_util::Either::Left(Full::new(body)));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        res.headers_mut().insert(k, v.parse().unwrap());
+    }
+    res
 }
 
 /// A response body fed by a channel, so the mock controls when each chunk goes.

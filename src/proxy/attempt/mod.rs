@@ -172,9 +172,9 @@ where
             continue;
         }
         // The last candidate of all is the last of the last leg that has any.
-        let later = legs[i + 1..].iter().any(|l| {
-            policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| serves(&l.req, c))
-        });
+        let later = legs[i + 1..]
+            .iter()
+            .any(|l| policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| serves(&l.req, c)));
         let edited;
         let req = match leg.req.one {
             None => leg.req,
@@ -209,22 +209,7 @@ where
             } else {
                 headers.clone()
             };
-            let attempt = Attempt {
-                credential: Arc::clone(&cand.record),
-                number: ctx.next_attempt(),
-            };
-            let upstream_req = build::upstream_request(&req, cand, &target, headers, attempt)?;
-            let sent = send::send(&mut inner, &req, cand, upstream_req).await;
-            ctx.upstream_wait += sent.waited;
-            let sent = head::read_head(sent, req.provider.dialect(), req.settings).await;
-            tracing::debug!(provider = %req.provider.slug, credential_id = %cand.record.id, attempt = ctx.next_attempt(), result = ?sent.result, "attempt");
-            ctx.attempts.push(Tried {
-                credential: Arc::clone(&cand.record),
-                tier,
-                result: sent.result,
-            });
-            super::access_log::attempt(req.metrics, ctx, &cand.id_label);
-            judge::judge(&req, cand, &sent);
+            let sent = attempt(&mut inner, &req, cand, tier, &target, headers, ctx).await?;
             last_id = Some(cand.id_value.clone());
             match retry::classify(sent.result, is_last) {
                 Next::Failover => continue,
@@ -237,18 +222,63 @@ where
             return Ok(relay::relay(&req, ctx, cand, tier, sent));
         }
     }
+    none_served(legs, last_id, ctx)
+}
+
+/// One attempt of `cand` at `target`, with `headers`: the request built,
+/// sent, its head read, counted and judged.
+async fn attempt<S, RB>(
+    inner: &mut S,
+    req: &Forward<'_>,
+    cand: &Candidate,
+    tier: policy::Tier,
+    target: &cloud::Target<'_>,
+    headers: HeaderMap,
+    ctx: &mut Ctx,
+) -> Result<send::Sent<RB>, Rejection>
+where
+    S: Service<http::Request<ForwardBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Unpin,
+    RB::Error: Into<BoxError>,
+{
+    let attempt = Attempt {
+        credential: Arc::clone(&cand.record),
+        number: ctx.next_attempt(),
+    };
+    let upstream_req = build::upstream_request(req, cand, target, headers, attempt)?;
+    let sent = send::send(inner, req, cand, upstream_req).await;
+    ctx.upstream_wait += sent.waited;
+    let sent = head::read_head(sent, req.provider.dialect(), req.settings).await;
+    tracing::debug!(provider = %req.provider.slug, credential_id = %cand.record.id, attempt = ctx.next_attempt(), result = ?sent.result, "attempt");
+    ctx.attempts.push(Tried {
+        credential: Arc::clone(&cand.record),
+        tier,
+        result: sent.result,
+    });
+    super::access_log::attempt(req.metrics, ctx, &cand.id_label);
+    judge::judge(req, cand, &sent);
+    Ok(sent)
+}
+
+/// The answer when the legs ran out without one: the last failure as the
+/// proxy words it (only when every candidate's serving was misjudged), a
+/// path no admitted credential serves, or the policy's denial.
+fn none_served<RB>(
+    legs: &[Leg<'_>],
+    last_id: Option<HeaderValue>,
+    ctx: &Ctx,
+) -> Result<Outcome<RB>, Rejection> {
     if let (Some(last), Some(tried)) = (last_id, ctx.attempts.last()) {
-        // Only reached when every candidate's serving was misjudged: the
-        // last failure, as the proxy words it.
         let rejection = match retry::classify(tried.result, true) {
             Next::Fail(rejection) => rejection,
             Next::Failover | Next::Relay => Rejection::UpstreamUnreachable,
         };
         return Ok(Outcome::Failed { rejection, last });
     }
-    let unserved = legs.iter().any(|l| {
-        policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| !serves(&l.req, c))
-    });
+    let unserved = legs
+        .iter()
+        .any(|l| policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| !serves(&l.req, c)));
     if unserved {
         // Admitted, but no entry of their keys serves this path.
         return Err(Rejection::InvalidRequest(

@@ -8,14 +8,14 @@ use http::{HeaderName, HeaderValue, Method, Response};
 
 use super::send::Sent;
 use super::{Forward, OneLeg, Outcome};
-use crate::proxy::body::{JsonEdit, Shaping};
-use crate::proxy::one::edit;
 use crate::ledger::Entry;
 use crate::policy::Tier;
 use crate::proxy::body::ByokBody;
+use crate::proxy::body::{JsonEdit, Shaping};
 use crate::proxy::context::Ctx;
 use crate::proxy::error::Rejection;
 use crate::proxy::headers;
+use crate::proxy::one::edit;
 use crate::proxy::usage::{Accounting, UsageTap};
 use crate::registry::Candidate;
 
@@ -65,10 +65,24 @@ fn one_endpoint(req: &Forward<'_>, one: &OneLeg<'_>, head: &mut http::response::
     if let Some(v) = req.model.and_then(|m| HeaderValue::from_str(m).ok()) {
         h.insert(X_BYOK_MODEL, v);
     }
-    let json = h
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| media_type_is(ct.as_bytes(), b"application/json"));
-    if !head.status.is_success() || !json {
+    let media = |media: &[u8]| {
+        h.get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| media_type_is(ct.as_bytes(), media))
+    };
+    if !head.status.is_success() {
+        return Shaping::Plain;
+    }
+    if one.wire.reply.event_stream && media(b"application/vnd.amazon.eventstream") {
+        // Anthropic's server-sent events from here on (the usage tap reads
+        // them as such); its length changes.
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.remove(http::header::CONTENT_LENGTH);
+        return Shaping::EventStream;
+    }
+    if !media(b"application/json") {
         return Shaping::Plain;
     }
     // Its length changes.

@@ -309,19 +309,18 @@ async fn a_refused_request_never_reaches_the_inner_service() {
         one: None,
     };
     let mut ctx = Ctx::start(&HeaderMap::new());
-    let outcome: Result<Outcome<Full<Bytes>>, _> =
-        forward(
-            inner,
-            &[Leg {
-                req: forward_req,
-                plan: &plan,
-                ask: &ask,
-            }],
-            HeaderMap::new(),
-            None,
-            &mut ctx,
-        )
-        .await;
+    let outcome: Result<Outcome<Full<Bytes>>, _> = forward(
+        inner,
+        &[Leg {
+            req: forward_req,
+            plan: &plan,
+            ask: &ask,
+        }],
+        HeaderMap::new(),
+        None,
+        &mut ctx,
+    )
+    .await;
     assert!(matches!(
         outcome,
         Err(Rejection::NoEligibleCredential { .. })

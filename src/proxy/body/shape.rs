@@ -1,8 +1,9 @@
 //! The one endpoint's answers shaped for its client (SPEC §11): a JSON
 //! answer's top-level `model` made the slug the client asked for (and on
 //! chat completions, a `provider` member naming who served it), or
-//! Bedrock's event stream turned into Anthropic's server-sent events. Any
-//! other answer passes as it came.
+//! Bedrock's event stream turned into Anthropic's server-sent events as it
+//! arrives ([`eventstream`](super::eventstream)). Any other answer passes
+//! as it came.
 //!
 //! A JSON answer is held whole to be edited, up to [`MAX_EDITED`]: past
 //! that, what was held goes out as it came and the rest streams through.
@@ -16,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::eventstream::{to_sse, EventStreamSse};
 use crate::proxy::one::edit;
 use crate::BoxError;
 
@@ -60,12 +62,32 @@ pub(crate) enum Shaping {
     Plain,
     /// A JSON answer, edited.
     Json(JsonEdit),
+    /// Bedrock's event stream, as Anthropic's server-sent events.
+    EventStream,
 }
 
 pin_project! {
     /// An answer on its way out, shaped as its [`Shaping`] says.
+    #[project = ShapeProj]
     #[derive(Debug)]
-    pub(crate) struct Shape<B> {
+    pub(crate) enum Shape<B> {
+        /// As it came, or a JSON answer edited.
+        Edited {
+            #[pin]
+            inner: Edit<B>,
+        },
+        /// Bedrock's event stream converted, frame by frame.
+        Converted {
+            #[pin]
+            inner: EventStreamSse<B>,
+        },
+    }
+}
+
+pin_project! {
+    /// A body as it came, or (with an edit) a JSON answer held and edited.
+    #[derive(Debug)]
+    pub(crate) struct Edit<B> {
         #[pin]
         inner: B,
         edit: Option<JsonEdit>,
@@ -80,20 +102,61 @@ pin_project! {
 impl<B> Shape<B> {
     /// `inner`, shaped as `shaping` says.
     pub(crate) fn new(inner: B, shaping: Shaping) -> Self {
-        Shape {
-            inner,
-            edit: match shaping {
-                Shaping::Plain => None,
-                Shaping::Json(edit) => Some(edit),
+        let edit = match shaping {
+            Shaping::Plain => None,
+            Shaping::Json(edit) => Some(edit),
+            Shaping::EventStream => {
+                return Shape::Converted {
+                    inner: to_sse(inner),
+                }
+            }
+        };
+        Shape::Edited {
+            inner: Edit {
+                inner,
+                edit,
+                held: BytesMut::new(),
+                trailers: None,
+                ended: false,
             },
-            held: BytesMut::new(),
-            trailers: None,
-            ended: false,
         }
     }
 }
 
 impl<B> Body for Shape<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ShapeProj::Edited { inner } => inner.poll_frame(cx),
+            ShapeProj::Converted { inner } => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Shape::Edited { inner } => inner.is_end_stream(),
+            Shape::Converted { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Shape::Edited { inner } => inner.size_hint(),
+            Shape::Converted { inner } => inner.size_hint(),
+        }
+    }
+}
+
+impl<B> Body for Edit<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -186,13 +249,20 @@ mod tests {
             data(&tx, c);
         }
         drop(tx);
-        Shape::new(body, shaping).collect().await.unwrap().to_bytes()
+        Shape::new(body, shaping)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
     }
 
     #[tokio::test]
     async fn a_json_answer_gets_the_slug_and_the_provider_every_other_byte_kept() {
         let out = shaped(
-            &[b"{\"id\":\"msg_1\",  \"model\": \"anthropic.claude-x-v1:0\",", b"\"usage\":{\"input_tokens\":1}}"],
+            &[
+                b"{\"id\":\"msg_1\",  \"model\": \"anthropic.claude-x-v1:0\",",
+                b"\"usage\":{\"input_tokens\":1}}",
+            ],
             edit(true),
         )
         .await;
@@ -203,7 +273,11 @@ mod tests {
         let out = shaped(&[b"{\"model\":\"m\"}"], edit(false)).await;
         assert_eq!(&out[..], b"{\"model\":\"anthropic/claude-sonnet-4\"}");
         // A fingerprint the provider sent stays.
-        let out = shaped(&[b"{\"model\":\"m\",\"system_fingerprint\":\"fp_1\"}"], edit(true)).await;
+        let out = shaped(
+            &[b"{\"model\":\"m\",\"system_fingerprint\":\"fp_1\"}"],
+            edit(true),
+        )
+        .await;
         assert_eq!(
             &out[..],
             &b"{\"provider\":\"Amazon Bedrock\",\"model\":\"anthropic/claude-sonnet-4\",\"system_fingerprint\":\"fp_1\"}"[..]

@@ -147,7 +147,11 @@ pub(crate) fn read<'b>(
 
 /// A model as a slug: `{author}/{model}`, a bare model read with the
 /// route's author.
-fn slug<'b>(model: Cow<'b, str>, format: Format, field: &'static str) -> Result<Cow<'b, str>, Rejection> {
+fn slug<'b>(
+    model: Cow<'b, str>,
+    format: Format,
+    field: &'static str,
+) -> Result<Cow<'b, str>, Rejection> {
     let model = if model.contains('/') {
         model
     } else {
@@ -164,9 +168,8 @@ fn slug<'b>(model: Cow<'b, str>, format: Format, field: &'static str) -> Result<
 
 /// `models`: a list of at most [`MAX_MODELS`] strings (`null`: none).
 fn models_list(value: &[u8]) -> Result<Vec<String>, Rejection> {
-    let list: Option<Vec<String>> = serde_json::from_slice(value).map_err(|_| {
-        Rejection::bad_field("models", "must be a list of model slugs (strings)")
-    })?;
+    let list: Option<Vec<String>> = serde_json::from_slice(value)
+        .map_err(|_| Rejection::bad_field("models", "must be a list of model slugs (strings)"))?;
     let list = list.unwrap_or_default();
     if list.len() > MAX_MODELS {
         return Err(Rejection::bad_field("models", "lists at most 10 models"));
@@ -177,9 +180,8 @@ fn models_list(value: &[u8]) -> Result<Vec<String>, Rejection> {
 /// `provider`: an object (`null`: no preferences); its lists of names and
 /// its flags checked for their types, anything else in it ignored.
 fn provider(value: &[u8]) -> Result<Prefs, Rejection> {
-    let object: Option<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_slice(value)
-            .map_err(|_| Rejection::bad_field("provider", "must be an object"))?;
+    let object: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(value)
+        .map_err(|_| Rejection::bad_field("provider", "must be an object"))?;
     let mut prefs = Prefs::default();
     let Some(object) = object else {
         return Ok(prefs);
@@ -222,12 +224,21 @@ mod tests {
     use super::*;
     use crate::proxy::one::edit;
 
-    fn asked(body: &str, format: Format) -> Result<(Vec<String>, Prefs, bool), (&'static str, String)> {
+    fn asked(
+        body: &str,
+        format: Format,
+    ) -> Result<(Vec<String>, Prefs, bool), (&'static str, String)> {
         let bytes = body.as_bytes();
         let members = edit::members(bytes).expect("an object");
         let model = crate::proxy::model::body_model(bytes).expect("strict rules");
         read(bytes, &members, model, format)
-            .map(|a| (a.models.iter().map(|m| m.to_string()).collect(), a.prefs, a.stream))
+            .map(|a| {
+                (
+                    a.models.iter().map(|m| m.to_string()).collect(),
+                    a.prefs,
+                    a.stream,
+                )
+            })
             .map_err(|r| (r.reason(), r.to_string()))
     }
 
@@ -240,15 +251,27 @@ mod tests {
         .unwrap();
         assert_eq!(
             models,
-            ["anthropic/claude-sonnet-4", "openai/gpt-4o", "openai/gpt-4o-mini"]
+            [
+                "anthropic/claude-sonnet-4",
+                "openai/gpt-4o",
+                "openai/gpt-4o-mini"
+            ]
         );
         assert_eq!(prefs, Prefs::default());
         assert!(stream);
-        let (models, _, stream) = asked(r#"{"model":"claude-sonnet-4","stream":false}"#, Format::Messages).unwrap();
+        let (models, _, stream) = asked(
+            r#"{"model":"claude-sonnet-4","stream":false}"#,
+            Format::Messages,
+        )
+        .unwrap();
         assert_eq!(models, ["anthropic/claude-sonnet-4"]);
         assert!(!stream);
         let (models, _, _) = asked(r#"{"models":["a/b","c/d"]}"#, Format::Chat).unwrap();
-        assert_eq!(models, ["a/b", "c/d"], "models alone: the first is the model");
+        assert_eq!(
+            models,
+            ["a/b", "c/d"],
+            "models alone: the first is the model"
+        );
     }
 
     #[test]
@@ -270,10 +293,19 @@ mod tests {
         );
         let (_, prefs, _) = asked(r#"{"model":"a/b","provider":null}"#, Format::Chat).unwrap();
         assert_eq!(prefs, Prefs::default());
-        let (_, prefs, _) = asked(r#"{"model":"a/b","provider":{"order":null}}"#, Format::Chat).unwrap();
+        let (_, prefs, _) =
+            asked(r#"{"model":"a/b","provider":{"order":null}}"#, Format::Chat).unwrap();
         assert_eq!(prefs, Prefs::default());
-        assert!(Prefs::names("amazon bedrock", "amazon-bedrock", "Amazon Bedrock"));
-        assert!(Prefs::names("Amazon-Bedrock", "amazon-bedrock", "Amazon Bedrock"));
+        assert!(Prefs::names(
+            "amazon bedrock",
+            "amazon-bedrock",
+            "Amazon Bedrock"
+        ));
+        assert!(Prefs::names(
+            "Amazon-Bedrock",
+            "amazon-bedrock",
+            "Amazon Bedrock"
+        ));
         assert!(!Prefs::names("bedrock", "amazon-bedrock", "Amazon Bedrock"));
     }
 
@@ -291,10 +323,22 @@ mod tests {
             (r#"{"model":"/b"}"#, "model"),
             (r#"{"model":"a/b","provider":"anthropic"}"#, "provider"),
             (r#"{"model":"a/b","provider":[]}"#, "provider"),
-            (r#"{"model":"a/b","provider":{"order":"anthropic"}}"#, "provider.order"),
-            (r#"{"model":"a/b","provider":{"only":[1]}}"#, "provider.only"),
-            (r#"{"model":"a/b","provider":{"ignore":{}}}"#, "provider.ignore"),
-            (r#"{"model":"a/b","provider":{"allow_fallbacks":"no"}}"#, "provider.allow_fallbacks"),
+            (
+                r#"{"model":"a/b","provider":{"order":"anthropic"}}"#,
+                "provider.order",
+            ),
+            (
+                r#"{"model":"a/b","provider":{"only":[1]}}"#,
+                "provider.only",
+            ),
+            (
+                r#"{"model":"a/b","provider":{"ignore":{}}}"#,
+                "provider.ignore",
+            ),
+            (
+                r#"{"model":"a/b","provider":{"allow_fallbacks":"no"}}"#,
+                "provider.allow_fallbacks",
+            ),
             (r#"{"model":"a/b","provider":{"zdr":1}}"#, "provider.zdr"),
             (r#"{"model":"a/b","provider":{},"provider":{}}"#, "provider"),
             (r#"{"model":"a/b","models":[],"models":[]}"#, "models"),
@@ -304,7 +348,10 @@ mod tests {
         for (body, field) in cases {
             let (reason, message) = asked(body, Format::Chat).unwrap_err();
             assert_eq!(reason, "invalid_body", "{body}");
-            assert!(message.contains(&format!("\"{field}\"")), "{body}: {message}");
+            assert!(
+                message.contains(&format!("\"{field}\"")),
+                "{body}: {message}"
+            );
         }
     }
 }

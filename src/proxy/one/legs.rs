@@ -188,6 +188,7 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
     #[test]
     fn candidate_order_across_endpoints_and_models() {
         let t = |i: usize, p: &str, m: &str| (i, p.to_string(), m.to_string());
@@ -196,7 +197,11 @@ mod tests {
             planned(&claude, Prefs::default(), Format::Messages).unwrap(),
             [
                 t(0, "anthropic", "claude-sonnet-4-20250514"),
-                t(0, "amazon-bedrock", "anthropic.claude-sonnet-4-20250514-v1:0"),
+                t(
+                    0,
+                    "amazon-bedrock",
+                    "anthropic.claude-sonnet-4-20250514-v1:0"
+                ),
                 t(0, "google-vertex", "claude-sonnet-4@20250514"),
             ]
         );
@@ -208,7 +213,11 @@ mod tests {
         // Not in the catalog: the slug's own endpoint; then the models list.
         assert_eq!(
             planned(
-                &["openai/gpt-4o", "mistral/mistral-large", "openai/gpt-4o-mini"],
+                &[
+                    "openai/gpt-4o",
+                    "mistral/mistral-large",
+                    "openai/gpt-4o-mini"
+                ],
                 Prefs::default(),
                 Format::Chat
             )
@@ -229,7 +238,11 @@ mod tests {
             planned(&claude, prefs.clone(), Format::Messages).unwrap(),
             [
                 t(0, "google-vertex", "claude-sonnet-4@20250514"),
-                t(0, "amazon-bedrock", "anthropic.claude-sonnet-4-20250514-v1:0"),
+                t(
+                    0,
+                    "amazon-bedrock",
+                    "anthropic.claude-sonnet-4-20250514-v1:0"
+                ),
                 t(0, "anthropic", "claude-sonnet-4-20250514"),
             ]
         );
@@ -260,7 +273,11 @@ mod tests {
         };
         assert_eq!(
             planned(&claude, only, Format::Messages).unwrap(),
-            [t(0, "amazon-bedrock", "anthropic.claude-sonnet-4-20250514-v1:0")]
+            [t(
+                0,
+                "amazon-bedrock",
+                "anthropic.claude-sonnet-4-20250514-v1:0"
+            )]
         );
     }
 
@@ -271,7 +288,11 @@ mod tests {
             Err("unknown_model")
         );
         assert_eq!(
-            planned(&["openai/gpt-4o", "nobody/x"], Prefs::default(), Format::Chat),
+            planned(
+                &["openai/gpt-4o", "nobody/x"],
+                Prefs::default(),
+                Format::Chat
+            ),
             Err("unknown_model"),
             "every model of the list is known"
         );

@@ -39,8 +39,14 @@ pub(crate) fn models(snapshot: &Snapshot, principal: &Principal) -> Bytes {
             model_json(slug, name, context, price)
         })
         .collect();
-    let first = data.first().and_then(|m| m["id"].as_str()).map(str::to_owned);
-    let last = data.last().and_then(|m| m["id"].as_str()).map(str::to_owned);
+    let first = data
+        .first()
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned);
+    let last = data
+        .last()
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned);
     let body = serde_json::json!({
         "total_count": data.len(),
         "links": { "next": null },
@@ -74,7 +80,12 @@ fn usable(snapshot: &Snapshot, principal: &Principal, slug: &str, clock: &Clock)
 }
 
 /// One model in OpenRouter's shape, with OpenAI's and Anthropic's fields.
-fn model_json(slug: &str, name: &str, context: Option<u64>, price: Option<Price>) -> serde_json::Value {
+fn model_json(
+    slug: &str,
+    name: &str,
+    context: Option<u64>,
+    price: Option<Price>,
+) -> serde_json::Value {
     let author = slug.split_once('/').map_or(slug, |(a, _)| a);
     // OpenRouter's prices are USD per token, as decimal strings.
     let per_token = |per_million: f64| format!("{}", per_million / 1e6);

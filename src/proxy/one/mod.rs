@@ -38,7 +38,11 @@ pub(crate) const ANTHROPIC_BETA: http::HeaderName = http::HeaderName::from_stati
 /// endpoint's id (or taken out where the path names it), OpenRouter's
 /// members taken out, and what the provider's wire adds — every other byte
 /// as the client sent it.
-pub(crate) fn leg_body(req: &Forward<'_>, one: &OneLeg<'_>, headers: &HeaderMap) -> Result<Bytes, Rejection> {
+pub(crate) fn leg_body(
+    req: &Forward<'_>,
+    one: &OneLeg<'_>,
+    headers: &HeaderMap,
+) -> Result<Bytes, Rejection> {
     let wire = one.wire;
     let model = req.model.unwrap_or_default();
     let model_json = edit::json_string(model);
@@ -165,11 +169,28 @@ mod tests {
 
     #[test]
     fn routes_table() {
-        let cases: &[(Method, &str, Option<Result<Route, &str>>)] = &[
-            (Method::POST, "/api/v1/chat/completions", Some(Ok(Route::Infer(Format::Chat)))),
-            (Method::POST, "/api/v1/embeddings", Some(Ok(Route::Infer(Format::Embeddings)))),
-            (Method::POST, "/api/v1/responses", Some(Ok(Route::Infer(Format::Responses)))),
-            (Method::POST, "/api/v1/messages", Some(Ok(Route::Infer(Format::Messages)))),
+        type Case<'a> = (Method, &'a str, Option<Result<Route, &'a str>>);
+        let cases: &[Case<'_>] = &[
+            (
+                Method::POST,
+                "/api/v1/chat/completions",
+                Some(Ok(Route::Infer(Format::Chat))),
+            ),
+            (
+                Method::POST,
+                "/api/v1/embeddings",
+                Some(Ok(Route::Infer(Format::Embeddings))),
+            ),
+            (
+                Method::POST,
+                "/api/v1/responses",
+                Some(Ok(Route::Infer(Format::Responses))),
+            ),
+            (
+                Method::POST,
+                "/api/v1/messages",
+                Some(Ok(Route::Infer(Format::Messages))),
+            ),
             (
                 Method::POST,
                 "/api/v1/messages/count_tokens",
@@ -177,12 +198,32 @@ mod tests {
             ),
             (Method::GET, "/api/v1/models", Some(Ok(Route::Models))),
             (Method::GET, "/api/v1/key", Some(Ok(Route::Key))),
-            (Method::GET, "/api/v1/chat/completions", Some(Err("not_found"))),
+            (
+                Method::GET,
+                "/api/v1/chat/completions",
+                Some(Err("not_found")),
+            ),
             (Method::POST, "/api/v1/models", Some(Err("not_found"))),
-            (Method::POST, "/api/v1/chat/completions/", Some(Err("not_found"))),
-            (Method::POST, "/api/v1//chat/completions", Some(Err("not_found"))),
-            (Method::POST, "/api/v1/%63hat/completions", Some(Err("not_found"))),
-            (Method::POST, "/api/v2/chat/completions", Some(Err("not_found"))),
+            (
+                Method::POST,
+                "/api/v1/chat/completions/",
+                Some(Err("not_found")),
+            ),
+            (
+                Method::POST,
+                "/api/v1//chat/completions",
+                Some(Err("not_found")),
+            ),
+            (
+                Method::POST,
+                "/api/v1/%63hat/completions",
+                Some(Err("not_found")),
+            ),
+            (
+                Method::POST,
+                "/api/v2/chat/completions",
+                Some(Err("not_found")),
+            ),
             (Method::POST, "/api/", Some(Err("not_found"))),
             (Method::POST, "/api", None),
             (Method::POST, "/openai/v1/chat/completions", None),

@@ -115,15 +115,15 @@ pub(crate) fn wire(provider: &Provider, format: Format, model: &str, stream: boo
                 ("azure", Format::Chat | Format::Embeddings) => {
                     return Some(Wire {
                         query: Some(AZURE_API_VERSION),
-                        ..plain(&format!(
-                            "/openai/deployments/{}/{op}",
-                            segment(model)?
-                        ))
+                        ..plain(&format!("/openai/deployments/{}/{op}", segment(model)?))
                     })
                 }
                 ("azure", Format::Responses) => "/openai/v1/responses".to_owned(),
                 ("deepseek", Format::Chat) => "/chat/completions".to_owned(),
-                ("anthropic" | "mistral" | "together" | "fireworks" | "deepseek", Format::Responses)
+                (
+                    "anthropic" | "mistral" | "together" | "fireworks" | "deepseek",
+                    Format::Responses,
+                )
                 | ("anthropic" | "groq" | "xai" | "deepseek", Format::Embeddings)
                 | ("google-ai-studio" | "google-vertex", _) => return None,
                 _ => format!("/v1/{op}"),
@@ -233,6 +233,7 @@ mod tests {
         })
     }
 
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
     #[test]
     fn paths_table() {
         use Format::*;
@@ -328,10 +329,16 @@ mod tests {
         let bedrock = wire(get("amazon-bedrock"), Format::Messages, "m", true).unwrap();
         assert!(!bedrock.body_model && bedrock.beta_in_body && bedrock.reply.event_stream);
         assert!(bedrock.remove.contains(&"stream"));
-        assert_eq!(bedrock.set, Some(("anthropic_version", BEDROCK_ANTHROPIC_VERSION)));
+        assert_eq!(
+            bedrock.set,
+            Some(("anthropic_version", BEDROCK_ANTHROPIC_VERSION))
+        );
         let vertex = wire(get("google-vertex"), Format::Messages, "m", true).unwrap();
         assert!(!vertex.body_model && vertex.service_account && !vertex.reply.event_stream);
-        assert!(!vertex.remove.contains(&"stream"), "streamRawPredict reads it");
+        assert!(
+            !vertex.remove.contains(&"stream"),
+            "streamRawPredict reads it"
+        );
         let chat = wire(get("openai"), Format::Chat, "m", false).unwrap();
         assert!(chat.body_model && chat.reply.provider_field && chat.set.is_none());
         assert!(chat.remove.contains(&"plugins"));
@@ -340,7 +347,9 @@ mod tests {
         let mut custom = (**get("openai")).clone();
         custom.slug = "local-llm".into();
         assert_eq!(
-            wire(&custom, Format::Responses, "m", false).map(|w| w.path).as_deref(),
+            wire(&custom, Format::Responses, "m", false)
+                .map(|w| w.path)
+                .as_deref(),
             Some("/v1/responses")
         );
         custom.openai_compatible = false;
