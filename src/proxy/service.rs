@@ -194,21 +194,7 @@ impl Serve {
         route::check_rest(route.rest)?;
         let query = route::filter_query(parts.uri.query())?;
         let settings = snapshot.settings();
-        // An encoding the proxy cannot decode is refused before the body is
-        // taken, so the refusal drains it like any other.
-        let encoding = body::encoding(&parts.headers)?;
-        // So is a declared length over the limit, and one the memory budget
-        // has no room for: judged from the head, the body never polled, so
-        // no `100 Continue` goes before the 413 or the 503.
-        let declared = body::check_declared(&parts.headers, settings.max_body_bytes)?;
-        // Held until the attempts end: the body is kept for a failover's
-        // replay, and dropped with this reservation.
-        let mut held = Reservation::of(self.budget.as_ref());
-        held.grow_to(declared)?;
-        let Some(body) = body.take() else {
-            return Err(Rejection::InvalidBody("the request body could not be read"));
-        };
-        let bytes = read_body(body, encoding, settings, &mut held, ctx).await?;
+        let (bytes, mut held) = self.take_body(&parts.headers, body, settings, ctx).await?;
         let (model, lists) = model(route.rest, &parts.headers, &bytes)?;
         // Vertex names its model in the path (or, on its OpenAI-compatible
         // endpoint, in the body): elsewhere a body's `model` names nothing,
@@ -336,16 +322,7 @@ impl Serve {
         let snapshot = &*self.snapshot;
         let query = route::filter_query(parts.uri.query())?;
         let settings = snapshot.settings();
-        let encoding = body::encoding(&parts.headers)?;
-        let declared = body::check_declared(&parts.headers, settings.max_body_bytes)?;
-        let mut held = Reservation::of(self.budget.as_ref());
-        held.grow_to(declared)?;
-        let Some(body) = body.take() else {
-            return Err(Rejection::InvalidRequest(
-                "the request body could not be read",
-            ));
-        };
-        let bytes = read_body(body, encoding, settings, &mut held, ctx).await?;
+        let (bytes, mut held) = self.take_body(&parts.headers, body, settings, ctx).await?;
         // §4's rules first: one JSON document, one `model` string.
         let read = model::read_body_model(&bytes).map_err(model_rejection)?;
         let members = one::edit::members(&bytes)
@@ -407,6 +384,36 @@ impl Serve {
             .collect();
         let headers = upstream_headers(parts.headers, &parts.method, ctx);
         attempt::forward(inner, &legs, headers, Some(&mut held), ctx).await
+    }
+}
+
+impl Serve {
+    /// Phase 4: the body judged from the head (an encoding the proxy cannot
+    /// decode, a declared length over the limit or beyond the memory budget
+    /// refused before it is polled, so the refusal drains it like any other
+    /// and no `100 Continue` goes first), then read and held — until the
+    /// attempts end, for a failover's replay, and given back with the
+    /// reservation.
+    async fn take_body<B>(
+        &self,
+        headers: &HeaderMap,
+        body: &mut Option<B>,
+        settings: Settings,
+        ctx: &mut Ctx,
+    ) -> Result<(Bytes, Reservation<'_>), Rejection>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let encoding = body::encoding(headers)?;
+        let declared = body::check_declared(headers, settings.max_body_bytes)?;
+        let mut held = Reservation::of(self.budget.as_ref());
+        held.grow_to(declared)?;
+        let Some(body) = body.take() else {
+            return Err(Rejection::InvalidBody("the request body could not be read"));
+        };
+        let bytes = read_body(body, encoding, settings, &mut held, ctx).await?;
+        Ok((bytes, held))
     }
 }
 
