@@ -322,3 +322,33 @@ async fn a_credentials_openai_organization_replaces_the_clients() {
     let projects: Vec<_> = seen.headers.get_all("openai-project").iter().collect();
     assert_eq!(projects, ["proj-good"]);
 }
+
+#[tokio::test]
+async fn the_one_endpoint_sends_the_body_with_only_its_model_changed() {
+    // The slug `openai/gpt-4o` goes to openai as `gpt-4o`: the body that
+    // arrives is the odd body, byte for byte, with OpenRouter's members gone.
+    let asked = ODD_BODY.replace("\"gpt-4o\"", "\"openai/gpt-4o\"").replace(
+        "\"a\":1.50,",
+        "\"a\":1.50, \"provider\" : {\"order\":[\"openai\"]},",
+    );
+    let req = request(
+        "POST",
+        "/api/v1/chat/completions?key=gw-alice-0001",
+        &[
+            ("authorization", &format!("Bearer {ALICE}")),
+            ("content-type", "application/json"),
+        ],
+        asked,
+    );
+    let (got, rec) = send_ok(req).await;
+    let seen = rec.only();
+    assert_eq!(
+        seen.uri, "http://openai.upstream.test/base/v1/chat/completions",
+        "no query but the provider's"
+    );
+    assert_eq!(String::from_utf8_lossy(&seen.body), ODD_BODY);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("x-byok-provider"), Some("openai"));
+    assert_eq!(got.header("x-byok-model"), Some("gpt-4o"));
+    got.assert_no_secret();
+}
