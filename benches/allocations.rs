@@ -4,7 +4,8 @@
 //!
 //! Two cases, each a full request through `ByokLayer` (with metrics, as the
 //! binary runs it) over an in-process inner service, the answer read to its
-//! end:
+//! end, each on the provider's own route and on the one endpoint
+//! (`/api/v1/chat/completions`, SPEC §11):
 //!
 //! * `json`: a POST of a 1 KB JSON chat body with a gateway key, answered by a
 //!   200 chat completion with its usage (one frame);
@@ -93,10 +94,14 @@ fn registry() -> Registry {
     Registry::new(snapshot)
 }
 
-fn request(body: &Bytes) -> Request<Full<Bytes>> {
+/// The provider's own route, and the one endpoint's (SPEC §11).
+const OWN_ROUTE: &str = "/openai/v1/chat/completions";
+const ONE_ENDPOINT: &str = "/api/v1/chat/completions";
+
+fn request(path: &str, body: &Bytes) -> Request<Full<Bytes>> {
     Request::builder()
         .method("POST")
-        .uri("/openai/v1/chat/completions")
+        .uri(path)
         .header("authorization", format!("Bearer {GATEWAY_KEY}"))
         .header("content-type", "application/json")
         .header("user-agent", "bench/1.0")
@@ -161,7 +166,7 @@ fn inner(
 
 /// Runs `WARM_UP` then [`n`] requests through `svc`, each answer read to its
 /// end; counts them.
-fn count<S, RB>(rt: &tokio::runtime::Runtime, svc: S) -> Counted
+fn count<S, RB>(rt: &tokio::runtime::Runtime, svc: S, path: &str) -> Counted
 where
     S: tower::Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone,
     S::Error: std::fmt::Debug,
@@ -170,7 +175,11 @@ where
 {
     let body = chat_body(1024);
     let one = || async {
-        let res = svc.clone().oneshot(request(&body)).await.expect("answer");
+        let res = svc
+            .clone()
+            .oneshot(request(path, &body))
+            .await
+            .expect("answer");
         assert_eq!(res.status(), 200);
         let read = res.into_body().collect().await.expect("body").to_bytes();
         assert!(!read.is_empty());
@@ -220,25 +229,43 @@ fn main() {
     println!();
     println!("| case | allocs/req | reallocs/req | bytes/req |");
     println!("|---|--:|--:|--:|");
-    for (name, content_type, frames) in [
+    for (name, content_type, frames, path) in [
         (
             "1 KB JSON, JSON answer",
             "application/json",
             vec![COMPLETION],
+            OWN_ROUTE,
         ),
-        ("1 KB JSON, 16-event SSE answer", "text/event-stream", sse),
+        (
+            "1 KB JSON, JSON answer, one endpoint",
+            "application/json",
+            vec![COMPLETION],
+            ONE_ENDPOINT,
+        ),
+        (
+            "1 KB JSON, 16-event SSE answer",
+            "text/event-stream",
+            sse.clone(),
+            OWN_ROUTE,
+        ),
+        (
+            "1 KB JSON, 16-event SSE answer, one endpoint",
+            "text/event-stream",
+            sse.clone(),
+            ONE_ENDPOINT,
+        ),
     ] {
         // With metrics and a body budget, as the binary runs it.
         let layered = ByokLayer::new(registry.clone())
             .with_metrics(Arc::new(Metrics::new()))
             .with_body_budget(BodyBudget::new(256 << 20))
             .layer(inner(content_type, &frames));
-        row(&format!("layer: {name}"), &count(&rt, layered));
+        row(&format!("layer: {name}"), &count(&rt, layered, path));
         // The bench's own: the request built, the inner service's answer
         // made and read, without the layer.
         row(
             &format!("baseline, inner service alone: {name}"),
-            &count(&rt, inner(content_type, &frames)),
+            &count(&rt, inner(content_type, &frames), path),
         );
     }
 }

@@ -175,7 +175,8 @@ impl Serve {
         let snapshot = &*self.snapshot;
         request_filter(&parts)?;
         if let Some(route) = one::route(&parts.method, parts.uri.path()) {
-            return self.one_endpoint(inner, parts, body, ctx, route).await;
+            // Boxed: its state does not grow every other request's future.
+            return Box::pin(self.one_endpoint(inner, parts, body, ctx, route)).await;
         }
         // The provider is looked up first (the access log and the metrics
         // name it), but an unknown one is answered only after the key:
@@ -232,8 +233,8 @@ impl Serve {
         };
         let leg = Leg {
             req: forward,
-            plan: &plan,
-            ask: &ask,
+            plan,
+            ask,
         };
         attempt::forward(
             inner,
@@ -330,56 +331,46 @@ impl Serve {
         let asked = one::fields::read(&bytes, &members, read.model, format)?;
         let planned = one::legs::plan(snapshot.catalog(), snapshot.providers(), &asked, format)?;
         let require_zdr = principal.require_zdr || asked.prefs.zdr;
-        let plans: Vec<Plan<Candidate>> = planned
-            .iter()
-            .map(|p| snapshot.plan(&principal.workspace_id, p.label))
-            .collect();
-        let asks: Vec<Ask<'_>> = planned
-            .iter()
-            .map(|p| Ask {
-                key_hash: principal.key_hash.as_ref(),
-                user_id: &principal.user_id,
-                model: Some(&p.model),
-                slug: Some(&asked.models[p.model_index]),
-                also: &[],
-                lists_unreadable: false,
-                require_zdr,
-            })
-            .collect();
-        let ones: Vec<OneLeg<'_>> = planned
-            .iter()
-            .map(|p| OneLeg {
-                slug: &asked.models[p.model_index],
-                wire: &p.wire,
-                members: &members,
-            })
-            .collect();
         let clock = Clock::default();
         let legs: Vec<Leg<'_>> = planned
             .iter()
-            .zip(plans.iter().zip(asks.iter().zip(&ones)))
-            .map(|(p, (plan, (ask, one)))| Leg {
-                req: Forward {
-                    snapshot,
-                    settings,
-                    method: &parts.method,
-                    provider: p.provider,
-                    rest: &p.wire.path,
-                    query: p
-                        .wire
-                        .query
-                        .or(query.as_deref().filter(|_| p.wire.client_query)),
-                    model: Some(&p.model),
-                    body: &bytes,
-                    principal,
-                    book,
-                    clock: &clock,
-                    metrics: self.metrics.as_deref(),
-                    label: p.label,
-                    one: Some(one),
-                },
-                plan,
-                ask,
+            .map(|p| {
+                let slug: &str = &asked.models[p.model_index];
+                Leg {
+                    req: Forward {
+                        snapshot,
+                        settings,
+                        method: &parts.method,
+                        provider: p.provider,
+                        rest: &p.wire.path,
+                        query: p
+                            .wire
+                            .query
+                            .or(query.as_deref().filter(|_| p.wire.client_query)),
+                        model: Some(p.model),
+                        body: &bytes,
+                        principal,
+                        book,
+                        clock: &clock,
+                        metrics: self.metrics.as_deref(),
+                        label: p.label,
+                        one: Some(OneLeg {
+                            slug,
+                            wire: &p.wire,
+                            members: &members,
+                        }),
+                    },
+                    plan: snapshot.plan(&principal.workspace_id, p.label),
+                    ask: Ask {
+                        key_hash: principal.key_hash.as_ref(),
+                        user_id: &principal.user_id,
+                        model: Some(p.model),
+                        slug: Some(slug),
+                        also: &[],
+                        lists_unreadable: false,
+                        require_zdr,
+                    },
+                }
             })
             .collect();
         let headers = upstream_headers(parts.headers, &parts.method, ctx);

@@ -98,11 +98,11 @@ pub(crate) struct Forward<'a> {
     pub(crate) label: &'a Arc<str>,
     /// On the one endpoint (SPEC §11): the slug, the body's edits and the
     /// answer's shape for this leg's provider.
-    pub(crate) one: Option<&'a OneLeg<'a>>,
+    pub(crate) one: Option<OneLeg<'a>>,
 }
 
 /// What the one endpoint adds to a leg (SPEC §11).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct OneLeg<'a> {
     /// The model's slug, as the client's answer names it.
     pub(crate) slug: &'a str,
@@ -119,8 +119,8 @@ pub(crate) struct OneLeg<'a> {
 #[derive(Debug)]
 pub(crate) struct Leg<'a> {
     pub(crate) req: Forward<'a>,
-    pub(crate) plan: &'a Plan<Candidate>,
-    pub(crate) ask: &'a Ask<'a>,
+    pub(crate) plan: Plan<Candidate>,
+    pub(crate) ask: Ask<'a>,
 }
 
 /// How the attempts ended.
@@ -157,7 +157,7 @@ where
 {
     let mut last_id = None;
     for (i, leg) in legs.iter().enumerate() {
-        let candidates = policy::admitted(leg.plan, leg.ask, leg.req.clock);
+        let candidates = policy::admitted(&leg.plan, &leg.ask, leg.req.clock);
         ctx.resting
             .extend(candidates.resting().map(|c| Arc::clone(&c.id_label)));
         // Admitted candidates that no entry of their key serves (an Azure
@@ -172,14 +172,14 @@ where
             continue;
         }
         // The last candidate of all is the last of the last leg that has any.
-        let later = legs[i + 1..]
-            .iter()
-            .any(|l| policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| serves(&l.req, c)));
+        let later = legs[i + 1..].iter().any(|l| {
+            policy::admitted(&l.plan, &l.ask, l.req.clock).any(|(_, c)| serves(&l.req, c))
+        });
         let edited;
         let req = match leg.req.one {
             None => leg.req,
             Some(one) => {
-                edited = crate::proxy::one::leg_body(&leg.req, one, &headers)?;
+                edited = crate::proxy::one::leg_body(&leg.req, &one, &headers)?;
                 if let Some(held) = held.as_deref_mut() {
                     held.grow_to(leg.req.body.len().saturating_add(edited.len()))?;
                 }
@@ -278,7 +278,7 @@ fn none_served<RB>(
     }
     let unserved = legs
         .iter()
-        .any(|l| policy::admitted(l.plan, l.ask, l.req.clock).any(|(_, c)| !serves(&l.req, c)));
+        .any(|l| policy::admitted(&l.plan, &l.ask, l.req.clock).any(|(_, c)| !serves(&l.req, c)));
     if unserved {
         // Admitted, but no entry of their keys serves this path.
         return Err(Rejection::InvalidRequest(
@@ -318,7 +318,7 @@ fn serves(req: &Forward<'_>, cand: &Candidate) -> bool {
 fn denied(legs: &[Leg<'_>]) -> Rejection {
     match legs {
         [leg] => Rejection::denied(
-            policy::deny(leg.plan, leg.ask),
+            policy::deny(&leg.plan, &leg.ask),
             &leg.req.provider.slug,
             leg.ask.model,
             leg.ask.also.len(),
@@ -337,7 +337,7 @@ fn denied(legs: &[Leg<'_>]) -> Rejection {
                 if !models.contains(&model) {
                     models.push(model);
                 }
-                if let policy::Denial::NoEligibleCredential(r) = policy::deny(leg.plan, leg.ask) {
+                if let policy::Denial::NoEligibleCredential(r) = policy::deny(&leg.plan, &leg.ask) {
                     any = true;
                     refused.add(&r);
                 }

@@ -38,7 +38,7 @@ pub(super) fn relay<RB>(
     headers::strip_response(&mut head.headers);
     headers::annotate(&mut head.headers, &cand.id_value, ctx.attempts.len(), tier);
     let shaping = match req.one {
-        Some(one) if sent.peeked.is_none() => one_endpoint(req, one, &mut head),
+        Some(one) if sent.peeked.is_none() => one_endpoint(req, &one, &mut head),
         _ => Shaping::Plain,
     };
     let mut out = ByokBody::shaped(sent.peeked, body, req.settings.idle_timeout, shaping);

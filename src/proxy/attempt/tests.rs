@@ -156,11 +156,7 @@ where
     let mut headers = HeaderMap::new();
     headers.insert("x-client", HeaderValue::from_static("kept"));
     let mut ctx = Ctx::start(&HeaderMap::new());
-    let leg = Leg {
-        req,
-        plan: &plan,
-        ask: &ask,
-    };
+    let leg = Leg { req, plan, ask };
     let outcome = forward(inner, std::slice::from_ref(&leg), headers, None, &mut ctx).await;
     (outcome, ctx)
 }
@@ -313,8 +309,8 @@ async fn a_refused_request_never_reaches_the_inner_service() {
         inner,
         &[Leg {
             req: forward_req,
-            plan: &plan,
-            ask: &ask,
+            plan,
+            ask,
         }],
         HeaderMap::new(),
         None,

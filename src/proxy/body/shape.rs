@@ -21,6 +21,42 @@ use super::eventstream::{to_sse, EventStreamSse};
 use crate::proxy::one::edit;
 use crate::BoxError;
 
+/// What a JSON answer's edit holds: its first frame as it came (most
+/// answers are one frame: no copy), the frames joined once there are more.
+#[derive(Debug, Default)]
+struct Held {
+    first: Option<Bytes>,
+    joined: BytesMut,
+}
+
+impl Held {
+    fn push(&mut self, data: Bytes) {
+        if self.first.is_none() && self.joined.is_empty() {
+            self.first = Some(data);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(&data);
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.joined.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everything held, which is held no more.
+    fn take(&mut self) -> Bytes {
+        self.first
+            .take()
+            .unwrap_or_else(|| self.joined.split().freeze())
+    }
+}
+
 /// The largest JSON answer edited; a larger one is relayed as it came.
 const MAX_EDITED: usize = 2 * 1024 * 1024;
 
@@ -67,57 +103,58 @@ pub(crate) enum Shaping {
 }
 
 pin_project! {
-    /// An answer on its way out, shaped as its [`Shaping`] says.
+    /// An answer on its way out, shaped as its [`Shaping`] says. The
+    /// shaping states are boxed: an answer passed as it came (every answer
+    /// of the provider routes) is its body and a tag.
     #[project = ShapeProj]
     #[derive(Debug)]
     pub(crate) enum Shape<B> {
-        /// As it came, or a JSON answer edited.
+        /// As it came.
+        Plain {
+            #[pin]
+            inner: B,
+        },
+        /// A JSON answer held and edited.
         Edited {
             #[pin]
-            inner: Edit<B>,
+            inner: B,
+            state: Box<Editing>,
         },
         /// Bedrock's event stream converted, frame by frame.
         Converted {
-            #[pin]
-            inner: EventStreamSse<B>,
+            inner: Pin<Box<EventStreamSse<B>>>,
         },
     }
 }
 
-pin_project! {
-    /// A body as it came, or (with an edit) a JSON answer held and edited.
-    #[derive(Debug)]
-    pub(crate) struct Edit<B> {
-        #[pin]
-        inner: B,
-        edit: Option<JsonEdit>,
-        held: BytesMut,
-        // Trailers that came after a held body: sent after it.
-        trailers: Option<http::HeaderMap>,
-        // The inner body has ended (the held part still to go).
-        ended: bool,
-    }
+/// A JSON answer's edit under way.
+#[derive(Debug)]
+pub(crate) struct Editing {
+    /// The edit, until it is made (or given up).
+    edit: Option<JsonEdit>,
+    held: Held,
+    /// Trailers that came after a held body: sent after it.
+    trailers: Option<http::HeaderMap>,
+    /// The inner body has ended (the held part still to go).
+    ended: bool,
 }
 
 impl<B> Shape<B> {
     /// `inner`, shaped as `shaping` says.
     pub(crate) fn new(inner: B, shaping: Shaping) -> Self {
-        let edit = match shaping {
-            Shaping::Plain => None,
-            Shaping::Json(edit) => Some(edit),
-            Shaping::EventStream => {
-                return Shape::Converted {
-                    inner: to_sse(inner),
-                }
-            }
-        };
-        Shape::Edited {
-            inner: Edit {
+        match shaping {
+            Shaping::Plain => Shape::Plain { inner },
+            Shaping::Json(edit) => Shape::Edited {
                 inner,
-                edit,
-                held: BytesMut::new(),
-                trailers: None,
-                ended: false,
+                state: Box::new(Editing {
+                    edit: Some(edit),
+                    held: Held::default(),
+                    trailers: None,
+                    ended: false,
+                }),
+            },
+            Shaping::EventStream => Shape::Converted {
+                inner: Box::pin(to_sse(inner)),
             },
         }
     }
@@ -136,97 +173,96 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ShapeProj::Edited { inner } => inner.poll_frame(cx),
-            ShapeProj::Converted { inner } => inner.poll_frame(cx),
+            ShapeProj::Plain { inner } => inner.poll_frame(cx).map_err(Into::into),
+            ShapeProj::Edited { inner, state } => state.poll_frame(inner, cx),
+            ShapeProj::Converted { inner } => inner.as_mut().poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Shape::Edited { inner } => inner.is_end_stream(),
+            Shape::Plain { inner } => inner.is_end_stream(),
+            Shape::Edited { inner, state } => {
+                state.edit.is_none()
+                    && state.held.is_empty()
+                    && state.trailers.is_none()
+                    && (state.ended || inner.is_end_stream())
+            }
             Shape::Converted { inner } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Shape::Edited { inner } => inner.size_hint(),
+            Shape::Plain { inner } => inner.size_hint(),
+            Shape::Edited { inner, state } => {
+                if state.edit.is_some() {
+                    return SizeHint::default();
+                }
+                super::plus(inner.size_hint(), state.held.len() as u64)
+            }
             Shape::Converted { inner } => inner.size_hint(),
         }
     }
 }
 
-impl<B> Body for Edit<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+impl Editing {
+    /// The next frame of `inner`, edited: everything held until the body
+    /// ends (then edited and sent as one frame), or until it is too large
+    /// (then sent as it came, and the rest after it).
+    fn poll_frame<B>(
+        &mut self,
+        mut inner: Pin<&mut B>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let Some(json) = this.edit.as_ref() else {
-            // Plain, or past the edit: as it comes.
-            if !this.held.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let Some(json) = self.edit.as_ref() else {
+            // Past the edit: what is held, then as it comes.
+            if !self.held.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(self.held.take()))));
             }
-            if let Some(trailers) = this.trailers.take() {
+            if let Some(trailers) = self.trailers.take() {
                 return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
             }
-            if *this.ended {
+            if self.ended {
                 return Poll::Ready(None);
             }
-            return this.inner.poll_frame(cx).map_err(Into::into);
+            return inner.poll_frame(cx).map_err(Into::into);
         };
-        while !*this.ended {
-            match ready!(this.inner.as_mut().poll_frame(cx)) {
+        while !self.ended {
+            match ready!(inner.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        this.held.extend_from_slice(&data);
-                        if this.held.len() > MAX_EDITED {
+                        self.held.push(data);
+                        if self.held.len() > MAX_EDITED {
                             // Too large to hold: the rest as it comes.
-                            *this.edit = None;
-                            return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+                            self.edit = None;
+                            return Poll::Ready(Some(Ok(Frame::data(self.held.take()))));
                         }
                     }
                     Err(frame) => {
-                        *this.trailers = frame.into_trailers().ok();
-                        *this.ended = true;
+                        self.trailers = frame.into_trailers().ok();
+                        self.ended = true;
                     }
                 },
                 Some(Err(e)) => {
-                    *this.edit = None;
-                    this.held.clear();
+                    self.edit = None;
+                    self.held = Held::default();
                     return Poll::Ready(Some(Err(e.into())));
                 }
-                None => *this.ended = true,
+                None => self.ended = true,
             }
         }
-        let held = this.held.split().freeze();
+        let held = self.held.take();
         let out = json.apply(&held).unwrap_or(held);
-        *this.edit = None;
+        self.edit = None;
         if out.is_empty() {
-            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
         Poll::Ready(Some(Ok(Frame::data(out))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.edit.is_none()
-            && self.held.is_empty()
-            && self.trailers.is_none()
-            && (self.ended || self.inner.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.edit.is_some() {
-            return SizeHint::default();
-        }
-        super::plus(self.inner.size_hint(), self.held.len() as u64)
     }
 }
 

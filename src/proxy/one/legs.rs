@@ -6,8 +6,9 @@
 //! speak the route's format, and with `allow_fallbacks: false` only the
 //! first one's provider.
 
-use std::borrow::Cow;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use super::fields::{Asked, Prefs};
 use super::wire::{wire, Wire};
@@ -17,44 +18,50 @@ use crate::proxy::error::Rejection;
 
 /// One endpoint of one model, as the attempts walk it.
 #[derive(Debug)]
-pub(crate) struct Planned<'s> {
+pub(crate) struct Planned<'a> {
     /// The index of its model in [`Asked::models`].
     pub(crate) model_index: usize,
     /// Its provider, and that provider's metrics label.
-    pub(crate) provider: &'s Arc<Provider>,
-    pub(crate) label: &'s Arc<str>,
+    pub(crate) provider: &'a Arc<Provider>,
+    pub(crate) label: &'a Arc<str>,
     /// The provider's id of the model.
-    pub(crate) model: Arc<str>,
+    pub(crate) model: &'a str,
     /// How the request reaches it.
     pub(crate) wire: Wire,
 }
 
+/// An endpoint as (provider slug, the provider's model id).
+pub(crate) type EndpointRef<'a> = (&'a str, &'a str);
+
 /// The endpoints of `slug`: the catalog's, else the one the slug names
 /// (`{provider}/{model}`) when its author is a provider; `None` when
-/// neither.
-pub(crate) fn endpoints<'c>(
-    catalog: &'c Catalog,
+/// neither. Borrowed from the catalog or the slug: nothing is copied.
+pub(crate) fn endpoints<'a>(
+    catalog: &'a Catalog,
     providers: &Providers,
-    slug: &str,
-) -> Option<Cow<'c, [Endpoint]>> {
+    slug: &'a str,
+) -> Option<SmallVec<[EndpointRef<'a>; 4]>> {
     if let Some(model) = catalog.get(slug) {
-        return Some(Cow::Borrowed(&model.endpoints));
+        return Some(
+            model
+                .endpoints
+                .iter()
+                .map(|e: &'a Endpoint| (&*e.provider, &*e.model))
+                .collect(),
+        );
     }
     let (author, model) = slug.split_once('/')?;
-    let (label, _) = providers.entry(author)?;
-    Some(Cow::Owned(vec![Endpoint {
-        provider: Arc::clone(label),
-        model: Arc::from(model),
-    }]))
+    providers.entry(author)?;
+    Some(SmallVec::from_elem((author, model), 1))
 }
 
 /// Every endpoint of `asked`'s models for `format`, in the order tried.
-pub(crate) fn plan<'s>(
-    catalog: &Catalog,
-    providers: &'s Providers,
-    asked: &Asked<'_>,
+pub(crate) fn plan<'a>(
+    catalog: &'a Catalog,
+    providers: &'a Providers,
+    asked: &'a Asked<'_>,
     format: Format,
-) -> Result<Vec<Planned<'s>>, Rejection> {
+) -> Result<Vec<Planned<'a>>, Rejection> {
     let prefs = &asked.prefs;
     let mut out = Vec::with_capacity(asked.models.len());
     // Whether any endpoint spoke the format, before the preferences.
@@ -62,12 +69,12 @@ pub(crate) fn plan<'s>(
     for (model_index, slug) in asked.models.iter().enumerate() {
         let endpoints = endpoints(catalog, providers, slug)
             .ok_or_else(|| Rejection::UnknownModel(slug.to_string()))?;
-        let mut these: Vec<Planned<'s>> = Vec::with_capacity(endpoints.len());
-        for e in endpoints.iter() {
-            let Some((label, provider)) = providers.entry(&e.provider) else {
+        let mut these: SmallVec<[Planned<'a>; 4]> = SmallVec::new();
+        for (provider, model) in endpoints {
+            let Some((label, provider)) = providers.entry(provider) else {
                 continue;
             };
-            let Some(wire) = wire(provider, format, &e.model, asked.stream) else {
+            let Some(wire) = wire(provider, format, model, asked.stream) else {
                 continue;
             };
             spoken = true;
@@ -78,7 +85,7 @@ pub(crate) fn plan<'s>(
                 model_index,
                 provider,
                 label,
-                model: Arc::clone(&e.model),
+                model,
                 wire,
             });
         }
@@ -138,6 +145,7 @@ fn rank(prefs: &Prefs, provider: &Provider) -> usize {
 mod tests {
     use super::*;
     use crate::domain::CatalogModel;
+    use std::borrow::Cow;
 
     fn catalog() -> Catalog {
         let e = |p: &str, m: &str| Endpoint {
@@ -178,7 +186,7 @@ mod tests {
         plan(&catalog(), &providers, &asked, format)
             .map(|v| {
                 v.into_iter()
-                    .map(|p| (p.model_index, p.label.to_string(), p.model.to_string()))
+                    .map(|p| (p.model_index, p.label.to_string(), p.model.to_owned()))
                     .collect()
             })
             .map_err(|r| r.reason())

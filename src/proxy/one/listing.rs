@@ -64,12 +64,12 @@ fn usable(snapshot: &Snapshot, principal: &Principal, slug: &str, clock: &Clock)
     let Some(endpoints) = legs::endpoints(snapshot.catalog(), snapshot.providers(), slug) else {
         return false;
     };
-    endpoints.iter().any(|e| {
-        let plan = snapshot.plan(&principal.workspace_id, &e.provider);
+    endpoints.iter().any(|(provider, model)| {
+        let plan = snapshot.plan(&principal.workspace_id, provider);
         let ask = Ask {
             key_hash: principal.key_hash.as_ref(),
             user_id: &principal.user_id,
-            model: Some(&e.model),
+            model: Some(model),
             slug: Some(slug),
             also: &[],
             lists_unreadable: false,

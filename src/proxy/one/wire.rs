@@ -4,6 +4,8 @@
 //! not speak a request's format has no wire for it, and its endpoints are
 //! skipped.
 
+use std::borrow::Cow;
+
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::fields::{OPENROUTER_ONLY, ROUTING};
@@ -31,7 +33,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Wire {
     /// The path after the provider's (or credential's) base URL.
-    pub(crate) path: String,
+    pub(crate) path: Cow<'static, str>,
     /// The query: this one, else the client's (filtered, SPEC §4) where
     /// `client_query`, else none.
     pub(crate) query: Option<&'static str>,
@@ -75,8 +77,8 @@ pub(crate) fn wire(provider: &Provider, format: Format, model: &str, stream: boo
     } else {
         OPENROUTER_ONLY
     };
-    let plain = |path: &str| Wire {
-        path: path.to_owned(),
+    let plain = |path: Cow<'static, str>| Wire {
+        path,
         query: None,
         client_query: false,
         body_model: true,
@@ -91,44 +93,45 @@ pub(crate) fn wire(provider: &Provider, format: Format, model: &str, stream: boo
     };
     match format {
         Format::Messages | Format::CountTokens => {
-            messages(slug, format, model, stream, plain("/v1/messages"))
+            messages(slug, format, model, stream, plain("/v1/messages".into()))
         }
         Format::Chat | Format::Embeddings | Format::Responses if provider.openai_compatible => {
-            let op = match format {
-                Format::Chat => "chat/completions",
-                Format::Embeddings => "embeddings",
-                _ => "responses",
+            let (op, v1) = match format {
+                Format::Chat => ("chat/completions", "/v1/chat/completions"),
+                Format::Embeddings => ("embeddings", "/v1/embeddings"),
+                _ => ("responses", "/v1/responses"),
             };
-            let path = match (slug, format) {
-                ("google-ai-studio", Format::Chat | Format::Embeddings) => {
-                    format!("/v1beta/openai/{op}")
-                }
+            let path: Cow<'static, str> = match (slug, format) {
+                ("google-ai-studio", Format::Chat) => "/v1beta/openai/chat/completions".into(),
+                ("google-ai-studio", Format::Embeddings) => "/v1beta/openai/embeddings".into(),
                 // Vertex's OpenAI-compatible endpoint takes `publisher/model`
                 // ids (`google/gemini-2.0-flash`); its Claude models are not
                 // served there.
                 ("google-vertex", Format::Chat) if model.contains('/') => {
                     return Some(Wire {
                         service_account: true,
-                        ..plain("/v1/projects/-/locations/-/endpoints/openapi/chat/completions")
+                        ..plain(
+                            "/v1/projects/-/locations/-/endpoints/openapi/chat/completions".into(),
+                        )
                     })
                 }
                 ("azure", Format::Chat | Format::Embeddings) => {
                     return Some(Wire {
                         query: Some(AZURE_API_VERSION),
-                        ..plain(&format!("/openai/deployments/{}/{op}", segment(model)?))
+                        ..plain(format!("/openai/deployments/{}/{op}", segment(model)?).into())
                     })
                 }
-                ("azure", Format::Responses) => "/openai/v1/responses".to_owned(),
-                ("deepseek", Format::Chat) => "/chat/completions".to_owned(),
+                ("azure", Format::Responses) => "/openai/v1/responses".into(),
+                ("deepseek", Format::Chat) => "/chat/completions".into(),
                 (
                     "anthropic" | "mistral" | "together" | "fireworks" | "deepseek",
                     Format::Responses,
                 )
                 | ("anthropic" | "groq" | "xai" | "deepseek", Format::Embeddings)
                 | ("google-ai-studio" | "google-vertex", _) => return None,
-                _ => format!("/v1/{op}"),
+                _ => v1.into(),
             };
-            Some(plain(&path))
+            Some(plain(path))
         }
         _ => None,
     }
@@ -150,7 +153,7 @@ fn messages(slug: &str, format: Format, model: &str, stream: bool, plain: Wire) 
             reply,
             client_query: true,
             ..Wire {
-                path: "/v1/messages/count_tokens".to_owned(),
+                path: "/v1/messages/count_tokens".into(),
                 ..plain
             }
         }),
@@ -161,7 +164,7 @@ fn messages(slug: &str, format: Format, model: &str, stream: bool, plain: Wire) 
                 "invoke"
             };
             Some(Wire {
-                path: format!("/model/{}/{op}", segment(model)?),
+                path: format!("/model/{}/{op}", segment(model)?).into(),
                 body_model: false,
                 remove: BEDROCK_REMOVE,
                 set: Some(("anthropic_version", BEDROCK_ANTHROPIC_VERSION)),
@@ -183,7 +186,8 @@ fn messages(slug: &str, format: Format, model: &str, stream: bool, plain: Wire) 
                 path: format!(
                     "/v1/projects/-/locations/-/publishers/anthropic/models/{}:{method}",
                     segment(model)?
-                ),
+                )
+                .into(),
                 body_model: false,
                 set: Some(("anthropic_version", VERTEX_ANTHROPIC_VERSION)),
                 service_account: true,
@@ -229,7 +233,7 @@ mod tests {
         let p = providers.get(slug).unwrap();
         wire(p, format, model, stream).map(|w| match w.query {
             Some(q) => format!("{}?{q}", w.path),
-            None => w.path,
+            None => w.path.into_owned(),
         })
     }
 
