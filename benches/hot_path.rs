@@ -125,9 +125,14 @@ fn registry() -> Registry {
 /// Key 42 009 (user-42009): only the last credential (sort_order 9) of its
 /// workspace group admits it, so the whole group is scanned.
 fn request(method: &str, body: &Bytes) -> Request<Full<Bytes>> {
+    request_to("/openai/v1/chat/completions", method, body)
+}
+
+/// [`request`] to `path`: the one endpoint's (SPEC §11), say.
+fn request_to(path: &str, method: &str, body: &Bytes) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
-        .uri("/openai/v1/chat/completions")
+        .uri(path)
         .header("authorization", format!("Bearer {}", gateway_key(42_009)))
         .header("content-type", "application/json")
         .header("user-agent", "bench/1.0")
@@ -189,6 +194,11 @@ fn per_request(c: &mut Criterion) {
             Bytes::from_static(COMPLETION.as_bytes()),
         ),
         (
+            "layer_post_1KB_json_usage_one_endpoint",
+            "application/json",
+            Bytes::from_static(COMPLETION.as_bytes()),
+        ),
+        (
             "layer_post_1KB_json_unread_baseline",
             "application/octet-stream",
             Bytes::from_static(COMPLETION.as_bytes()),
@@ -219,9 +229,15 @@ fn per_request(c: &mut Criterion) {
             }));
         let body = chat_body(1024);
         group.bench_function(name, |b| {
+            // The same request on the one endpoint: `gpt-4o` is `openai/gpt-4o`.
+            let path = if name.ends_with("one_endpoint") {
+                "/api/v1/chat/completions"
+            } else {
+                "/openai/v1/chat/completions"
+            };
             b.to_async(&rt).iter(|| {
                 let svc = layered.clone();
-                let req = request("POST", &body);
+                let req = request_to(path, "POST", &body);
                 async move {
                     let res = svc.oneshot(req).await.expect("infallible");
                     assert_eq!(res.status(), 200);

@@ -175,8 +175,7 @@ impl Serve {
         let snapshot = &*self.snapshot;
         request_filter(&parts)?;
         if let Some(route) = one::route(&parts.method, parts.uri.path()) {
-            // Boxed: its state does not grow every other request's future.
-            return Box::pin(self.one_endpoint(inner, parts, body, ctx, route)).await;
+            return self.one_endpoint(inner, parts, body, ctx, route).await;
         }
         // The provider is looked up first (the access log and the metrics
         // name it), but an unknown one is answered only after the key:
