@@ -21,6 +21,12 @@
 //! 7. the attempts, each in phases of its own ([`attempt`](super::attempt)):
 //!    build, send, read the head, judge, classify, relay;
 //!
+//! and on the one endpoint (`/api/…`, SPEC §11, [`one`](super::one)), after
+//! phase 1: its route (an unknown path answered before the key), phases 3
+//! and 4, then the body's models and preferences read, their endpoints
+//! planned as legs (a provider's plan and ask each), and the attempts across
+//! all the legs;
+//!
 //! then [`respond`]: the answer, and one access-log line and the metrics
 //! ([`access_log`](super::access_log)), which read the context and decide
 //! nothing. [`decide`] runs phases 2, 3 and 6 alone, without a body, any I/O

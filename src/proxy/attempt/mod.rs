@@ -17,7 +17,9 @@
 //!
 //! The request phases before these (route, key, body, model, selection) are
 //! in [`service`](super::service); what they decided reaches every attempt
-//! as a [`Forward`].
+//! as a [`Forward`], one per [`Leg`]: a provider route has one leg, the one
+//! endpoint (SPEC §11) one per endpoint of each of its models, walked in
+//! order with failover across all of them.
 
 mod build;
 mod cooldown;
