@@ -51,6 +51,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// The deepest nesting of arrays and objects, the top-level object included
 /// (the strict scanner's limit).
@@ -355,12 +356,23 @@ impl Sink for Vec<u8> {
 struct Plan<'p, 'a> {
     body: &'p [u8],
     members: &'p [Member<'a>],
-    set: &'p [(&'p str, &'p [u8])],
-    remove: &'p [&'p str],
+    /// What becomes of each member, decided once (the writes run twice).
+    actions: SmallVec<[Action<'p>; 16]>,
+    /// The set members the body lacks, in `set`'s order: inserted.
+    inserted: SmallVec<[(&'p str, &'p [u8]); 4]>,
     /// The index of the top-level `{`.
     open: usize,
     /// The index of the top-level `}`.
     close: usize,
+}
+
+/// What an edit does to one member.
+#[derive(Debug, Clone, Copy)]
+enum Action<'p> {
+    Keep,
+    Remove,
+    /// Its value replaced by this one.
+    Set(&'p [u8]),
 }
 
 impl<'p, 'a> Plan<'p, 'a> {
@@ -393,31 +405,52 @@ impl<'p, 'a> Plan<'p, 'a> {
             end = span.end;
         }
         let close = skip_ws(body, end);
-        (body.get(close) == Some(&b'}')).then_some(Self {
+        if body.get(close) != Some(&b'}') {
+            return None;
+        }
+        let removes = |key: &str| remove.contains(&key);
+        let actions = members
+            .iter()
+            .map(|m| {
+                if removes(&m.key) {
+                    Action::Remove
+                } else {
+                    // Its first value, when set twice.
+                    set.iter()
+                        .find(|(k, _)| *k == m.key)
+                        .map_or(Action::Keep, |(_, v)| Action::Set(v))
+                }
+            })
+            .collect();
+        let inserted = set
+            .iter()
+            .enumerate()
+            .filter(|&(index, &(key, _))| {
+                let first = !set.iter().take(index).any(|(k, _)| *k == key);
+                first && !removes(key) && !members.iter().any(|m| m.key == key)
+            })
+            .map(|(_, &entry)| entry)
+            .collect();
+        Some(Self {
             body,
             members,
-            set,
-            remove,
+            actions,
+            inserted,
             open,
             close,
         })
     }
 
-    /// Whether `key` is to be removed.
-    fn removes(&self, key: &str) -> bool {
-        self.remove.contains(&key)
-    }
-
-    /// The value `set` gives `key`, if any (its first).
-    fn value_for(&self, key: &str) -> Option<&'p [u8]> {
-        self.set.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    /// Whether the member at `index` is removed.
+    fn removed(&self, index: usize) -> bool {
+        matches!(self.actions.get(index), Some(Action::Remove))
     }
 
     /// Writes the edited body to `out`; `None` when a range does not fit
     /// (only if `new` let an inconsistent list through).
     fn write(&self, out: &mut impl Sink) -> Option<()> {
         let body = self.body;
-        let any_kept = self.members.iter().any(|m| !self.removes(&m.key));
+        let any_kept = self.actions.iter().any(|a| !matches!(a, Action::Remove));
         out.put(body.get(..=self.open)?);
         if self.write_insertions(out) && any_kept {
             out.put(b",");
@@ -437,12 +470,12 @@ impl<'p, 'a> Plan<'p, 'a> {
     /// which the body is written or dropped. At least one member is kept.
     fn write_members(&self, out: &mut impl Sink) -> Option<usize> {
         let members = self.members;
-        let removed = |index: usize| members.get(index).is_some_and(|m| self.removes(&m.key));
+        let removed = |index: usize| self.removed(index);
         let mut cursor = self.open + 1;
         let mut index = 0;
         while let Some(member) = members.get(index) {
             if !removed(index) {
-                if let Some(value) = self.value_for(&member.key) {
+                if let Some(Action::Set(value)) = self.actions.get(index) {
                     out.put(self.body.get(cursor..member.value.start)?);
                     out.put(value);
                     cursor = member.value.end;
@@ -470,22 +503,15 @@ impl<'p, 'a> Plan<'p, 'a> {
 
     /// Writes each set member the body lacks, comma-separated; whether any.
     fn write_insertions(&self, out: &mut impl Sink) -> bool {
-        let mut any = false;
-        for (index, &(key, value)) in self.set.iter().enumerate() {
-            let first = !self.set.iter().take(index).any(|(k, _)| *k == key);
-            let present = self.members.iter().any(|m| m.key == key);
-            if !first || present || self.removes(key) {
-                continue;
-            }
-            if any {
+        for (index, &(key, value)) in self.inserted.iter().enumerate() {
+            if index > 0 {
                 out.put(b",");
             }
-            any = true;
             put_string(out, key);
             out.put(b":");
             out.put(value);
         }
-        any
+        !self.inserted.is_empty()
     }
 }
 
