@@ -176,9 +176,14 @@ async fn reloads_update_counters_gauges_readyz_and_rotate_management_keys() {
         .await
         .text(),
     );
+    // Every failed reload is counted once. The file watcher can take one
+    // change for two on a loaded machine (CI saw it once): then the log has
+    // a second failure, and so must the metric.
+    let failures = proxy.logs().matches("config reload failed").count() as f64;
+    assert!(failures >= 1.0);
     assert_eq!(
         family(&s, "byok_config_reloads_total"),
-        expect(&[("result=failed", 1.0), ("result=ok", 3.0)])
+        expect(&[("result=failed", failures), ("result=ok", 3.0)])
     );
     assert_eq!(gauge(&s, "byok_config_generation"), 4.0);
     assert_eq!(gauge(&s, "byok_registry_credentials"), 2.0);
